@@ -1,0 +1,14 @@
+//! Amber's domain types, shared by the server and the `amber` client: digests,
+//! validated names, the token secret format, manifests with DSSE signing and
+//! offline verification, and the HTTP API's wire types. No I/O lives here.
+
+pub mod digest;
+pub mod dsse;
+pub mod manifest;
+pub mod name;
+pub mod token;
+pub mod wire;
+
+pub use digest::Digest;
+pub use name::{RepoName, RepoPattern, Tag};
+pub use token::{Action, Grant, TokenId, TokenSecret};

@@ -1,0 +1,138 @@
+//! Request and response bodies of HTTP API v1, shared by server and client.
+//! Fields may be added, never removed or renamed.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::digest::Digest;
+use crate::name::Tag;
+use crate::token::{Grant, TokenId};
+
+/// `{"error": {"code", "message", "detail"?}}`: every error response.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+    /// Machine-readable specifics, e.g. the missing blobs of `manifest_blob_unknown`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<serde_json::Value>,
+}
+
+/// Answer to a blob upload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobInfo {
+    pub digest: Digest,
+    pub size: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MissingRequest {
+    pub digests: Vec<Digest>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MissingResponse {
+    pub missing: Vec<Digest>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTokenRequest {
+    pub name: String,
+    #[serde(default)]
+    pub pipeline: Option<String>,
+    pub grants: Vec<Grant>,
+    /// Lifetime in seconds; the server's default when absent, never above its maximum.
+    #[serde(default)]
+    pub expires_in: Option<u64>,
+}
+
+/// A token as anyone may see it: never the secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenInfo {
+    pub id: TokenId,
+    pub name: String,
+    pub pipeline: Option<String>,
+    pub grants: Vec<Grant>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub last_used_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+/// `201` answer to token creation: the token's fields and, once, its secret.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CreatedToken {
+    #[serde(flatten)]
+    pub info: TokenInfo,
+    pub token: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyStatus {
+    Active,
+    Retired,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublicKeyInfo {
+    pub keyid: String,
+    pub algorithm: String,
+    /// Base64 of the 32 raw Ed25519 public key bytes.
+    pub public_key: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    pub status: KeyStatus,
+}
+
+/// `GET /v1/keys`, and the pinned-key file `amberd keys export` writes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyList {
+    pub keys: Vec<PublicKeyInfo>,
+}
+
+impl KeyList {
+    /// The Ed25519 keys, with ids recomputed from the key bytes (never trusted
+    /// from the file). Entries that are not valid Ed25519 keys are an error.
+    pub fn verifying_keys(&self) -> Result<Vec<ed25519_dalek::VerifyingKey>, String> {
+        use base64::Engine;
+        self.keys
+            .iter()
+            .map(|k| {
+                let bytes: [u8; 32] = base64::engine::general_purpose::STANDARD
+                    .decode(&k.public_key)
+                    .ok()
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| format!("key {} is not 32 bytes of base64", k.keyid))?;
+                ed25519_dalek::VerifyingKey::from_bytes(&bytes)
+                    .map_err(|e| format!("key {}: {e}", k.keyid))
+            })
+            .collect()
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TagEntry {
+    pub tag: Tag,
+    pub digest: Digest,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// One page of tags, in name order; `next` is the cursor for the following page.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TagList {
+    pub tags: Vec<TagEntry>,
+    pub next: Option<String>,
+}

@@ -1,0 +1,134 @@
+//! Minting tokens: validating what is asked for and storing only the hash.
+//!
+//! Grant rules (least privilege): every grant names at least one action;
+//! `admin` is granted only on `*`, and `*` only carries `admin`, so admin power
+//! and push/pull never come in one grant; a lifetime is always set and never
+//! exceeds the configured maximum.
+
+use std::time::Duration;
+
+use amber_core::wire::TokenInfo;
+use amber_core::{Action, Grant, RepoPattern, TokenId, TokenSecret};
+use time::OffsetDateTime;
+
+use super::secret_hash;
+use crate::config::Config;
+use crate::error::{ApiError, ApiResult};
+use crate::meta::{Meta, MetaStore, TokenRecord};
+
+/// What a new token should be.
+#[derive(Debug)]
+pub struct TokenSpec {
+    pub name: String,
+    pub pipeline: Option<String>,
+    pub grants: Vec<Grant>,
+    pub lifetime: Option<Duration>,
+}
+
+fn check_label(what: &str, value: &str) -> ApiResult<()> {
+    if value.trim().is_empty() || value.len() > 128 || value.chars().any(char::is_control) {
+        return Err(ApiError::RequestInvalid(format!(
+            "{what} must be 1 to 128 printable characters"
+        )));
+    }
+    Ok(())
+}
+
+fn check_grants(grants: &mut [Grant]) -> ApiResult<()> {
+    if grants.is_empty() {
+        return Err(ApiError::RequestInvalid(
+            "a token needs at least one grant".into(),
+        ));
+    }
+    for grant in grants.iter_mut() {
+        grant.actions.sort();
+        grant.actions.dedup();
+        let admin = grant.actions.contains(&Action::Admin);
+        let any = grant.repos == RepoPattern::Any;
+        if grant.actions.is_empty() {
+            return Err(ApiError::RequestInvalid(format!(
+                "grant on {} names no action",
+                grant.repos
+            )));
+        }
+        if admin && (!any || grant.actions.len() > 1) {
+            return Err(ApiError::RequestInvalid(
+                "the admin action is granted alone, on repos \"*\"".into(),
+            ));
+        }
+        if any && !admin {
+            return Err(ApiError::RequestInvalid(
+                "repos \"*\" is allowed only for admin grants; name a repository or owner/*".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Validates `spec`, stores the new token, and returns it with its secret,
+/// which exists nowhere else from here on.
+pub async fn issue_token(
+    meta: &Meta,
+    config: &Config,
+    mut spec: TokenSpec,
+) -> ApiResult<(TokenInfo, TokenSecret)> {
+    check_label("name", &spec.name)?;
+    if let Some(pipeline) = &spec.pipeline {
+        check_label("pipeline", pipeline)?;
+    }
+    check_grants(&mut spec.grants)?;
+    let lifetime = spec.lifetime.unwrap_or(config.default_token_lifetime);
+    if lifetime.is_zero() || lifetime > config.max_token_lifetime {
+        return Err(ApiError::RequestInvalid(format!(
+            "expires_in must be between 1 and {} seconds",
+            config.max_token_lifetime.as_secs()
+        )));
+    }
+    let mut rng = rand::rngs::OsRng;
+    let secret = TokenSecret::generate(&mut rng);
+    let now = OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .expect("0 is a valid nanosecond");
+    let info = TokenInfo {
+        id: TokenId::generate(&mut rng),
+        name: spec.name,
+        pipeline: spec.pipeline,
+        grants: spec.grants,
+        created_at: now,
+        expires_at: now + lifetime,
+        last_used_at: None,
+        revoked_at: None,
+    };
+    meta.insert_token(&TokenRecord {
+        info: info.clone(),
+        secret_hash: secret_hash(&secret),
+    })
+    .await?;
+    Ok((info, secret))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(repos: &str, actions: &[Action]) -> Grant {
+        Grant {
+            repos: repos.parse().unwrap(),
+            actions: actions.to_vec(),
+        }
+    }
+
+    #[test]
+    fn least_privilege_grant_rules() {
+        assert!(
+            check_grants(&mut [grant("acme/*", &[Action::Pull, Action::Push, Action::Pull])])
+                .is_ok()
+        );
+        assert!(check_grants(&mut [grant("*", &[Action::Admin])]).is_ok());
+        assert!(check_grants(&mut []).is_err());
+        assert!(check_grants(&mut [grant("acme/web", &[])]).is_err());
+        assert!(check_grants(&mut [grant("*", &[Action::Pull])]).is_err());
+        assert!(check_grants(&mut [grant("acme/*", &[Action::Admin])]).is_err());
+        assert!(check_grants(&mut [grant("*", &[Action::Admin, Action::Push])]).is_err());
+    }
+}

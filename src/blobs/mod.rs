@@ -1,0 +1,125 @@
+//! Blob storage: write-once bytes named by their BLAKE3 digest, shared by all
+//! repositories (which blobs a repository may see is metadata, not storage).
+//!
+//! **Invariant:** a blob is visible under its digest only once its bytes hashed
+//! to that digest and are durable; a full read never completes with bytes that
+//! do not hash to the digest.
+
+mod fs;
+
+use std::future::Future;
+use std::ops::Range;
+use std::pin::Pin;
+
+use amber_core::Digest;
+use bytes::Bytes;
+use futures_util::Stream;
+
+pub use fs::FsBlobs;
+
+use crate::config::BlobsConfig;
+
+/// An upload body as the store consumes it.
+pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
+/// A read as the store produces it; an `Err` item aborts the response.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, BlobError>> + Send>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    #[error("body hashes to {actual}, not {expected}")]
+    Mismatch { expected: Digest, actual: Digest },
+    #[error("blob exceeds the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("request body: {0}")]
+    Client(std::io::Error),
+    #[error("stored blob {0} is missing or does not hash to its digest")]
+    Corrupt(Digest),
+    #[error("blob {0} not found")]
+    NotFound(Digest),
+    #[error("blob storage: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Whether a write created the thing or found it already there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stored {
+    Created,
+    AlreadyPresent,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Written {
+    pub digest: Digest,
+    pub size: u64,
+    pub stored: Stored,
+}
+
+/// What every blob backend provides. Implementations are checked by the same
+/// conformance tests.
+pub trait BlobStore {
+    /// Streams `body` into the store. With `expected`, the bytes must hash to it;
+    /// otherwise the digest is computed. More than `limit` bytes is refused.
+    /// Nothing becomes visible unless the call succeeds.
+    fn put(
+        &self,
+        expected: Option<Digest>,
+        limit: u64,
+        body: BodyStream,
+    ) -> impl Future<Output = Result<Written, BlobError>> + Send;
+
+    /// Streams a stored blob of known `size`, or a byte range of it. A full read
+    /// is verified against the digest as it streams: the last chunk is held back
+    /// until the hash matches, so a corrupt blob never completes.
+    fn read(
+        &self,
+        digest: Digest,
+        size: u64,
+        range: Option<Range<u64>>,
+    ) -> impl Future<Output = Result<ByteStream, BlobError>> + Send;
+
+    /// Fails when the store cannot serve (readiness).
+    fn check(&self) -> impl Future<Output = Result<(), BlobError>> + Send;
+}
+
+/// The configured blob backend.
+pub enum Blobs {
+    Fs(FsBlobs),
+}
+
+impl Blobs {
+    pub async fn open(config: &BlobsConfig) -> anyhow::Result<Self> {
+        match config {
+            BlobsConfig::File(dir) => Ok(Self::Fs(FsBlobs::open(dir.clone()).await?)),
+        }
+    }
+}
+
+impl BlobStore for Blobs {
+    async fn put(
+        &self,
+        expected: Option<Digest>,
+        limit: u64,
+        body: BodyStream,
+    ) -> Result<Written, BlobError> {
+        match self {
+            Self::Fs(store) => store.put(expected, limit, body).await,
+        }
+    }
+
+    async fn read(
+        &self,
+        digest: Digest,
+        size: u64,
+        range: Option<Range<u64>>,
+    ) -> Result<ByteStream, BlobError> {
+        match self {
+            Self::Fs(store) => store.read(digest, size, range).await,
+        }
+    }
+
+    async fn check(&self) -> Result<(), BlobError> {
+        match self {
+            Self::Fs(store) => store.check().await,
+        }
+    }
+}

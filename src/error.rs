@@ -1,0 +1,158 @@
+//! `ApiError`: every way a request can fail, and the one place that turns a
+//! failure into an HTTP status and a stable JSON error code. Internal causes are
+//! logged here and never sent to the client.
+
+use amber_core::wire::{ErrorBody, ErrorDetail};
+use amber_core::{Digest, RepoName, Tag};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::blobs::BlobError;
+use crate::meta::MetaError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("token lacks {action} on {repo}")]
+    Denied { action: String, repo: String },
+    #[error("{0}")]
+    NameInvalid(String),
+    #[error("{0}")]
+    DigestInvalid(String),
+    #[error("body hashes to {actual}, not {expected}")]
+    DigestMismatch { expected: Digest, actual: Digest },
+    #[error("blob {0} is not in this repository")]
+    BlobUnknown(Digest),
+    #[error("blob exceeds the limit of {limit} bytes")]
+    BlobTooLarge { limit: u64 },
+    #[error("{reason}")]
+    RangeInvalid { reason: String, size: u64 },
+    #[error("{0}")]
+    ManifestInvalid(String),
+    #[error("{} file(s) name blobs that are not in this repository with the stated size", .0.len())]
+    ManifestBlobUnknown(Vec<serde_json::Value>),
+    #[error("manifest {0} is not in this repository")]
+    ManifestUnknown(Digest),
+    #[error("tag {0} is not bound in this repository")]
+    TagUnknown(Tag),
+    #[error("tag {tag} in {repo} is already bound to different content")]
+    TagExists {
+        repo: RepoName,
+        tag: Tag,
+        digest: Digest,
+    },
+    #[error("no such token")]
+    TokenUnknown,
+    #[error("{0}")]
+    RequestInvalid(String),
+    #[error("no such route")]
+    NotFound,
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
+    #[error("a stored blob failed its integrity check; the operator has been alerted")]
+    BlobCorrupt(Digest),
+    /// Anything the client cannot fix. The cause is logged, never sent.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn internal(err: impl Into<anyhow::Error>) -> Self {
+        Self::Internal(err.into())
+    }
+
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        use StatusCode as S;
+        match self {
+            Self::Unauthorized(_) => (S::UNAUTHORIZED, "unauthorized"),
+            Self::Denied { .. } => (S::FORBIDDEN, "denied"),
+            Self::NameInvalid(_) => (S::BAD_REQUEST, "name_invalid"),
+            Self::DigestInvalid(_) => (S::BAD_REQUEST, "digest_invalid"),
+            Self::DigestMismatch { .. } => (S::BAD_REQUEST, "digest_mismatch"),
+            Self::BlobUnknown(_) => (S::NOT_FOUND, "blob_unknown"),
+            Self::BlobTooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "blob_too_large"),
+            Self::RangeInvalid { .. } => (S::RANGE_NOT_SATISFIABLE, "range_invalid"),
+            Self::ManifestInvalid(_) => (S::BAD_REQUEST, "manifest_invalid"),
+            Self::ManifestBlobUnknown(_) => (S::BAD_REQUEST, "manifest_blob_unknown"),
+            Self::ManifestUnknown(_) => (S::NOT_FOUND, "manifest_unknown"),
+            Self::TagUnknown(_) => (S::NOT_FOUND, "tag_unknown"),
+            Self::TagExists { .. } => (S::CONFLICT, "tag_exists"),
+            Self::TokenUnknown => (S::NOT_FOUND, "token_unknown"),
+            Self::RequestInvalid(_) => (S::BAD_REQUEST, "request_invalid"),
+            Self::NotFound => (S::NOT_FOUND, "not_found"),
+            Self::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::BlobCorrupt(_) => (S::INTERNAL_SERVER_ERROR, "blob_corrupt"),
+            Self::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        match &self {
+            Self::Internal(cause) => {
+                tracing::error!(error = format!("{cause:#}"), "internal error")
+            }
+            Self::BlobCorrupt(digest) => {
+                tracing::error!(%digest, "stored blob is corrupt; refusing to serve it")
+            }
+            _ => tracing::debug!(code, message = %self, "request failed"),
+        }
+        let detail = match &self {
+            Self::ManifestBlobUnknown(missing) => Some(serde_json::json!({ "missing": missing })),
+            Self::TagExists { digest, .. } => Some(serde_json::json!({ "digest": digest })),
+            _ => None,
+        };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: code.to_owned(),
+                message: self.to_string(),
+                detail,
+            },
+        };
+        let mut response = (status, axum::Json(body)).into_response();
+        if let Self::RangeInvalid { size, .. } = &self
+            && let Ok(value) = HeaderValue::try_from(format!("bytes */{size}"))
+        {
+            response.headers_mut().insert(header::CONTENT_RANGE, value);
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"amber\""),
+            );
+        }
+        response
+    }
+}
+
+impl From<MetaError> for ApiError {
+    fn from(err: MetaError) -> Self {
+        Self::Internal(err.into())
+    }
+}
+
+impl From<BlobError> for ApiError {
+    fn from(err: BlobError) -> Self {
+        match err {
+            BlobError::Mismatch { expected, actual } => Self::DigestMismatch { expected, actual },
+            BlobError::TooLarge { limit } => Self::BlobTooLarge { limit },
+            BlobError::Client(e) => {
+                Self::RequestInvalid(format!("reading the request body failed: {e}"))
+            }
+            BlobError::Corrupt(digest) => Self::BlobCorrupt(digest),
+            BlobError::NotFound(digest) => Self::BlobUnknown(digest),
+            other @ BlobError::Io(_) => Self::Internal(other.into()),
+        }
+    }
+}
+
+impl From<axum::extract::rejection::JsonRejection> for ApiError {
+    fn from(rejection: axum::extract::rejection::JsonRejection) -> Self {
+        Self::RequestInvalid(rejection.body_text())
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

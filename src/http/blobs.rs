@@ -1,0 +1,250 @@
+//! Blob routes: upload with a known or computed digest, read (whole or by
+//! range, verified as it streams), and ask which digests are missing.
+
+use std::ops::Range;
+
+use amber_core::Action;
+use amber_core::wire::{BlobInfo, MissingRequest, MissingResponse};
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::{StreamExt, TryStreamExt};
+
+use super::json::ApiJson;
+use super::paths::{DigestParam, Repo};
+use crate::auth::Caller;
+use crate::blobs::{BlobStore, BodyStream, Stored};
+use crate::error::{ApiError, ApiResult};
+use crate::meta::MetaStore;
+use crate::state::AppState;
+
+/// Most digests one `blobs/missing` call may ask about.
+const MAX_MISSING_QUERY: usize = 10_000;
+
+fn body_stream(body: Body) -> BodyStream {
+    Box::pin(body.into_data_stream().map_err(std::io::Error::other))
+}
+
+/// Refuses an announced oversize body before reading any of it.
+fn check_content_length(headers: &HeaderMap, limit: u64) -> ApiResult<()> {
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    match announced {
+        Some(length) if length > limit => Err(ApiError::BlobTooLarge { limit }),
+        _ => Ok(()),
+    }
+}
+
+async fn upload(
+    state: &AppState,
+    repo: &amber_core::RepoName,
+    expected: Option<amber_core::Digest>,
+    headers: &HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let limit = state.config.max_blob_size;
+    check_content_length(headers, limit)?;
+    let written = state.blobs.put(expected, limit, body_stream(body)).await?;
+    let linked = state
+        .meta
+        .link_blob(repo, &written.digest, written.size)
+        .await?;
+    let status = match linked {
+        Stored::Created => StatusCode::CREATED,
+        Stored::AlreadyPresent => StatusCode::OK,
+    };
+    let location = format!("/v1/repos/{repo}/blobs/{}", written.digest);
+    let mut response = (
+        status,
+        ApiJson(BlobInfo {
+            digest: written.digest,
+            size: written.size,
+        }),
+    )
+        .into_response();
+    response.headers_mut().insert(
+        header::LOCATION,
+        HeaderValue::try_from(location).map_err(ApiError::internal)?,
+    );
+    Ok(response)
+}
+
+pub async fn put_blob(
+    State(state): State<AppState>,
+    caller: Caller,
+    Repo(repo): Repo,
+    DigestParam(digest): DigestParam,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    caller.require(Action::Push, &repo)?;
+    upload(&state, &repo, Some(digest), &headers, body).await
+}
+
+pub async fn post_blob(
+    State(state): State<AppState>,
+    caller: Caller,
+    Repo(repo): Repo,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    caller.require(Action::Push, &repo)?;
+    upload(&state, &repo, None, &headers, body).await
+}
+
+/// Parses a single `bytes=` range against a blob of `size` bytes. Several
+/// ranges in one request are refused rather than silently widened.
+fn requested_range(headers: &HeaderMap, size: u64) -> ApiResult<Option<Range<u64>>> {
+    let Some(value) = headers.get(header::RANGE) else {
+        return Ok(None);
+    };
+    let invalid = || ApiError::RangeInvalid {
+        reason: format!("range not satisfiable for a blob of {size} bytes"),
+        size,
+    };
+    let text = value.to_str().map_err(|_| invalid())?;
+    let ranges = http_range_header::parse_range_header(text)
+        .map_err(|_| invalid())?
+        .validate(size)
+        .map_err(|_| invalid())?;
+    match ranges.as_slice() {
+        [range] => Ok(Some(*range.start()..*range.end() + 1)),
+        _ => Err(ApiError::RangeInvalid {
+            reason: "only one range per request is supported".into(),
+            size,
+        }),
+    }
+}
+
+fn blob_headers(digest: &amber_core::Digest, headers: &mut HeaderMap) {
+    let etag = format!("\"{digest}\"");
+    headers.insert(
+        header::ETAG,
+        HeaderValue::try_from(etag).expect("digests are header-safe"),
+    );
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=31536000, immutable"),
+    );
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+}
+
+fn not_modified(request: &HeaderMap, digest: &amber_core::Digest) -> bool {
+    let etag = format!("\"{digest}\"");
+    request
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+}
+
+/// What a HEAD or GET answers, before any byte of the body.
+struct ReadPlan {
+    status: StatusCode,
+    headers: HeaderMap,
+    size: u64,
+    range: Option<Range<u64>>,
+}
+
+async fn plan_read(
+    state: &AppState,
+    caller: &Caller,
+    repo: &amber_core::RepoName,
+    digest: &amber_core::Digest,
+    request: &HeaderMap,
+) -> ApiResult<ReadPlan> {
+    caller.require(Action::Pull, repo)?;
+    let size = state
+        .meta
+        .blob_size(repo, digest)
+        .await?
+        .ok_or(ApiError::BlobUnknown(*digest))?;
+    let mut headers = HeaderMap::new();
+    blob_headers(digest, &mut headers);
+    if not_modified(request, digest) {
+        return Ok(ReadPlan {
+            status: StatusCode::NOT_MODIFIED,
+            headers,
+            size,
+            range: Some(0..0),
+        });
+    }
+    let range = requested_range(request, size)?;
+    let (status, length) = match &range {
+        Some(r) => {
+            let value = format!("bytes {}-{}/{size}", r.start, r.end - 1);
+            headers.insert(
+                header::CONTENT_RANGE,
+                HeaderValue::try_from(value).map_err(ApiError::internal)?,
+            );
+            (StatusCode::PARTIAL_CONTENT, r.end - r.start)
+        }
+        None => (StatusCode::OK, size),
+    };
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    Ok(ReadPlan {
+        status,
+        headers,
+        size,
+        range,
+    })
+}
+
+pub async fn head_blob(
+    State(state): State<AppState>,
+    caller: Caller,
+    Repo(repo): Repo,
+    DigestParam(digest): DigestParam,
+    request: HeaderMap,
+) -> ApiResult<Response> {
+    let plan = plan_read(&state, &caller, &repo, &digest, &request).await?;
+    Ok((plan.status, plan.headers).into_response())
+}
+
+pub async fn get_blob(
+    State(state): State<AppState>,
+    caller: Caller,
+    Repo(repo): Repo,
+    DigestParam(digest): DigestParam,
+    request: HeaderMap,
+) -> ApiResult<Response> {
+    let plan = plan_read(&state, &caller, &repo, &digest, &request).await?;
+    if plan.status == StatusCode::NOT_MODIFIED {
+        return Ok((plan.status, plan.headers).into_response());
+    }
+    let mut stream = state.blobs.read(digest, plan.size, plan.range).await?;
+    // A blob that fits in one chunk is verified before any header goes out.
+    let first = stream.next().await;
+    if let Some(Err(err)) = first {
+        return Err(err.into());
+    }
+    let body = Body::from_stream(futures_util::stream::iter(first).chain(stream));
+    Ok((plan.status, plan.headers, body).into_response())
+}
+
+pub async fn missing_blobs(
+    State(state): State<AppState>,
+    caller: Caller,
+    Repo(repo): Repo,
+    ApiJson(request): ApiJson<MissingRequest>,
+) -> ApiResult<ApiJson<MissingResponse>> {
+    caller.require(Action::Push, &repo)?;
+    if request.digests.len() > MAX_MISSING_QUERY {
+        return Err(ApiError::RequestInvalid(format!(
+            "at most {MAX_MISSING_QUERY} digests per request"
+        )));
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut missing = Vec::new();
+    for digest in request.digests {
+        if seen.insert(digest) && state.meta.blob_size(&repo, &digest).await?.is_none() {
+            missing.push(digest);
+        }
+    }
+    Ok(ApiJson(MissingResponse { missing }))
+}

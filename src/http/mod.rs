@@ -1,0 +1,95 @@
+//! The HTTP API v1 router. Routes are declared once, in [`routes`], so the
+//! router and the test that holds it to `api/openapi.yaml` read the same table.
+
+mod blobs;
+mod json;
+mod paths;
+mod system;
+mod tags;
+mod tokens;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Method, Request};
+use axum::routing::{MethodFilter, MethodRouter, on};
+use tower_http::trace::TraceLayer;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Largest JSON body accepted (a manifest of many files is the big one).
+const JSON_BODY_LIMIT: usize = 16 << 20;
+
+const BLOB: &str = "/v1/repos/{owner}/{name}/blobs/{digest}";
+const TAG: &str = "/v1/repos/{owner}/{name}/tags/{tag}";
+
+/// Every route: method, path (as in the OpenAPI document) and handler.
+pub fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
+    use MethodFilter as M;
+    let unlimited = || DefaultBodyLimit::disable();
+    vec![
+        (Method::GET, "/healthz", on(M::GET, system::healthz)),
+        (Method::GET, "/readyz", on(M::GET, system::readyz)),
+        (Method::GET, "/v1/keys", on(M::GET, system::list_keys)),
+        (Method::GET, "/v1/whoami", on(M::GET, tokens::whoami)),
+        (
+            Method::POST,
+            "/v1/tokens",
+            on(M::POST, tokens::create_token),
+        ),
+        (
+            Method::PUT,
+            BLOB,
+            on(M::PUT, blobs::put_blob).layer(unlimited()),
+        ),
+        (
+            Method::POST,
+            "/v1/repos/{owner}/{name}/blobs",
+            on(M::POST, blobs::post_blob).layer(unlimited()),
+        ),
+        (Method::HEAD, BLOB, on(M::HEAD, blobs::head_blob)),
+        (Method::GET, BLOB, on(M::GET, blobs::get_blob)),
+        (
+            Method::POST,
+            "/v1/repos/{owner}/{name}/blobs/missing",
+            on(M::POST, blobs::missing_blobs),
+        ),
+        (Method::PUT, TAG, on(M::PUT, tags::put_tag)),
+        (Method::GET, TAG, on(M::GET, tags::get_tag)),
+        (
+            Method::GET,
+            "/v1/repos/{owner}/{name}/tags",
+            on(M::GET, tags::list_tags),
+        ),
+        (
+            Method::GET,
+            "/v1/repos/{owner}/{name}/manifests/{digest}",
+            on(M::GET, tags::get_manifest),
+        ),
+    ]
+}
+
+pub fn router(state: AppState) -> Router {
+    let mut router = Router::new();
+    for (_, path, handler) in routes() {
+        router = router.route(path, handler);
+    }
+    router
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
+        .layer(
+            // Logs method, path, status and latency; never headers, so never a token.
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request<_>| {
+                    tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
+                })
+                .on_request(())
+                .on_response(|response: &axum::response::Response, latency: Duration, _span: &tracing::Span| {
+                    tracing::info!(status = response.status().as_u16(), latency_ms = latency.as_secs_f64() * 1e3, "response");
+                }),
+        )
+        .with_state(state)
+}

@@ -1,0 +1,34 @@
+//! Unauthenticated routes: liveness, readiness and the public signing keys.
+
+use amber_core::wire::KeyList;
+use axum::extract::State;
+use axum::http::StatusCode;
+
+use super::json::ApiJson;
+use crate::blobs::BlobStore;
+use crate::meta::MetaStore;
+use crate::state::AppState;
+
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Ready when both backends answer.
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
+    if let Err(err) = state.meta.check().await {
+        tracing::warn!(error = %err, "not ready: metadata store");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metadata store unavailable\n",
+        );
+    }
+    if let Err(err) = state.blobs.check().await {
+        tracing::warn!(error = %err, "not ready: blob store");
+        return (StatusCode::SERVICE_UNAVAILABLE, "blob store unavailable\n");
+    }
+    (StatusCode::OK, "ready\n")
+}
+
+pub async fn list_keys(State(state): State<AppState>) -> ApiJson<KeyList> {
+    ApiJson(state.signer.key_list().clone())
+}

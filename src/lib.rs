@@ -1,0 +1,11 @@
+//! amberd: the Amber server. See ARCHITECTURE.md for the map.
+
+pub mod auth;
+pub mod blobs;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod meta;
+pub mod server;
+pub mod signing;
+pub mod state;

@@ -1,0 +1,146 @@
+//! `amberd`: serve the API, or administer a stopped server's data
+//! (`token create`, `keys rotate`, `keys export`).
+
+use std::time::Duration;
+
+use amber_core::{Action, Grant, RepoPattern};
+use amber_server::auth::{TokenSpec, issue_token};
+use amber_server::config::{Config, Options};
+use amber_server::meta::Meta;
+use amber_server::server;
+use amber_server::signing::{self, Signer};
+use amber_server::state::AppState;
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// Amber: a content-addressed, immutable artifact store.
+#[derive(Parser)]
+#[command(
+    version,
+    about,
+    after_help = "Examples:\n  amberd --listen 127.0.0.1:7350 --data-dir ./amber-data\n  amberd token create --admin --name ops"
+)]
+struct Cli {
+    #[command(flatten)]
+    options: Options,
+    /// Log format.
+    #[arg(
+        long,
+        env = "AMBER_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API (the default).
+    Serve,
+    /// Manage tokens on a stopped server's data.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Manage signing keys on a stopped server's data.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create an admin token and print its secret (only) on stdout.
+    Create {
+        /// Grant admin (managing tokens and keys). Required: other tokens are made through the API.
+        #[arg(long, required = true)]
+        admin: bool,
+        /// A name saying who holds the token.
+        #[arg(long)]
+        name: String,
+        /// Lifetime in seconds [default: the server's default lifetime].
+        #[arg(long)]
+        expires_in: Option<u64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Add a new active signing key; earlier keys are retired but still verify.
+    Rotate,
+    /// Print the public keys as JSON, the form `amber --key` pins.
+    Export,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("AMBER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let config = Config::resolve(cli.options)?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(config).await,
+        Command::Token(TokenCommand::Create {
+            admin,
+            name,
+            expires_in,
+        }) => {
+            debug_assert!(admin);
+            let meta = Meta::open(&config.meta).await?;
+            let spec = TokenSpec {
+                name,
+                pipeline: None,
+                grants: vec![Grant {
+                    repos: RepoPattern::Any,
+                    actions: vec![Action::Admin],
+                }],
+                lifetime: expires_in.map(Duration::from_secs),
+            };
+            let (info, secret) = issue_token(&meta, &config, spec)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            tracing::info!(token = %info.id, expires_at = %info.expires_at, "admin token created");
+            println!("{}", secret.expose());
+            Ok(())
+        }
+        Command::Keys(KeysCommand::Rotate) => {
+            let meta = Meta::open(&config.meta).await?;
+            let keyid = signing::rotate(&meta).await?;
+            tracing::info!(%keyid, "new active signing key");
+            println!("{keyid}");
+            Ok(())
+        }
+        Command::Keys(KeysCommand::Export) => {
+            let meta = Meta::open(&config.meta).await?;
+            let signer = Signer::load(&meta, config.signing_key_file.as_deref()).await?;
+            println!("{}", serde_json::to_string_pretty(signer.key_list())?);
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let listen = config.listen;
+    let state = AppState::open(config).await?;
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    tracing::info!(addr = %listener.local_addr()?, "amberd listening");
+    server::serve(listener, state, server::shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,235 @@
+//! Metadata: which blobs each repository may see, tags and manifests, tokens
+//! and signing keys. Write-once rules (a link, a tag) are enforced by the store
+//! itself so that racing writers get exactly one winner.
+//!
+//! **Invariant:** a method that changes anything returns only after the change
+//! is durable.
+
+mod sled;
+
+use std::future::Future;
+
+use amber_core::dsse::Envelope;
+use amber_core::wire::{KeyStatus, TagEntry, TokenInfo};
+use amber_core::{Digest, RepoName, Tag, TokenId};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+pub use self::sled::SledMeta;
+use crate::blobs::Stored;
+use crate::config::MetaConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("metadata store: {0}")]
+    Store(String),
+    #[error("metadata record is unreadable: {0}")]
+    Corrupt(String),
+    #[error("{0} already exists")]
+    Conflict(String),
+}
+
+/// A token as the server keeps it: its public fields and the hash of its secret.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub info: TokenInfo,
+    /// `TokenSecret::hash` of the current secret, hex.
+    pub secret_hash: String,
+}
+
+/// A signing key pair. `Debug` leaves out the private half.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct KeyRecord {
+    pub keyid: String,
+    /// The 32-byte Ed25519 seed, base64.
+    pub private_key: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    pub status: KeyStatus,
+}
+
+impl std::fmt::Debug for KeyRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRecord")
+            .field("keyid", &self.keyid)
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A tag binding.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TagRecord {
+    pub digest: Digest,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// The outcome of binding a tag.
+#[derive(Clone, Debug)]
+pub enum Bound {
+    Created,
+    /// The tag was already bound (perhaps by a racing writer) to this.
+    Existing(TagRecord),
+}
+
+/// What every metadata backend provides. Each implementation passes the same
+/// conformance tests.
+pub trait MetaStore {
+    /// Makes a stored blob visible in `repo`.
+    fn link_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+    ) -> impl Future<Output = Result<Stored, MetaError>> + Send;
+    /// The size of a blob visible in `repo`, or `None`.
+    fn blob_size(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> impl Future<Output = Result<Option<u64>, MetaError>> + Send;
+
+    fn insert_token(
+        &self,
+        record: &TokenRecord,
+    ) -> impl Future<Output = Result<(), MetaError>> + Send;
+    fn token(
+        &self,
+        id: &TokenId,
+    ) -> impl Future<Output = Result<Option<TokenRecord>, MetaError>> + Send;
+    fn token_by_hash(
+        &self,
+        secret_hash: &str,
+    ) -> impl Future<Output = Result<Option<TokenRecord>, MetaError>> + Send;
+    /// Records use of a token; a hint, so it need not be durable at once.
+    fn touch_token(
+        &self,
+        id: &TokenId,
+        at: OffsetDateTime,
+    ) -> impl Future<Output = Result<(), MetaError>> + Send;
+
+    fn keys(&self) -> impl Future<Output = Result<Vec<KeyRecord>, MetaError>> + Send;
+    /// Adds `key` as the only active key; every other key becomes retired.
+    fn activate_key(&self, key: &KeyRecord) -> impl Future<Output = Result<(), MetaError>> + Send;
+    /// Adds `key` only if there is no active key yet; returns whether it was added.
+    fn init_key(&self, key: &KeyRecord) -> impl Future<Output = Result<bool, MetaError>> + Send;
+
+    /// Stores the manifest and binds the tag to it, unless the tag is bound.
+    fn bind_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        digest: &Digest,
+        envelope: &Envelope,
+        at: OffsetDateTime,
+    ) -> impl Future<Output = Result<Bound, MetaError>> + Send;
+    fn tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> impl Future<Output = Result<Option<TagRecord>, MetaError>> + Send;
+    fn manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> impl Future<Output = Result<Option<Envelope>, MetaError>> + Send;
+    /// Tags of `repo` in name order, strictly after `after`.
+    fn list_tags(
+        &self,
+        repo: &RepoName,
+        after: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<TagEntry>, MetaError>> + Send;
+
+    /// Fails when the store cannot serve (readiness).
+    fn check(&self) -> impl Future<Output = Result<(), MetaError>> + Send;
+}
+
+/// The configured metadata backend.
+pub enum Meta {
+    Sled(SledMeta),
+}
+
+impl Meta {
+    pub async fn open(config: &MetaConfig) -> anyhow::Result<Self> {
+        match config {
+            MetaConfig::Sled(dir) => Ok(Self::Sled(SledMeta::open(dir)?)),
+        }
+    }
+}
+
+/// Forwards each call to the configured backend.
+macro_rules! dispatch {
+    ($self:ident, $store:ident => $call:expr) => {
+        match $self {
+            Meta::Sled($store) => $call.await,
+        }
+    };
+}
+
+impl MetaStore for Meta {
+    async fn link_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<Stored, MetaError> {
+        dispatch!(self, s => s.link_blob(repo, digest, size))
+    }
+    async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, MetaError> {
+        dispatch!(self, s => s.blob_size(repo, digest))
+    }
+    async fn insert_token(&self, record: &TokenRecord) -> Result<(), MetaError> {
+        dispatch!(self, s => s.insert_token(record))
+    }
+    async fn token(&self, id: &TokenId) -> Result<Option<TokenRecord>, MetaError> {
+        dispatch!(self, s => s.token(id))
+    }
+    async fn token_by_hash(&self, secret_hash: &str) -> Result<Option<TokenRecord>, MetaError> {
+        dispatch!(self, s => s.token_by_hash(secret_hash))
+    }
+    async fn touch_token(&self, id: &TokenId, at: OffsetDateTime) -> Result<(), MetaError> {
+        dispatch!(self, s => s.touch_token(id, at))
+    }
+    async fn keys(&self) -> Result<Vec<KeyRecord>, MetaError> {
+        dispatch!(self, s => s.keys())
+    }
+    async fn activate_key(&self, key: &KeyRecord) -> Result<(), MetaError> {
+        dispatch!(self, s => s.activate_key(key))
+    }
+    async fn init_key(&self, key: &KeyRecord) -> Result<bool, MetaError> {
+        dispatch!(self, s => s.init_key(key))
+    }
+    async fn bind_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        digest: &Digest,
+        envelope: &Envelope,
+        at: OffsetDateTime,
+    ) -> Result<Bound, MetaError> {
+        dispatch!(self, s => s.bind_tag(repo, tag, digest, envelope, at))
+    }
+    async fn tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<TagRecord>, MetaError> {
+        dispatch!(self, s => s.tag(repo, tag))
+    }
+    async fn manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<Envelope>, MetaError> {
+        dispatch!(self, s => s.manifest(repo, digest))
+    }
+    async fn list_tags(
+        &self,
+        repo: &RepoName,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<TagEntry>, MetaError> {
+        dispatch!(self, s => s.list_tags(repo, after, limit))
+    }
+    async fn check(&self) -> Result<(), MetaError> {
+        dispatch!(self, s => s.check())
+    }
+}

@@ -1,0 +1,327 @@
+//! Metadata in sled, the embedded default.
+//!
+//! Trees and keys (the schema version lives under `schema` in the default tree):
+//! ```text
+//! links      repo \0 digest(32 bytes)  -> size, u64 big-endian
+//! tokens     token id                  -> TokenRecord (JSON)
+//! secrets    secret hash (hex)         -> token id
+//! keys       key id                    -> KeyRecord (JSON)
+//! tags       repo \0 tag               -> TagRecord (JSON)
+//! manifests  repo \0 digest(32 bytes)  -> DSSE envelope (JSON)
+//! ```
+//! `\0` cannot occur in a validated name, so prefixes never collide. Every write
+//! is followed by a flush before it is acknowledged.
+
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
+
+use amber_core::dsse::Envelope;
+use amber_core::wire::{KeyStatus, TagEntry};
+use amber_core::{Digest, RepoName, Tag, TokenId};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::{Db, Transactional, Tree};
+use time::OffsetDateTime;
+
+use super::{Bound, KeyRecord, MetaError, MetaStore, TagRecord, TokenRecord};
+use crate::blobs::Stored;
+
+const SCHEMA_KEY: &[u8] = b"schema";
+const SCHEMA_VERSION: &[u8] = b"1";
+
+pub struct SledMeta {
+    db: Db,
+    links: Tree,
+    tokens: Tree,
+    secrets: Tree,
+    keys: Tree,
+    tags: Tree,
+    manifests: Tree,
+}
+
+impl From<sled::Error> for MetaError {
+    fn from(err: sled::Error) -> Self {
+        Self::Store(err.to_string())
+    }
+}
+
+impl From<serde_json::Error> for MetaError {
+    fn from(err: serde_json::Error) -> Self {
+        Self::Corrupt(err.to_string())
+    }
+}
+
+fn repo_key(repo: &RepoName, suffix: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(repo.as_str().len() + 1 + suffix.len());
+    key.extend_from_slice(repo.as_str().as_bytes());
+    key.push(0);
+    key.extend_from_slice(suffix);
+    key
+}
+
+impl SledMeta {
+    pub fn open(dir: &Path) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating metadata directory {}", dir.display()))?;
+        let db = sled::Config::new()
+            .path(dir)
+            .open()
+            .with_context(|| format!("opening sled database in {}", dir.display()))?;
+        match db.get(SCHEMA_KEY)? {
+            Some(v) if v.as_ref() == SCHEMA_VERSION => {}
+            Some(v) => anyhow::bail!(
+                "metadata in {} has schema {:?}; this amberd reads schema {:?}",
+                dir.display(),
+                String::from_utf8_lossy(&v),
+                String::from_utf8_lossy(SCHEMA_VERSION)
+            ),
+            None => {
+                db.insert(SCHEMA_KEY, SCHEMA_VERSION)?;
+                db.flush()?;
+            }
+        }
+        Ok(Self {
+            links: db.open_tree("links")?,
+            tokens: db.open_tree("tokens")?,
+            secrets: db.open_tree("secrets")?,
+            keys: db.open_tree("keys")?,
+            tags: db.open_tree("tags")?,
+            manifests: db.open_tree("manifests")?,
+            db,
+        })
+    }
+
+    async fn durable(&self) -> Result<(), MetaError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+}
+
+fn transaction_error(err: TransactionError<MetaError>) -> MetaError {
+    match err {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => e.into(),
+    }
+}
+
+impl MetaStore for SledMeta {
+    async fn link_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<Stored, MetaError> {
+        let key = repo_key(repo, digest.as_bytes());
+        let swapped = self.links.compare_and_swap(
+            key,
+            None as Option<&[u8]>,
+            Some(&size.to_be_bytes()[..]),
+        )?;
+        self.durable().await?;
+        Ok(if swapped.is_ok() {
+            Stored::Created
+        } else {
+            Stored::AlreadyPresent
+        })
+    }
+
+    async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, MetaError> {
+        let Some(value) = self.links.get(repo_key(repo, digest.as_bytes()))? else {
+            return Ok(None);
+        };
+        let bytes: [u8; 8] = value
+            .as_ref()
+            .try_into()
+            .map_err(|_| MetaError::Corrupt("blob link".into()))?;
+        Ok(Some(u64::from_be_bytes(bytes)))
+    }
+
+    async fn insert_token(&self, record: &TokenRecord) -> Result<(), MetaError> {
+        let id = record.info.id.as_str().as_bytes();
+        let json = serde_json::to_vec(record)?;
+        (&self.tokens, &self.secrets)
+            .transaction(|(tokens, secrets)| {
+                if tokens.get(id)?.is_some()
+                    || secrets.get(record.secret_hash.as_bytes())?.is_some()
+                {
+                    return Err(ConflictableTransactionError::Abort(MetaError::Conflict(
+                        "token".into(),
+                    )));
+                }
+                tokens.insert(id, json.as_slice())?;
+                secrets.insert(record.secret_hash.as_bytes(), id)?;
+                Ok(())
+            })
+            .map_err(transaction_error)?;
+        self.durable().await
+    }
+
+    async fn token(&self, id: &TokenId) -> Result<Option<TokenRecord>, MetaError> {
+        match self.tokens.get(id.as_str())? {
+            Some(json) => Ok(Some(serde_json::from_slice(&json)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn token_by_hash(&self, secret_hash: &str) -> Result<Option<TokenRecord>, MetaError> {
+        let Some(id) = self.secrets.get(secret_hash)? else {
+            return Ok(None);
+        };
+        match self.tokens.get(id)? {
+            Some(json) => Ok(Some(serde_json::from_slice(&json)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn touch_token(&self, id: &TokenId, at: OffsetDateTime) -> Result<(), MetaError> {
+        // Read-modify-write retried on conflict, so a concurrent change to the
+        // token (a revocation, say) is never overwritten by a stale copy.
+        self.tokens.fetch_and_update(id.as_str(), |old| {
+            let mut record: TokenRecord = serde_json::from_slice(old?).ok()?;
+            record.info.last_used_at = Some(at);
+            serde_json::to_vec(&record).ok()
+        })?;
+        Ok(())
+    }
+
+    async fn keys(&self) -> Result<Vec<KeyRecord>, MetaError> {
+        let mut keys = Vec::new();
+        for item in self.keys.iter() {
+            let (_, json) = item?;
+            keys.push(serde_json::from_slice::<KeyRecord>(&json)?);
+        }
+        keys.sort_by_key(|k| k.created_at);
+        Ok(keys)
+    }
+
+    async fn activate_key(&self, key: &KeyRecord) -> Result<(), MetaError> {
+        // sled transactions cannot scan, so retire the keys read just before; only
+        // one process ever opens a sled store, and key rotation runs offline.
+        let mut records = self.keys().await?;
+        for other in records.iter_mut() {
+            other.status = KeyStatus::Retired;
+        }
+        records.push(key.clone());
+        let encoded = records
+            .iter()
+            .map(|k| Ok((k.keyid.clone(), serde_json::to_vec(k)?)))
+            .collect::<Result<Vec<_>, MetaError>>()?;
+        self.keys
+            .transaction(|tree| {
+                for (id, json) in &encoded {
+                    tree.insert(id.as_bytes(), json.as_slice())?;
+                }
+                Ok::<_, ConflictableTransactionError<MetaError>>(())
+            })
+            .map_err(transaction_error)?;
+        self.durable().await
+    }
+
+    async fn init_key(&self, key: &KeyRecord) -> Result<bool, MetaError> {
+        let existing = self.keys().await?;
+        if existing.iter().any(|k| k.status == KeyStatus::Active) {
+            return Ok(false);
+        }
+        let json = serde_json::to_vec(key)?;
+        let added = self
+            .keys
+            .compare_and_swap(key.keyid.as_bytes(), None as Option<&[u8]>, Some(json))?
+            .is_ok();
+        self.durable().await?;
+        Ok(added)
+    }
+
+    async fn bind_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        digest: &Digest,
+        envelope: &Envelope,
+        at: OffsetDateTime,
+    ) -> Result<Bound, MetaError> {
+        let tag_key = repo_key(repo, tag.as_str().as_bytes());
+        let manifest_key = repo_key(repo, digest.as_bytes());
+        let record = serde_json::to_vec(&TagRecord {
+            digest: *digest,
+            created_at: at,
+        })?;
+        let envelope = serde_json::to_vec(envelope)?;
+        let existing = (&self.tags, &self.manifests)
+            .transaction(|(tags, manifests)| {
+                if let Some(existing) = tags.get(&tag_key)? {
+                    return Ok(Some(existing));
+                }
+                manifests.insert(manifest_key.as_slice(), envelope.as_slice())?;
+                tags.insert(tag_key.as_slice(), record.as_slice())?;
+                Ok(None)
+            })
+            .map_err(transaction_error)?;
+        match existing {
+            Some(json) => Ok(Bound::Existing(serde_json::from_slice(&json)?)),
+            None => {
+                self.durable().await?;
+                Ok(Bound::Created)
+            }
+        }
+    }
+
+    async fn tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<TagRecord>, MetaError> {
+        match self.tags.get(repo_key(repo, tag.as_str().as_bytes()))? {
+            Some(json) => Ok(Some(serde_json::from_slice(&json)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<Envelope>, MetaError> {
+        match self.manifests.get(repo_key(repo, digest.as_bytes()))? {
+            Some(json) => Ok(Some(serde_json::from_slice(&json)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn list_tags(
+        &self,
+        repo: &RepoName,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<TagEntry>, MetaError> {
+        let prefix = repo_key(repo, b"");
+        let start = match after {
+            // The smallest key after `after`: itself followed by a NUL.
+            Some(after) => repo_key(repo, format!("{after}\0").as_bytes()),
+            None => prefix.clone(),
+        };
+        let mut entries = Vec::new();
+        for item in self.tags.range(start..) {
+            let (key, json) = item?;
+            if !key.starts_with(&prefix) || entries.len() == limit {
+                break;
+            }
+            let name = std::str::from_utf8(&key[prefix.len()..])
+                .map_err(|e| MetaError::Corrupt(e.to_string()))?;
+            let record: TagRecord = serde_json::from_slice(&json)?;
+            entries.push(TagEntry {
+                tag: name
+                    .parse()
+                    .map_err(|e: amber_core::name::NameError| MetaError::Corrupt(e.to_string()))?,
+                digest: record.digest,
+                created_at: record.created_at,
+            });
+        }
+        Ok(entries)
+    }
+
+    async fn check(&self) -> Result<(), MetaError> {
+        self.db
+            .get(SCHEMA_KEY)?
+            .ok_or_else(|| MetaError::Corrupt("schema key missing".into()))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,43 @@
+//! `AppState`: what every handler shares, built once at start.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use crate::blobs::Blobs;
+use crate::config::Config;
+use crate::meta::Meta;
+use crate::signing::Signer;
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub config: Config,
+    pub blobs: Blobs,
+    pub meta: Meta,
+    pub signer: Signer,
+}
+
+impl AppState {
+    /// Opens every backend and loads the signing keys, so that a bad path or
+    /// URL fails at start rather than on the first request.
+    pub async fn open(config: Config) -> anyhow::Result<Self> {
+        let blobs = Blobs::open(&config.blobs).await?;
+        let meta = Meta::open(&config.meta).await?;
+        let signer = Signer::load(&meta, config.signing_key_file.as_deref()).await?;
+        Ok(Self(Arc::new(Inner {
+            config,
+            blobs,
+            meta,
+            signer,
+        })))
+    }
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
