@@ -155,4 +155,27 @@ impl From<axum::extract::rejection::JsonRejection> for ApiError {
     }
 }
 
+/// Every error code the API can answer with; `api/openapi.yaml` lists the same.
+pub const ERROR_CODES: &[&str] = &[
+    "unauthorized",
+    "denied",
+    "name_invalid",
+    "digest_invalid",
+    "digest_mismatch",
+    "blob_unknown",
+    "blob_too_large",
+    "range_invalid",
+    "manifest_invalid",
+    "manifest_blob_unknown",
+    "manifest_unknown",
+    "tag_unknown",
+    "tag_exists",
+    "token_unknown",
+    "request_invalid",
+    "not_found",
+    "method_not_allowed",
+    "blob_corrupt",
+    "internal",
+];
+
 pub type ApiResult<T> = Result<T, ApiError>;

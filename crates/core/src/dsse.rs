@@ -151,7 +151,7 @@ mod tests {
             Err(DsseError::BadSignature(_))
         ));
 
-        let mut bad_sig = env.clone();
+        let mut bad_sig = env;
         let mut sig = B64.decode(&bad_sig.signatures[0].sig).unwrap();
         sig[0] ^= 1;
         bad_sig.signatures[0].sig = B64.encode(sig);

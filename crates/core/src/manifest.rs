@@ -359,7 +359,7 @@ mod tests {
             VerifyError::Signature(DsseError::UnknownKey(_))
         ));
 
-        let mut flipped = env.clone();
+        let mut flipped = env;
         let mut bytes = base64::engine::general_purpose::STANDARD
             .decode(&flipped.payload)
             .unwrap();

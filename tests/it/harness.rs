@@ -1,0 +1,306 @@
+//! `TestServer`: boots the real `amberd` binary on 127.0.0.1:0 in a fresh data
+//! directory, with an admin token minted the way an operator would, and hands
+//! out clients and scoped tokens.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde_json::{Value, json};
+
+pub const AMBERD: &str = env!("CARGO_BIN_EXE_amberd");
+
+pub struct TestServer {
+    child: Child,
+    pub addr: SocketAddr,
+    dir: tempfile::TempDir,
+    extra_args: Vec<String>,
+    pub admin: String,
+    log: Arc<Mutex<String>>,
+    pub http: reqwest::Client,
+}
+
+#[derive(Default)]
+pub struct Builder {
+    args: Vec<String>,
+}
+
+impl Builder {
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    pub async fn start(self) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let out = Command::new(AMBERD)
+            .args([
+                "token",
+                "create",
+                "--admin",
+                "--name",
+                "test-admin",
+                "--data-dir",
+            ])
+            .arg(dir.path())
+            .output()
+            .expect("run amberd token create");
+        assert!(
+            out.status.success(),
+            "token create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let admin = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (child, addr) = spawn(dir.path(), &self.args, &log);
+        TestServer {
+            child,
+            addr,
+            dir,
+            extra_args: self.args,
+            admin,
+            log,
+            http: reqwest::Client::new(),
+        }
+    }
+}
+
+fn spawn(dir: &Path, args: &[String], log: &Arc<Mutex<String>>) -> (Child, SocketAddr) {
+    let mut child = Command::new(AMBERD)
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .args(args)
+        .env("AMBER_LOG", "info,amber_server=debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn amberd");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some((_, addr)) = line.split_once("amberd listening addr=")
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(addr.trim().parse::<SocketAddr>().unwrap());
+            }
+            let mut log = sink.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("amberd did not start: {}", log.lock().unwrap()));
+    (child, addr)
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Builder::default().start().await
+    }
+
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn request(&self, method: Method, path: &str, token: &str) -> RequestBuilder {
+        self.http.request(method, self.url(path)).bearer_auth(token)
+    }
+
+    /// Mints a token through the API: `grants` as (pattern, actions).
+    pub async fn token_with(&self, grants: &[(&str, &[&str])], extra: Value) -> String {
+        let grants: Vec<Value> = grants
+            .iter()
+            .map(|(repos, actions)| json!({"repos": repos, "actions": actions}))
+            .collect();
+        let mut body = json!({"name": "test", "pipeline": "it", "grants": grants});
+        if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+            body.extend(extra.clone());
+        }
+        let response = self
+            .request(Method::POST, "/v1/tokens", &self.admin)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::CREATED,
+            "{}",
+            response.text().await.unwrap()
+        );
+        response.json::<Value>().await.unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    pub async fn token(&self, grants: &[(&str, &[&str])]) -> String {
+        self.token_with(grants, json!({})).await
+    }
+
+    pub fn logs(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Peak resident set size of amberd so far, in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Sends SIGTERM and waits for amberd to exit; returns whether it exited cleanly.
+    pub fn terminate(&mut self) -> bool {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.success();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "amberd did not stop after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts amberd again on the same data directory (after kill9 or terminate).
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (child, addr) = spawn(self.dir.path(), &self.extra_args, &self.log);
+        self.child = child;
+        self.addr = addr;
+    }
+
+    /// Runs an `amberd` subcommand on the data directory (server stopped).
+    pub fn amberd(&self, args: &[&str]) -> String {
+        let out = Command::new(AMBERD)
+            .args(args)
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "amberd {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn staging_entries(&self) -> usize {
+        std::fs::read_dir(self.dir.path().join("blobs/staging"))
+            .unwrap()
+            .count()
+    }
+
+    pub fn blob_file(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("blake3:");
+        self.dir.path().join("blobs/data").join(&hex[..2]).join(hex)
+    }
+
+    /// Sends `head` (request line and headers, no body) over a raw socket, so
+    /// paths reach the server exactly as written (no client normalisation).
+    pub fn raw(&self, head: &str) -> (u16, String) {
+        let mut stream = TcpStream::connect(self.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let request = format!("{head}\r\nHost: {}\r\nConnection: close\r\n\r\n", self.addr);
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        let status = response
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (status, body)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Asserts an error response: status and the stable error code.
+pub async fn expect_error(response: reqwest::Response, status: StatusCode, code: &str) -> Value {
+    let got = response.status();
+    let text = response.text().await.unwrap();
+    assert_eq!(got, status, "body: {text}");
+    let body: Value =
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("error body is not JSON: {text}"));
+    assert_eq!(body["error"]["code"], code, "body: {text}");
+    body
+}
+
+/// BLAKE3 by an implementation nobody here wrote (Python's `blake3` package).
+pub fn independent_b3(path: &Path) -> String {
+    let out = Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/b3.py"))
+        .arg(path)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "b3.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    format!("blake3:{}", String::from_utf8(out.stdout).unwrap().trim())
+}
+
+pub fn independent_b3_bytes(data: &[u8]) -> String {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), data).unwrap();
+    independent_b3(file.path())
+}
+
+/// Deterministic, incompressible-looking test data.
+pub fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}

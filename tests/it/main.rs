@@ -1,0 +1,8 @@
+//! Integration tests: each boots the real `amberd` on 127.0.0.1:0 and talks HTTP.
+
+mod auth;
+mod blobs;
+mod durability;
+mod harness;
+mod manifests;
+mod openapi;
