@@ -149,12 +149,6 @@ impl From<BlobError> for ApiError {
     }
 }
 
-impl From<axum::extract::rejection::JsonRejection> for ApiError {
-    fn from(rejection: axum::extract::rejection::JsonRejection) -> Self {
-        Self::RequestInvalid(rejection.body_text())
-    }
-}
-
 /// Every error code the API can answer with; `api/openapi.yaml` lists the same.
 pub const ERROR_CODES: &[&str] = &[
     "unauthorized",

@@ -6,6 +6,7 @@ use amber_core::manifest::{self, ManifestPayload, ManifestRequest, PushedBy};
 use amber_core::wire::TagList;
 use amber_core::{Action, Digest, RepoName, Tag};
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -91,9 +92,12 @@ pub async fn put_tag(
     caller: Caller,
     Repo(repo): Repo,
     TagParam(tag): TagParam,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     caller.require(Action::Push, &repo)?;
+    let body = body.map_err(|e| {
+        ApiError::ManifestInvalid(format!("reading the body failed: {}", e.body_text()))
+    })?;
     let request = parse_request(&body)?;
     if let Some(record) = state.meta.tag(&repo, &tag).await? {
         return existing_binding(&state, &repo, &tag, record, &request).await;

@@ -1,0 +1,28 @@
+# syntax=docker/dockerfile:1
+# Multi-stage build: compile with the pinned toolchain, run as a non-root user
+# with the data directory as a volume.
+
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked --bin amberd --bin amber \
+ && install -D target/release/amberd target/release/amber -t /out
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates tini \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --home-dir /var/lib/amber --create-home amber \
+ && install -d -o amber -g amber -m 0700 /var/lib/amber/data
+COPY --from=build /out/amberd /out/amber /usr/local/bin/
+USER amber
+ENV AMBER_LISTEN=0.0.0.0:7350 \
+    AMBER_DATA_DIR=/var/lib/amber/data \
+    AMBER_LOG_FORMAT=json
+VOLUME ["/var/lib/amber/data"]
+EXPOSE 7350
+HEALTHCHECK --interval=10s --timeout=3s CMD ["/usr/local/bin/amber", "health"]
+# tini forwards SIGTERM so amberd drains in-flight requests before exiting.
+ENTRYPOINT ["/usr/bin/tini", "--", "/usr/local/bin/amberd"]
