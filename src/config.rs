@@ -80,17 +80,13 @@ impl Config {
     pub fn resolve(options: Options) -> anyhow::Result<Self> {
         let file = match &options.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading config file {}", path.display()))?;
-                toml::from_str(&text)
-                    .with_context(|| format!("parsing config file {}", path.display()))?
+                let text =
+                    std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+                toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?
             }
             None => FileOptions::default(),
         };
-        let data_dir = options
-            .data_dir
-            .or(file.data_dir)
-            .unwrap_or_else(|| PathBuf::from("amber-data"));
+        let data_dir = options.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("amber-data"));
         let blobs = match options.blobs.or(file.blobs) {
             Some(url) => parse_blobs_url(&url)?,
             None => BlobsConfig::File(data_dir.join("blobs")),
@@ -99,27 +95,17 @@ impl Config {
             Some(url) => parse_meta_url(&url)?,
             None => MetaConfig::Sled(data_dir.join("meta")),
         };
-        let max_token_lifetime = Duration::from_secs(
-            options
-                .max_token_lifetime
-                .or(file.max_token_lifetime)
-                .unwrap_or(365 * DAY),
-        );
+        let max_token_lifetime =
+            Duration::from_secs(options.max_token_lifetime.or(file.max_token_lifetime).unwrap_or(365 * DAY));
         if max_token_lifetime.is_zero() {
             bail!("max_token_lifetime must be positive");
         }
         Ok(Self {
-            listen: options
-                .listen
-                .or(file.listen)
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7350))),
+            listen: options.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7350))),
             data_dir,
             blobs,
             meta,
-            max_blob_size: options
-                .max_blob_size
-                .or(file.max_blob_size)
-                .unwrap_or(10 << 30),
+            max_blob_size: options.max_blob_size.or(file.max_blob_size).unwrap_or(10 << 30),
             default_token_lifetime: max_token_lifetime.min(Duration::from_secs(90 * DAY)),
             max_token_lifetime,
             signing_key_file: options.signing_key_file.or(file.signing_key_file),
@@ -154,30 +140,17 @@ mod tests {
     fn flags_override_the_file_and_defaults_fill_the_rest() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("amber.toml");
-        std::fs::write(
-            &path,
-            "listen = \"127.0.0.1:9000\"\ndata_dir = \"/srv/amber\"\nmax_blob_size = 5\n",
-        )
-        .unwrap();
-        let config = Config::resolve(Options {
-            config: Some(path.clone()),
-            max_blob_size: Some(7),
-            ..Default::default()
-        })
-        .unwrap();
+        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\ndata_dir = \"/srv/amber\"\nmax_blob_size = 5\n").unwrap();
+        let config =
+            Config::resolve(Options { config: Some(path.clone()), max_blob_size: Some(7), ..Default::default() })
+                .unwrap();
         assert_eq!(config.listen.port(), 9000);
         assert_eq!(config.max_blob_size, 7);
         assert_eq!(config.blobs, BlobsConfig::File("/srv/amber/blobs".into()));
         assert_eq!(config.meta, MetaConfig::Sled("/srv/amber/meta".into()));
 
         std::fs::write(&path, "listen = \"127.0.0.1:9000\"\nbogus = 1\n").unwrap();
-        assert!(
-            Config::resolve(Options {
-                config: Some(path),
-                ..Default::default()
-            })
-            .is_err()
-        );
+        assert!(Config::resolve(Options { config: Some(path), ..Default::default() }).is_err());
         assert!(parse_blobs_url("s4://x").is_err());
     }
 }

@@ -10,6 +10,10 @@ use axum::response::{IntoResponse, Response};
 use crate::blobs::BlobError;
 use crate::meta::MetaError;
 
+/// Why a request was refused, for the audit log (a response extension).
+#[derive(Clone, Debug)]
+pub struct DenialReason(pub String);
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
@@ -37,13 +41,11 @@ pub enum ApiError {
     #[error("tag {0} is not bound in this repository")]
     TagUnknown(Tag),
     #[error("tag {tag} in {repo} is already bound to different content")]
-    TagExists {
-        repo: RepoName,
-        tag: Tag,
-        digest: Digest,
-    },
+    TagExists { repo: RepoName, tag: Tag, digest: Digest },
     #[error("no such token")]
     TokenUnknown,
+    #[error("{0}")]
+    TokenInactive(&'static str),
     #[error("{0}")]
     RequestInvalid(String),
     #[error("no such route")]
@@ -79,6 +81,7 @@ impl ApiError {
             Self::TagUnknown(_) => (S::NOT_FOUND, "tag_unknown"),
             Self::TagExists { .. } => (S::CONFLICT, "tag_exists"),
             Self::TokenUnknown => (S::NOT_FOUND, "token_unknown"),
+            Self::TokenInactive(_) => (S::CONFLICT, "token_inactive"),
             Self::RequestInvalid(_) => (S::BAD_REQUEST, "request_invalid"),
             Self::NotFound => (S::NOT_FOUND, "not_found"),
             Self::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, "method_not_allowed"),
@@ -105,24 +108,18 @@ impl IntoResponse for ApiError {
             Self::TagExists { digest, .. } => Some(serde_json::json!({ "digest": digest })),
             _ => None,
         };
-        let body = ErrorBody {
-            error: ErrorDetail {
-                code: code.to_owned(),
-                message: self.to_string(),
-                detail,
-            },
-        };
+        let body = ErrorBody { error: ErrorDetail { code: code.to_owned(), message: self.to_string(), detail } };
         let mut response = (status, axum::Json(body)).into_response();
+        if matches!(self, Self::Unauthorized(_) | Self::Denied { .. }) {
+            response.extensions_mut().insert(DenialReason(self.to_string()));
+        }
         if let Self::RangeInvalid { size, .. } = &self
             && let Ok(value) = HeaderValue::try_from(format!("bytes */{size}"))
         {
             response.headers_mut().insert(header::CONTENT_RANGE, value);
         }
         if status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"amber\""),
-            );
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"amber\""));
         }
         response
     }
@@ -139,9 +136,7 @@ impl From<BlobError> for ApiError {
         match err {
             BlobError::Mismatch { expected, actual } => Self::DigestMismatch { expected, actual },
             BlobError::TooLarge { limit } => Self::BlobTooLarge { limit },
-            BlobError::Client(e) => {
-                Self::RequestInvalid(format!("reading the request body failed: {e}"))
-            }
+            BlobError::Client(e) => Self::RequestInvalid(format!("reading the request body failed: {e}")),
             BlobError::Corrupt(digest) => Self::BlobCorrupt(digest),
             BlobError::NotFound(digest) => Self::BlobUnknown(digest),
             other @ BlobError::Io(_) => Self::Internal(other.into()),
@@ -165,6 +160,7 @@ pub const ERROR_CODES: &[&str] = &[
     "tag_unknown",
     "tag_exists",
     "token_unknown",
+    "token_inactive",
     "request_invalid",
     "not_found",
     "method_not_allowed",

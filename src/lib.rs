@@ -1,5 +1,6 @@
 //! amberd: the Amber server. See ARCHITECTURE.md for the map.
 
+pub mod audit;
 pub mod auth;
 pub mod blobs;
 pub mod config;

@@ -3,9 +3,12 @@
 
 use std::time::Duration;
 
+use amber_core::audit::{Actor, Event};
 use amber_core::{Action, Grant, RepoPattern};
+use amber_server::audit;
 use amber_server::auth::{TokenSpec, issue_token};
 use amber_server::config::{Config, Options};
+use amber_server::http::tokens::token_created;
 use amber_server::meta::Meta;
 use amber_server::server;
 use amber_server::signing::{self, Signer};
@@ -24,13 +27,7 @@ struct Cli {
     #[command(flatten)]
     options: Options,
     /// Log format.
-    #[arg(
-        long,
-        env = "AMBER_LOG_FORMAT",
-        value_enum,
-        default_value = "text",
-        global = true
-    )]
+    #[arg(long, env = "AMBER_LOG_FORMAT", value_enum, default_value = "text", global = true)]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Option<Command>,
@@ -97,25 +94,18 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::resolve(cli.options)?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config).await,
-        Command::Token(TokenCommand::Create {
-            admin,
-            name,
-            expires_in,
-        }) => {
+        Command::Token(TokenCommand::Create { admin, name, expires_in }) => {
             debug_assert!(admin);
             let meta = Meta::open(&config.meta).await?;
             let spec = TokenSpec {
                 name,
                 pipeline: None,
-                grants: vec![Grant {
-                    repos: RepoPattern::Any,
-                    actions: vec![Action::Admin],
-                }],
+                grants: vec![Grant { repos: RepoPattern::Any, actions: vec![Action::Admin] }],
                 lifetime: expires_in.map(Duration::from_secs),
             };
-            let (info, secret) = issue_token(&meta, &config, spec)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let (info, secret) = issue_token(&meta, &config, spec).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            let signer = Signer::load(&meta, config.signing_key_file.as_deref()).await?;
+            audit::record(&meta, &signer, Actor::operator(), token_created(&info)).await?;
             tracing::info!(token = %info.id, expires_at = %info.expires_at, "admin token created");
             println!("{}", secret.expose());
             Ok(())
@@ -123,6 +113,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Keys(KeysCommand::Rotate) => {
             let meta = Meta::open(&config.meta).await?;
             let keyid = signing::rotate(&meta).await?;
+            let signer = Signer::load(&meta, config.signing_key_file.as_deref()).await?;
+            audit::record(&meta, &signer, Actor::operator(), Event::KeyRotated { keyid: keyid.clone() }).await?;
             tracing::info!(%keyid, "new active signing key");
             println!("{keyid}");
             Ok(())

@@ -29,9 +29,7 @@ fn new_key_record() -> (KeyRecord, SigningKey) {
     let record = KeyRecord {
         keyid: dsse::key_id(&key.verifying_key()),
         private_key: B64.encode(key.to_bytes()),
-        created_at: OffsetDateTime::now_utc()
-            .replace_nanosecond(0)
-            .expect("0 is a valid nanosecond"),
+        created_at: OffsetDateTime::now_utc().replace_nanosecond(0).expect("0 is a valid nanosecond"),
         status: KeyStatus::Active,
     };
     (record, key)
@@ -70,11 +68,7 @@ impl Signer {
         let mut active = None;
         for record in &records {
             let key = decode(record)?;
-            let status = if key_file.is_some() {
-                KeyStatus::Retired
-            } else {
-                record.status
-            };
+            let status = if key_file.is_some() { KeyStatus::Retired } else { record.status };
             if status == KeyStatus::Active {
                 active = Some(key.clone());
             }
@@ -86,20 +80,12 @@ impl Signer {
             let keyid = dsse::key_id(&key.verifying_key());
             keys.retain(|k| k.keyid != keyid);
             let created_at = std::fs::metadata(path)?.modified()?.into();
-            let record = KeyRecord {
-                keyid,
-                private_key: String::new(),
-                created_at,
-                status: KeyStatus::Active,
-            };
+            let record = KeyRecord { keyid, private_key: String::new(), created_at, status: KeyStatus::Active };
             keys.push(public_info(&record, &key, KeyStatus::Active));
             active = Some(key);
         }
         let active = active.context("no active signing key")?;
-        Ok(Self {
-            active,
-            keys: KeyList { keys },
-        })
+        Ok(Self { active, keys: KeyList { keys } })
     }
 
     pub fn sign(&self, payload_type: &str, payload: &[u8]) -> Envelope {

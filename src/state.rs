@@ -25,12 +25,7 @@ impl AppState {
         let blobs = Blobs::open(&config.blobs).await?;
         let meta = Meta::open(&config.meta).await?;
         let signer = Signer::load(&meta, config.signing_key_file.as_deref()).await?;
-        Ok(Self(Arc::new(Inner {
-            config,
-            blobs,
-            meta,
-            signer,
-        })))
+        Ok(Self(Arc::new(Inner { config, blobs, meta, signer })))
     }
 }
 

@@ -27,18 +27,14 @@ pub struct TokenSpec {
 
 fn check_label(what: &str, value: &str) -> ApiResult<()> {
     if value.trim().is_empty() || value.len() > 128 || value.chars().any(char::is_control) {
-        return Err(ApiError::RequestInvalid(format!(
-            "{what} must be 1 to 128 printable characters"
-        )));
+        return Err(ApiError::RequestInvalid(format!("{what} must be 1 to 128 printable characters")));
     }
     Ok(())
 }
 
 fn check_grants(grants: &mut [Grant]) -> ApiResult<()> {
     if grants.is_empty() {
-        return Err(ApiError::RequestInvalid(
-            "a token needs at least one grant".into(),
-        ));
+        return Err(ApiError::RequestInvalid("a token needs at least one grant".into()));
     }
     for grant in grants.iter_mut() {
         grant.actions.sort();
@@ -46,15 +42,10 @@ fn check_grants(grants: &mut [Grant]) -> ApiResult<()> {
         let admin = grant.actions.contains(&Action::Admin);
         let any = grant.repos == RepoPattern::Any;
         if grant.actions.is_empty() {
-            return Err(ApiError::RequestInvalid(format!(
-                "grant on {} names no action",
-                grant.repos
-            )));
+            return Err(ApiError::RequestInvalid(format!("grant on {} names no action", grant.repos)));
         }
         if admin && (!any || grant.actions.len() > 1) {
-            return Err(ApiError::RequestInvalid(
-                "the admin action is granted alone, on repos \"*\"".into(),
-            ));
+            return Err(ApiError::RequestInvalid("the admin action is granted alone, on repos \"*\"".into()));
         }
         if any && !admin {
             return Err(ApiError::RequestInvalid(
@@ -67,11 +58,7 @@ fn check_grants(grants: &mut [Grant]) -> ApiResult<()> {
 
 /// Validates `spec`, stores the new token, and returns it with its secret,
 /// which exists nowhere else from here on.
-pub async fn issue_token(
-    meta: &Meta,
-    config: &Config,
-    mut spec: TokenSpec,
-) -> ApiResult<(TokenInfo, TokenSecret)> {
+pub async fn issue_token(meta: &Meta, config: &Config, mut spec: TokenSpec) -> ApiResult<(TokenInfo, TokenSecret)> {
     check_label("name", &spec.name)?;
     if let Some(pipeline) = &spec.pipeline {
         check_label("pipeline", pipeline)?;
@@ -86,9 +73,7 @@ pub async fn issue_token(
     }
     let mut rng = rand::rngs::OsRng;
     let secret = TokenSecret::generate(&mut rng);
-    let now = OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .expect("0 is a valid nanosecond");
+    let now = OffsetDateTime::now_utc().replace_nanosecond(0).expect("0 is a valid nanosecond");
     let info = TokenInfo {
         id: TokenId::generate(&mut rng),
         name: spec.name,
@@ -98,12 +83,10 @@ pub async fn issue_token(
         expires_at: now + lifetime,
         last_used_at: None,
         revoked_at: None,
+        rotated_from: None,
+        rotated_to: None,
     };
-    meta.insert_token(&TokenRecord {
-        info: info.clone(),
-        secret_hash: secret_hash(&secret),
-    })
-    .await?;
+    meta.insert_token(&TokenRecord { info: info.clone(), secret_hash: secret_hash(&secret) }).await?;
     Ok((info, secret))
 }
 
@@ -112,18 +95,12 @@ mod tests {
     use super::*;
 
     fn grant(repos: &str, actions: &[Action]) -> Grant {
-        Grant {
-            repos: repos.parse().unwrap(),
-            actions: actions.to_vec(),
-        }
+        Grant { repos: repos.parse().unwrap(), actions: actions.to_vec() }
     }
 
     #[test]
     fn least_privilege_grant_rules() {
-        assert!(
-            check_grants(&mut [grant("acme/*", &[Action::Pull, Action::Push, Action::Pull])])
-                .is_ok()
-        );
+        assert!(check_grants(&mut [grant("acme/*", &[Action::Pull, Action::Push, Action::Pull])]).is_ok());
         assert!(check_grants(&mut [grant("*", &[Action::Admin])]).is_ok());
         assert!(check_grants(&mut []).is_err());
         assert!(check_grants(&mut [grant("acme/web", &[])]).is_err());

@@ -1,38 +1,59 @@
-//! Who is calling: the `Caller` extractor authenticates the bearer (or Basic)
-//! token, and handlers state what they need in one line with
-//! [`Caller::require`]. Default deny: a token may do only what a grant names.
+//! Who is calling. The [`authenticate`] middleware resolves the bearer (or
+//! Basic) token once per request, warns about tokens near expiry and audits
+//! every `401` and `403`; the `Caller` extractor hands the token to handlers,
+//! which state what they need in one line with [`Caller::require`].
+//! Default deny: a token may do only what a grant names.
 
 mod issue;
 
-use axum::extract::FromRequestParts;
-use axum::http::header::AUTHORIZATION;
+use std::sync::Arc;
+
+use amber_core::audit::{Actor, Event};
+use amber_core::{Action, RepoName, TokenSecret};
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
+use axum::http::header::{AUTHORIZATION, WARNING};
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
 use base64::Engine;
 use time::{Duration, OffsetDateTime};
 
-use amber_core::{Action, RepoName, TokenSecret};
-
 pub use issue::{TokenSpec, issue_token};
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, DenialReason};
 use crate::meta::{MetaStore, TokenRecord};
 use crate::state::AppState;
 
 /// `last_used_at` is refreshed at most this often, so auth adds no write to
 /// every request.
 const LAST_USED_GRANULARITY: Duration = Duration::minutes(5);
+/// Tokens closer than this to expiry (or a tenth of their lifetime, if less)
+/// get a `Warning` header, so CI logs show it before it breaks.
+const EXPIRY_WARNING: Duration = Duration::days(7);
+
+/// The outcome of authenticating one request.
+#[derive(Clone, Debug)]
+enum Authentication {
+    Missing,
+    Failed(&'static str),
+    Unavailable,
+    Token(Arc<TokenRecord>),
+}
 
 /// An authenticated request's token.
 #[derive(Debug)]
 pub struct Caller {
-    pub token: TokenRecord,
+    pub token: Arc<TokenRecord>,
 }
 
 impl Caller {
     fn allows(&self, action: Action, repo: Option<&RepoName>) -> bool {
-        self.token.info.grants.iter().any(|grant| {
-            grant.actions.contains(&action) && repo.is_none_or(|repo| grant.repos.matches(repo))
-        })
+        self.token
+            .info
+            .grants
+            .iter()
+            .any(|grant| grant.actions.contains(&action) && repo.is_none_or(|repo| grant.repos.matches(repo)))
     }
 
     /// Succeeds when a grant of this token allows `action` on `repo`.
@@ -40,40 +61,33 @@ impl Caller {
         if self.allows(action, Some(repo)) {
             Ok(())
         } else {
-            Err(ApiError::Denied {
-                action: action.to_string(),
-                repo: repo.to_string(),
-            })
+            Err(ApiError::Denied { action: action.to_string(), repo: repo.to_string() })
         }
     }
 
-    /// Succeeds for admin tokens (token and key management).
+    /// Succeeds for admin tokens (token and key management, the audit log).
     pub fn require_admin(&self) -> ApiResult<()> {
         if self.allows(Action::Admin, None) {
             Ok(())
         } else {
-            Err(ApiError::Denied {
-                action: "admin".into(),
-                repo: "*".into(),
-            })
+            Err(ApiError::Denied { action: "admin".into(), repo: "*".into() })
         }
+    }
+
+    pub fn actor(&self) -> Actor {
+        actor(&self.token)
     }
 }
 
+fn actor(token: &TokenRecord) -> Actor {
+    Actor { token_id: Some(token.info.id.clone()), token_name: Some(token.info.name.clone()) }
+}
+
 /// The secret from `Authorization: Bearer <secret>` or `Basic base64(user:<secret>)`.
-fn presented_secret(parts: &Parts) -> ApiResult<TokenSecret> {
-    let header = parts
-        .headers
-        .get(AUTHORIZATION)
-        .ok_or(ApiError::Unauthorized(
-            "authentication required: send Authorization: Bearer <token>",
-        ))?;
-    let header = header
-        .to_str()
-        .map_err(|_| ApiError::Unauthorized("malformed Authorization header"))?;
-    let (scheme, value) = header
-        .split_once(' ')
-        .ok_or(ApiError::Unauthorized("malformed Authorization header"))?;
+fn presented_secret(headers: &HeaderMap) -> Result<Option<TokenSecret>, &'static str> {
+    let Some(header) = headers.get(AUTHORIZATION) else { return Ok(None) };
+    let header = header.to_str().map_err(|_| "malformed Authorization header")?;
+    let (scheme, value) = header.split_once(' ').ok_or("malformed Authorization header")?;
     let secret = if scheme.eq_ignore_ascii_case("bearer") {
         value.trim().to_owned()
     } else if scheme.eq_ignore_ascii_case("basic") {
@@ -81,55 +95,105 @@ fn presented_secret(parts: &Parts) -> ApiResult<TokenSecret> {
             .decode(value.trim())
             .ok()
             .and_then(|bytes| String::from_utf8(bytes).ok())
-            .ok_or(ApiError::Unauthorized("malformed Basic credentials"))?;
-        let (_, password) = decoded
-            .split_once(':')
-            .ok_or(ApiError::Unauthorized("malformed Basic credentials"))?;
+            .ok_or("malformed Basic credentials")?;
+        let (_, password) = decoded.split_once(':').ok_or("malformed Basic credentials")?;
         password.to_owned()
     } else {
-        return Err(ApiError::Unauthorized(
-            "unsupported authorization scheme: use Bearer or Basic",
-        ));
+        return Err("unsupported authorization scheme: use Bearer or Basic");
     };
     // The checksum rejects garbage and typos before any lookup.
-    secret
-        .parse()
-        .map_err(|_| ApiError::Unauthorized("malformed token"))
+    secret.parse().map(Some).map_err(|_| "malformed token")
 }
 
 pub fn secret_hash(secret: &TokenSecret) -> String {
     blake3::Hash::from_bytes(secret.hash()).to_hex().to_string()
 }
 
+async fn resolve(state: &AppState, headers: &HeaderMap) -> Authentication {
+    let secret = match presented_secret(headers) {
+        Ok(Some(secret)) => secret,
+        Ok(None) => return Authentication::Missing,
+        Err(reason) => return Authentication::Failed(reason),
+    };
+    // Read from the store on every request: revocation and expiry take effect
+    // at once, on every replica.
+    let token = match state.meta.token_by_hash(&secret_hash(&secret)).await {
+        Ok(Some(token)) => token,
+        Ok(None) => return Authentication::Failed("unknown token"),
+        Err(err) => {
+            tracing::error!(error = %err, "token lookup failed");
+            return Authentication::Unavailable;
+        }
+    };
+    let now = OffsetDateTime::now_utc();
+    if token.info.revoked_at.is_some_and(|at| at <= now) {
+        return Authentication::Failed("token has been revoked");
+    }
+    if token.info.expires_at <= now {
+        return Authentication::Failed(if token.info.rotated_to.is_some() {
+            "token was rotated and its grace period has ended"
+        } else {
+            "token has expired"
+        });
+    }
+    if token.info.last_used_at.is_none_or(|at| now - at > LAST_USED_GRANULARITY)
+        && let Err(err) = state.meta.touch_token(&token.info.id, now).await
+    {
+        tracing::warn!(error = %err, "recording token use failed");
+    }
+    Authentication::Token(Arc::new(token))
+}
+
+fn expiry_warning(token: &TokenRecord) -> Option<HeaderValue> {
+    let info = &token.info;
+    let remaining = info.expires_at - OffsetDateTime::now_utc();
+    let threshold = EXPIRY_WARNING.min((info.expires_at - info.created_at) / 10);
+    (remaining < threshold).then(|| {
+        let text = format!("299 amber \"token {} expires at {}; rotate it\"", info.id, info.expires_at);
+        HeaderValue::try_from(text).ok()
+    })?
+}
+
+/// Authenticates (for routes that need it, the `Caller` extractor then reads
+/// the outcome), adds expiry warnings, and audits denied requests.
+pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let authentication = resolve(&state, request.headers()).await;
+    request.extensions_mut().insert(authentication.clone());
+    let method = request.method().to_string();
+    let route = request.extensions().get::<MatchedPath>().map_or_else(String::new, |p| p.as_str().to_owned());
+    let mut response = next.run(request).await;
+
+    let token = match &authentication {
+        Authentication::Token(token) => Some(token),
+        _ => None,
+    };
+    if let Some(warning) = token.and_then(|t| expiry_warning(t)) {
+        response.headers_mut().insert(WARNING, warning);
+    }
+    let status = response.status();
+    if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+        let reason = response.extensions().get::<DenialReason>().map_or_else(String::new, |r| r.0.clone());
+        let actor = token.map_or(Actor { token_id: None, token_name: None }, |t| actor(t));
+        let event = Event::RequestDenied { method, route, status: status.as_u16(), reason };
+        if let Err(err) = crate::audit::record(&state.meta, &state.signer, actor, event).await {
+            tracing::error!(error = %err, "recording a denied request in the audit log failed");
+        }
+    }
+    response
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let secret = presented_secret(parts)?;
-        // Read from the store on every request: revocation and expiry take effect
-        // at once, on every replica.
-        let token = state
-            .meta
-            .token_by_hash(&secret_hash(&secret))
-            .await?
-            .ok_or(ApiError::Unauthorized("unknown token"))?;
-        let now = OffsetDateTime::now_utc();
-        if token.info.revoked_at.is_some_and(|at| at <= now) {
-            return Err(ApiError::Unauthorized("token has been revoked"));
+    async fn from_request_parts(parts: &mut Parts, _state: &AppState) -> Result<Self, Self::Rejection> {
+        match parts.extensions.get::<Authentication>() {
+            Some(Authentication::Token(token)) => Ok(Self { token: token.clone() }),
+            Some(Authentication::Failed(reason)) => Err(ApiError::Unauthorized(reason)),
+            Some(Authentication::Unavailable) => Err(ApiError::internal(anyhow::anyhow!("token store unavailable"))),
+            Some(Authentication::Missing) => {
+                Err(ApiError::Unauthorized("authentication required: send Authorization: Bearer <token>"))
+            }
+            None => Err(ApiError::internal(anyhow::anyhow!("authenticate middleware is not installed"))),
         }
-        if token.info.expires_at <= now {
-            return Err(ApiError::Unauthorized("token has expired"));
-        }
-        if token
-            .info
-            .last_used_at
-            .is_none_or(|at| now - at > LAST_USED_GRANULARITY)
-        {
-            state.meta.touch_token(&token.info.id, now).await?;
-        }
-        Ok(Self { token })
     }
 }

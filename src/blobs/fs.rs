@@ -50,10 +50,7 @@ impl Dirs {
 }
 
 fn create_private_dir(path: &Path) -> io::Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(path)
 }
 
 fn sync_dir(path: &Path) -> io::Result<()> {
@@ -67,8 +64,7 @@ impl FsBlobs {
 
     fn open_blocking(root: &Path) -> anyhow::Result<Self> {
         use anyhow::Context;
-        create_private_dir(root)
-            .with_context(|| format!("creating blob directory {}", root.display()))?;
+        create_private_dir(root).with_context(|| format!("creating blob directory {}", root.display()))?;
         let version_file = root.join("VERSION");
         match fs::read_to_string(&version_file) {
             Ok(found) if found.trim() == LAYOUT_VERSION => {}
@@ -97,9 +93,7 @@ impl FsBlobs {
         }
         create_private_dir(&staging)?;
         sync_dir(root)?;
-        Ok(Self {
-            inner: Arc::new(Dirs { data, staging }),
-        })
+        Ok(Self { inner: Arc::new(Dirs { data, staging }) })
     }
 }
 
@@ -122,26 +116,15 @@ impl Drop for StagingFile {
 
 /// Hashes the upload and, unless the blob is already stored, writes it to
 /// staging and links it into place. Runs on a blocking thread.
-fn write_blob(
-    dirs: &Dirs,
-    expected: Option<Digest>,
-    mut rx: mpsc::Receiver<Chunk>,
-) -> Result<Written, BlobError> {
+fn write_blob(dirs: &Dirs, expected: Option<Digest>, mut rx: mpsc::Receiver<Chunk>) -> Result<Written, BlobError> {
     let already_stored = expected.is_some_and(|d| dirs.blob_path(&d).exists());
     let mut sink = if already_stored {
         None
     } else {
         let name: u128 = rand::random();
         let path = dirs.staging.join(format!("{name:032x}"));
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)?;
-        Some((
-            BufWriter::with_capacity(WRITE_BUFFER, file),
-            StagingFile { path },
-        ))
+        let file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
+        Some((BufWriter::with_capacity(WRITE_BUFFER, file), StagingFile { path }))
     };
     let mut hasher = blake3::Hasher::new();
     let mut size = 0u64;
@@ -161,10 +144,7 @@ fn write_blob(
     }
     let digest = Digest::from(hasher.finalize());
     if let Some(expected) = expected.filter(|e| *e != digest) {
-        return Err(BlobError::Mismatch {
-            expected,
-            actual: digest,
-        });
+        return Err(BlobError::Mismatch { expected, actual: digest });
     }
     let stored = match sink {
         None => Stored::AlreadyPresent,
@@ -182,11 +162,7 @@ fn write_blob(
             }
         }
     };
-    Ok(Written {
-        digest,
-        size,
-        stored,
-    })
+    Ok(Written { digest, size, stored })
 }
 
 /// Sends `len` bytes from `start` in chunks. A full read (`verify`) withholds
@@ -236,12 +212,7 @@ fn read_blob(
 }
 
 impl BlobStore for FsBlobs {
-    async fn put(
-        &self,
-        expected: Option<Digest>,
-        limit: u64,
-        mut body: BodyStream,
-    ) -> Result<Written, BlobError> {
+    async fn put(&self, expected: Option<Digest>, limit: u64, mut body: BodyStream) -> Result<Written, BlobError> {
         let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
         let dirs = self.inner.clone();
         let writer = tokio::task::spawn_blocking(move || write_blob(&dirs, expected, rx));
@@ -270,12 +241,7 @@ impl BlobStore for FsBlobs {
         written
     }
 
-    async fn read(
-        &self,
-        digest: Digest,
-        size: u64,
-        range: Option<Range<u64>>,
-    ) -> Result<ByteStream, BlobError> {
+    async fn read(&self, digest: Digest, size: u64, range: Option<Range<u64>>) -> Result<ByteStream, BlobError> {
         let path = self.inner.blob_path(&digest);
         let file = match File::open(&path) {
             Ok(file) => file,
@@ -299,17 +265,12 @@ impl BlobStore for FsBlobs {
                 let _ = tx.blocking_send(Err(e));
             }
         });
-        Ok(Box::pin(futures_util::stream::unfold(
-            rx,
-            |mut rx| async move { rx.recv().await.map(|item| (item, rx)) },
-        )))
+        Ok(Box::pin(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })))
     }
 
     async fn check(&self) -> Result<(), BlobError> {
         let staging = self.inner.staging.clone();
-        tokio::task::spawn_blocking(move || fs::metadata(staging).map(drop))
-            .await
-            .map_err(io::Error::other)??;
+        tokio::task::spawn_blocking(move || fs::metadata(staging).map(drop)).await.map_err(io::Error::other)??;
         Ok(())
     }
 }

@@ -95,23 +95,13 @@ impl Blobs {
 }
 
 impl BlobStore for Blobs {
-    async fn put(
-        &self,
-        expected: Option<Digest>,
-        limit: u64,
-        body: BodyStream,
-    ) -> Result<Written, BlobError> {
+    async fn put(&self, expected: Option<Digest>, limit: u64, body: BodyStream) -> Result<Written, BlobError> {
         match self {
             Self::Fs(store) => store.put(expected, limit, body).await,
         }
     }
 
-    async fn read(
-        &self,
-        digest: Digest,
-        size: u64,
-        range: Option<Range<u64>>,
-    ) -> Result<ByteStream, BlobError> {
+    async fn read(&self, digest: Digest, size: u64, range: Option<Range<u64>>) -> Result<ByteStream, BlobError> {
         match self {
             Self::Fs(store) => store.read(digest, size, range).await,
         }

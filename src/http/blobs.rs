@@ -4,6 +4,7 @@
 use std::ops::Range;
 
 use amber_core::Action;
+use amber_core::audit::Event;
 use amber_core::wire::{BlobInfo, MissingRequest, MissingResponse};
 use axum::body::Body;
 use axum::extract::State;
@@ -13,6 +14,7 @@ use futures_util::{StreamExt, TryStreamExt};
 
 use super::json::ApiJson;
 use super::paths::{DigestParam, Repo};
+use crate::audit;
 use crate::auth::Caller;
 use crate::blobs::{BlobStore, BodyStream, Stored};
 use crate::error::{ApiError, ApiResult};
@@ -28,9 +30,7 @@ fn body_stream(body: Body) -> BodyStream {
 
 /// Refuses an announced oversize body before reading any of it.
 fn check_content_length(headers: &HeaderMap, limit: u64) -> ApiResult<()> {
-    let announced = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let announced = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     match announced {
         Some(length) if length > limit => Err(ApiError::BlobTooLarge { limit }),
         _ => Ok(()),
@@ -39,6 +39,7 @@ fn check_content_length(headers: &HeaderMap, limit: u64) -> ApiResult<()> {
 
 async fn upload(
     state: &AppState,
+    caller: &Caller,
     repo: &amber_core::RepoName,
     expected: Option<amber_core::Digest>,
     headers: &HeaderMap,
@@ -47,27 +48,18 @@ async fn upload(
     let limit = state.config.max_blob_size;
     check_content_length(headers, limit)?;
     let written = state.blobs.put(expected, limit, body_stream(body)).await?;
-    let linked = state
-        .meta
-        .link_blob(repo, &written.digest, written.size)
-        .await?;
+    let linked = state.meta.link_blob(repo, &written.digest, written.size).await?;
     let status = match linked {
-        Stored::Created => StatusCode::CREATED,
+        Stored::Created => {
+            let event = Event::BlobPushed { repository: repo.clone(), digest: written.digest, size: written.size };
+            audit::record(&state.meta, &state.signer, caller.actor(), event).await?;
+            StatusCode::CREATED
+        }
         Stored::AlreadyPresent => StatusCode::OK,
     };
     let location = format!("/v1/repos/{repo}/blobs/{}", written.digest);
-    let mut response = (
-        status,
-        ApiJson(BlobInfo {
-            digest: written.digest,
-            size: written.size,
-        }),
-    )
-        .into_response();
-    response.headers_mut().insert(
-        header::LOCATION,
-        HeaderValue::try_from(location).map_err(ApiError::internal)?,
-    );
+    let mut response = (status, ApiJson(BlobInfo { digest: written.digest, size: written.size })).into_response();
+    response.headers_mut().insert(header::LOCATION, HeaderValue::try_from(location).map_err(ApiError::internal)?);
     Ok(response)
 }
 
@@ -80,7 +72,7 @@ pub async fn put_blob(
     body: Body,
 ) -> ApiResult<Response> {
     caller.require(Action::Push, &repo)?;
-    upload(&state, &repo, Some(digest), &headers, body).await
+    upload(&state, &caller, &repo, Some(digest), &headers, body).await
 }
 
 pub async fn post_blob(
@@ -91,7 +83,7 @@ pub async fn post_blob(
     body: Body,
 ) -> ApiResult<Response> {
     caller.require(Action::Push, &repo)?;
-    upload(&state, &repo, None, &headers, body).await
+    upload(&state, &caller, &repo, None, &headers, body).await
 }
 
 /// Parses a single `bytes=` range against a blob of `size` bytes. Several
@@ -100,39 +92,23 @@ fn requested_range(headers: &HeaderMap, size: u64) -> ApiResult<Option<Range<u64
     let Some(value) = headers.get(header::RANGE) else {
         return Ok(None);
     };
-    let invalid = || ApiError::RangeInvalid {
-        reason: format!("range not satisfiable for a blob of {size} bytes"),
-        size,
-    };
+    let invalid =
+        || ApiError::RangeInvalid { reason: format!("range not satisfiable for a blob of {size} bytes"), size };
     let text = value.to_str().map_err(|_| invalid())?;
-    let ranges = http_range_header::parse_range_header(text)
-        .map_err(|_| invalid())?
-        .validate(size)
-        .map_err(|_| invalid())?;
+    let ranges =
+        http_range_header::parse_range_header(text).map_err(|_| invalid())?.validate(size).map_err(|_| invalid())?;
     match ranges.as_slice() {
         [range] => Ok(Some(*range.start()..*range.end() + 1)),
-        _ => Err(ApiError::RangeInvalid {
-            reason: "only one range per request is supported".into(),
-            size,
-        }),
+        _ => Err(ApiError::RangeInvalid { reason: "only one range per request is supported".into(), size }),
     }
 }
 
 fn blob_headers(digest: &amber_core::Digest, headers: &mut HeaderMap) {
     let etag = format!("\"{digest}\"");
-    headers.insert(
-        header::ETAG,
-        HeaderValue::try_from(etag).expect("digests are header-safe"),
-    );
+    headers.insert(header::ETAG, HeaderValue::try_from(etag).expect("digests are header-safe"));
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    headers.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("private, max-age=31536000, immutable"),
-    );
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=31536000, immutable"));
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
 }
 
 fn not_modified(request: &HeaderMap, digest: &amber_core::Digest) -> bool {
@@ -159,40 +135,23 @@ async fn plan_read(
     request: &HeaderMap,
 ) -> ApiResult<ReadPlan> {
     caller.require(Action::Pull, repo)?;
-    let size = state
-        .meta
-        .blob_size(repo, digest)
-        .await?
-        .ok_or(ApiError::BlobUnknown(*digest))?;
+    let size = state.meta.blob_size(repo, digest).await?.ok_or(ApiError::BlobUnknown(*digest))?;
     let mut headers = HeaderMap::new();
     blob_headers(digest, &mut headers);
     if not_modified(request, digest) {
-        return Ok(ReadPlan {
-            status: StatusCode::NOT_MODIFIED,
-            headers,
-            size,
-            range: Some(0..0),
-        });
+        return Ok(ReadPlan { status: StatusCode::NOT_MODIFIED, headers, size, range: Some(0..0) });
     }
     let range = requested_range(request, size)?;
     let (status, length) = match &range {
         Some(r) => {
             let value = format!("bytes {}-{}/{size}", r.start, r.end - 1);
-            headers.insert(
-                header::CONTENT_RANGE,
-                HeaderValue::try_from(value).map_err(ApiError::internal)?,
-            );
+            headers.insert(header::CONTENT_RANGE, HeaderValue::try_from(value).map_err(ApiError::internal)?);
             (StatusCode::PARTIAL_CONTENT, r.end - r.start)
         }
         None => (StatusCode::OK, size),
     };
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-    Ok(ReadPlan {
-        status,
-        headers,
-        size,
-        range,
-    })
+    Ok(ReadPlan { status, headers, size, range })
 }
 
 pub async fn head_blob(
@@ -235,9 +194,7 @@ pub async fn missing_blobs(
 ) -> ApiResult<ApiJson<MissingResponse>> {
     caller.require(Action::Push, &repo)?;
     if request.digests.len() > MAX_MISSING_QUERY {
-        return Err(ApiError::RequestInvalid(format!(
-            "at most {MAX_MISSING_QUERY} digests per request"
-        )));
+        return Err(ApiError::RequestInvalid(format!("at most {MAX_MISSING_QUERY} digests per request")));
     }
     let mut seen = std::collections::HashSet::new();
     let mut missing = Vec::new();

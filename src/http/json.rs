@@ -15,9 +15,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(request, state).await.map_err(|e| {
-            ApiError::RequestInvalid(format!("reading the body failed: {}", e.body_text()))
-        })?;
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|e| ApiError::RequestInvalid(format!("reading the body failed: {}", e.body_text())))?;
         serde_json::from_slice(&bytes)
             .map(Self)
             .map_err(|e| ApiError::RequestInvalid(format!("invalid JSON body: {e}")))

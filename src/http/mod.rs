@@ -1,12 +1,13 @@
 //! The HTTP API v1 router. Routes are declared once, in [`routes`], so the
 //! router and the test that holds it to `api/openapi.yaml` read the same table.
 
+mod audit;
 mod blobs;
 mod json;
 mod paths;
 mod system;
 mod tags;
-mod tokens;
+pub mod tokens;
 
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use axum::http::{Method, Request};
 use axum::routing::{MethodFilter, MethodRouter, on};
 use tower_http::trace::TraceLayer;
 
+use crate::auth;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -28,46 +30,27 @@ const TAG: &str = "/v1/repos/{owner}/{name}/tags/{tag}";
 /// Every route: method, path (as in the OpenAPI document) and handler.
 pub fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
     use MethodFilter as M;
-    let unlimited = || DefaultBodyLimit::disable();
+    let unlimited = DefaultBodyLimit::disable;
     vec![
         (Method::GET, "/healthz", on(M::GET, system::healthz)),
         (Method::GET, "/readyz", on(M::GET, system::readyz)),
         (Method::GET, "/v1/keys", on(M::GET, system::list_keys)),
         (Method::GET, "/v1/whoami", on(M::GET, tokens::whoami)),
-        (
-            Method::POST,
-            "/v1/tokens",
-            on(M::POST, tokens::create_token),
-        ),
-        (
-            Method::PUT,
-            BLOB,
-            on(M::PUT, blobs::put_blob).layer(unlimited()),
-        ),
-        (
-            Method::POST,
-            "/v1/repos/{owner}/{name}/blobs",
-            on(M::POST, blobs::post_blob).layer(unlimited()),
-        ),
+        (Method::POST, "/v1/tokens", on(M::POST, tokens::create_token)),
+        (Method::GET, "/v1/tokens", on(M::GET, tokens::list_tokens)),
+        (Method::GET, "/v1/tokens/{id}", on(M::GET, tokens::show_token)),
+        (Method::POST, "/v1/tokens/{id}/rotate", on(M::POST, tokens::rotate_token)),
+        (Method::DELETE, "/v1/tokens/{id}", on(M::DELETE, tokens::revoke_token)),
+        (Method::GET, "/v1/audit", on(M::GET, audit::get_audit)),
+        (Method::PUT, BLOB, on(M::PUT, blobs::put_blob).layer(unlimited())),
+        (Method::POST, "/v1/repos/{owner}/{name}/blobs", on(M::POST, blobs::post_blob).layer(unlimited())),
         (Method::HEAD, BLOB, on(M::HEAD, blobs::head_blob)),
         (Method::GET, BLOB, on(M::GET, blobs::get_blob)),
-        (
-            Method::POST,
-            "/v1/repos/{owner}/{name}/blobs/missing",
-            on(M::POST, blobs::missing_blobs),
-        ),
+        (Method::POST, "/v1/repos/{owner}/{name}/blobs/missing", on(M::POST, blobs::missing_blobs)),
         (Method::PUT, TAG, on(M::PUT, tags::put_tag)),
         (Method::GET, TAG, on(M::GET, tags::get_tag)),
-        (
-            Method::GET,
-            "/v1/repos/{owner}/{name}/tags",
-            on(M::GET, tags::list_tags),
-        ),
-        (
-            Method::GET,
-            "/v1/repos/{owner}/{name}/manifests/{digest}",
-            on(M::GET, tags::get_manifest),
-        ),
+        (Method::GET, "/v1/repos/{owner}/{name}/tags", on(M::GET, tags::list_tags)),
+        (Method::GET, "/v1/repos/{owner}/{name}/manifests/{digest}", on(M::GET, tags::get_manifest)),
     ]
 }
 
@@ -77,6 +60,8 @@ pub fn router(state: AppState) -> Router {
         router = router.route(path, handler);
     }
     router
+        // After routing, so the audit log can name the route of a denied request.
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))

@@ -9,10 +9,7 @@ use axum::http::request::Parts;
 
 use crate::error::ApiError;
 
-async fn params<S: Send + Sync>(
-    parts: &mut Parts,
-    state: &S,
-) -> Result<HashMap<String, String>, ApiError> {
+async fn params<S: Send + Sync>(parts: &mut Parts, state: &S) -> Result<HashMap<String, String>, ApiError> {
     let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
         .await
         .map_err(|e| ApiError::NameInvalid(format!("invalid path: {}", e.body_text())))?;
@@ -32,9 +29,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Repo {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let params = params(parts, state).await?;
         let name = format!("{}/{}", param(&params, "owner"), param(&params, "name"));
-        name.parse()
-            .map(Self)
-            .map_err(|e| ApiError::NameInvalid(format!("{e}")))
+        name.parse().map(Self).map_err(|e| ApiError::NameInvalid(format!("{e}")))
     }
 }
 
@@ -46,10 +41,7 @@ impl<S: Send + Sync> FromRequestParts<S> for DigestParam {
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let params = params(parts, state).await?;
-        param(&params, "digest")
-            .parse()
-            .map(Self)
-            .map_err(|e| ApiError::DigestInvalid(format!("{e}")))
+        param(&params, "digest").parse().map(Self).map_err(|e| ApiError::DigestInvalid(format!("{e}")))
     }
 }
 
@@ -61,9 +53,18 @@ impl<S: Send + Sync> FromRequestParts<S> for TagParam {
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let params = params(parts, state).await?;
-        param(&params, "tag")
-            .parse()
-            .map(Self)
-            .map_err(|e| ApiError::NameInvalid(format!("{e}")))
+        param(&params, "tag").parse().map(Self).map_err(|e| ApiError::NameInvalid(format!("{e}")))
+    }
+}
+
+/// `{id}` of a token; an id that cannot exist is simply unknown.
+pub struct TokenIdParam(pub amber_core::TokenId);
+
+impl<S: Send + Sync> FromRequestParts<S> for TokenIdParam {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let params = params(parts, state).await?;
+        param(&params, "id").parse().map(Self).map_err(|_| ApiError::TokenUnknown)
     }
 }

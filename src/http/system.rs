@@ -17,10 +17,7 @@ pub async fn healthz() -> &'static str {
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
     if let Err(err) = state.meta.check().await {
         tracing::warn!(error = %err, "not ready: metadata store");
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "metadata store unavailable\n",
-        );
+        return (StatusCode::SERVICE_UNAVAILABLE, "metadata store unavailable\n");
     }
     if let Err(err) = state.blobs.check().await {
         tracing::warn!(error = %err, "not ready: blob store");

@@ -1,6 +1,7 @@
 //! Manifest and tag routes: bind a tag to a new signed manifest (once), read
 //! a manifest by tag or digest, list tags.
 
+use amber_core::audit::Event;
 use amber_core::dsse::Envelope;
 use amber_core::manifest::{self, ManifestPayload, ManifestRequest, PushedBy};
 use amber_core::wire::TagList;
@@ -15,6 +16,7 @@ use time::OffsetDateTime;
 
 use super::json::ApiJson;
 use super::paths::{DigestParam, Repo, TagParam};
+use crate::audit;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::meta::{Bound, MetaStore, TagRecord};
@@ -25,11 +27,7 @@ const MAX_FILES: usize = 100_000;
 const MAX_ANNOTATIONS: usize = 256;
 const MAX_ANNOTATION_LEN: usize = 4096;
 
-fn envelope_response(
-    status: StatusCode,
-    digest: &Digest,
-    envelope: Envelope,
-) -> ApiResult<Response> {
+fn envelope_response(status: StatusCode, digest: &Digest, envelope: Envelope) -> ApiResult<Response> {
     let mut response = (status, ApiJson(envelope)).into_response();
     let value = HeaderValue::try_from(digest.to_string()).map_err(ApiError::internal)?;
     response.headers_mut().insert(MANIFEST_DIGEST_HEADER, value);
@@ -37,25 +35,22 @@ fn envelope_response(
 }
 
 fn parse_request(body: &[u8]) -> ApiResult<ManifestRequest> {
-    let request: ManifestRequest = serde_json::from_slice(body)
-        .map_err(|e| ApiError::ManifestInvalid(format!("manifest body: {e}")))?;
+    let request: ManifestRequest =
+        serde_json::from_slice(body).map_err(|e| ApiError::ManifestInvalid(format!("manifest body: {e}")))?;
     if request.files.len() > MAX_FILES {
-        return Err(ApiError::ManifestInvalid(format!(
-            "at most {MAX_FILES} files per manifest"
-        )));
+        return Err(ApiError::ManifestInvalid(format!("at most {MAX_FILES} files per manifest")));
     }
     if request.annotations.len() > MAX_ANNOTATIONS
-        || request.annotations.iter().any(|(k, v)| {
-            k.is_empty() || k.len() > MAX_ANNOTATION_LEN || v.len() > MAX_ANNOTATION_LEN
-        })
+        || request
+            .annotations
+            .iter()
+            .any(|(k, v)| k.is_empty() || k.len() > MAX_ANNOTATION_LEN || v.len() > MAX_ANNOTATION_LEN)
     {
         return Err(ApiError::ManifestInvalid(format!(
             "at most {MAX_ANNOTATIONS} annotations, keys non-empty, keys and values at most {MAX_ANNOTATION_LEN} bytes"
         )));
     }
-    request
-        .normalise()
-        .map_err(|e| ApiError::ManifestInvalid(e.to_string()))
+    request.normalise().map_err(|e| ApiError::ManifestInvalid(e.to_string()))
 }
 
 /// The answer when the tag is already bound: the same content is a safe retry.
@@ -70,20 +65,13 @@ async fn existing_binding(
         .meta
         .manifest(repo, &record.digest)
         .await?
-        .ok_or_else(|| {
-            ApiError::internal(anyhow::anyhow!("tag {repo}:{tag} names a missing manifest"))
-        })?;
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("tag {repo}:{tag} names a missing manifest")))?;
     let payload: ManifestPayload =
-        serde_json::from_slice(&envelope.payload_bytes().map_err(ApiError::internal)?)
-            .map_err(ApiError::internal)?;
+        serde_json::from_slice(&envelope.payload_bytes().map_err(ApiError::internal)?).map_err(ApiError::internal)?;
     if payload.same_content(request) {
         envelope_response(StatusCode::OK, &record.digest, envelope)
     } else {
-        Err(ApiError::TagExists {
-            repo: repo.clone(),
-            tag: tag.clone(),
-            digest: record.digest,
-        })
+        Err(ApiError::TagExists { repo: repo.clone(), tag: tag.clone(), digest: record.digest })
     }
 }
 
@@ -95,9 +83,7 @@ pub async fn put_tag(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     caller.require(Action::Push, &repo)?;
-    let body = body.map_err(|e| {
-        ApiError::ManifestInvalid(format!("reading the body failed: {}", e.body_text()))
-    })?;
+    let body = body.map_err(|e| ApiError::ManifestInvalid(format!("reading the body failed: {}", e.body_text())))?;
     let request = parse_request(&body)?;
     if let Some(record) = state.meta.tag(&repo, &tag).await? {
         return existing_binding(&state, &repo, &tag, record, &request).await;
@@ -114,9 +100,7 @@ pub async fn put_tag(
     if !missing.is_empty() {
         return Err(ApiError::ManifestBlobUnknown(missing));
     }
-    let created_at = OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .expect("0 is a valid nanosecond");
+    let created_at = OffsetDateTime::now_utc().replace_nanosecond(0).expect("0 is a valid nanosecond");
     let token = &caller.token.info;
     let payload = ManifestPayload {
         schema: manifest::SCHEMA.into(),
@@ -134,12 +118,13 @@ pub async fn put_tag(
     let bytes = payload.to_bytes();
     let digest = Digest::of(&bytes);
     let envelope = state.signer.sign(manifest::PAYLOAD_TYPE, &bytes);
-    match state
-        .meta
-        .bind_tag(&repo, &tag, &digest, &envelope, created_at)
-        .await?
-    {
+    match state.meta.bind_tag(&repo, &tag, &digest, &envelope, created_at).await? {
         Bound::Created => {
+            let actor = caller.actor();
+            let pushed = Event::ManifestPushed { repository: repo.clone(), digest };
+            audit::record(&state.meta, &state.signer, actor.clone(), pushed).await?;
+            let bound = Event::TagBound { repository: repo.clone(), tag: tag.clone(), digest };
+            audit::record(&state.meta, &state.signer, actor, bound).await?;
             tracing::info!(%repo, %tag, %digest, token = %token.id, "tag bound");
             envelope_response(StatusCode::CREATED, &digest, envelope)
         }
@@ -154,16 +139,8 @@ pub async fn get_tag(
     TagParam(tag): TagParam,
 ) -> ApiResult<Response> {
     caller.require(Action::Pull, &repo)?;
-    let record = state
-        .meta
-        .tag(&repo, &tag)
-        .await?
-        .ok_or(ApiError::TagUnknown(tag))?;
-    let envelope = state
-        .meta
-        .manifest(&repo, &record.digest)
-        .await?
-        .ok_or(ApiError::ManifestUnknown(record.digest))?;
+    let record = state.meta.tag(&repo, &tag).await?.ok_or(ApiError::TagUnknown(tag))?;
+    let envelope = state.meta.manifest(&repo, &record.digest).await?.ok_or(ApiError::ManifestUnknown(record.digest))?;
     envelope_response(StatusCode::OK, &record.digest, envelope)
 }
 
@@ -174,11 +151,7 @@ pub async fn get_manifest(
     DigestParam(digest): DigestParam,
 ) -> ApiResult<Response> {
     caller.require(Action::Pull, &repo)?;
-    let envelope = state
-        .meta
-        .manifest(&repo, &digest)
-        .await?
-        .ok_or(ApiError::ManifestUnknown(digest))?;
+    let envelope = state.meta.manifest(&repo, &digest).await?.ok_or(ApiError::ManifestUnknown(digest))?;
     envelope_response(StatusCode::OK, &digest, envelope)
 }
 
@@ -201,14 +174,9 @@ pub async fn list_tags(
     let Query(page) = query.map_err(|e| ApiError::RequestInvalid(e.body_text()))?;
     let limit = page.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
-        return Err(ApiError::RequestInvalid(
-            "limit must be between 1 and 1000".into(),
-        ));
+        return Err(ApiError::RequestInvalid("limit must be between 1 and 1000".into()));
     }
-    let mut tags = state
-        .meta
-        .list_tags(&repo, page.after.as_deref(), limit + 1)
-        .await?;
+    let mut tags = state.meta.list_tags(&repo, page.after.as_deref(), limit + 1).await?;
     let next = if tags.len() > limit {
         tags.truncate(limit);
         tags.last().map(|t| t.tag.to_string())

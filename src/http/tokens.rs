@@ -1,15 +1,29 @@
-//! Token routes: mint a token (admin) and tell a caller who it is.
+//! Token routes: mint, list, show, rotate and revoke (admin), and whoami.
+//! Every change is recorded in the audit log.
 
 use std::time::Duration;
 
-use amber_core::wire::{CreateTokenRequest, CreatedToken, TokenInfo};
-use axum::extract::State;
+use amber_core::audit::Event;
+use amber_core::wire::{CreateTokenRequest, CreatedToken, RotateTokenRequest, TokenInfo, TokenList};
+use amber_core::{TokenId, TokenSecret};
+use axum::body::Bytes;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
+use serde::Deserialize;
+use time::OffsetDateTime;
 
 use super::json::ApiJson;
-use crate::auth::{Caller, TokenSpec, issue_token};
-use crate::error::ApiResult;
+use super::paths::TokenIdParam;
+use crate::audit;
+use crate::auth::{Caller, TokenSpec, issue_token, secret_hash};
+use crate::error::{ApiError, ApiResult};
+use crate::meta::{MetaStore, Rotation, TokenRecord};
 use crate::state::AppState;
+
+/// Default grace period of a rotated secret.
+const DEFAULT_GRACE: u64 = 60 * 60;
+/// Longest grace period a rotation may ask for.
+const MAX_GRACE: u64 = 30 * 24 * 60 * 60;
 
 pub async fn create_token(
     State(state): State<AppState>,
@@ -24,16 +38,124 @@ pub async fn create_token(
         lifetime: request.expires_in.map(Duration::from_secs),
     };
     let (info, secret) = issue_token(&state.meta, &state.config, spec).await?;
+    audit::record(&state.meta, &state.signer, caller.actor(), token_created(&info)).await?;
     tracing::info!(token = %info.id, name = %info.name, by = %caller.token.info.id, "token created");
-    Ok((
-        StatusCode::CREATED,
-        ApiJson(CreatedToken {
-            info,
-            token: secret.expose().to_owned(),
-        }),
-    ))
+    Ok((StatusCode::CREATED, ApiJson(CreatedToken { info, token: secret.expose().to_owned() })))
+}
+
+pub fn token_created(info: &TokenInfo) -> Event {
+    Event::TokenCreated {
+        token_id: info.id.clone(),
+        name: info.name.clone(),
+        pipeline: info.pipeline.clone(),
+        grants: info.grants.clone(),
+        expires_at: info.expires_at,
+    }
 }
 
 pub async fn whoami(caller: Caller) -> ApiJson<TokenInfo> {
-    ApiJson(caller.token.info)
+    ApiJson(caller.token.info.clone())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Page {
+    /// Tokens per page, 1 to 1000 (default 100).
+    limit: Option<usize>,
+    /// The `next` cursor of the previous page.
+    after: Option<String>,
+}
+
+pub async fn list_tokens(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<ApiJson<TokenList>> {
+    caller.require_admin()?;
+    let Query(page) = query.map_err(|e| ApiError::RequestInvalid(e.body_text()))?;
+    let limit = page.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::RequestInvalid("limit must be between 1 and 1000".into()));
+    }
+    let records = state.meta.list_tokens(page.after.as_deref(), limit + 1).await?;
+    let mut tokens: Vec<TokenInfo> = records.into_iter().map(|r| r.info).collect();
+    let next = if tokens.len() > limit {
+        tokens.truncate(limit);
+        tokens.last().map(|t| t.id.to_string())
+    } else {
+        None
+    };
+    Ok(ApiJson(TokenList { tokens, next }))
+}
+
+pub async fn show_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    TokenIdParam(id): TokenIdParam,
+) -> ApiResult<ApiJson<TokenInfo>> {
+    caller.require_admin()?;
+    let record = state.meta.token(&id).await?.ok_or(ApiError::TokenUnknown)?;
+    Ok(ApiJson(record.info))
+}
+
+pub async fn rotate_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    TokenIdParam(id): TokenIdParam,
+    body: Bytes,
+) -> ApiResult<(StatusCode, ApiJson<CreatedToken>)> {
+    caller.require_admin()?;
+    // An empty body means the defaults, so `curl -X POST` is enough.
+    let request: RotateTokenRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RotateTokenRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::RequestInvalid(format!("invalid JSON body: {e}")))?
+    };
+    let grace = request.grace_seconds.unwrap_or(DEFAULT_GRACE);
+    if grace > MAX_GRACE {
+        return Err(ApiError::RequestInvalid(format!("grace_seconds must be at most {MAX_GRACE}")));
+    }
+    let old = state.meta.token(&id).await?.ok_or(ApiError::TokenUnknown)?;
+    let mut rng = rand::rngs::OsRng;
+    let secret = TokenSecret::generate(&mut rng);
+    let now = OffsetDateTime::now_utc().replace_nanosecond(0).expect("0 is a valid nanosecond");
+    let lifetime = (old.info.expires_at - old.info.created_at)
+        .min(time::Duration::try_from(state.config.max_token_lifetime).map_err(ApiError::internal)?);
+    let info = TokenInfo {
+        id: TokenId::generate(&mut rng),
+        created_at: now,
+        expires_at: now + lifetime,
+        last_used_at: None,
+        revoked_at: None,
+        rotated_from: Some(old.info.id.clone()),
+        rotated_to: None,
+        ..old.info.clone()
+    };
+    let record = TokenRecord { info: info.clone(), secret_hash: secret_hash(&secret) };
+    let grace_end = now + time::Duration::seconds(grace as i64);
+    match state.meta.rotate_token(&record, grace_end).await? {
+        Rotation::Rotated => {}
+        Rotation::Unknown => return Err(ApiError::TokenUnknown),
+        Rotation::Inactive(reason) => return Err(ApiError::TokenInactive(reason)),
+    }
+    let event = Event::TokenRotated { token_id: id.clone(), new_token_id: info.id.clone(), grace_seconds: grace };
+    audit::record(&state.meta, &state.signer, caller.actor(), event).await?;
+    tracing::info!(token = %id, new_token = %info.id, grace, "token rotated");
+    Ok((StatusCode::CREATED, ApiJson(CreatedToken { info, token: secret.expose().to_owned() })))
+}
+
+pub async fn revoke_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    TokenIdParam(id): TokenIdParam,
+) -> ApiResult<ApiJson<TokenInfo>> {
+    caller.require_admin()?;
+    let now = OffsetDateTime::now_utc();
+    let before = state.meta.token(&id).await?.ok_or(ApiError::TokenUnknown)?;
+    let record = state.meta.revoke_token(&id, now).await?.ok_or(ApiError::TokenUnknown)?;
+    if before.info.revoked_at.is_none() {
+        audit::record(&state.meta, &state.signer, caller.actor(), Event::TokenRevoked { token_id: id.clone() }).await?;
+        tracing::info!(token = %id, "token revoked");
+    }
+    Ok(ApiJson(record.info))
 }

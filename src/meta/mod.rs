@@ -9,6 +9,7 @@ mod sled;
 
 use std::future::Future;
 
+use amber_core::audit::AuditEntry;
 use amber_core::dsse::Envelope;
 use amber_core::wire::{KeyStatus, TagEntry, TokenInfo};
 use amber_core::{Digest, RepoName, Tag, TokenId};
@@ -50,10 +51,7 @@ pub struct KeyRecord {
 
 impl std::fmt::Debug for KeyRecord {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyRecord")
-            .field("keyid", &self.keyid)
-            .field("status", &self.status)
-            .finish_non_exhaustive()
+        f.debug_struct("KeyRecord").field("keyid", &self.keyid).field("status", &self.status).finish_non_exhaustive()
     }
 }
 
@@ -90,24 +88,47 @@ pub trait MetaStore {
         digest: &Digest,
     ) -> impl Future<Output = Result<Option<u64>, MetaError>> + Send;
 
-    fn insert_token(
-        &self,
-        record: &TokenRecord,
-    ) -> impl Future<Output = Result<(), MetaError>> + Send;
-    fn token(
-        &self,
-        id: &TokenId,
-    ) -> impl Future<Output = Result<Option<TokenRecord>, MetaError>> + Send;
-    fn token_by_hash(
-        &self,
-        secret_hash: &str,
-    ) -> impl Future<Output = Result<Option<TokenRecord>, MetaError>> + Send;
+    fn insert_token(&self, record: &TokenRecord) -> impl Future<Output = Result<(), MetaError>> + Send;
+    fn token(&self, id: &TokenId) -> impl Future<Output = Result<Option<TokenRecord>, MetaError>> + Send;
+    fn token_by_hash(&self, secret_hash: &str) -> impl Future<Output = Result<Option<TokenRecord>, MetaError>> + Send;
     /// Records use of a token; a hint, so it need not be durable at once.
-    fn touch_token(
+    fn touch_token(&self, id: &TokenId, at: OffsetDateTime) -> impl Future<Output = Result<(), MetaError>> + Send;
+
+    /// Tokens in id order, strictly after `after`.
+    fn list_tokens(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<TokenRecord>, MetaError>> + Send;
+    /// Sets `revoked_at` (once; a second revocation keeps the first time).
+    fn revoke_token(
         &self,
         id: &TokenId,
         at: OffsetDateTime,
-    ) -> impl Future<Output = Result<(), MetaError>> + Send;
+    ) -> impl Future<Output = Result<Option<TokenRecord>, MetaError>> + Send;
+    /// Atomically stores `new` (which names the old token in `rotated_from`) and
+    /// makes the old token end at `old_expires_at`, unless the old token is
+    /// revoked, expired or already rotated.
+    fn rotate_token(
+        &self,
+        new: &TokenRecord,
+        old_expires_at: OffsetDateTime,
+    ) -> impl Future<Output = Result<Rotation, MetaError>> + Send;
+
+    /// Appends an audit entry: `build(seq, prev_hash)` returns the entry bytes,
+    /// their hash and the signed checkpoint of the new head, all stored at once.
+    fn append_audit(
+        &self,
+        build: &(dyn Fn(u64, &str) -> NewAuditEntry + Sync),
+    ) -> impl Future<Output = Result<u64, MetaError>> + Send;
+    /// Audit entries in order, strictly after sequence number `after`.
+    fn audit_entries(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<AuditEntry>, MetaError>> + Send;
+    /// The signed checkpoint of the chain head (a DSSE envelope), if any.
+    fn audit_checkpoint(&self) -> impl Future<Output = Result<Option<Envelope>, MetaError>> + Send;
 
     fn keys(&self) -> impl Future<Output = Result<Vec<KeyRecord>, MetaError>> + Send;
     /// Adds `key` as the only active key; every other key becomes retired.
@@ -124,11 +145,7 @@ pub trait MetaStore {
         envelope: &Envelope,
         at: OffsetDateTime,
     ) -> impl Future<Output = Result<Bound, MetaError>> + Send;
-    fn tag(
-        &self,
-        repo: &RepoName,
-        tag: &Tag,
-    ) -> impl Future<Output = Result<Option<TagRecord>, MetaError>> + Send;
+    fn tag(&self, repo: &RepoName, tag: &Tag) -> impl Future<Output = Result<Option<TagRecord>, MetaError>> + Send;
     fn manifest(
         &self,
         repo: &RepoName,
@@ -144,6 +161,22 @@ pub trait MetaStore {
 
     /// Fails when the store cannot serve (readiness).
     fn check(&self) -> impl Future<Output = Result<(), MetaError>> + Send;
+}
+
+/// The outcome of a rotation.
+#[derive(Clone, Debug)]
+pub enum Rotation {
+    Rotated,
+    Unknown,
+    /// Revoked, expired or already rotated: nothing to rotate.
+    Inactive(&'static str),
+}
+
+/// An audit entry ready to be stored.
+pub struct NewAuditEntry {
+    pub bytes: Vec<u8>,
+    pub hash: String,
+    pub checkpoint: Envelope,
 }
 
 /// The configured metadata backend.
@@ -169,12 +202,7 @@ macro_rules! dispatch {
 }
 
 impl MetaStore for Meta {
-    async fn link_blob(
-        &self,
-        repo: &RepoName,
-        digest: &Digest,
-        size: u64,
-    ) -> Result<Stored, MetaError> {
+    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<Stored, MetaError> {
         dispatch!(self, s => s.link_blob(repo, digest, size))
     }
     async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, MetaError> {
@@ -191,6 +219,24 @@ impl MetaStore for Meta {
     }
     async fn touch_token(&self, id: &TokenId, at: OffsetDateTime) -> Result<(), MetaError> {
         dispatch!(self, s => s.touch_token(id, at))
+    }
+    async fn list_tokens(&self, after: Option<&str>, limit: usize) -> Result<Vec<TokenRecord>, MetaError> {
+        dispatch!(self, s => s.list_tokens(after, limit))
+    }
+    async fn revoke_token(&self, id: &TokenId, at: OffsetDateTime) -> Result<Option<TokenRecord>, MetaError> {
+        dispatch!(self, s => s.revoke_token(id, at))
+    }
+    async fn rotate_token(&self, new: &TokenRecord, old_expires_at: OffsetDateTime) -> Result<Rotation, MetaError> {
+        dispatch!(self, s => s.rotate_token(new, old_expires_at))
+    }
+    async fn append_audit(&self, build: &(dyn Fn(u64, &str) -> NewAuditEntry + Sync)) -> Result<u64, MetaError> {
+        dispatch!(self, s => s.append_audit(build))
+    }
+    async fn audit_entries(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>, MetaError> {
+        dispatch!(self, s => s.audit_entries(after, limit))
+    }
+    async fn audit_checkpoint(&self) -> Result<Option<Envelope>, MetaError> {
+        dispatch!(self, s => s.audit_checkpoint())
     }
     async fn keys(&self) -> Result<Vec<KeyRecord>, MetaError> {
         dispatch!(self, s => s.keys())
@@ -214,19 +260,10 @@ impl MetaStore for Meta {
     async fn tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<TagRecord>, MetaError> {
         dispatch!(self, s => s.tag(repo, tag))
     }
-    async fn manifest(
-        &self,
-        repo: &RepoName,
-        digest: &Digest,
-    ) -> Result<Option<Envelope>, MetaError> {
+    async fn manifest(&self, repo: &RepoName, digest: &Digest) -> Result<Option<Envelope>, MetaError> {
         dispatch!(self, s => s.manifest(repo, digest))
     }
-    async fn list_tags(
-        &self,
-        repo: &RepoName,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<TagEntry>, MetaError> {
+    async fn list_tags(&self, repo: &RepoName, after: Option<&str>, limit: usize) -> Result<Vec<TagEntry>, MetaError> {
         dispatch!(self, s => s.list_tags(repo, after, limit))
     }
     async fn check(&self) -> Result<(), MetaError> {

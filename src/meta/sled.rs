@@ -8,6 +8,9 @@
 //! keys       key id                    -> KeyRecord (JSON)
 //! tags       repo \0 tag               -> TagRecord (JSON)
 //! manifests  repo \0 digest(32 bytes)  -> DSSE envelope (JSON)
+//! audit      seq, u64 big-endian       -> hash (64 hex) + entry bytes
+//! audit_head "head"                    -> seq u64 BE + hash (64 hex)
+//!            "checkpoint"              -> signed checkpoint envelope (JSON)
 //! ```
 //! `\0` cannot occur in a validated name, so prefixes never collide. Every write
 //! is followed by a flush before it is acknowledged.
@@ -15,6 +18,7 @@
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
+use amber_core::audit::AuditEntry;
 use amber_core::dsse::Envelope;
 use amber_core::wire::{KeyStatus, TagEntry};
 use amber_core::{Digest, RepoName, Tag, TokenId};
@@ -22,11 +26,13 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{Db, Transactional, Tree};
 use time::OffsetDateTime;
 
-use super::{Bound, KeyRecord, MetaError, MetaStore, TagRecord, TokenRecord};
+use super::{Bound, KeyRecord, MetaError, MetaStore, NewAuditEntry, Rotation, TagRecord, TokenRecord};
 use crate::blobs::Stored;
 
 const SCHEMA_KEY: &[u8] = b"schema";
 const SCHEMA_VERSION: &[u8] = b"1";
+const AUDIT_HEAD: &[u8] = b"head";
+const AUDIT_CHECKPOINT: &[u8] = b"checkpoint";
 
 pub struct SledMeta {
     db: Db,
@@ -36,6 +42,8 @@ pub struct SledMeta {
     keys: Tree,
     tags: Tree,
     manifests: Tree,
+    audit: Tree,
+    audit_head: Tree,
 }
 
 impl From<sled::Error> for MetaError {
@@ -90,6 +98,8 @@ impl SledMeta {
             keys: db.open_tree("keys")?,
             tags: db.open_tree("tags")?,
             manifests: db.open_tree("manifests")?,
+            audit: db.open_tree("audit")?,
+            audit_head: db.open_tree("audit_head")?,
             db,
         })
     }
@@ -108,34 +118,18 @@ fn transaction_error(err: TransactionError<MetaError>) -> MetaError {
 }
 
 impl MetaStore for SledMeta {
-    async fn link_blob(
-        &self,
-        repo: &RepoName,
-        digest: &Digest,
-        size: u64,
-    ) -> Result<Stored, MetaError> {
+    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<Stored, MetaError> {
         let key = repo_key(repo, digest.as_bytes());
-        let swapped = self.links.compare_and_swap(
-            key,
-            None as Option<&[u8]>,
-            Some(&size.to_be_bytes()[..]),
-        )?;
+        let swapped = self.links.compare_and_swap(key, None as Option<&[u8]>, Some(&size.to_be_bytes()[..]))?;
         self.durable().await?;
-        Ok(if swapped.is_ok() {
-            Stored::Created
-        } else {
-            Stored::AlreadyPresent
-        })
+        Ok(if swapped.is_ok() { Stored::Created } else { Stored::AlreadyPresent })
     }
 
     async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, MetaError> {
         let Some(value) = self.links.get(repo_key(repo, digest.as_bytes()))? else {
             return Ok(None);
         };
-        let bytes: [u8; 8] = value
-            .as_ref()
-            .try_into()
-            .map_err(|_| MetaError::Corrupt("blob link".into()))?;
+        let bytes: [u8; 8] = value.as_ref().try_into().map_err(|_| MetaError::Corrupt("blob link".into()))?;
         Ok(Some(u64::from_be_bytes(bytes)))
     }
 
@@ -144,12 +138,8 @@ impl MetaStore for SledMeta {
         let json = serde_json::to_vec(record)?;
         (&self.tokens, &self.secrets)
             .transaction(|(tokens, secrets)| {
-                if tokens.get(id)?.is_some()
-                    || secrets.get(record.secret_hash.as_bytes())?.is_some()
-                {
-                    return Err(ConflictableTransactionError::Abort(MetaError::Conflict(
-                        "token".into(),
-                    )));
+                if tokens.get(id)?.is_some() || secrets.get(record.secret_hash.as_bytes())?.is_some() {
+                    return Err(ConflictableTransactionError::Abort(MetaError::Conflict("token".into())));
                 }
                 tokens.insert(id, json.as_slice())?;
                 secrets.insert(record.secret_hash.as_bytes(), id)?;
@@ -185,6 +175,117 @@ impl MetaStore for SledMeta {
             serde_json::to_vec(&record).ok()
         })?;
         Ok(())
+    }
+
+    async fn list_tokens(&self, after: Option<&str>, limit: usize) -> Result<Vec<TokenRecord>, MetaError> {
+        let start = after.map_or_else(Vec::new, |a| format!("{a}\0").into_bytes());
+        let mut records = Vec::new();
+        for item in self.tokens.range(start..).take(limit) {
+            let (_, json) = item?;
+            records.push(serde_json::from_slice(&json)?);
+        }
+        Ok(records)
+    }
+
+    async fn revoke_token(&self, id: &TokenId, at: OffsetDateTime) -> Result<Option<TokenRecord>, MetaError> {
+        let updated = self.tokens.update_and_fetch(id.as_str(), |old| {
+            let mut record: TokenRecord = serde_json::from_slice(old?).ok()?;
+            record.info.revoked_at.get_or_insert(at);
+            serde_json::to_vec(&record).ok()
+        })?;
+        self.durable().await?;
+        match updated {
+            Some(json) => Ok(Some(serde_json::from_slice(&json)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn rotate_token(&self, new: &TokenRecord, old_expires_at: OffsetDateTime) -> Result<Rotation, MetaError> {
+        let old_id =
+            new.info.rotated_from.as_ref().ok_or_else(|| MetaError::Corrupt("rotation without rotated_from".into()))?;
+        let new_json = serde_json::to_vec(new)?;
+        let outcome = (&self.tokens, &self.secrets)
+            .transaction(|(tokens, secrets)| {
+                let Some(json) = tokens.get(old_id.as_str())? else { return Ok(Rotation::Unknown) };
+                let mut old: TokenRecord = serde_json::from_slice(&json)
+                    .map_err(|e| ConflictableTransactionError::Abort(MetaError::from(e)))?;
+                let now = OffsetDateTime::now_utc();
+                if old.info.revoked_at.is_some() {
+                    return Ok(Rotation::Inactive("the token is revoked"));
+                }
+                if old.info.expires_at <= now {
+                    return Ok(Rotation::Inactive("the token has expired"));
+                }
+                if old.info.rotated_to.is_some() {
+                    return Ok(Rotation::Inactive("the token was already rotated; rotate its replacement"));
+                }
+                old.info.rotated_to = Some(new.info.id.clone());
+                old.info.expires_at = old.info.expires_at.min(old_expires_at);
+                let old_json =
+                    serde_json::to_vec(&old).map_err(|e| ConflictableTransactionError::Abort(MetaError::from(e)))?;
+                tokens.insert(old_id.as_str(), old_json)?;
+                tokens.insert(new.info.id.as_str(), new_json.as_slice())?;
+                secrets.insert(new.secret_hash.as_bytes(), new.info.id.as_str())?;
+                Ok(Rotation::Rotated)
+            })
+            .map_err(transaction_error)?;
+        self.durable().await?;
+        Ok(outcome)
+    }
+
+    async fn append_audit(&self, build: &(dyn Fn(u64, &str) -> NewAuditEntry + Sync)) -> Result<u64, MetaError> {
+        let seq = (&self.audit, &self.audit_head)
+            .transaction(|(audit, head)| {
+                let (last, prev) = match head.get(AUDIT_HEAD)? {
+                    Some(v) if v.len() == 8 + 64 => (
+                        u64::from_be_bytes(v[..8].try_into().expect("8 bytes")),
+                        String::from_utf8_lossy(&v[8..]).into_owned(),
+                    ),
+                    Some(_) => {
+                        return Err(ConflictableTransactionError::Abort(MetaError::Corrupt("audit head".into())));
+                    }
+                    None => (0, amber_core::audit::GENESIS.to_owned()),
+                };
+                let seq = last + 1;
+                let entry = build(seq, &prev);
+                let mut value = entry.hash.clone().into_bytes();
+                value.extend_from_slice(&entry.bytes);
+                audit.insert(&seq.to_be_bytes(), value)?;
+                let mut new_head = seq.to_be_bytes().to_vec();
+                new_head.extend_from_slice(entry.hash.as_bytes());
+                head.insert(AUDIT_HEAD, new_head)?;
+                let checkpoint = serde_json::to_vec(&entry.checkpoint)
+                    .map_err(|e| ConflictableTransactionError::Abort(MetaError::from(e)))?;
+                head.insert(AUDIT_CHECKPOINT, checkpoint)?;
+                Ok(seq)
+            })
+            .map_err(transaction_error)?;
+        self.durable().await?;
+        Ok(seq)
+    }
+
+    async fn audit_entries(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>, MetaError> {
+        let mut entries = Vec::new();
+        for item in self.audit.range((after + 1).to_be_bytes()..).take(limit) {
+            let (key, value) = item?;
+            let seq = u64::from_be_bytes(key.as_ref().try_into().map_err(|_| MetaError::Corrupt("audit key".into()))?);
+            if value.len() < 64 {
+                return Err(MetaError::Corrupt(format!("audit entry {seq}")));
+            }
+            entries.push(AuditEntry {
+                seq,
+                hash: String::from_utf8_lossy(&value[..64]).into_owned(),
+                entry: String::from_utf8_lossy(&value[64..]).into_owned(),
+            });
+        }
+        Ok(entries)
+    }
+
+    async fn audit_checkpoint(&self) -> Result<Option<Envelope>, MetaError> {
+        match self.audit_head.get(AUDIT_CHECKPOINT)? {
+            Some(json) => Ok(Some(serde_json::from_slice(&json)?)),
+            None => Ok(None),
+        }
     }
 
     async fn keys(&self) -> Result<Vec<KeyRecord>, MetaError> {
@@ -226,10 +327,7 @@ impl MetaStore for SledMeta {
             return Ok(false);
         }
         let json = serde_json::to_vec(key)?;
-        let added = self
-            .keys
-            .compare_and_swap(key.keyid.as_bytes(), None as Option<&[u8]>, Some(json))?
-            .is_ok();
+        let added = self.keys.compare_and_swap(key.keyid.as_bytes(), None as Option<&[u8]>, Some(json))?.is_ok();
         self.durable().await?;
         Ok(added)
     }
@@ -244,10 +342,7 @@ impl MetaStore for SledMeta {
     ) -> Result<Bound, MetaError> {
         let tag_key = repo_key(repo, tag.as_str().as_bytes());
         let manifest_key = repo_key(repo, digest.as_bytes());
-        let record = serde_json::to_vec(&TagRecord {
-            digest: *digest,
-            created_at: at,
-        })?;
+        let record = serde_json::to_vec(&TagRecord { digest: *digest, created_at: at })?;
         let envelope = serde_json::to_vec(envelope)?;
         let existing = (&self.tags, &self.manifests)
             .transaction(|(tags, manifests)| {
@@ -275,23 +370,14 @@ impl MetaStore for SledMeta {
         }
     }
 
-    async fn manifest(
-        &self,
-        repo: &RepoName,
-        digest: &Digest,
-    ) -> Result<Option<Envelope>, MetaError> {
+    async fn manifest(&self, repo: &RepoName, digest: &Digest) -> Result<Option<Envelope>, MetaError> {
         match self.manifests.get(repo_key(repo, digest.as_bytes()))? {
             Some(json) => Ok(Some(serde_json::from_slice(&json)?)),
             None => Ok(None),
         }
     }
 
-    async fn list_tags(
-        &self,
-        repo: &RepoName,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<TagEntry>, MetaError> {
+    async fn list_tags(&self, repo: &RepoName, after: Option<&str>, limit: usize) -> Result<Vec<TagEntry>, MetaError> {
         let prefix = repo_key(repo, b"");
         let start = match after {
             // The smallest key after `after`: itself followed by a NUL.
@@ -304,13 +390,10 @@ impl MetaStore for SledMeta {
             if !key.starts_with(&prefix) || entries.len() == limit {
                 break;
             }
-            let name = std::str::from_utf8(&key[prefix.len()..])
-                .map_err(|e| MetaError::Corrupt(e.to_string()))?;
+            let name = std::str::from_utf8(&key[prefix.len()..]).map_err(|e| MetaError::Corrupt(e.to_string()))?;
             let record: TagRecord = serde_json::from_slice(&json)?;
             entries.push(TagEntry {
-                tag: name
-                    .parse()
-                    .map_err(|e: amber_core::name::NameError| MetaError::Corrupt(e.to_string()))?,
+                tag: name.parse().map_err(|e: amber_core::name::NameError| MetaError::Corrupt(e.to_string()))?,
                 digest: record.digest,
                 created_at: record.created_at,
             });
@@ -319,9 +402,7 @@ impl MetaStore for SledMeta {
     }
 
     async fn check(&self) -> Result<(), MetaError> {
-        self.db
-            .get(SCHEMA_KEY)?
-            .ok_or_else(|| MetaError::Corrupt("schema key missing".into()))?;
+        self.db.get(SCHEMA_KEY)?.ok_or_else(|| MetaError::Corrupt("schema key missing".into()))?;
         Ok(())
     }
 }

@@ -16,12 +16,7 @@ async fn small_blobs_round_trip_and_match_an_independent_blake3() {
         let digest = independent_b3_bytes(&bytes);
         let path = format!("{REPO}/blobs/{digest}");
 
-        let put = server
-            .request(Method::PUT, &path, &token)
-            .body(bytes.clone())
-            .send()
-            .await
-            .unwrap();
+        let put = server.request(Method::PUT, &path, &token).body(bytes.clone()).send().await.unwrap();
         assert_eq!(put.status(), StatusCode::CREATED);
         assert_eq!(put.headers()["location"], path.as_str());
         let info: Value = put.json().await.unwrap();
@@ -29,37 +24,21 @@ async fn small_blobs_round_trip_and_match_an_independent_blake3() {
         assert_eq!(info["size"], len as u64);
 
         // Idempotent: the same upload again is 200, never an error.
-        let again = server
-            .request(Method::PUT, &path, &token)
-            .body(bytes.clone())
-            .send()
-            .await
-            .unwrap();
+        let again = server.request(Method::PUT, &path, &token).body(bytes.clone()).send().await.unwrap();
         assert_eq!(again.status(), StatusCode::OK);
 
-        let get = server
-            .request(Method::GET, &path, &token)
-            .send()
-            .await
-            .unwrap();
+        let get = server.request(Method::GET, &path, &token).send().await.unwrap();
         assert_eq!(get.status(), StatusCode::OK);
         let headers = get.headers().clone();
         assert_eq!(headers["etag"], format!("\"{digest}\"").as_str());
         assert_eq!(headers["accept-ranges"], "bytes");
-        assert_eq!(
-            headers["cache-control"],
-            "private, max-age=31536000, immutable"
-        );
+        assert_eq!(headers["cache-control"], "private, max-age=31536000, immutable");
         assert_eq!(headers["content-length"], len.to_string().as_str());
         let body = get.bytes().await.unwrap();
         assert_eq!(independent_b3_bytes(&body), digest);
         assert!(body == bytes);
 
-        let head = server
-            .request(Method::HEAD, &path, &token)
-            .send()
-            .await
-            .unwrap();
+        let head = server.request(Method::HEAD, &path, &token).send().await.unwrap();
         assert_eq!(head.status(), StatusCode::OK);
         assert_eq!(head.headers()["content-length"], len.to_string().as_str());
 
@@ -79,21 +58,12 @@ async fn post_computes_the_digest_b3sum_computes() {
     let server = TestServer::start().await;
     let token = server.token(&[("acme/web", &["push", "pull"])]).await;
     let bytes = data(300_000, 7);
-    let response = server
-        .request(Method::POST, &format!("{REPO}/blobs"), &token)
-        .body(bytes.clone())
-        .send()
-        .await
-        .unwrap();
+    let response =
+        server.request(Method::POST, &format!("{REPO}/blobs"), &token).body(bytes.clone()).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::CREATED);
     let info: Value = response.json().await.unwrap();
     assert_eq!(info["digest"], independent_b3_bytes(&bytes).as_str());
-    let again = server
-        .request(Method::POST, &format!("{REPO}/blobs"), &token)
-        .body(bytes)
-        .send()
-        .await
-        .unwrap();
+    let again = server.request(Method::POST, &format!("{REPO}/blobs"), &token).body(bytes).send().await.unwrap();
     assert_eq!(again.status(), StatusCode::OK);
 }
 
@@ -118,18 +88,10 @@ async fn malformed_digests_are_refused_and_leave_nothing() {
             .await
             .unwrap();
         expect_error(response, StatusCode::BAD_REQUEST, "digest_invalid").await;
-        let response = server
-            .request(Method::GET, &format!("{REPO}/blobs/{bad}"), &token)
-            .send()
-            .await
-            .unwrap();
+        let response = server.request(Method::GET, &format!("{REPO}/blobs/{bad}"), &token).send().await.unwrap();
         expect_error(response, StatusCode::BAD_REQUEST, "digest_invalid").await;
     }
-    let head = server
-        .request(Method::HEAD, &format!("{REPO}/blobs/{good}"), &token)
-        .send()
-        .await
-        .unwrap();
+    let head = server.request(Method::HEAD, &format!("{REPO}/blobs/{good}"), &token).send().await.unwrap();
     assert_eq!(head.status(), StatusCode::NOT_FOUND);
     assert_eq!(server.staging_entries(), 0);
 }
@@ -145,30 +107,11 @@ async fn digest_mismatch_stores_nothing() {
     flipped[12_345] ^= 0x10;
     let mut extra = bytes.clone();
     extra.push(0);
-    for body in [
-        flipped,
-        bytes[..bytes.len() - 1].to_vec(),
-        extra,
-        Vec::new(),
-    ] {
-        let response = server
-            .request(Method::PUT, &path, &token)
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+    for body in [flipped, bytes[..bytes.len() - 1].to_vec(), extra, Vec::new()] {
+        let response = server.request(Method::PUT, &path, &token).body(body).send().await.unwrap();
         let error = expect_error(response, StatusCode::BAD_REQUEST, "digest_mismatch").await;
-        assert!(
-            error["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains(&digest)
-        );
-        let head = server
-            .request(Method::HEAD, &path, &token)
-            .send()
-            .await
-            .unwrap();
+        assert!(error["error"]["message"].as_str().unwrap().contains(&digest));
+        let head = server.request(Method::HEAD, &path, &token).send().await.unwrap();
         assert_eq!(head.status(), StatusCode::NOT_FOUND);
         assert!(!server.blob_file(&digest).exists());
         assert_eq!(server.staging_entries(), 0);
@@ -177,39 +120,23 @@ async fn digest_mismatch_stores_nothing() {
 
 #[tokio::test]
 async fn bodies_over_the_limit_are_refused_whether_announced_or_streamed() {
-    let server = TestServer::builder()
-        .arg("--max-blob-size")
-        .arg("65536")
-        .start()
-        .await;
+    let server = TestServer::builder().arg("--max-blob-size").arg("65536").start().await;
     let token = server.token(&[("acme/*", &["push", "pull"])]).await;
     let at_limit = data(65536, 3);
-    let ok = server
-        .request(Method::POST, &format!("{REPO}/blobs"), &token)
-        .body(at_limit)
-        .send()
-        .await
-        .unwrap();
+    let ok = server.request(Method::POST, &format!("{REPO}/blobs"), &token).body(at_limit).send().await.unwrap();
     assert_eq!(ok.status(), StatusCode::CREATED);
 
     let over = data(65537, 4);
     let digest = independent_b3_bytes(&over);
-    let announced = server
-        .request(Method::PUT, &format!("{REPO}/blobs/{digest}"), &token)
-        .body(over.clone())
-        .send()
-        .await
-        .unwrap();
+    let announced =
+        server.request(Method::PUT, &format!("{REPO}/blobs/{digest}"), &token).body(over.clone()).send().await.unwrap();
     expect_error(announced, StatusCode::PAYLOAD_TOO_LARGE, "blob_too_large").await;
 
     // Chunked, so the server only learns the size while reading.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-        over.chunks(8192).map(|c| Ok(c.to_vec())).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = over.chunks(8192).map(|c| Ok(c.to_vec())).collect();
     let streamed = server
         .request(Method::PUT, &format!("{REPO}/blobs/{digest}"), &token)
-        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
-            chunks,
-        )))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
         .send()
         .await
         .unwrap();
@@ -235,14 +162,15 @@ async fn hostile_repository_names_are_refused() {
         "acme/web%2Fx",
         "acme/a..b",
     ] {
-        let (status, body) = server.raw(&format!(
-            "GET /v1/repos/{repo}/blobs/{digest} HTTP/1.1\r\nAuthorization: Bearer {token}"
-        ));
+        let (status, body) =
+            server.raw(&format!("GET /v1/repos/{repo}/blobs/{digest} HTTP/1.1\r\nAuthorization: Bearer {token}"));
         assert_eq!(status, 400, "{repo}: {body}");
         assert!(body.contains("\"name_invalid\""), "{repo}: {body}");
     }
     // `..` as a whole segment must not climb out of the repository either.
-    let (status, _) = server.raw(&format!("PUT /v1/repos/acme/../blobs/{digest} HTTP/1.1\r\nAuthorization: Bearer {token}\r\nContent-Length: 0"));
+    let (status, _) = server.raw(&format!(
+        "PUT /v1/repos/acme/../blobs/{digest} HTTP/1.1\r\nAuthorization: Bearer {token}\r\nContent-Length: 0"
+    ));
     assert!(status == 400 || status == 404, "{status}");
 }
 
@@ -253,12 +181,7 @@ async fn ranges_are_served_and_unsatisfiable_ones_refused() {
     let bytes = data(100, 5);
     let digest = independent_b3_bytes(&bytes);
     let path = format!("{REPO}/blobs/{digest}");
-    server
-        .request(Method::PUT, &path, &token)
-        .body(bytes.clone())
-        .send()
-        .await
-        .unwrap();
+    server.request(Method::PUT, &path, &token).body(bytes.clone()).send().await.unwrap();
     for (range, want, content_range) in [
         ("bytes=0-0", &bytes[..1], "bytes 0-0/100"),
         ("bytes=10-19", &bytes[10..20], "bytes 10-19/100"),
@@ -266,35 +189,15 @@ async fn ranges_are_served_and_unsatisfiable_ones_refused() {
         ("bytes=-5", &bytes[95..], "bytes 95-99/100"),
         ("bytes=50-500", &bytes[50..], "bytes 50-99/100"),
     ] {
-        let response = server
-            .request(Method::GET, &path, &token)
-            .header("range", range)
-            .send()
-            .await
-            .unwrap();
+        let response = server.request(Method::GET, &path, &token).header("range", range).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::PARTIAL_CONTENT, "{range}");
         assert_eq!(response.headers()["content-range"], content_range);
         assert_eq!(response.bytes().await.unwrap().as_ref(), want, "{range}");
     }
-    for range in [
-        "bytes=100-200",
-        "bytes=500-",
-        "bytes=20-10",
-        "bytes=0-1,5-6",
-        "pages=1-2",
-        "bytes=-0",
-    ] {
-        let response = server
-            .request(Method::GET, &path, &token)
-            .header("range", range)
-            .send()
-            .await
-            .unwrap();
+    for range in ["bytes=100-200", "bytes=500-", "bytes=20-10", "bytes=0-1,5-6", "pages=1-2", "bytes=-0"] {
+        let response = server.request(Method::GET, &path, &token).header("range", range).send().await.unwrap();
         assert_eq!(
-            response
-                .headers()
-                .get("content-range")
-                .map(|v| v.to_str().unwrap()),
+            response.headers().get("content-range").map(|v| v.to_str().unwrap()),
             Some("bytes */100"),
             "{range}"
         );
@@ -305,17 +208,11 @@ async fn ranges_are_served_and_unsatisfiable_ones_refused() {
 #[tokio::test]
 async fn visibility_is_per_repository() {
     let server = TestServer::start().await;
-    let token = server
-        .token(&[("acme/a", &["push", "pull"]), ("acme/b", &["push", "pull"])])
-        .await;
+    let token = server.token(&[("acme/a", &["push", "pull"]), ("acme/b", &["push", "pull"])]).await;
     let bytes = data(5000, 6);
     let digest = independent_b3_bytes(&bytes);
     let put = server
-        .request(
-            Method::PUT,
-            &format!("/v1/repos/acme/a/blobs/{digest}"),
-            &token,
-        )
+        .request(Method::PUT, &format!("/v1/repos/acme/a/blobs/{digest}"), &token)
         .body(bytes.clone())
         .send()
         .await
@@ -323,18 +220,10 @@ async fn visibility_is_per_repository() {
     assert_eq!(put.status(), StatusCode::CREATED);
 
     let in_b = format!("/v1/repos/acme/b/blobs/{digest}");
-    let head = server
-        .request(Method::HEAD, &in_b, &token)
-        .send()
-        .await
-        .unwrap();
+    let head = server.request(Method::HEAD, &in_b, &token).send().await.unwrap();
     assert_eq!(head.status(), StatusCode::NOT_FOUND);
     expect_error(
-        server
-            .request(Method::GET, &in_b, &token)
-            .send()
-            .await
-            .unwrap(),
+        server.request(Method::GET, &in_b, &token).send().await.unwrap(),
         StatusCode::NOT_FOUND,
         "blob_unknown",
     )
@@ -351,22 +240,9 @@ async fn visibility_is_per_repository() {
     assert_eq!(missing["missing"], serde_json::json!([digest]));
 
     // Pushing it to b makes it visible there (201: new to this repository).
-    let put = server
-        .request(Method::PUT, &in_b, &token)
-        .body(bytes)
-        .send()
-        .await
-        .unwrap();
+    let put = server.request(Method::PUT, &in_b, &token).body(bytes).send().await.unwrap();
     assert_eq!(put.status(), StatusCode::CREATED);
-    assert_eq!(
-        server
-            .request(Method::HEAD, &in_b, &token)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
+    assert_eq!(server.request(Method::HEAD, &in_b, &token).send().await.unwrap().status(), StatusCode::OK);
     let missing: Value = server
         .request(Method::POST, "/v1/repos/acme/b/blobs/missing", &token)
         .json(&serde_json::json!({"digests": [digest]}))
@@ -394,44 +270,17 @@ async fn concurrent_uploads_of_one_blob_store_one_copy() {
     let bytes = bytes::Bytes::from(data(64 << 20, 8));
     let digest = independent_b3_bytes(&bytes);
     let path = format!("{REPO}/blobs/{digest}");
-    let uploads = (0..32).map(|_| {
-        server
-            .request(Method::PUT, &path, &token)
-            .body(bytes.clone())
-            .send()
-    });
-    let statuses: Vec<StatusCode> = futures_util::future::join_all(uploads)
-        .await
-        .into_iter()
-        .map(|r| r.unwrap().status())
-        .collect();
-    assert!(
-        statuses
-            .iter()
-            .all(|s| *s == StatusCode::CREATED || *s == StatusCode::OK),
-        "{statuses:?}"
-    );
-    assert_eq!(
-        statuses
-            .iter()
-            .filter(|s| **s == StatusCode::CREATED)
-            .count(),
-        1,
-        "{statuses:?}"
-    );
+    let uploads = (0..32).map(|_| server.request(Method::PUT, &path, &token).body(bytes.clone()).send());
+    let statuses: Vec<StatusCode> =
+        futures_util::future::join_all(uploads).await.into_iter().map(|r| r.unwrap().status()).collect();
+    assert!(statuses.iter().all(|s| *s == StatusCode::CREATED || *s == StatusCode::OK), "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::CREATED).count(), 1, "{statuses:?}");
 
     let shard = server.blob_file(&digest).parent().unwrap().to_owned();
     let copies = std::fs::read_dir(shard).unwrap().count();
     assert_eq!(copies, 1);
     assert_eq!(server.staging_entries(), 0);
-    let body = server
-        .request(Method::GET, &path, &token)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let body = server.request(Method::GET, &path, &token).send().await.unwrap().bytes().await.unwrap();
     assert!(body == bytes);
 }
 
@@ -443,31 +292,19 @@ async fn a_blob_corrupted_at_rest_is_never_served_whole() {
         let bytes = data(len, 9);
         let digest = independent_b3_bytes(&bytes);
         let path = format!("{REPO}/blobs/{digest}");
-        server
-            .request(Method::PUT, &path, &token)
-            .body(bytes.clone())
-            .send()
-            .await
-            .unwrap();
+        server.request(Method::PUT, &path, &token).body(bytes.clone()).send().await.unwrap();
         let file = server.blob_file(&digest);
         let mut stored = std::fs::read(&file).unwrap();
         stored[len / 2] ^= 1;
         std::fs::write(&file, &stored).unwrap();
-        let response = server
-            .request(Method::GET, &path, &token)
-            .send()
-            .await
-            .unwrap();
+        let response = server.request(Method::GET, &path, &token).send().await.unwrap();
         if len == 1000 {
             // Small enough to verify before the headers: a clean error.
             expect_error(response, StatusCode::INTERNAL_SERVER_ERROR, "blob_corrupt").await;
         } else {
             // Streamed: the last chunk is withheld, so the body never completes.
             assert_eq!(response.status(), StatusCode::OK);
-            assert!(
-                response.bytes().await.is_err(),
-                "a corrupt blob was served whole"
-            );
+            assert!(response.bytes().await.is_err(), "a corrupt blob was served whole");
         }
     }
     assert!(server.logs().contains("does not hash to its digest"));

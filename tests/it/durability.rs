@@ -29,26 +29,14 @@ async fn a_1_gib_blob_streams_both_ways_in_bounded_memory() {
     let put = server
         .request(Method::PUT, &path, &token)
         .header("content-length", (1u64 << 30).to_string())
-        .body(reqwest::Body::wrap_stream(ReaderStream::with_capacity(
-            file,
-            1 << 20,
-        )))
+        .body(reqwest::Body::wrap_stream(ReaderStream::with_capacity(file, 1 << 20)))
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        put.status(),
-        StatusCode::CREATED,
-        "{}",
-        put.text().await.unwrap()
-    );
+    assert_eq!(put.status(), StatusCode::CREATED, "{}", put.text().await.unwrap());
     let after_upload = server.peak_rss_kib();
 
-    let mut get = server
-        .request(Method::GET, &path, &token)
-        .send()
-        .await
-        .unwrap();
+    let mut get = server.request(Method::GET, &path, &token).send().await.unwrap();
     assert_eq!(get.status(), StatusCode::OK);
     let target = scratch.path().join("download");
     let mut out = std::io::BufWriter::new(std::fs::File::create(&target).unwrap());
@@ -59,9 +47,7 @@ async fn a_1_gib_blob_streams_both_ways_in_bounded_memory() {
     drop(out);
     assert_eq!(independent_b3(&target), digest);
     let peak = server.peak_rss_kib();
-    eprintln!(
-        "amberd peak RSS: {after_upload} KiB after a 1 GiB upload, {peak} KiB after the download"
-    );
+    eprintln!("amberd peak RSS: {after_upload} KiB after a 1 GiB upload, {peak} KiB after the download");
     assert!(peak < 100 * 1024, "peak RSS {peak} KiB exceeds 100 MiB");
 }
 
@@ -81,11 +67,7 @@ async fn kill_9_during_uploads_loses_nothing_acknowledged_and_shows_nothing_part
             it.next().map(|piece| (Ok::<_, std::io::Error>(piece), it))
         });
         let request = server
-            .request(
-                Method::PUT,
-                &format!("/v1/repos/acme/crash/blobs/{}", digests[i]),
-                &token,
-            )
+            .request(Method::PUT, &format!("/v1/repos/acme/crash/blobs/{}", digests[i]), &token)
             .body(reqwest::Body::wrap_stream(body));
         let acked = acked_tx.clone();
         tokio::spawn(async move {
@@ -100,50 +82,28 @@ async fn kill_9_during_uploads_loses_nothing_acknowledged_and_shows_nothing_part
     // Wait until a few uploads are acknowledged, then pull the plug.
     let mut acked = Vec::new();
     while acked.len() < 3 {
-        acked.push(
-            tokio::time::timeout(Duration::from_secs(60), acked_rx.recv())
-                .await
-                .unwrap()
-                .unwrap(),
-        );
+        acked.push(tokio::time::timeout(Duration::from_secs(60), acked_rx.recv()).await.unwrap().unwrap());
     }
     server.kill9();
     while let Ok(i) = acked_rx.try_recv() {
         acked.push(i);
     }
-    assert!(
-        acked.len() < 20,
-        "every upload finished before the kill; the test proved nothing"
-    );
+    assert!(acked.len() < 20, "every upload finished before the kill; the test proved nothing");
 
     server.restart();
     assert_eq!(server.staging_entries(), 0, "staging was not reclaimed");
     for (i, digest) in digests.iter().enumerate() {
-        let response = server
-            .request(
-                Method::GET,
-                &format!("/v1/repos/acme/crash/blobs/{digest}"),
-                &token,
-            )
-            .send()
-            .await
-            .unwrap();
+        let response =
+            server.request(Method::GET, &format!("/v1/repos/acme/crash/blobs/{digest}"), &token).send().await.unwrap();
         if acked.contains(&i) {
-            assert_eq!(
-                response.status(),
-                StatusCode::OK,
-                "acknowledged blob {i} lost"
-            );
+            assert_eq!(response.status(), StatusCode::OK, "acknowledged blob {i} lost");
         }
         if response.status() == StatusCode::OK {
             let body = response.bytes().await.unwrap();
             assert_eq!(independent_b3_bytes(&body), *digest, "blob {i} is partial");
         } else {
             assert_eq!(response.status(), StatusCode::NOT_FOUND);
-            assert!(
-                !server.blob_file(digest).exists()
-                    || std::fs::read(server.blob_file(digest)).unwrap() == blobs[i]
-            );
+            assert!(!server.blob_file(digest).exists() || std::fs::read(server.blob_file(digest)).unwrap() == blobs[i]);
         }
     }
 }
@@ -161,11 +121,7 @@ async fn sigterm_lets_an_in_flight_upload_finish() {
     });
     let upload = tokio::spawn(
         server
-            .request(
-                Method::PUT,
-                &format!("/v1/repos/acme/web/blobs/{digest}"),
-                &token,
-            )
+            .request(Method::PUT, &format!("/v1/repos/acme/web/blobs/{digest}"), &token)
             .body(reqwest::Body::wrap_stream(body))
             .send(),
     );
@@ -179,14 +135,6 @@ async fn sigterm_lets_an_in_flight_upload_finish() {
     let (mut server, clean) = stopper.await.unwrap();
     assert!(clean, "amberd did not exit cleanly");
     server.restart();
-    let get = server
-        .request(
-            Method::GET,
-            &format!("/v1/repos/acme/web/blobs/{digest}"),
-            &token,
-        )
-        .send()
-        .await
-        .unwrap();
+    let get = server.request(Method::GET, &format!("/v1/repos/acme/web/blobs/{digest}"), &token).send().await.unwrap();
     assert_eq!(independent_b3_bytes(&get.bytes().await.unwrap()), digest);
 }

@@ -38,34 +38,15 @@ impl Builder {
     pub async fn start(self) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let out = Command::new(AMBERD)
-            .args([
-                "token",
-                "create",
-                "--admin",
-                "--name",
-                "test-admin",
-                "--data-dir",
-            ])
+            .args(["token", "create", "--admin", "--name", "test-admin", "--data-dir"])
             .arg(dir.path())
             .output()
             .expect("run amberd token create");
-        assert!(
-            out.status.success(),
-            "token create failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "token create failed: {}", String::from_utf8_lossy(&out.stderr));
         let admin = String::from_utf8(out.stdout).unwrap().trim().to_owned();
         let log = Arc::new(Mutex::new(String::new()));
         let (child, addr) = spawn(dir.path(), &self.args, &log);
-        TestServer {
-            child,
-            addr,
-            dir,
-            extra_args: self.args,
-            admin,
-            log,
-            http: reqwest::Client::new(),
-        }
+        TestServer { child, addr, dir, extra_args: self.args, admin, log, http: reqwest::Client::new() }
     }
 }
 
@@ -124,30 +105,15 @@ impl TestServer {
 
     /// Mints a token through the API: `grants` as (pattern, actions).
     pub async fn token_with(&self, grants: &[(&str, &[&str])], extra: Value) -> String {
-        let grants: Vec<Value> = grants
-            .iter()
-            .map(|(repos, actions)| json!({"repos": repos, "actions": actions}))
-            .collect();
+        let grants: Vec<Value> =
+            grants.iter().map(|(repos, actions)| json!({"repos": repos, "actions": actions})).collect();
         let mut body = json!({"name": "test", "pipeline": "it", "grants": grants});
         if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
             body.extend(extra.clone());
         }
-        let response = self
-            .request(Method::POST, "/v1/tokens", &self.admin)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(
-            response.status(),
-            StatusCode::CREATED,
-            "{}",
-            response.text().await.unwrap()
-        );
-        response.json::<Value>().await.unwrap()["token"]
-            .as_str()
-            .unwrap()
-            .to_owned()
+        let response = self.request(Method::POST, "/v1/tokens", &self.admin).json(&body).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED, "{}", response.text().await.unwrap());
+        response.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned()
     }
 
     pub async fn token(&self, grants: &[(&str, &[&str])]) -> String {
@@ -175,20 +141,14 @@ impl TestServer {
 
     /// Sends SIGTERM and waits for amberd to exit; returns whether it exited cleanly.
     pub fn terminate(&mut self) -> bool {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
         assert!(status.success());
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status.success();
             }
-            assert!(
-                Instant::now() < deadline,
-                "amberd did not stop after SIGTERM"
-            );
+            assert!(Instant::now() < deadline, "amberd did not stop after SIGTERM");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -204,24 +164,13 @@ impl TestServer {
 
     /// Runs an `amberd` subcommand on the data directory (server stopped).
     pub fn amberd(&self, args: &[&str]) -> String {
-        let out = Command::new(AMBERD)
-            .args(args)
-            .arg("--data-dir")
-            .arg(self.dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "amberd {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = Command::new(AMBERD).args(args).arg("--data-dir").arg(self.dir.path()).output().unwrap();
+        assert!(out.status.success(), "amberd {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
     }
 
     pub fn staging_entries(&self) -> usize {
-        std::fs::read_dir(self.dir.path().join("blobs/staging"))
-            .unwrap()
-            .count()
+        std::fs::read_dir(self.dir.path().join("blobs/staging")).unwrap().count()
     }
 
     pub fn blob_file(&self, digest: &str) -> PathBuf {
@@ -233,22 +182,13 @@ impl TestServer {
     /// paths reach the server exactly as written (no client normalisation).
     pub fn raw(&self, head: &str) -> (u16, String) {
         let mut stream = TcpStream::connect(self.addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let request = format!("{head}\r\nHost: {}\r\nConnection: close\r\n\r\n", self.addr);
         stream.write_all(request.as_bytes()).unwrap();
         let mut response = String::new();
         let _ = stream.read_to_string(&mut response);
-        let status = response
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
+        let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
         (status, body)
     }
 }
@@ -265,8 +205,7 @@ pub async fn expect_error(response: reqwest::Response, status: StatusCode, code:
     let got = response.status();
     let text = response.text().await.unwrap();
     assert_eq!(got, status, "body: {text}");
-    let body: Value =
-        serde_json::from_str(&text).unwrap_or_else(|_| panic!("error body is not JSON: {text}"));
+    let body: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("error body is not JSON: {text}"));
     assert_eq!(body["error"]["code"], code, "body: {text}");
     body
 }
@@ -278,11 +217,7 @@ pub fn independent_b3(path: &Path) -> String {
         .arg(path)
         .output()
         .expect("python3");
-    assert!(
-        out.status.success(),
-        "b3.py: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "b3.py: {}", String::from_utf8_lossy(&out.stderr));
     format!("blake3:{}", String::from_utf8(out.stdout).unwrap().trim())
 }
 

@@ -11,69 +11,40 @@ use serde_json::{Value, json};
 use crate::harness::{TestServer, data, expect_error, independent_b3_bytes};
 
 /// Pushes `count` blobs to `repo` and returns manifest file entries for them.
-async fn push_files(
-    server: &TestServer,
-    token: &str,
-    repo: &str,
-    count: usize,
-    seed: u64,
-) -> Vec<Value> {
+async fn push_files(server: &TestServer, token: &str, repo: &str, count: usize, seed: u64) -> Vec<Value> {
     let mut files = Vec::new();
     for i in 0..count {
         let bytes = data(1000 + i * 10, seed + i as u64);
         let digest = independent_b3_bytes(&bytes);
         let put = server
-            .request(
-                Method::PUT,
-                &format!("/v1/repos/{repo}/blobs/{digest}"),
-                token,
-            )
+            .request(Method::PUT, &format!("/v1/repos/{repo}/blobs/{digest}"), token)
             .body(bytes.clone())
             .send()
             .await
             .unwrap();
         assert!(put.status().is_success());
-        files.push(
-            json!({"path": format!("dir{i}/file-{i}.bin"), "digest": digest, "size": bytes.len()}),
-        );
+        files.push(json!({"path": format!("dir{i}/file-{i}.bin"), "digest": digest, "size": bytes.len()}));
     }
     files
 }
 
 async fn keys(server: &TestServer) -> Value {
-    server
-        .http
-        .get(server.url("/v1/keys"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    server.http.get(server.url("/v1/keys")).send().await.unwrap().json().await.unwrap()
 }
 
 /// Verifies with Python's `cryptography`; returns the BLAKE3 hex of the payload.
 fn verify_with_python(envelope: &Value, keys: &Value) -> Result<String, String> {
     let dir = tempfile::tempdir().unwrap();
-    let (env_path, keys_path) = (
-        dir.path().join("envelope.json"),
-        dir.path().join("keys.json"),
-    );
+    let (env_path, keys_path) = (dir.path().join("envelope.json"), dir.path().join("keys.json"));
     std::fs::write(&env_path, envelope.to_string()).unwrap();
     std::fs::write(&keys_path, keys.to_string()).unwrap();
     let out = Command::new("python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/tools/verify_dsse.py"
-        ))
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/verify_dsse.py"))
         .args([&env_path, &keys_path])
         .output()
         .unwrap();
     if out.status.success() {
-        Ok(format!(
-            "blake3:{}",
-            String::from_utf8(out.stdout).unwrap().trim()
-        ))
+        Ok(format!("blake3:{}", String::from_utf8(out.stdout).unwrap().trim()))
     } else {
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
@@ -81,9 +52,7 @@ fn verify_with_python(envelope: &Value, keys: &Value) -> Result<String, String> 
 
 fn payload(envelope: &Value) -> Value {
     use base64::Engine;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(envelope["payload"].as_str().unwrap())
-        .unwrap();
+    let bytes = base64::engine::general_purpose::STANDARD.decode(envelope["payload"].as_str().unwrap()).unwrap();
     serde_json::from_slice(&bytes).unwrap()
 }
 
@@ -96,46 +65,21 @@ async fn a_pushed_manifest_verifies_independently_and_binds_its_tag_once() {
     reversed.reverse();
     let request = json!({"files": reversed, "annotations": {"git.commit": "abc123"}});
 
-    let put = server
-        .request(Method::PUT, "/v1/repos/acme/web/tags/1.4.2", &token)
-        .json(&request)
-        .send()
-        .await
-        .unwrap();
+    let put = server.request(Method::PUT, "/v1/repos/acme/web/tags/1.4.2", &token).json(&request).send().await.unwrap();
     assert_eq!(put.status(), StatusCode::CREATED);
-    let digest = put.headers()["amber-manifest-digest"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let digest = put.headers()["amber-manifest-digest"].to_str().unwrap().to_owned();
     let envelope: Value = put.json().await.unwrap();
-    assert_eq!(
-        envelope["payloadType"],
-        "application/vnd.amber.manifest.v1+json"
-    );
+    assert_eq!(envelope["payloadType"], "application/vnd.amber.manifest.v1+json");
 
     let keys = keys(&server).await;
-    assert_eq!(
-        verify_with_python(&envelope, &keys).unwrap(),
-        digest,
-        "payload BLAKE3 is the manifest digest"
-    );
+    assert_eq!(verify_with_python(&envelope, &keys).unwrap(), digest, "payload BLAKE3 is the manifest digest");
 
-    let me: Value = server
-        .request(Method::GET, "/v1/whoami", &token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me: Value = server.request(Method::GET, "/v1/whoami", &token).send().await.unwrap().json().await.unwrap();
     let body = payload(&envelope);
     assert_eq!(body["schema"], "amber.manifest.v1");
     assert_eq!(body["repository"], "acme/web");
     assert_eq!(body["tag"], "1.4.2");
-    assert_eq!(
-        body["pushed_by"],
-        json!({"token_id": me["id"], "token_name": "test", "pipeline": "it"})
-    );
+    assert_eq!(body["pushed_by"], json!({"token_id": me["id"], "token_name": "test", "pipeline": "it"}));
     assert_eq!(body["files"], json!(files), "files are sorted by path");
     assert_eq!(body["annotations"], json!({"git.commit": "abc123"}));
     assert!(body["created_at"].is_string());
@@ -171,32 +115,17 @@ async fn a_pushed_manifest_verifies_independently_and_binds_its_tag_once() {
     let conflict = expect_error(other, StatusCode::CONFLICT, "tag_exists").await;
     assert_eq!(conflict["error"]["detail"]["digest"], digest.as_str());
 
-    let by_tag = server
-        .request(Method::GET, "/v1/repos/acme/web/tags/1.4.2", &token)
-        .send()
-        .await
-        .unwrap();
+    let by_tag = server.request(Method::GET, "/v1/repos/acme/web/tags/1.4.2", &token).send().await.unwrap();
     assert_eq!(by_tag.headers()["amber-manifest-digest"], digest.as_str());
     assert_eq!(by_tag.json::<Value>().await.unwrap(), envelope);
-    let by_digest = server
-        .request(
-            Method::GET,
-            &format!("/v1/repos/acme/web/manifests/{digest}"),
-            &token,
-        )
-        .send()
-        .await
-        .unwrap();
+    let by_digest =
+        server.request(Method::GET, &format!("/v1/repos/acme/web/manifests/{digest}"), &token).send().await.unwrap();
     assert_eq!(by_digest.status(), StatusCode::OK);
     assert_eq!(by_digest.json::<Value>().await.unwrap(), envelope);
     // Per repository, like blobs.
     let elsewhere = server.token(&[("acme/api", &["pull"])]).await;
     let hidden = server
-        .request(
-            Method::GET,
-            &format!("/v1/repos/acme/api/manifests/{digest}"),
-            &elsewhere,
-        )
+        .request(Method::GET, &format!("/v1/repos/acme/api/manifests/{digest}"), &elsewhere)
         .send()
         .await
         .unwrap();
@@ -213,31 +142,16 @@ async fn bad_manifests_get_their_error_codes() {
     let mut wrong_size = files[0].clone();
     wrong_size["size"] = json!(1);
     let put = |body: Value, tag: &'static str| {
-        server
-            .request(
-                Method::PUT,
-                &format!("/v1/repos/acme/web/tags/{tag}"),
-                &token,
-            )
-            .json(&body)
-            .send()
+        server.request(Method::PUT, &format!("/v1/repos/acme/web/tags/{tag}"), &token).json(&body).send()
     };
 
     let missing = expect_error(
-        put(json!({"files": [files[0], unknown]}), "v1")
-            .await
-            .unwrap(),
+        put(json!({"files": [files[0], unknown]}), "v1").await.unwrap(),
         StatusCode::BAD_REQUEST,
         "manifest_blob_unknown",
     )
     .await;
-    assert_eq!(
-        missing["error"]["detail"]["missing"]
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(missing["error"]["detail"]["missing"].as_array().unwrap().len(), 1);
     assert_eq!(missing["error"]["detail"]["missing"][0]["path"], "x");
     expect_error(
         put(json!({"files": [wrong_size]}), "v1").await.unwrap(),
@@ -255,48 +169,22 @@ async fn bad_manifests_get_their_error_codes() {
     let digest = files[0]["digest"].clone();
     for bad in ["../etc/passwd", "/abs", "a/../b", "a//b", "./a", "a\\b", ""] {
         let body = json!({"files": [{"path": bad, "digest": digest, "size": files[0]["size"]}]});
-        expect_error(
-            put(body, "v1").await.unwrap(),
-            StatusCode::BAD_REQUEST,
-            "manifest_invalid",
-        )
-        .await;
+        expect_error(put(body, "v1").await.unwrap(), StatusCode::BAD_REQUEST, "manifest_invalid").await;
     }
     let dup = json!({"files": [files[0], {"path": files[0]["path"], "digest": files[1]["digest"], "size": files[1]["size"]}]});
-    expect_error(
-        put(dup, "v1").await.unwrap(),
-        StatusCode::BAD_REQUEST,
-        "manifest_invalid",
-    )
-    .await;
+    expect_error(put(dup, "v1").await.unwrap(), StatusCode::BAD_REQUEST, "manifest_invalid").await;
     let clash = json!({"files": [{"path": "a", "digest": digest, "size": files[0]["size"]}, {"path": "a/b", "digest": digest, "size": files[0]["size"]}]});
+    expect_error(put(clash, "v1").await.unwrap(), StatusCode::BAD_REQUEST, "manifest_invalid").await;
+    expect_error(put(json!({"files": []}), "v1").await.unwrap(), StatusCode::BAD_REQUEST, "manifest_invalid").await;
     expect_error(
-        put(clash, "v1").await.unwrap(),
-        StatusCode::BAD_REQUEST,
-        "manifest_invalid",
-    )
-    .await;
-    expect_error(
-        put(json!({"files": []}), "v1").await.unwrap(),
-        StatusCode::BAD_REQUEST,
-        "manifest_invalid",
-    )
-    .await;
-    expect_error(
-        put(json!({"files": files, "pushed_by": "me"}), "v1")
-            .await
-            .unwrap(),
+        put(json!({"files": files, "pushed_by": "me"}), "v1").await.unwrap(),
         StatusCode::BAD_REQUEST,
         "manifest_invalid",
     )
     .await;
     for tag in ["-x", ".x", "a%2Fb", &"x".repeat(129)] {
         let response = server
-            .request(
-                Method::PUT,
-                &format!("/v1/repos/acme/web/tags/{tag}"),
-                &token,
-            )
+            .request(Method::PUT, &format!("/v1/repos/acme/web/tags/{tag}"), &token)
             .json(&json!({"files": files}))
             .send()
             .await
@@ -305,11 +193,7 @@ async fn bad_manifests_get_their_error_codes() {
     }
     // Nothing above bound anything.
     expect_error(
-        server
-            .request(Method::GET, "/v1/repos/acme/web/tags/v1", &token)
-            .send()
-            .await
-            .unwrap(),
+        server.request(Method::GET, "/v1/repos/acme/web/tags/v1", &token).send().await.unwrap(),
         StatusCode::NOT_FOUND,
         "tag_unknown",
     )
@@ -317,11 +201,7 @@ async fn bad_manifests_get_their_error_codes() {
     let unknown_digest = independent_b3_bytes(b"no manifest");
     expect_error(
         server
-            .request(
-                Method::GET,
-                &format!("/v1/repos/acme/web/manifests/{unknown_digest}"),
-                &token,
-            )
+            .request(Method::GET, &format!("/v1/repos/acme/web/manifests/{unknown_digest}"), &token)
             .send()
             .await
             .unwrap(),
@@ -359,27 +239,15 @@ async fn sixteen_racing_binds_have_exactly_one_winner() {
         match response.status() {
             StatusCode::CREATED => {
                 assert!(winner.is_none(), "two winners");
-                winner = Some(
-                    response.headers()["amber-manifest-digest"]
-                        .to_str()
-                        .unwrap()
-                        .to_owned(),
-                );
+                winner = Some(response.headers()["amber-manifest-digest"].to_str().unwrap().to_owned());
             }
             StatusCode::CONFLICT => conflicts += 1,
             other => panic!("unexpected {other}"),
         }
     }
     assert_eq!(conflicts, 15);
-    let bound = server
-        .request(Method::GET, "/v1/repos/acme/web/tags/race", &token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        bound.headers()["amber-manifest-digest"].to_str().unwrap(),
-        winner.unwrap()
-    );
+    let bound = server.request(Method::GET, "/v1/repos/acme/web/tags/race", &token).send().await.unwrap();
+    assert_eq!(bound.headers()["amber-manifest-digest"].to_str().unwrap(), winner.unwrap());
 }
 
 #[tokio::test]
@@ -389,11 +257,7 @@ async fn tags_are_listed_in_pages() {
     let files = push_files(&server, &token, "acme/web", 1, 40).await;
     for tag in ["b", "a", "c", "a1"] {
         let put = server
-            .request(
-                Method::PUT,
-                &format!("/v1/repos/acme/web/tags/{tag}"),
-                &token,
-            )
+            .request(Method::PUT, &format!("/v1/repos/acme/web/tags/{tag}"), &token)
             .json(&json!({"files": files}))
             .send()
             .await
@@ -408,20 +272,11 @@ async fn tags_are_listed_in_pages() {
         .json()
         .await
         .unwrap();
-    let names: Vec<&str> = page["tags"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["tag"].as_str().unwrap())
-        .collect();
+    let names: Vec<&str> = page["tags"].as_array().unwrap().iter().map(|t| t["tag"].as_str().unwrap()).collect();
     assert_eq!(names, ["a", "a1", "b"]);
     assert_eq!(page["next"], "b");
     let page: Value = server
-        .request(
-            Method::GET,
-            "/v1/repos/acme/web/tags?limit=3&after=b",
-            &token,
-        )
+        .request(Method::GET, "/v1/repos/acme/web/tags?limit=3&after=b", &token)
         .send()
         .await
         .unwrap()
@@ -429,18 +284,9 @@ async fn tags_are_listed_in_pages() {
         .await
         .unwrap();
     assert_eq!(page["tags"][0]["tag"], "c");
-    assert!(
-        page["tags"][0]["digest"]
-            .as_str()
-            .unwrap()
-            .starts_with("blake3:")
-    );
+    assert!(page["tags"][0]["digest"].as_str().unwrap().starts_with("blake3:"));
     assert_eq!(page["next"], Value::Null);
-    let bad = server
-        .request(Method::GET, "/v1/repos/acme/web/tags?limit=0", &token)
-        .send()
-        .await
-        .unwrap();
+    let bad = server.request(Method::GET, "/v1/repos/acme/web/tags?limit=0", &token).send().await.unwrap();
     expect_error(bad, StatusCode::BAD_REQUEST, "request_invalid").await;
 }
 
@@ -483,24 +329,12 @@ async fn rotated_keys_sign_new_manifests_and_old_ones_still_verify() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|k| {
-            (
-                k["keyid"].as_str().unwrap().to_owned(),
-                k["status"].as_str().unwrap().to_owned(),
-            )
-        })
+        .map(|k| (k["keyid"].as_str().unwrap().to_owned(), k["status"].as_str().unwrap().to_owned()))
         .collect();
     assert_eq!(statuses.len(), 2);
-    assert!(statuses.contains(&(
-        old["signatures"][0]["keyid"].as_str().unwrap().to_owned(),
-        "retired".into()
-    )));
+    assert!(statuses.contains(&(old["signatures"][0]["keyid"].as_str().unwrap().to_owned(), "retired".into())));
     assert!(statuses.contains(&(new_keyid.clone(), "active".into())));
-    assert_eq!(
-        serde_json::to_value(&exported).unwrap(),
-        listed,
-        "keys export prints what /v1/keys serves"
-    );
+    assert_eq!(serde_json::to_value(&exported).unwrap(), listed, "keys export prints what /v1/keys serves");
 
     verify_with_python(&old, &listed).expect("the old manifest still verifies");
     verify_with_python(&new, &listed).expect("the new manifest verifies");
@@ -512,16 +346,11 @@ async fn rotated_keys_sign_new_manifests_and_old_ones_still_verify() {
 fn tampering_is_caught_by_the_independent_verifier_too() {
     use base64::Engine;
     let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
-    let envelope = amber_core::dsse::sign(
-        manifest::PAYLOAD_TYPE,
-        b"{\"repository\":\"acme/web\"}",
-        &key,
-    );
+    let envelope = amber_core::dsse::sign(manifest::PAYLOAD_TYPE, b"{\"repository\":\"acme/web\"}", &key);
     let keys = json!({"keys": [{"keyid": amber_core::dsse::key_id(&key.verifying_key()), "public_key": base64::engine::general_purpose::STANDARD.encode(key.verifying_key().as_bytes())}]});
     let good = serde_json::to_value(&envelope).unwrap();
     verify_with_python(&good, &keys).unwrap();
     let mut flipped = good;
-    flipped["payload"] =
-        json!(base64::engine::general_purpose::STANDARD.encode(b"{\"repository\":\"acme/wed\"}"));
+    flipped["payload"] = json!(base64::engine::general_purpose::STANDARD.encode(b"{\"repository\":\"acme/wed\"}"));
     assert!(verify_with_python(&flipped, &keys).is_err());
 }

@@ -6,8 +6,7 @@ use std::collections::BTreeSet;
 use yaml_rust2::{Yaml, YamlLoader};
 
 fn spec() -> Yaml {
-    let text =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/api/openapi.yaml")).unwrap();
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/api/openapi.yaml")).unwrap();
     YamlLoader::load_from_str(&text).unwrap().remove(0)
 }
 
@@ -22,13 +21,10 @@ fn every_route_is_documented_and_every_documented_route_exists() {
                 continue;
             }
             let path = path.as_str().unwrap();
-            let responses = operation["responses"]
-                .as_hash()
-                .unwrap_or_else(|| panic!("{method} {path} has no responses"));
-            let has_error = responses.keys().any(|code| {
-                code.as_str()
-                    .is_some_and(|c| c.starts_with('4') || c.starts_with('5'))
-            });
+            let responses =
+                operation["responses"].as_hash().unwrap_or_else(|| panic!("{method} {path} has no responses"));
+            let has_error =
+                responses.keys().any(|code| code.as_str().is_some_and(|c| c.starts_with('4') || c.starts_with('5')));
             if path.starts_with("/v1/") && path != "/v1/keys" {
                 assert!(has_error, "{method} {path} documents no error response");
             }
@@ -41,14 +37,8 @@ fn every_route_is_documented_and_every_documented_route_exists() {
         .collect();
     let undocumented: Vec<_> = served.difference(&documented).collect();
     let unserved: Vec<_> = documented.difference(&served).collect();
-    assert!(
-        undocumented.is_empty(),
-        "routes missing from api/openapi.yaml: {undocumented:?}"
-    );
-    assert!(
-        unserved.is_empty(),
-        "api/openapi.yaml documents routes the router lacks: {unserved:?}"
-    );
+    assert!(undocumented.is_empty(), "routes missing from api/openapi.yaml: {undocumented:?}");
+    assert!(unserved.is_empty(), "api/openapi.yaml documents routes the router lacks: {unserved:?}");
 }
 
 #[test]

@@ -42,13 +42,7 @@ pub enum DsseError {
 
 /// The DSSE pre-authentication encoding: the bytes that are actually signed.
 pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
-    let mut out = format!(
-        "DSSEv1 {} {} {} ",
-        payload_type.len(),
-        payload_type,
-        payload.len()
-    )
-    .into_bytes();
+    let mut out = format!("DSSEv1 {} {} {} ", payload_type.len(), payload_type, payload.len()).into_bytes();
     out.extend_from_slice(payload);
     out
 }
@@ -77,16 +71,9 @@ impl Envelope {
     /// Checks the payload type and that at least one signature is by a pinned key
     /// and verifies; any signature by a pinned key that fails is an error. Returns
     /// the payload bytes.
-    pub fn verify(
-        &self,
-        expected_type: &'static str,
-        keys: &[VerifyingKey],
-    ) -> Result<Vec<u8>, DsseError> {
+    pub fn verify(&self, expected_type: &'static str, keys: &[VerifyingKey]) -> Result<Vec<u8>, DsseError> {
         if self.payload_type != expected_type {
-            return Err(DsseError::PayloadType(
-                self.payload_type.clone(),
-                expected_type,
-            ));
+            return Err(DsseError::PayloadType(self.payload_type.clone(), expected_type));
         }
         let payload = self.payload_bytes()?;
         let message = pae(&self.payload_type, &payload);
@@ -95,11 +82,8 @@ impl Envelope {
             let Some(key) = keys.iter().find(|k| key_id(k) == signature.keyid) else {
                 continue;
             };
-            let bytes: [u8; 64] = B64
-                .decode(&signature.sig)
-                .ok()
-                .and_then(|b| b.try_into().ok())
-                .ok_or(DsseError::Encoding)?;
+            let bytes: [u8; 64] =
+                B64.decode(&signature.sig).ok().and_then(|b| b.try_into().ok()).ok_or(DsseError::Encoding)?;
             key.verify_strict(&message, &ed25519_dalek::Signature::from_bytes(&bytes))
                 .map_err(|_| DsseError::BadSignature(signature.keyid.clone()))?;
             verified = true;
@@ -131,33 +115,18 @@ mod tests {
         let key = SigningKey::generate(&mut rand::thread_rng());
         let other = SigningKey::generate(&mut rand::thread_rng());
         let env = sign("t", b"{\"a\":1}", &key);
-        assert_eq!(
-            env.verify("t", &[key.verifying_key()]).unwrap(),
-            b"{\"a\":1}"
-        );
-        assert!(matches!(
-            env.verify("t", &[other.verifying_key()]),
-            Err(DsseError::UnknownKey(_))
-        ));
-        assert!(matches!(
-            env.verify("u", &[key.verifying_key()]),
-            Err(DsseError::PayloadType(..))
-        ));
+        assert_eq!(env.verify("t", &[key.verifying_key()]).unwrap(), b"{\"a\":1}");
+        assert!(matches!(env.verify("t", &[other.verifying_key()]), Err(DsseError::UnknownKey(_))));
+        assert!(matches!(env.verify("u", &[key.verifying_key()]), Err(DsseError::PayloadType(..))));
 
         let mut flipped = env.clone();
         flipped.payload = B64.encode(b"{\"a\":2}");
-        assert!(matches!(
-            flipped.verify("t", &[key.verifying_key()]),
-            Err(DsseError::BadSignature(_))
-        ));
+        assert!(matches!(flipped.verify("t", &[key.verifying_key()]), Err(DsseError::BadSignature(_))));
 
         let mut bad_sig = env;
         let mut sig = B64.decode(&bad_sig.signatures[0].sig).unwrap();
         sig[0] ^= 1;
         bad_sig.signatures[0].sig = B64.encode(sig);
-        assert!(matches!(
-            bad_sig.verify("t", &[key.verifying_key()]),
-            Err(DsseError::BadSignature(_))
-        ));
+        assert!(matches!(bad_sig.verify("t", &[key.verifying_key()]), Err(DsseError::BadSignature(_))));
     }
 }

@@ -47,13 +47,8 @@ impl FromStr for FilePath {
         let ok = !s.is_empty()
             && s.len() <= MAX_PATH_LEN
             && !s.chars().any(|c| c.is_control() || c == '\\')
-            && s.split('/')
-                .all(|seg| !seg.is_empty() && seg != "." && seg != "..");
-        if ok {
-            Ok(Self(s.to_owned()))
-        } else {
-            Err(FilePathError)
-        }
+            && s.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != "..");
+        if ok { Ok(Self(s.to_owned())) } else { Err(FilePathError) }
     }
 }
 
@@ -205,32 +200,19 @@ pub fn verify(
 ) -> Result<VerifiedManifest, VerifyError> {
     let bytes = envelope.verify(PAYLOAD_TYPE, keys)?;
     let digest = Digest::of(&bytes);
-    let payload: ManifestPayload =
-        serde_json::from_slice(&bytes).map_err(|e| VerifyError::Payload(e.to_string()))?;
+    let payload: ManifestPayload = serde_json::from_slice(&bytes).map_err(|e| VerifyError::Payload(e.to_string()))?;
     if payload.schema != SCHEMA {
-        return Err(VerifyError::Payload(format!(
-            "schema is {:?}",
-            payload.schema
-        )));
+        return Err(VerifyError::Payload(format!("schema is {:?}", payload.schema)));
     }
     if &payload.repository != repository {
-        return Err(VerifyError::WrongRepository {
-            expected: repository.clone(),
-            found: payload.repository,
-        });
+        return Err(VerifyError::WrongRepository { expected: repository.clone(), found: payload.repository });
     }
     match expected {
         Expected::Tag(tag) if &payload.tag != tag => {
-            return Err(VerifyError::WrongTag {
-                expected: tag.clone(),
-                found: payload.tag,
-            });
+            return Err(VerifyError::WrongTag { expected: tag.clone(), found: payload.tag });
         }
         Expected::Digest(want) if *want != digest => {
-            return Err(VerifyError::WrongDigest {
-                expected: *want,
-                found: digest,
-            });
+            return Err(VerifyError::WrongDigest { expected: *want, found: digest });
         }
         _ => {}
     }
@@ -245,11 +227,7 @@ mod tests {
     use ed25519_dalek::SigningKey;
 
     fn file(path: &str) -> FileEntry {
-        FileEntry {
-            path: path.parse().unwrap(),
-            digest: Digest::of(path.as_bytes()),
-            size: 1,
-        }
+        FileEntry { path: path.parse().unwrap(), digest: Digest::of(path.as_bytes()), size: 1 }
     }
 
     #[test]
@@ -257,38 +235,20 @@ mod tests {
         for good in ["a", "a/b.txt", "dir/sub/file", ".hidden", "a..b"] {
             assert!(good.parse::<FilePath>().is_ok(), "{good}");
         }
-        for bad in [
-            "", "/abs", "a/", "a//b", "./a", "a/./b", "../x", "a/../b", "..", "a\\b", "a\0b",
-            "a\nb",
-        ] {
+        for bad in ["", "/abs", "a/", "a//b", "./a", "a/./b", "../x", "a/../b", "..", "a\\b", "a\0b", "a\nb"] {
             assert!(bad.parse::<FilePath>().is_err(), "{bad:?}");
         }
     }
 
     #[test]
     fn normalise_sorts_and_rejects_clashes() {
-        let req = ManifestRequest {
-            files: vec![file("b"), file("a")],
-            annotations: BTreeMap::new(),
-        };
+        let req = ManifestRequest { files: vec![file("b"), file("a")], annotations: BTreeMap::new() };
         let req = req.normalise().unwrap();
         assert_eq!(req.files[0].path.as_str(), "a");
-        let dup = ManifestRequest {
-            files: vec![file("a"), file("a")],
-            annotations: BTreeMap::new(),
-        };
-        assert!(matches!(
-            dup.normalise(),
-            Err(ManifestError::DuplicatePath(_))
-        ));
-        let clash = ManifestRequest {
-            files: vec![file("a/b/c"), file("a/b")],
-            annotations: BTreeMap::new(),
-        };
-        assert!(matches!(
-            clash.normalise(),
-            Err(ManifestError::PathConflict(_))
-        ));
+        let dup = ManifestRequest { files: vec![file("a"), file("a")], annotations: BTreeMap::new() };
+        assert!(matches!(dup.normalise(), Err(ManifestError::DuplicatePath(_))));
+        let clash = ManifestRequest { files: vec![file("a/b/c"), file("a/b")], annotations: BTreeMap::new() };
+        assert!(matches!(clash.normalise(), Err(ManifestError::PathConflict(_))));
     }
 
     fn signed(key: &SigningKey) -> (Envelope, Digest) {
@@ -321,48 +281,26 @@ mod tests {
 
         let err = |r: Result<VerifiedManifest, VerifyError>| r.unwrap_err();
         assert!(matches!(
-            err(verify(
-                &env,
-                &keys,
-                &"acme/api".parse().unwrap(),
-                &Expected::Tag("1.0".parse().unwrap())
-            )),
+            err(verify(&env, &keys, &"acme/api".parse().unwrap(), &Expected::Tag("1.0".parse().unwrap()))),
             VerifyError::WrongRepository { .. }
         ));
         assert!(matches!(
-            err(verify(
-                &env,
-                &keys,
-                &repo,
-                &Expected::Tag("2.0".parse().unwrap())
-            )),
+            err(verify(&env, &keys, &repo, &Expected::Tag("2.0".parse().unwrap()))),
             VerifyError::WrongTag { .. }
         ));
         assert!(matches!(
-            err(verify(
-                &env,
-                &keys,
-                &repo,
-                &Expected::Digest(Digest::of(b"x"))
-            )),
+            err(verify(&env, &keys, &repo, &Expected::Digest(Digest::of(b"x")))),
             VerifyError::WrongDigest { .. }
         ));
 
         let other = SigningKey::generate(&mut rand::thread_rng());
         assert!(matches!(
-            err(verify(
-                &env,
-                &[other.verifying_key()],
-                &repo,
-                &Expected::Digest(digest)
-            )),
+            err(verify(&env, &[other.verifying_key()], &repo, &Expected::Digest(digest))),
             VerifyError::Signature(DsseError::UnknownKey(_))
         ));
 
         let mut flipped = env;
-        let mut bytes = base64::engine::general_purpose::STANDARD
-            .decode(&flipped.payload)
-            .unwrap();
+        let mut bytes = base64::engine::general_purpose::STANDARD.decode(&flipped.payload).unwrap();
         let last = bytes.len() - 3;
         bytes[last] ^= 1;
         flipped.payload = base64::engine::general_purpose::STANDARD.encode(bytes);

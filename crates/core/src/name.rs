@@ -25,8 +25,7 @@ fn valid_segment(s: &str) -> bool {
     let b = s.as_bytes();
     (1..=64).contains(&b.len())
         && b[0].is_ascii_lowercase() | b[0].is_ascii_digit()
-        && b.iter()
-            .all(|&c| matches!(c, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'))
+        && b.iter().all(|&c| matches!(c, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'))
         && !s.contains("..")
 }
 
@@ -49,9 +48,7 @@ impl FromStr for RepoName {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.split_once('/') {
-            Some((owner, name)) if valid_segment(owner) && valid_segment(name) => {
-                Ok(Self(s.to_owned()))
-            }
+            Some((owner, name)) if valid_segment(owner) && valid_segment(name) => Ok(Self(s.to_owned())),
             _ => Err(NameError::Repo),
         }
     }
@@ -117,13 +114,8 @@ impl FromStr for Tag {
         let b = s.as_bytes();
         let ok = (1..=128).contains(&b.len())
             && b[0].is_ascii_alphanumeric()
-            && b.iter()
-                .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'));
-        if ok {
-            Ok(Self(s.to_owned()))
-        } else {
-            Err(NameError::Tag)
-        }
+            && b.iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'));
+        if ok { Ok(Self(s.to_owned())) } else { Err(NameError::Tag) }
     }
 }
 
@@ -193,11 +185,7 @@ mod tests {
         ] {
             assert_eq!(bad.parse::<RepoName>(), Err(NameError::Repo), "{bad:?}");
         }
-        assert!(
-            format!("acme/{}", "a".repeat(64))
-                .parse::<RepoName>()
-                .is_ok()
-        );
+        assert!(format!("acme/{}", "a".repeat(64)).parse::<RepoName>().is_ok());
     }
 
     #[test]

@@ -45,9 +45,7 @@ fn base62_checksum(random: &str) -> String {
 
 impl TokenSecret {
     pub fn generate(rng: &mut impl Rng) -> Self {
-        let random: String = (0..RANDOM_LEN)
-            .map(|_| BASE62[rng.gen_range(0..BASE62.len())] as char)
-            .collect();
+        let random: String = (0..RANDOM_LEN).map(|_| BASE62[rng.gen_range(0..BASE62.len())] as char).collect();
         let checksum = base62_checksum(&random);
         Self(format!("{SECRET_PREFIX}{random}{checksum}"))
     }
@@ -67,12 +65,8 @@ impl FromStr for TokenSecret {
     type Err = SecretError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let body = s
-            .strip_prefix(SECRET_PREFIX)
-            .ok_or(SecretError::Malformed)?;
-        if body.len() != RANDOM_LEN + CHECKSUM_LEN
-            || !body.bytes().all(|b| b.is_ascii_alphanumeric())
-        {
+        let body = s.strip_prefix(SECRET_PREFIX).ok_or(SecretError::Malformed)?;
+        if body.len() != RANDOM_LEN + CHECKSUM_LEN || !body.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(SecretError::Malformed);
         }
         let (random, checksum) = body.split_at(RANDOM_LEN);
@@ -100,10 +94,7 @@ pub struct TokenIdError;
 impl TokenId {
     pub fn generate(rng: &mut impl Rng) -> Self {
         let bytes: [u8; 12] = rng.r#gen();
-        Self(format!(
-            "tok_{}",
-            bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
-        ))
+        Self(format!("tok_{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -189,14 +180,8 @@ mod tests {
         assert_eq!(s.parse::<TokenSecret>().unwrap(), secret);
         let mut typo = s.clone().into_bytes();
         typo[10] = if typo[10] == b'a' { b'b' } else { b'a' };
-        assert_eq!(
-            String::from_utf8(typo).unwrap().parse::<TokenSecret>(),
-            Err(SecretError::Checksum)
-        );
-        assert_eq!(
-            s[..s.len() - 1].parse::<TokenSecret>(),
-            Err(SecretError::Malformed)
-        );
+        assert_eq!(String::from_utf8(typo).unwrap().parse::<TokenSecret>(), Err(SecretError::Checksum));
+        assert_eq!(s[..s.len() - 1].parse::<TokenSecret>(), Err(SecretError::Malformed));
         assert_eq!("ghp_x".parse::<TokenSecret>(), Err(SecretError::Malformed));
         assert!(!format!("{secret:?}").contains(&s[6..]));
     }

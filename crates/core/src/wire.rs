@@ -68,6 +68,27 @@ pub struct TokenInfo {
     pub last_used_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339::option", default)]
     pub revoked_at: Option<OffsetDateTime>,
+    /// The token this one replaced by rotation.
+    #[serde(default)]
+    pub rotated_from: Option<TokenId>,
+    /// The token that replaced this one by rotation (this one then expires after its grace).
+    #[serde(default)]
+    pub rotated_to: Option<TokenId>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateTokenRequest {
+    /// How long the old secret keeps working, in seconds (default 3600; 0 ends it now).
+    #[serde(default)]
+    pub grace_seconds: Option<u64>,
+}
+
+/// One page of tokens, in id order; `next` is the cursor for the following page.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TokenList {
+    pub tokens: Vec<TokenInfo>,
+    pub next: Option<String>,
 }
 
 /// `201` answer to token creation: the token's fields and, once, its secret.
@@ -115,8 +136,7 @@ impl KeyList {
                     .ok()
                     .and_then(|b| b.try_into().ok())
                     .ok_or_else(|| format!("key {} is not 32 bytes of base64", k.keyid))?;
-                ed25519_dalek::VerifyingKey::from_bytes(&bytes)
-                    .map_err(|e| format!("key {}: {e}", k.keyid))
+                ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|e| format!("key {}: {e}", k.keyid))
             })
             .collect()
     }
