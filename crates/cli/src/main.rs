@@ -1,1 +1,334 @@
-fn main() {}
+//! `amber`: push and pull verified builds, manage tokens, verify the audit log.
+//!
+//! Exit codes: 0 success, 1 local I/O, 2 usage, 3 authentication or
+//! authorisation, 4 verification failed, 5 server or network error.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use amber_cli::client::Client;
+use amber_cli::error::{CliError, Result};
+use amber_cli::push::{self, Progress};
+use amber_cli::reference::Reference;
+use amber_cli::{keys, pull};
+use amber_core::audit::ChainVerifier;
+use amber_core::dsse::Envelope;
+use amber_core::manifest::Expected;
+use amber_core::wire::CreateTokenRequest;
+use amber_core::{Action, Grant};
+use clap::{Parser, Subcommand};
+
+const EXAMPLES: &str = "\
+Examples:
+  export AMBER_URL=https://amber.example.com AMBER_TOKEN=amber_...
+  amber push acme/web:1.4.2 dist/ --annotation git.commit=$GIT_SHA
+  amber pull acme/web:1.4.2 -o ./release --key amber-keys.json
+  amber pull acme/web@blake3:<hex> -o ./release --key amber-keys.json
+  amber verify --key amber-keys.json envelope.json --dir ./release
+  amber token create --name web-ci --pipeline acme/web --grant 'acme/web=push,pull' --expires-in 86400
+  amber audit verify --key amber-keys.json
+
+Exit codes: 0 ok, 1 local I/O, 2 usage, 3 auth, 4 verification failed, 5 server or network.";
+
+/// amber: the client for Amber, the content-addressed artifact store.
+#[derive(Parser)]
+#[command(version, about, after_help = EXAMPLES)]
+struct Cli {
+    /// Server URL.
+    #[arg(long, env = "AMBER_URL", default_value = "http://127.0.0.1:7350", global = true)]
+    url: String,
+    /// Token secret (prefer the environment variable, so it stays out of process lists).
+    #[arg(long, env = "AMBER_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Upload what is missing of PATH... and bind OWNER/NAME:TAG; prints the manifest digest.
+    Push {
+        /// OWNER/NAME:TAG
+        reference: String,
+        /// Files and directories (a directory contributes its contents).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// KEY=VALUE, recorded in the signed manifest (repeatable).
+        #[arg(long = "annotation", value_name = "KEY=VALUE")]
+        annotations: Vec<String>,
+        /// Print a JSON report instead of the digest.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fetch OWNER/NAME:TAG or OWNER/NAME@DIGEST into DIR, verifying everything first.
+    Pull {
+        reference: String,
+        #[arg(short = 'o', long = "output", value_name = "DIR")]
+        dir: PathBuf,
+        /// Pinned public keys (the JSON of `amberd keys export`, or base64 keys one per line).
+        #[arg(long = "key", value_name = "FILE", required = true)]
+        keys: Vec<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a saved envelope offline, and optionally a directory against it.
+    Verify {
+        #[arg(long = "key", value_name = "FILE", required = true)]
+        keys: Vec<PathBuf>,
+        /// The envelope JSON, as the server answered it.
+        envelope: PathBuf,
+        /// Expect this repository and tag (or digest): OWNER/NAME:TAG or OWNER/NAME@DIGEST.
+        #[arg(long = "ref", value_name = "REF")]
+        reference: Option<String>,
+        /// Check that DIR holds the manifest's files with their digests.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Show the token in use: id, name, pipeline, grants, expiry.
+    Whoami,
+    /// Exit 0 if the server answers /healthz.
+    Health,
+    /// Manage tokens (admin).
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token; prints the secret (once) on stdout.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        pipeline: Option<String>,
+        /// PATTERN=ACTIONS, e.g. 'acme/web=push,pull' or 'acme/*=pull' (repeatable).
+        #[arg(long = "grant", value_name = "PATTERN=ACTIONS", required = true)]
+        grants: Vec<String>,
+        /// Lifetime in seconds.
+        #[arg(long)]
+        expires_in: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List tokens (never their secrets).
+    List,
+    /// Show one token.
+    Show { id: String },
+    /// New secret, same grants; the old one works for the grace period. Prints the new secret.
+    Rotate {
+        id: String,
+        /// Seconds the old secret keeps working (default 3600; 0 ends it now).
+        #[arg(long)]
+        grace: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token now.
+    Revoke { id: String },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Walk the whole chain and check every link and the signed checkpoint.
+    Verify {
+        /// Pinned keys for the checkpoint signature (default: the server's /v1/keys).
+        #[arg(long = "key", value_name = "FILE")]
+        keys: Vec<PathBuf>,
+    },
+}
+
+fn parse_grant(text: &str) -> Result<Grant> {
+    let (repos, actions) =
+        text.split_once('=').ok_or_else(|| CliError::Usage(format!("grant {text:?} is not PATTERN=ACTIONS")))?;
+    let repos = repos.parse().map_err(|e| CliError::Usage(format!("grant {text:?}: {e}")))?;
+    let actions = actions
+        .split(',')
+        .map(|a| match a.trim() {
+            "pull" => Ok(Action::Pull),
+            "push" => Ok(Action::Push),
+            "admin" => Ok(Action::Admin),
+            other => Err(CliError::Usage(format!("unknown action {other:?}: use pull, push or admin"))),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Grant { repos, actions })
+}
+
+fn rfc3339(at: time::OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| at.to_string())
+}
+
+fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value).map_err(|e| CliError::Io(e.to_string()))?);
+    Ok(())
+}
+
+fn reference(text: &str) -> Result<Reference> {
+    text.parse().map_err(CliError::Usage)
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let client = Client::new(&cli.url, cli.token.clone())?;
+    match cli.command {
+        Command::Push { reference: text, paths, annotations, json } => {
+            let reference = reference(&text)?;
+            let tag = reference.tag().cloned().ok_or_else(|| CliError::Usage("push needs OWNER/NAME:TAG".into()))?;
+            let annotations = annotations
+                .iter()
+                .map(|a| {
+                    a.split_once('=')
+                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                        .ok_or_else(|| CliError::Usage(format!("annotation {a:?} is not KEY=VALUE")))
+                })
+                .collect::<Result<BTreeMap<_, _>>>()?;
+            let progress = if json {
+                Progress::Quiet
+            } else if std::io::stderr().is_terminal() {
+                Progress::Bar
+            } else {
+                Progress::Lines
+            };
+            let report = push::push(&client, &reference.repo, &tag, &paths, annotations, progress).await?;
+            if json {
+                print_json(&report)?;
+            } else {
+                if progress == Progress::Lines {
+                    let how = if report.created { "bound" } else { "already bound to this content" };
+                    eprintln!(
+                        "{}:{} {how}; uploaded {} of {} files",
+                        report.repository, report.tag, report.uploaded, report.files
+                    );
+                }
+                println!("{}", report.digest);
+            }
+        }
+        Command::Pull { reference: text, dir, keys: key_files, json } => {
+            let reference = reference(&text)?;
+            let keys = keys::load(&key_files)?;
+            let report = pull::pull(&client, &reference, &keys, &dir, json).await?;
+            if json {
+                print_json(&report)?;
+            } else {
+                eprintln!("verified {} files ({} bytes) signed by key {}", report.files, report.bytes, report.keyid);
+                println!("{}", report.digest);
+            }
+        }
+        Command::Verify { keys: key_files, envelope, reference: expected, dir } => {
+            let keys = keys::load(&key_files)?;
+            let text = std::fs::read_to_string(&envelope)
+                .map_err(|e| CliError::io(format!("reading {}", envelope.display()), e))?;
+            let parsed: Envelope = serde_json::from_str(&text)
+                .map_err(|e| CliError::Usage(format!("{}: not an envelope: {e}", envelope.display())))?;
+            let verified = match expected {
+                Some(text) => {
+                    let reference = reference(&text)?;
+                    pull::verify_envelope(&parsed, &keys, &reference.repo, &reference.target)?
+                }
+                None => {
+                    // Without an expected reference, trust the payload's own repository and tag
+                    // but still require a valid signature.
+                    let bytes = parsed
+                        .verify(amber_core::manifest::PAYLOAD_TYPE, &keys)
+                        .map_err(|e| CliError::Verify(e.to_string()))?;
+                    let payload: amber_core::manifest::ManifestPayload =
+                        serde_json::from_slice(&bytes).map_err(|e| CliError::Verify(e.to_string()))?;
+                    pull::verify_envelope(&parsed, &keys, &payload.repository, &Expected::Tag(payload.tag))?
+                }
+            };
+            eprintln!(
+                "signature ok: {}:{} ({} files, created {})",
+                verified.payload.repository,
+                verified.payload.tag,
+                verified.payload.files.len(),
+                rfc3339(verified.payload.created_at)
+            );
+            if let Some(dir) = dir {
+                let problems = pull::check_dir(&verified, &dir);
+                if !problems.is_empty() {
+                    return Err(CliError::Verify(problems.join("; ")));
+                }
+                eprintln!("{} matches the manifest", dir.display());
+            }
+            println!("{}", verified.digest);
+        }
+        Command::Whoami => print_json(&client.whoami().await?)?,
+        Command::Health => client.healthz().await?,
+        Command::Token(command) => token_command(&client, command).await?,
+        Command::Audit(AuditCommand::Verify { keys: key_files }) => {
+            let keys = if key_files.is_empty() {
+                client.keys().await?.verifying_keys().map_err(CliError::Verify)?
+            } else {
+                keys::load(&key_files)?
+            };
+            let mut verifier = ChainVerifier::default();
+            let mut after = 0;
+            let checkpoint = loop {
+                let page = client.audit_page(after).await?;
+                for entry in &page.entries {
+                    verifier.push(entry).map_err(|e| CliError::Verify(format!("audit log broken at {e}")))?;
+                }
+                match page.next {
+                    Some(next) => after = next,
+                    None => break page.checkpoint,
+                }
+            };
+            let summary = verifier
+                .finish(checkpoint.as_ref(), &keys)
+                .map_err(|e| CliError::Verify(format!("audit log broken at {e}")))?;
+            eprintln!("audit log intact: {} entries, head {}", summary.entries, summary.head);
+        }
+    }
+    Ok(())
+}
+
+async fn token_command(client: &Client, command: TokenCommand) -> Result<()> {
+    match command {
+        TokenCommand::Create { name, pipeline, grants, expires_in, json } => {
+            let grants = grants.iter().map(|g| parse_grant(g)).collect::<Result<Vec<_>>>()?;
+            let created = client.create_token(&CreateTokenRequest { name, pipeline, grants, expires_in }).await?;
+            if json {
+                print_json(&created)?;
+            } else {
+                eprintln!(
+                    "created {} ({}), expires {}",
+                    created.info.id,
+                    created.info.name,
+                    rfc3339(created.info.expires_at)
+                );
+                println!("{}", created.token);
+            }
+        }
+        TokenCommand::List => print_json(&client.list_tokens().await?)?,
+        TokenCommand::Show { id } => print_json(&client.show_token(&id).await?)?,
+        TokenCommand::Rotate { id, grace, json } => {
+            let created = client.rotate_token(&id, grace).await?;
+            if json {
+                print_json(&created)?;
+            } else {
+                eprintln!("rotated {id} into {}, expires {}", created.info.id, rfc3339(created.info.expires_at));
+                println!("{}", created.token);
+            }
+        }
+        TokenCommand::Revoke { id } => {
+            let info = client.revoke_token(&id).await?;
+            eprintln!("revoked {}", info.id);
+        }
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("amber: {err}");
+            err.exit_code()
+        }
+    }
+}

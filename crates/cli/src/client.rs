@@ -1,0 +1,231 @@
+//! `Client`: Amber's HTTP API, typed. Idempotent requests (every read, blob
+//! uploads by digest, tag binds, which the server answers `200` on retry) are
+//! retried with backoff on connection errors and `5xx`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use amber_core::audit::AuditPage;
+use amber_core::dsse::Envelope;
+use amber_core::manifest::{Expected, ManifestRequest};
+use amber_core::wire::{
+    BlobInfo, CreateTokenRequest, CreatedToken, ErrorBody, KeyList, MissingRequest, MissingResponse,
+    RotateTokenRequest, TokenInfo, TokenList,
+};
+use amber_core::{Digest, RepoName, Tag};
+use futures_util::TryStreamExt;
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde::de::DeserializeOwned;
+
+use crate::error::{CliError, Result};
+
+const ATTEMPTS: u32 = 5;
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+pub const MANIFEST_DIGEST_HEADER: &str = "amber-manifest-digest";
+
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+/// Whether a request may be sent again after a failure.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    Idempotent,
+    Once,
+}
+
+async fn error_from(response: Response) -> CliError {
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap_or_default();
+    let (code, message, detail) = match serde_json::from_str::<ErrorBody>(&text) {
+        Ok(body) => (body.error.code, body.error.message, body.error.detail),
+        Err(_) => ("http_error".to_owned(), text.chars().take(200).collect(), None),
+    };
+    if status == 401 || status == 403 {
+        CliError::Auth { status, code, message }
+    } else {
+        CliError::Api { status, code, message, detail }
+    }
+}
+
+impl Client {
+    pub fn new(base: &str, token: Option<String>) -> Result<Self> {
+        let base = base.trim_end_matches('/').to_owned();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(CliError::Usage(format!("server URL {base:?} must start with http:// or https://")));
+        }
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("amber/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .build()?;
+        Ok(Self { base, token, http })
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let request = self.http.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    /// Sends what `build` makes, retrying transient failures if `retry` allows,
+    /// and turns error statuses into [`CliError`]s.
+    async fn send(&self, retry: Retry, build: impl Fn() -> Result<RequestBuilder>) -> Result<Response> {
+        let mut backoff = FIRST_BACKOFF;
+        let mut attempt = 1;
+        loop {
+            let outcome = match build()?.send().await {
+                Ok(response) if response.status().is_success() || response.status() == StatusCode::NOT_MODIFIED => {
+                    return Ok(response);
+                }
+                Ok(response) => error_from(response).await,
+                Err(err) => CliError::from(err),
+            };
+            if retry == Retry::Once || !outcome.is_transient() || attempt == ATTEMPTS {
+                return Err(outcome);
+            }
+            eprintln!("amber: {outcome}; retrying in {} ms", backoff.as_millis());
+            tokio::time::sleep(backoff).await;
+            backoff *= 2;
+            attempt += 1;
+        }
+    }
+
+    async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        Ok(self.send(Retry::Idempotent, || Ok(self.request(Method::GET, path))).await?.json().await?)
+    }
+
+    pub async fn healthz(&self) -> Result<()> {
+        self.send(Retry::Once, || Ok(self.request(Method::GET, "/healthz"))).await.map(drop)
+    }
+
+    pub async fn whoami(&self) -> Result<TokenInfo> {
+        self.get_json("/v1/whoami").await
+    }
+
+    pub async fn keys(&self) -> Result<KeyList> {
+        self.get_json("/v1/keys").await
+    }
+
+    pub async fn create_token(&self, request: &CreateTokenRequest) -> Result<CreatedToken> {
+        // Not retried: a lost answer would leave an unknown live token behind.
+        let response = self.send(Retry::Once, || Ok(self.request(Method::POST, "/v1/tokens").json(request))).await?;
+        Ok(response.json().await?)
+    }
+
+    pub async fn list_tokens(&self) -> Result<Vec<TokenInfo>> {
+        let mut tokens = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let path = match &after {
+                Some(after) => format!("/v1/tokens?limit=1000&after={after}"),
+                None => "/v1/tokens?limit=1000".to_owned(),
+            };
+            let page: TokenList = self.get_json(&path).await?;
+            tokens.extend(page.tokens);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(tokens),
+            }
+        }
+    }
+
+    pub async fn show_token(&self, id: &str) -> Result<TokenInfo> {
+        self.get_json(&format!("/v1/tokens/{id}")).await
+    }
+
+    pub async fn rotate_token(&self, id: &str, grace_seconds: Option<u64>) -> Result<CreatedToken> {
+        let body = RotateTokenRequest { grace_seconds };
+        let path = format!("/v1/tokens/{id}/rotate");
+        let response = self.send(Retry::Once, || Ok(self.request(Method::POST, &path).json(&body))).await?;
+        Ok(response.json().await?)
+    }
+
+    pub async fn revoke_token(&self, id: &str) -> Result<TokenInfo> {
+        let path = format!("/v1/tokens/{id}");
+        Ok(self.send(Retry::Idempotent, || Ok(self.request(Method::DELETE, &path))).await?.json().await?)
+    }
+
+    pub async fn audit_page(&self, after: u64) -> Result<AuditPage> {
+        self.get_json(&format!("/v1/audit?limit=10000&after={after}")).await
+    }
+
+    /// The digests of `digests` that `repo` does not have yet.
+    pub async fn missing(&self, repo: &RepoName, digests: &[Digest]) -> Result<Vec<Digest>> {
+        let mut missing = Vec::new();
+        let path = format!("/v1/repos/{repo}/blobs/missing");
+        for chunk in digests.chunks(10_000) {
+            let body = MissingRequest { digests: chunk.to_vec() };
+            let response = self.send(Retry::Idempotent, || Ok(self.request(Method::POST, &path).json(&body))).await?;
+            missing.extend(response.json::<MissingResponse>().await?.missing);
+        }
+        Ok(missing)
+    }
+
+    /// Streams a file to `repo` under its known digest; `on_bytes` sees progress.
+    pub async fn put_blob_file(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        file: &Path,
+        size: u64,
+        on_bytes: impl Fn(u64) + Clone + Send + Sync + 'static,
+    ) -> Result<BlobInfo> {
+        let path = format!("/v1/repos/{repo}/blobs/{digest}");
+        let response = self
+            .send(Retry::Idempotent, || {
+                let opened =
+                    std::fs::File::open(file).map_err(|e| CliError::io(format!("opening {}", file.display()), e))?;
+                let on_bytes = on_bytes.clone();
+                let stream = tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(opened), 256 << 10)
+                    .inspect_ok(move |chunk| on_bytes(chunk.len() as u64));
+                Ok(self
+                    .request(Method::PUT, &path)
+                    .header(reqwest::header::CONTENT_LENGTH, size)
+                    .body(reqwest::Body::wrap_stream(stream)))
+            })
+            .await?;
+        Ok(response.json().await?)
+    }
+
+    pub async fn get_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Response> {
+        let path = format!("/v1/repos/{repo}/blobs/{digest}");
+        self.send(Retry::Idempotent, || Ok(self.request(Method::GET, &path))).await
+    }
+
+    /// Binds `tag`; returns the envelope, its digest and whether it was new.
+    pub async fn put_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        manifest: &ManifestRequest,
+    ) -> Result<(Envelope, Digest, bool)> {
+        let path = format!("/v1/repos/{repo}/tags/{tag}");
+        let response = self.send(Retry::Idempotent, || Ok(self.request(Method::PUT, &path).json(manifest))).await?;
+        let created = response.status() == StatusCode::CREATED;
+        let digest = manifest_digest(&response)?;
+        Ok((response.json().await?, digest, created))
+    }
+
+    /// The envelope a tag is bound to, or a manifest by digest. Unverified.
+    pub async fn get_envelope(&self, repo: &RepoName, target: &Expected) -> Result<Envelope> {
+        let path = match target {
+            Expected::Tag(tag) => format!("/v1/repos/{repo}/tags/{tag}"),
+            Expected::Digest(digest) => format!("/v1/repos/{repo}/manifests/{digest}"),
+        };
+        self.get_json(&path).await
+    }
+}
+
+fn manifest_digest(response: &Response) -> Result<Digest> {
+    response
+        .headers()
+        .get(MANIFEST_DIGEST_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| CliError::Transport("the server did not send Amber-Manifest-Digest".into()))
+}

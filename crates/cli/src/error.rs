@@ -1,0 +1,60 @@
+//! Errors, grouped by what the user should do about them; each group has its
+//! own exit code so scripts can tell a bad token from a failed verification.
+
+use std::process::ExitCode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Bad arguments or local input (exit 2).
+    #[error("{0}")]
+    Usage(String),
+    /// The server refused the token (exit 3).
+    #[error("{code}: {message} (HTTP {status})")]
+    Auth { status: u16, code: String, message: String },
+    /// Something did not verify: signature, repository, tag, digest (exit 4).
+    #[error("verification failed: {0}")]
+    Verify(String),
+    /// The server answered with another error (exit 5).
+    #[error("{code}: {message} (HTTP {status})")]
+    Api { status: u16, code: String, message: String, detail: Option<serde_json::Value> },
+    /// The server could not be reached, or broke off (exit 5).
+    #[error("cannot reach the server: {0}")]
+    Transport(String),
+    /// Local files (exit 1).
+    #[error("{0}")]
+    Io(String),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::from(match self {
+            Self::Usage(_) => 2,
+            Self::Auth { .. } => 3,
+            Self::Verify(_) => 4,
+            Self::Api { .. } | Self::Transport(_) => 5,
+            Self::Io(_) => 1,
+        })
+    }
+
+    /// True for errors worth retrying: the connection failed or the server had a 5xx.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Transport(_) => true,
+            Self::Api { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
+
+    pub fn io(context: impl std::fmt::Display, err: impl std::fmt::Display) -> Self {
+        Self::Io(format!("{context}: {err}"))
+    }
+}
+
+impl From<reqwest::Error> for CliError {
+    fn from(err: reqwest::Error) -> Self {
+        // Hide the URL's query and any credentials: reqwest errors print the URL only.
+        Self::Transport(err.without_url().to_string())
+    }
+}
+
+pub type Result<T, E = CliError> = std::result::Result<T, E>;

@@ -1,0 +1,44 @@
+//! Pinned public keys, read from a file: either the JSON that `GET /v1/keys`
+//! and `amberd keys export` print, or one base64 Ed25519 public key per line.
+//! Key ids are always recomputed from the key bytes.
+
+use std::path::Path;
+
+use amber_core::wire::KeyList;
+use base64::Engine;
+use ed25519_dalek::VerifyingKey;
+
+use crate::error::{CliError, Result};
+
+pub fn load(paths: &[impl AsRef<Path>]) -> Result<Vec<VerifyingKey>> {
+    let mut keys = Vec::new();
+    for path in paths {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| CliError::io(format!("reading key file {}", path.display()), e))?;
+        keys.extend(parse(&text).map_err(|e| CliError::Usage(format!("key file {}: {e}", path.display())))?);
+    }
+    if keys.is_empty() {
+        return Err(CliError::Usage("no public key to verify with: pass --key FILE".into()));
+    }
+    Ok(keys)
+}
+
+pub fn parse(text: &str) -> std::result::Result<Vec<VerifyingKey>, String> {
+    if text.trim_start().starts_with('{') {
+        let list: KeyList = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        return list.verifying_keys();
+    }
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|line| {
+            let bytes: [u8; 32] = base64::engine::general_purpose::STANDARD
+                .decode(line)
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| format!("{line:?} is not a base64 Ed25519 public key"))?;
+            VerifyingKey::from_bytes(&bytes).map_err(|e| e.to_string())
+        })
+        .collect()
+}

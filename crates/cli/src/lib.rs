@@ -1,0 +1,14 @@
+//! The `amber` client: a typed HTTP client for Amber's API ([`client`]) and the
+//! workflows the command line runs on it: push a tree, pull and verify one,
+//! verify offline, verify the audit log.
+
+pub mod client;
+pub mod error;
+pub mod keys;
+pub mod pull;
+pub mod push;
+pub mod reference;
+pub mod tree;
+
+pub use client::Client;
+pub use error::CliError;

@@ -1,0 +1,157 @@
+//! `amber pull` and `amber verify`: check the envelope against pinned keys and
+//! the reference asked for, then fetch each file, hashing as it streams, and
+//! move it into place only once its BLAKE3 and size match. A failure leaves
+//! nothing unverified behind (temporary files are removed).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use amber_core::dsse::Envelope;
+use amber_core::manifest::{self, Expected, FileEntry, VerifiedManifest};
+use amber_core::{Digest, RepoName};
+use ed25519_dalek::VerifyingKey;
+use futures_util::{StreamExt, TryStreamExt};
+use serde::Serialize;
+
+use crate::client::Client;
+use crate::error::{CliError, Result};
+use crate::reference::Reference;
+use crate::tree;
+
+const DOWNLOAD_CONCURRENCY: usize = 4;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PullReport {
+    pub repository: RepoName,
+    pub tag: String,
+    pub digest: Digest,
+    pub files: usize,
+    pub bytes: u64,
+    pub keyid: String,
+}
+
+pub fn verify_envelope(
+    envelope: &Envelope,
+    keys: &[VerifyingKey],
+    repo: &RepoName,
+    target: &Expected,
+) -> Result<VerifiedManifest> {
+    manifest::verify(envelope, keys, repo, target).map_err(|e| CliError::Verify(e.to_string()))
+}
+
+pub async fn pull(
+    client: &Client,
+    reference: &Reference,
+    keys: &[VerifyingKey],
+    dir: &Path,
+    quiet: bool,
+) -> Result<PullReport> {
+    let envelope = client.get_envelope(&reference.repo, &reference.target).await?;
+    let verified = verify_envelope(&envelope, keys, &reference.repo, &reference.target)?;
+    std::fs::create_dir_all(dir).map_err(|e| CliError::io(format!("creating {}", dir.display()), e))?;
+    let files = &verified.payload.files;
+    futures_util::stream::iter(files.iter().map(|entry| async move {
+        download(client, &reference.repo, entry, dir).await?;
+        if !quiet {
+            eprintln!("verified {} ({} bytes)", entry.path, entry.size);
+        }
+        Ok::<_, CliError>(())
+    }))
+    .buffer_unordered(DOWNLOAD_CONCURRENCY)
+    .try_collect::<Vec<()>>()
+    .await?;
+    Ok(PullReport {
+        repository: reference.repo.clone(),
+        tag: verified.payload.tag.to_string(),
+        digest: verified.digest,
+        files: files.len(),
+        bytes: files.iter().map(|f| f.size).sum(),
+        keyid: envelope.signatures.first().map(|s| s.keyid.clone()).unwrap_or_default(),
+    })
+}
+
+/// Where `entry` goes under `dir`, creating parent directories, and refusing
+/// any existing symbolic link on the way (which could lead outside `dir`).
+fn target_path(dir: &Path, entry: &FileEntry) -> Result<PathBuf> {
+    let mut path = dir.to_path_buf();
+    let segments: Vec<&str> = entry.path.as_str().split('/').collect();
+    for (i, segment) in segments.iter().enumerate() {
+        path.push(segment);
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(CliError::Verify(format!(
+                    "{} is a symbolic link; refusing to write through it",
+                    path.display()
+                )));
+            }
+            Ok(meta) if i + 1 < segments.len() && !meta.is_dir() => {
+                return Err(CliError::Io(format!("{} exists and is not a directory", path.display())));
+            }
+            Ok(_) => {}
+            Err(_) if i + 1 < segments.len() => {
+                std::fs::create_dir(&path).map_err(|e| CliError::io(format!("creating {}", path.display()), e))?;
+            }
+            Err(_) => {}
+        }
+    }
+    Ok(path)
+}
+
+async fn download(client: &Client, repo: &RepoName, entry: &FileEntry, dir: &Path) -> Result<()> {
+    let target = target_path(dir, entry)?;
+    let parent = target.parent().expect("a file under dir has a parent");
+    let mut temp = tempfile::Builder::new()
+        .prefix(".amber-partial-")
+        .tempfile_in(parent)
+        .map_err(|e| CliError::io(format!("creating a temporary file in {}", parent.display()), e))?;
+    let response = client.get_blob(repo, &entry.digest).await?;
+    let mut stream = response.bytes_stream();
+    let mut hasher = blake3::Hasher::new();
+    let mut size = 0u64;
+    let file = temp.as_file_mut();
+    let mut writer = std::io::BufWriter::with_capacity(1 << 20, file);
+    while let Some(chunk) = stream.next().await {
+        let chunk =
+            chunk.map_err(|e| CliError::Transport(format!("downloading {}: {}", entry.path, e.without_url())))?;
+        size += chunk.len() as u64;
+        if size > entry.size {
+            return Err(CliError::Verify(format!(
+                "{}: the server sent more than the {} bytes listed",
+                entry.path, entry.size
+            )));
+        }
+        hasher.update(&chunk);
+        writer.write_all(&chunk).map_err(|e| CliError::io(format!("writing {}", target.display()), e))?;
+    }
+    writer.flush().map_err(|e| CliError::io(format!("writing {}", target.display()), e))?;
+    drop(writer);
+    let actual = Digest::from(hasher.finalize());
+    if size != entry.size || actual != entry.digest {
+        return Err(CliError::Verify(format!(
+            "{}: received {size} bytes hashing to {actual}; the signed manifest lists {} bytes with {}",
+            entry.path, entry.size, entry.digest
+        )));
+    }
+    temp.persist(&target).map_err(|e| CliError::io(format!("moving {} into place", target.display()), e.error))?;
+    Ok(())
+}
+
+/// Checks files under `dir` against a verified manifest; returns the problems.
+pub fn check_dir(verified: &VerifiedManifest, dir: &Path) -> Vec<String> {
+    let mut problems = Vec::new();
+    for entry in &verified.payload.files {
+        let path = dir.join(entry.path.as_str());
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_file() => match tree::hash_file(&path, meta.len()) {
+                Ok(digest) if digest == entry.digest && meta.len() == entry.size => {}
+                Ok(digest) => {
+                    problems.push(format!("{}: hashes to {digest}, manifest says {}", entry.path, entry.digest))
+                }
+                Err(e) => problems.push(e.to_string()),
+            },
+            Ok(_) => problems.push(format!("{}: not a regular file", entry.path)),
+            Err(_) => problems.push(format!("{}: missing", entry.path)),
+        }
+    }
+    problems
+}

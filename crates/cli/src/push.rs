@@ -1,0 +1,146 @@
+//! `amber push`: hash the tree, ask which blobs are missing, upload only
+//! those (a few at a time), then bind the tag to a signed manifest.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use amber_core::manifest::{FileEntry, ManifestRequest};
+use amber_core::{Digest, RepoName, Tag};
+use futures_util::{StreamExt, TryStreamExt};
+use serde::Serialize;
+
+use crate::client::Client;
+use crate::error::{CliError, Result};
+use crate::tree::{self, LocalFile};
+
+/// Uploads in flight at once.
+const UPLOAD_CONCURRENCY: usize = 4;
+
+/// How progress is shown: a bar on a terminal, plain lines in CI logs, or nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    Bar,
+    Lines,
+    Quiet,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PushReport {
+    pub repository: RepoName,
+    pub tag: Tag,
+    pub digest: Digest,
+    /// False when the tag was already bound to exactly this content.
+    pub created: bool,
+    pub files: usize,
+    pub bytes: u64,
+    pub uploaded: usize,
+    pub uploaded_bytes: u64,
+}
+
+pub async fn push(
+    client: &Client,
+    repo: &RepoName,
+    tag: &Tag,
+    inputs: &[PathBuf],
+    annotations: BTreeMap<String, String>,
+    progress: Progress,
+) -> Result<PushReport> {
+    let files = {
+        let inputs = inputs.to_vec();
+        tokio::task::spawn_blocking(move || -> Result<(Vec<LocalFile>, Vec<Digest>)> {
+            let files = tree::collect(&inputs)?;
+            let digests = tree::hash_all(&files)?;
+            Ok((files, digests))
+        })
+        .await
+        .map_err(|e| CliError::Io(e.to_string()))??
+    };
+    let (files, digests) = files;
+    let total_bytes: u64 = files.iter().map(|f| f.size).sum();
+
+    // One upload per distinct digest, of the first file that has it.
+    let mut unique: BTreeMap<Digest, &LocalFile> = BTreeMap::new();
+    for (file, digest) in files.iter().zip(&digests) {
+        unique.entry(*digest).or_insert(file);
+    }
+    let all: Vec<Digest> = unique.keys().copied().collect();
+    let missing = client.missing(repo, &all).await?;
+    let to_upload: Vec<(Digest, LocalFile)> = missing.iter().map(|d| (*d, unique[d].clone())).collect();
+    let upload_bytes: u64 = to_upload.iter().map(|(_, f)| f.size).sum();
+
+    let bar = match progress {
+        Progress::Bar => {
+            let bar = indicatif::ProgressBar::new(upload_bytes);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            bar.set_message(format!("uploading {} of {} files", to_upload.len(), files.len()));
+            Some(bar)
+        }
+        _ => None,
+    };
+    if progress == Progress::Lines {
+        eprintln!(
+            "{} files, {} bytes; {} to upload ({} bytes)",
+            files.len(),
+            total_bytes,
+            to_upload.len(),
+            upload_bytes
+        );
+    }
+    let counter = Arc::new(bar.clone());
+    futures_util::stream::iter(to_upload.iter().map(|(digest, file)| {
+        let counter = counter.clone();
+        async move {
+            let on_bytes = move |n| {
+                if let Some(bar) = counter.as_ref() {
+                    bar.inc(n);
+                }
+            };
+            client.put_blob_file(repo, digest, &file.source, file.size, on_bytes).await?;
+            if progress == Progress::Lines {
+                eprintln!("uploaded {} ({} bytes)", file.path, file.size);
+            }
+            Ok::<_, CliError>(())
+        }
+    }))
+    .buffer_unordered(UPLOAD_CONCURRENCY)
+    .try_collect::<Vec<()>>()
+    .await?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+
+    let manifest = ManifestRequest {
+        files: files
+            .iter()
+            .zip(&digests)
+            .map(|(f, d)| FileEntry { path: f.path.clone(), digest: *d, size: f.size })
+            .collect(),
+        annotations,
+    };
+    let (_, digest, created) = client.put_tag(repo, tag, &manifest).await.map_err(|err| match err {
+        CliError::Api { status: 409, code, detail, .. } => CliError::Api {
+            status: 409,
+            code,
+            message: format!("{repo}:{tag} is already bound to other content; tags never move, so push a new tag"),
+            detail,
+        },
+        other => other,
+    })?;
+    Ok(PushReport {
+        repository: repo.clone(),
+        tag: tag.clone(),
+        digest,
+        created,
+        files: files.len(),
+        bytes: total_bytes,
+        uploaded: to_upload.len(),
+        uploaded_bytes: upload_bytes,
+    })
+}

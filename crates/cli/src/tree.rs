@@ -1,0 +1,102 @@
+//! Local files: turning `PATH...` arguments into manifest entries, and hashing.
+//!
+//! A file argument contributes its file name; a directory contributes its
+//! contents, with paths relative to it. Symbolic links are refused rather
+//! than followed, so a push never picks up files from outside what was named.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use amber_core::Digest;
+use amber_core::manifest::FilePath;
+use rayon::prelude::*;
+
+use crate::error::{CliError, Result};
+
+/// Files at least this big are hashed with all cores (memory-mapped).
+const PARALLEL_HASH_THRESHOLD: u64 = 16 << 20;
+
+#[derive(Clone, Debug)]
+pub struct LocalFile {
+    pub path: FilePath,
+    pub source: PathBuf,
+    pub size: u64,
+}
+
+pub fn collect(inputs: &[PathBuf]) -> Result<Vec<LocalFile>> {
+    let mut files: BTreeMap<String, LocalFile> = BTreeMap::new();
+    for input in inputs {
+        let meta =
+            std::fs::symlink_metadata(input).map_err(|e| CliError::io(format!("reading {}", input.display()), e))?;
+        if meta.is_dir() {
+            walk(input, input, &mut files)?;
+        } else if meta.is_file() {
+            let name = input.file_name().and_then(|n| n.to_str()).ok_or_else(|| not_utf8(input))?;
+            add(&mut files, name.to_owned(), input.clone(), meta.len())?;
+        } else {
+            return Err(CliError::Usage(format!("{} is not a regular file or directory", input.display())));
+        }
+    }
+    if files.is_empty() {
+        return Err(CliError::Usage("nothing to push: the paths hold no files".into()));
+    }
+    Ok(files.into_values().collect())
+}
+
+fn not_utf8(path: &Path) -> CliError {
+    CliError::Usage(format!("{} is not valid UTF-8; manifest paths must be", path.display()))
+}
+
+fn add(files: &mut BTreeMap<String, LocalFile>, path: String, source: PathBuf, size: u64) -> Result<()> {
+    let parsed: FilePath = path.parse().map_err(|e| CliError::Usage(format!("{path:?}: {e}")))?;
+    if let Some(existing) = files.get(&path) {
+        return Err(CliError::Usage(format!(
+            "{path:?} would come from both {} and {}",
+            existing.source.display(),
+            source.display()
+        )));
+    }
+    files.insert(path, LocalFile { path: parsed, source, size });
+    Ok(())
+}
+
+fn walk(root: &Path, dir: &Path, files: &mut BTreeMap<String, LocalFile>) -> Result<()> {
+    let entries = std::fs::read_dir(dir).map_err(|e| CliError::io(format!("reading {}", dir.display()), e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| CliError::io(format!("reading {}", dir.display()), e))?;
+        let path = entry.path();
+        let meta =
+            std::fs::symlink_metadata(&path).map_err(|e| CliError::io(format!("reading {}", path.display()), e))?;
+        if meta.is_dir() {
+            walk(root, &path, files)?;
+        } else if meta.is_file() {
+            let relative = path.strip_prefix(root).expect("walked from root");
+            let name = relative.to_str().ok_or_else(|| not_utf8(&path))?.replace(std::path::MAIN_SEPARATOR, "/");
+            add(files, name, path.clone(), meta.len())?;
+        } else {
+            return Err(CliError::Usage(format!(
+                "{} is a symbolic link or special file; refusing to push it",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// BLAKE3 of a file: big files on all cores, small ones in one pass.
+pub fn hash_file(path: &Path, size: u64) -> Result<Digest> {
+    let mut hasher = blake3::Hasher::new();
+    let context = || format!("hashing {}", path.display());
+    if size >= PARALLEL_HASH_THRESHOLD {
+        hasher.update_mmap_rayon(path).map_err(|e| CliError::io(context(), e))?;
+    } else {
+        let mut file = std::fs::File::open(path).map_err(|e| CliError::io(context(), e))?;
+        std::io::copy(&mut file, &mut hasher).map_err(|e| CliError::io(context(), e))?;
+    }
+    Ok(hasher.finalize().into())
+}
+
+/// Hashes every file, many at once.
+pub fn hash_all(files: &[LocalFile]) -> Result<Vec<Digest>> {
+    files.par_iter().map(|f| hash_file(&f.source, f.size)).collect()
+}
