@@ -146,12 +146,22 @@ async fn resolve(state: &AppState, headers: &HeaderMap) -> Authentication {
 
 fn expiry_warning(token: &TokenRecord) -> Option<HeaderValue> {
     let info = &token.info;
-    let remaining = info.expires_at - OffsetDateTime::now_utc();
-    let threshold = EXPIRY_WARNING.min((info.expires_at - info.created_at) / 10);
-    (remaining < threshold).then(|| {
-        let text = format!("299 amber \"token {} expires at {}; rotate it\"", info.id, info.expires_at);
-        HeaderValue::try_from(text).ok()
-    })?
+    let expires = info.expires_at.format(&time::format_description::well_known::Rfc3339).ok()?;
+    let text = if let Some(replacement) = &info.rotated_to {
+        // A rotated secret always warns: it stops working when its grace ends.
+        format!(
+            "299 amber \"token {} was rotated into {replacement}; this secret stops working at {expires}\"",
+            info.id
+        )
+    } else {
+        let remaining = info.expires_at - OffsetDateTime::now_utc();
+        let threshold = EXPIRY_WARNING.min((info.expires_at - info.created_at) / 10);
+        if remaining >= threshold {
+            return None;
+        }
+        format!("299 amber \"token {} expires at {expires}; rotate it\"", info.id)
+    };
+    HeaderValue::try_from(text).ok()
 }
 
 /// Authenticates (for routes that need it, the `Caller` extractor then reads

@@ -193,6 +193,52 @@ impl TestServer {
     }
 }
 
+/// The `amber` CLI, built beside `amberd` (built on demand when a test run
+/// did not build the whole workspace).
+pub fn amber_bin() -> PathBuf {
+    let path = Path::new(AMBERD).with_file_name("amber");
+    static BUILD: std::sync::Once = std::sync::Once::new();
+    BUILD.call_once(|| {
+        if !path.exists() {
+            let status = Command::new(env!("CARGO"))
+                .args(["build", "-p", "amber-cli", "--bin", "amber"])
+                .status()
+                .expect("cargo build amber");
+            assert!(status.success());
+        }
+    });
+    path
+}
+
+/// What an `amber` run printed and how it exited.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl TestServer {
+    /// Runs `amber ARGS` against this server with `token`.
+    pub async fn amber(&self, token: &str, args: &[&str]) -> Run {
+        let mut command = tokio::process::Command::new(amber_bin());
+        command.args(args).env("AMBER_URL", self.url("")).env("AMBER_TOKEN", token).stdin(Stdio::null());
+        let out = command.output().await.expect("run amber");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Stops amberd (SIGTERM), then runs `edit` on its sled store.
+    pub fn with_stopped_meta(&mut self, edit: impl FnOnce(&sled::Db)) {
+        assert!(self.terminate());
+        let db = sled::open(self.dir.path().join("meta")).unwrap();
+        edit(&db);
+        db.flush().unwrap();
+    }
+}
+
 impl Drop for TestServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
