@@ -2,6 +2,7 @@
 
 mod auth;
 mod blobs;
+mod cli;
 mod durability;
 mod harness;
 mod manifests;

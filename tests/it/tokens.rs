@@ -28,6 +28,25 @@ async fn create(server: &TestServer, grants: &[(&str, &[&str])], extra: Value) -
     response.json().await.unwrap()
 }
 
+/// One request of the matrix: what it needs and what it answers when allowed.
+struct Case {
+    method: Method,
+    template: &'static str,
+    path: String,
+    json_body: Option<Value>,
+    raw_body: Option<Vec<u8>>,
+    needs: &'static str,
+    allowed: StatusCode,
+}
+
+type CaseParts = (Method, &'static str, String, Option<Value>, Option<Vec<u8>>, &'static str, StatusCode);
+
+impl From<CaseParts> for Case {
+    fn from((method, template, path, json_body, raw_body, needs, allowed): CaseParts) -> Self {
+        Self { method, template, path, json_body, raw_body, needs, allowed }
+    }
+}
+
 async fn victim(server: &TestServer) -> String {
     create(server, &[("acme/web", &["pull"])], json!({})).await["id"].as_str().unwrap().to_owned()
 }
@@ -142,7 +161,7 @@ async fn authorization_matrix_has_no_unexpected_allow() {
         let rotate_target = victim(&server).await;
         let revoke_target = victim(&server).await;
         // (method, route template, concrete path, body, needs, status when allowed)
-        let cases: Vec<(Method, &str, String, Option<Value>, Option<Vec<u8>>, &str, StatusCode)> = vec![
+        let cases: Vec<CaseParts> = vec![
             (Method::GET, "/v1/whoami", "/v1/whoami".into(), None, None, "any", StatusCode::OK),
             (
                 Method::POST,
@@ -248,7 +267,7 @@ async fn authorization_matrix_has_no_unexpected_allow() {
                 StatusCode::OK,
             ),
         ];
-        for (method, template, path, json_body, raw_body, needs, allowed) in cases {
+        for Case { method, template, path, json_body, raw_body, needs, allowed } in cases.into_iter().map(Case::from) {
             covered.insert((method.to_string(), template.to_owned()));
             let mut request = server.http.request(method.clone(), server.url(&path));
             if let Some(secret) = &class.secret {
