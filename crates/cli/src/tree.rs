@@ -13,8 +13,10 @@ use rayon::prelude::*;
 
 use crate::error::{CliError, Result};
 
-/// Files at least this big are hashed with all cores (memory-mapped).
+/// Files at least this big are hashed with all cores, a block at a time
+/// (reading blocks rather than mapping the file keeps memory flat).
 const PARALLEL_HASH_THRESHOLD: u64 = 16 << 20;
+const PARALLEL_HASH_BLOCK: usize = 8 << 20;
 
 #[derive(Clone, Debug)]
 pub struct LocalFile {
@@ -85,12 +87,26 @@ fn walk(root: &Path, dir: &Path, files: &mut BTreeMap<String, LocalFile>) -> Res
 
 /// BLAKE3 of a file: big files on all cores, small ones in one pass.
 pub fn hash_file(path: &Path, size: u64) -> Result<Digest> {
+    use std::io::Read;
     let mut hasher = blake3::Hasher::new();
     let context = || format!("hashing {}", path.display());
+    let mut file = std::fs::File::open(path).map_err(|e| CliError::io(context(), e))?;
     if size >= PARALLEL_HASH_THRESHOLD {
-        hasher.update_mmap_rayon(path).map_err(|e| CliError::io(context(), e))?;
+        let mut block = vec![0u8; PARALLEL_HASH_BLOCK];
+        loop {
+            let mut filled = 0;
+            while filled < block.len() {
+                match file.read(&mut block[filled..]).map_err(|e| CliError::io(context(), e))? {
+                    0 => break,
+                    n => filled += n,
+                }
+            }
+            if filled == 0 {
+                break;
+            }
+            hasher.update_rayon(&block[..filled]);
+        }
     } else {
-        let mut file = std::fs::File::open(path).map_err(|e| CliError::io(context(), e))?;
         std::io::copy(&mut file, &mut hasher).map_err(|e| CliError::io(context(), e))?;
     }
     Ok(hasher.finalize().into())
