@@ -21,12 +21,16 @@ pub struct Options {
     /// Directory for the embedded backends' data [default: ./amber-data].
     #[arg(long, env = "AMBER_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,
-    /// Blob backend URL: file://DIR [default: file://DATA_DIR/blobs].
+    /// Blob backend URL: file://DIR or s3://BUCKET/PREFIX [default: file://DATA_DIR/blobs].
+    /// S3 takes the standard AWS variables (AWS_ENDPOINT_URL, AWS_REGION, credentials).
     #[arg(long, env = "AMBER_BLOBS", global = true)]
     pub blobs: Option<String>,
-    /// Metadata backend URL: sled://DIR [default: sled://DATA_DIR/meta].
+    /// Metadata backend URL: sled://DIR or postgres://... [default: sled://DATA_DIR/meta].
     #[arg(long, env = "AMBER_META", global = true)]
     pub meta: Option<String>,
+    /// Address S3 buckets by path (http://host/bucket), as most S3-compatible stores need.
+    #[arg(long, env = "AMBER_S3_PATH_STYLE", global = true)]
+    pub s3_path_style: bool,
     /// Largest blob accepted, in bytes [default: 10 GiB].
     #[arg(long, env = "AMBER_MAX_BLOB_SIZE", global = true)]
     pub max_blob_size: Option<u64>,
@@ -46,6 +50,8 @@ struct FileOptions {
     data_dir: Option<PathBuf>,
     blobs: Option<String>,
     meta: Option<String>,
+    #[serde(default)]
+    s3_path_style: bool,
     max_blob_size: Option<u64>,
     max_token_lifetime: Option<u64>,
     signing_key_file: Option<PathBuf>,
@@ -54,11 +60,23 @@ struct FileOptions {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BlobsConfig {
     File(PathBuf),
+    S3 { bucket: String, prefix: String, path_style: bool },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum MetaConfig {
     Sled(PathBuf),
+    /// A connection URL; it may hold a password, so `Debug` hides it.
+    Postgres(String),
+}
+
+impl std::fmt::Debug for MetaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sled(dir) => f.debug_tuple("Sled").field(dir).finish(),
+            Self::Postgres(_) => f.write_str("Postgres(<url>)"),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -87,8 +105,9 @@ impl Config {
             None => FileOptions::default(),
         };
         let data_dir = options.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("amber-data"));
+        let path_style = options.s3_path_style || file.s3_path_style;
         let blobs = match options.blobs.or(file.blobs) {
-            Some(url) => parse_blobs_url(&url)?,
+            Some(url) => parse_blobs_url(&url, path_style)?,
             None => BlobsConfig::File(data_dir.join("blobs")),
         };
         let meta = match options.meta.or(file.meta) {
@@ -118,18 +137,28 @@ fn local_path(url: &str, scheme: &str) -> Option<PathBuf> {
     (!rest.is_empty()).then(|| Path::new(rest).to_path_buf())
 }
 
-fn parse_blobs_url(url: &str) -> anyhow::Result<BlobsConfig> {
-    match local_path(url, "file") {
-        Some(path) => Ok(BlobsConfig::File(path)),
-        None => bail!("unsupported blobs URL {url:?}: expected file://DIR"),
+fn parse_blobs_url(url: &str, path_style: bool) -> anyhow::Result<BlobsConfig> {
+    if let Some(path) = local_path(url, "file") {
+        return Ok(BlobsConfig::File(path));
     }
+    if let Some(rest) = url.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            bail!("blobs URL {url:?} names no bucket: expected s3://BUCKET/PREFIX");
+        }
+        return Ok(BlobsConfig::S3 { bucket: bucket.to_owned(), prefix: prefix.trim_matches('/').to_owned(), path_style });
+    }
+    bail!("unsupported blobs URL {url:?}: expected file://DIR or s3://BUCKET/PREFIX")
 }
 
 fn parse_meta_url(url: &str) -> anyhow::Result<MetaConfig> {
-    match local_path(url, "sled") {
-        Some(path) => Ok(MetaConfig::Sled(path)),
-        None => bail!("unsupported metadata URL {url:?}: expected sled://DIR"),
+    if let Some(path) = local_path(url, "sled") {
+        return Ok(MetaConfig::Sled(path));
     }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(MetaConfig::Postgres(url.to_owned()));
+    }
+    bail!("unsupported metadata URL: expected sled://DIR or postgres://...")
 }
 
 #[cfg(test)]
@@ -151,6 +180,13 @@ mod tests {
 
         std::fs::write(&path, "listen = \"127.0.0.1:9000\"\nbogus = 1\n").unwrap();
         assert!(Config::resolve(Options { config: Some(path), ..Default::default() }).is_err());
-        assert!(parse_blobs_url("s4://x").is_err());
+        assert!(parse_blobs_url("s4://x", false).is_err());
+        assert_eq!(
+            parse_blobs_url("s3://bucket/some/prefix/", true).unwrap(),
+            BlobsConfig::S3 { bucket: "bucket".into(), prefix: "some/prefix".into(), path_style: true }
+        );
+        assert!(parse_blobs_url("s3:///x", false).is_err());
+        assert!(matches!(parse_meta_url("postgres://u:secret@h/db").unwrap(), MetaConfig::Postgres(_)));
+        assert!(!format!("{:?}", parse_meta_url("postgres://u:secret@h/db").unwrap()).contains("secret"));
     }
 }

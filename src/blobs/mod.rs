@@ -6,6 +6,7 @@
 //! do not hash to the digest.
 
 mod fs;
+mod s3;
 
 use std::future::Future;
 use std::ops::Range;
@@ -16,6 +17,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 
 pub use fs::FsBlobs;
+pub use s3::S3Blobs;
 
 use crate::config::BlobsConfig;
 
@@ -84,12 +86,16 @@ pub trait BlobStore {
 /// The configured blob backend.
 pub enum Blobs {
     Fs(FsBlobs),
+    S3(S3Blobs),
 }
 
 impl Blobs {
     pub async fn open(config: &BlobsConfig) -> anyhow::Result<Self> {
         match config {
             BlobsConfig::File(dir) => Ok(Self::Fs(FsBlobs::open(dir.clone()).await?)),
+            BlobsConfig::S3 { bucket, prefix, path_style } => {
+                Ok(Self::S3(S3Blobs::open(bucket.clone(), prefix.clone(), *path_style).await?))
+            }
         }
     }
 }
@@ -98,18 +104,21 @@ impl BlobStore for Blobs {
     async fn put(&self, expected: Option<Digest>, limit: u64, body: BodyStream) -> Result<Written, BlobError> {
         match self {
             Self::Fs(store) => store.put(expected, limit, body).await,
+            Self::S3(store) => store.put(expected, limit, body).await,
         }
     }
 
     async fn read(&self, digest: Digest, size: u64, range: Option<Range<u64>>) -> Result<ByteStream, BlobError> {
         match self {
             Self::Fs(store) => store.read(digest, size, range).await,
+            Self::S3(store) => store.read(digest, size, range).await,
         }
     }
 
     async fn check(&self) -> Result<(), BlobError> {
         match self {
             Self::Fs(store) => store.check().await,
+            Self::S3(store) => store.check().await,
         }
     }
 }

@@ -5,6 +5,7 @@
 //! **Invariant:** a method that changes anything returns only after the change
 //! is durable.
 
+mod postgres;
 mod sled;
 
 use std::future::Future;
@@ -16,6 +17,7 @@ use amber_core::{Digest, RepoName, Tag, TokenId};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+pub use self::postgres::PostgresMeta;
 pub use self::sled::SledMeta;
 use crate::blobs::Stored;
 use crate::config::MetaConfig;
@@ -182,12 +184,14 @@ pub struct NewAuditEntry {
 /// The configured metadata backend.
 pub enum Meta {
     Sled(SledMeta),
+    Postgres(PostgresMeta),
 }
 
 impl Meta {
     pub async fn open(config: &MetaConfig) -> anyhow::Result<Self> {
         match config {
             MetaConfig::Sled(dir) => Ok(Self::Sled(SledMeta::open(dir)?)),
+            MetaConfig::Postgres(url) => Ok(Self::Postgres(PostgresMeta::open(url).await?)),
         }
     }
 }
@@ -197,6 +201,7 @@ macro_rules! dispatch {
     ($self:ident, $store:ident => $call:expr) => {
         match $self {
             Meta::Sled($store) => $call.await,
+            Meta::Postgres($store) => $call.await,
         }
     };
 }

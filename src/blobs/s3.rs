@@ -1,0 +1,452 @@
+//! Blobs in S3 or an S3-compatible store.
+//!
+//! Layout under `s3://BUCKET/PREFIX`:
+//! ```text
+//! PREFIX/VERSION           "1"
+//! PREFIX/blobs/<hex>       a blob, named by the 64 hex digits of its digest
+//! PREFIX/staging/<random>  uploads whose digest was not known in advance
+//! ```
+//! A known-digest upload streams into a multipart upload at the final key,
+//! hashing as it goes; it is completed (with `If-None-Match: *`, so nothing
+//! is ever overwritten) only when the digest matches, and aborted otherwise.
+//! A body smaller than one part is verified first and written with a single
+//! conditional `PutObject`. An unknown-digest upload is staged, then copied to
+//! its final key (again conditionally) and the staged object deleted. Memory
+//! per upload is bounded by a few parts, never the blob. Abandoned multipart
+//! uploads and staged objects older than a day are swept at start.
+
+use std::ops::Range;
+use std::time::{Duration, SystemTime};
+
+use amber_core::Digest;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::error::SdkError;
+use aws_sdk_s3::primitives::ByteStream as S3Body;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use tokio::task::JoinSet;
+
+use super::{BlobError, BlobStore, BodyStream, ByteStream, Stored, Written};
+
+const LAYOUT_VERSION: &str = "1";
+/// Part size: S3's minimum is 5 MiB; 8 MiB keeps requests few and memory small.
+const PART_SIZE: usize = 8 << 20;
+/// Parts uploading at once per blob, besides the one being filled.
+const PARTS_IN_FLIGHT: usize = 2;
+/// Largest object a single `CopyObject` may copy.
+const COPY_LIMIT: u64 = 5 << 30;
+/// Staged objects and multipart uploads older than this are abandoned.
+const ABANDONED_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
+
+#[derive(Clone)]
+pub struct S3Blobs {
+    client: Client,
+    bucket: String,
+    prefix: String,
+}
+
+fn io(context: &str, err: impl std::fmt::Display) -> BlobError {
+    BlobError::Io(std::io::Error::other(format!("{context}: {err}")))
+}
+
+/// The service error's detail, for logs (never sent to clients).
+fn describe<E: std::error::Error + 'static, R: std::fmt::Debug>(err: &SdkError<E, R>) -> String {
+    match err {
+        SdkError::ServiceError(service) => format!("{}", aws_sdk_s3::error::DisplayErrorContext(service.err())),
+        other => format!("{}", aws_sdk_s3::error::DisplayErrorContext(other)),
+    }
+}
+
+/// True when a conditional write found the key already there (`412`).
+fn precondition_failed<E>(err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> bool {
+    err.raw_response().is_some_and(|r| r.status().as_u16() == 412)
+}
+
+impl S3Blobs {
+    /// Connects and checks the bucket (so a bad bucket fails at start), writes or
+    /// checks the layout version, and sweeps abandoned uploads in the background.
+    pub async fn open(bucket: String, prefix: String, path_style: bool) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let config = aws_sdk_s3::config::Builder::from(&shared).force_path_style(path_style).build();
+        let client = Client::from_conf(config);
+        let prefix = prefix.trim_matches('/').to_owned();
+        let store = Self { client, bucket, prefix };
+        store
+            .client
+            .head_bucket()
+            .bucket(&store.bucket)
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("bucket {}: {}", store.bucket, describe(&e)))?;
+        let version_key = store.key("VERSION");
+        match store.client.get_object().bucket(&store.bucket).key(&version_key).send().await {
+            Ok(object) => {
+                let found = object.body.collect().await.context("reading layout version")?.into_bytes();
+                if found.as_ref() != LAYOUT_VERSION.as_bytes() {
+                    anyhow::bail!(
+                        "blob layout version {:?} at s3://{}/{version_key}; this amberd reads version {LAYOUT_VERSION}",
+                        String::from_utf8_lossy(&found),
+                        store.bucket
+                    );
+                }
+            }
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
+                let put = store
+                    .client
+                    .put_object()
+                    .bucket(&store.bucket)
+                    .key(&version_key)
+                    .body(S3Body::from_static(LAYOUT_VERSION.as_bytes()))
+                    .if_none_match("*")
+                    .send()
+                    .await;
+                if let Err(e) = put
+                    && !precondition_failed(&e)
+                {
+                    anyhow::bail!("writing s3://{}/{version_key}: {}", store.bucket, describe(&e));
+                }
+            }
+            Err(e) => anyhow::bail!("reading s3://{}/{version_key}: {}", store.bucket, describe(&e)),
+        }
+        let sweeper = store.clone();
+        tokio::spawn(async move {
+            if let Err(err) = sweeper.sweep_abandoned().await {
+                tracing::warn!(error = %err, "sweeping abandoned S3 uploads failed");
+            }
+        });
+        Ok(store)
+    }
+
+    fn key(&self, name: &str) -> String {
+        if self.prefix.is_empty() { name.to_owned() } else { format!("{}/{name}", self.prefix) }
+    }
+
+    fn blob_key(&self, digest: &Digest) -> String {
+        self.key(&format!("blobs/{}", digest.hex()))
+    }
+
+    async fn exists(&self, key: &str) -> Result<Option<u64>, BlobError> {
+        match self.client.head_object().bucket(&self.bucket).key(key).send().await {
+            Ok(head) => Ok(Some(head.content_length().unwrap_or(0).max(0) as u64)),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
+            Err(e) => Err(io("HeadObject", describe(&e))),
+        }
+    }
+
+    /// Aborts multipart uploads and deletes staged objects older than a day.
+    pub async fn sweep_abandoned(&self) -> Result<(), BlobError> {
+        let cutoff = SystemTime::now() - ABANDONED_AFTER;
+        let old = |t: Option<&aws_sdk_s3::primitives::DateTime>| {
+            t.and_then(|t| SystemTime::try_from(*t).ok()).is_some_and(|t| t < cutoff)
+        };
+        let uploads = self
+            .client
+            .list_multipart_uploads()
+            .bucket(&self.bucket)
+            .prefix(self.key(""))
+            .send()
+            .await
+            .map_err(|e| io("ListMultipartUploads", describe(&e)))?;
+        for upload in uploads.uploads() {
+            if let (Some(key), Some(id)) = (upload.key(), upload.upload_id())
+                && old(upload.initiated())
+            {
+                let _ = self.client.abort_multipart_upload().bucket(&self.bucket).key(key).upload_id(id).send().await;
+                tracing::info!(key, "aborted an abandoned multipart upload");
+            }
+        }
+        let mut pages =
+            self.client.list_objects_v2().bucket(&self.bucket).prefix(self.key("staging/")).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| io("ListObjectsV2", describe(&e)))?;
+            for object in page.contents() {
+                if let Some(key) = object.key()
+                    && old(object.last_modified())
+                {
+                    let _ = self.client.delete_object().bucket(&self.bucket).key(key).send().await;
+                    tracing::info!(key, "deleted an abandoned staged upload");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves a staged object to its final key without ever replacing one.
+    async fn promote(&self, staged: &str, digest: &Digest, size: u64) -> Result<Stored, BlobError> {
+        let target = self.blob_key(digest);
+        let source = format!("{}/{staged}", self.bucket);
+        let stored = if self.exists(&target).await?.is_some() {
+            Stored::AlreadyPresent
+        } else if size <= COPY_LIMIT {
+            let copy = self.client.copy_object().bucket(&self.bucket).key(&target).copy_source(&source).if_none_match("*").send().await;
+            match copy {
+                Ok(_) => Stored::Created,
+                Err(e) if precondition_failed(&e) => Stored::AlreadyPresent,
+                Err(e) => return Err(io("CopyObject", describe(&e))),
+            }
+        } else {
+            let mut upload = Multipart::start(self, &target).await?;
+            let mut start = 0u64;
+            let mut part_number = 1;
+            while start < size {
+                let end = (start + COPY_LIMIT).min(size);
+                let part = self
+                    .client
+                    .upload_part_copy()
+                    .bucket(&self.bucket)
+                    .key(&target)
+                    .upload_id(&upload.id)
+                    .part_number(part_number)
+                    .copy_source(&source)
+                    .copy_source_range(format!("bytes={start}-{}", end - 1))
+                    .send()
+                    .await
+                    .map_err(|e| io("UploadPartCopy", describe(&e)))?;
+                let etag = part.copy_part_result().and_then(|r| r.e_tag()).unwrap_or_default().to_owned();
+                upload.parts.push(CompletedPart::builder().part_number(part_number).e_tag(etag).build());
+                part_number += 1;
+                start = end;
+            }
+            upload.complete(size).await?
+        };
+        let _ = self.client.delete_object().bucket(&self.bucket).key(staged).send().await;
+        Ok(stored)
+    }
+}
+
+/// A multipart upload in progress. Dropped unfinished, it aborts itself.
+struct Multipart {
+    store: S3Blobs,
+    key: String,
+    id: String,
+    parts: Vec<CompletedPart>,
+    in_flight: JoinSet<Result<CompletedPart, BlobError>>,
+    finished: bool,
+}
+
+impl Multipart {
+    async fn start(store: &S3Blobs, key: &str) -> Result<Self, BlobError> {
+        let created = store
+            .client
+            .create_multipart_upload()
+            .bucket(&store.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| io("CreateMultipartUpload", describe(&e)))?;
+        let id = created.upload_id().ok_or_else(|| io("CreateMultipartUpload", "no upload id"))?.to_owned();
+        Ok(Self { store: store.clone(), key: key.to_owned(), id, parts: Vec::new(), in_flight: JoinSet::new(), finished: false })
+    }
+
+    async fn upload(&mut self, part: Bytes) -> Result<(), BlobError> {
+        while self.in_flight.len() >= PARTS_IN_FLIGHT {
+            self.collect_one().await?;
+        }
+        let number = (self.parts.len() + self.in_flight.len() + 1) as i32;
+        let (client, bucket, key, id) = (self.store.client.clone(), self.store.bucket.clone(), self.key.clone(), self.id.clone());
+        self.in_flight.spawn(async move {
+            let sent = client
+                .upload_part()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(id)
+                .part_number(number)
+                .body(S3Body::from(part))
+                .send()
+                .await
+                .map_err(|e| io("UploadPart", describe(&e)))?;
+            Ok(CompletedPart::builder().part_number(number).set_e_tag(sent.e_tag().map(str::to_owned)).build())
+        });
+        Ok(())
+    }
+
+    async fn collect_one(&mut self) -> Result<(), BlobError> {
+        if let Some(done) = self.in_flight.join_next().await {
+            self.parts.push(done.map_err(|e| io("UploadPart task", e))??);
+        }
+        Ok(())
+    }
+
+    /// Completes without replacing an existing object.
+    async fn complete(mut self, size: u64) -> Result<Stored, BlobError> {
+        while !self.in_flight.is_empty() {
+            self.collect_one().await?;
+        }
+        self.parts.sort_by_key(|p| p.part_number());
+        let done = CompletedMultipartUpload::builder().set_parts(Some(std::mem::take(&mut self.parts))).build();
+        let completed = self
+            .store
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.store.bucket)
+            .key(&self.key)
+            .upload_id(&self.id)
+            .multipart_upload(done)
+            .if_none_match("*")
+            .send()
+            .await;
+        match completed {
+            Ok(_) => {
+                self.finished = true;
+                Ok(Stored::Created)
+            }
+            // Another upload of the same bytes won; ours is aborted on drop.
+            Err(e) if precondition_failed(&e) => Ok(Stored::AlreadyPresent),
+            // A `200` whose body did not parse (S3 may report errors inside a
+            // 200; some compatible stores answer with another XML root): the
+            // object itself says whether the upload completed.
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 200) => {
+                match self.store.exists(&self.key).await? {
+                    Some(found) if found == size => {
+                        self.finished = true;
+                        Ok(Stored::Created)
+                    }
+                    _ => Err(io("CompleteMultipartUpload", describe(&e))),
+                }
+            }
+            Err(e) => Err(io("CompleteMultipartUpload", describe(&e))),
+        }
+    }
+}
+
+impl Drop for Multipart {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.in_flight.abort_all();
+        let (client, bucket, key, id) = (self.store.client.clone(), self.store.bucket.clone(), self.key.clone(), self.id.clone());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(e) = client.abort_multipart_upload().bucket(bucket).key(&key).upload_id(id).send().await {
+                    tracing::warn!(key, error = %describe(&e), "aborting a multipart upload failed; the start-up sweep will retry");
+                }
+            });
+        }
+    }
+}
+
+impl BlobStore for S3Blobs {
+    async fn put(&self, expected: Option<Digest>, limit: u64, mut body: BodyStream) -> Result<Written, BlobError> {
+        let already_stored = match expected {
+            Some(digest) => self.exists(&self.blob_key(&digest)).await?.is_some(),
+            None => false,
+        };
+        let target = match expected {
+            Some(digest) => self.blob_key(&digest),
+            None => self.key(&format!("staging/{:032x}", rand::random::<u128>())),
+        };
+        let mut hasher = blake3::Hasher::new();
+        let mut size = 0u64;
+        let mut buffer = BytesMut::new();
+        let mut multipart: Option<Multipart> = None;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(BlobError::Client)?;
+            size += chunk.len() as u64;
+            if size > limit {
+                return Err(BlobError::TooLarge { limit });
+            }
+            hasher.update(&chunk);
+            if already_stored {
+                continue; // only verify that the caller has the bytes
+            }
+            buffer.extend_from_slice(&chunk);
+            if buffer.len() >= PART_SIZE {
+                let upload = match multipart.as_mut() {
+                    Some(upload) => upload,
+                    None => multipart.insert(Multipart::start(self, &target).await?),
+                };
+                upload.upload(buffer.split_to(PART_SIZE).freeze()).await?;
+            }
+        }
+        let digest = Digest::from(hasher.finalize());
+        if let Some(expected) = expected.filter(|e| *e != digest) {
+            return Err(BlobError::Mismatch { expected, actual: digest }); // `multipart` aborts on drop
+        }
+        if already_stored {
+            return Ok(Written { digest, size, stored: Stored::AlreadyPresent });
+        }
+        let stored = match multipart {
+            Some(mut upload) => {
+                if !buffer.is_empty() {
+                    upload.upload(buffer.freeze()).await?;
+                }
+                upload.complete(size).await?
+            }
+            None => {
+                let mut put = self.client.put_object().bucket(&self.bucket).key(&target).body(S3Body::from(buffer.freeze()));
+                if expected.is_some() {
+                    put = put.if_none_match("*");
+                }
+                match put.send().await {
+                    Ok(_) => Stored::Created,
+                    Err(e) if precondition_failed(&e) => Stored::AlreadyPresent,
+                    Err(e) => return Err(io("PutObject", describe(&e))),
+                }
+            }
+        };
+        let stored = match expected {
+            Some(_) => stored,
+            None => self.promote(&target, &digest, size).await?,
+        };
+        Ok(Written { digest, size, stored })
+    }
+
+    async fn read(&self, digest: Digest, size: u64, range: Option<Range<u64>>) -> Result<ByteStream, BlobError> {
+        let mut request = self.client.get_object().bucket(&self.bucket).key(self.blob_key(&digest));
+        if let Some(r) = &range {
+            request = request.range(format!("bytes={}-{}", r.start, r.end - 1));
+        }
+        let object = match request.send().await {
+            Ok(object) => object,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
+                tracing::error!(%digest, "blob is linked in metadata but missing from S3");
+                return Err(BlobError::Corrupt(digest));
+            }
+            Err(e) => return Err(io("GetObject", describe(&e))),
+        };
+        let expected_len = range.as_ref().map_or(size, |r| r.end - r.start);
+        if object.content_length().unwrap_or(-1) != expected_len as i64 {
+            tracing::error!(%digest, "blob in S3 has the wrong size");
+            return Err(BlobError::Corrupt(digest));
+        }
+        let verify = range.is_none();
+        let state = (object.body, verify.then(blake3::Hasher::new), None::<Bytes>, false);
+        // Holds each chunk back until the next arrives, so the last one goes out
+        // only after the whole blob hashed to its digest.
+        Ok(Box::pin(futures_util::stream::unfold(state, move |(mut body, mut hasher, mut held, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                match body.next().await {
+                    Some(Ok(chunk)) => {
+                        if let Some(h) = hasher.as_mut() {
+                            h.update(&chunk);
+                        }
+                        if let Some(previous) = held.replace(chunk) {
+                            return Some((Ok(previous), (body, hasher, held, false)));
+                        }
+                    }
+                    Some(Err(e)) => return Some((Err(io("reading from S3", e)), (body, hasher, None, true))),
+                    None => {
+                        if let Some(h) = hasher.take()
+                            && Digest::from(h.finalize()) != digest
+                        {
+                            tracing::error!(%digest, "blob in S3 does not hash to its digest");
+                            return Some((Err(BlobError::Corrupt(digest)), (body, None, None, true)));
+                        }
+                        return held.take().map(|last| (Ok(last), (body, None, None, true)));
+                    }
+                }
+            }
+        })))
+    }
+
+    async fn check(&self) -> Result<(), BlobError> {
+        self.client.head_bucket().bucket(&self.bucket).send().await.map_err(|e| io("HeadBucket", describe(&e)))?;
+        Ok(())
+    }
+}
