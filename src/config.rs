@@ -146,7 +146,11 @@ fn parse_blobs_url(url: &str, path_style: bool) -> anyhow::Result<BlobsConfig> {
         if bucket.is_empty() {
             bail!("blobs URL {url:?} names no bucket: expected s3://BUCKET/PREFIX");
         }
-        return Ok(BlobsConfig::S3 { bucket: bucket.to_owned(), prefix: prefix.trim_matches('/').to_owned(), path_style });
+        return Ok(BlobsConfig::S3 {
+            bucket: bucket.to_owned(),
+            prefix: prefix.trim_matches('/').to_owned(),
+            path_style,
+        });
     }
     bail!("unsupported blobs URL {url:?}: expected file://DIR or s3://BUCKET/PREFIX")
 }

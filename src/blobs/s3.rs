@@ -67,10 +67,14 @@ impl S3Blobs {
     /// Connects and checks the bucket (so a bad bucket fails at start), writes or
     /// checks the layout version, and sweeps abandoned uploads in the background.
     pub async fn open(bucket: String, prefix: String, path_style: bool) -> anyhow::Result<Self> {
-        use anyhow::Context;
         let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
         let config = aws_sdk_s3::config::Builder::from(&shared).force_path_style(path_style).build();
-        let client = Client::from_conf(config);
+        Self::with_client(Client::from_conf(config), bucket, prefix).await
+    }
+
+    /// As [`S3Blobs::open`], with a client configured by the caller.
+    pub async fn with_client(client: Client, bucket: String, prefix: String) -> anyhow::Result<Self> {
+        use anyhow::Context;
         let prefix = prefix.trim_matches('/').to_owned();
         let store = Self { client, bucket, prefix };
         store
@@ -180,7 +184,15 @@ impl S3Blobs {
         let stored = if self.exists(&target).await?.is_some() {
             Stored::AlreadyPresent
         } else if size <= COPY_LIMIT {
-            let copy = self.client.copy_object().bucket(&self.bucket).key(&target).copy_source(&source).if_none_match("*").send().await;
+            let copy = self
+                .client
+                .copy_object()
+                .bucket(&self.bucket)
+                .key(&target)
+                .copy_source(&source)
+                .if_none_match("*")
+                .send()
+                .await;
             match copy {
                 Ok(_) => Stored::Created,
                 Err(e) if precondition_failed(&e) => Stored::AlreadyPresent,
@@ -237,7 +249,14 @@ impl Multipart {
             .await
             .map_err(|e| io("CreateMultipartUpload", describe(&e)))?;
         let id = created.upload_id().ok_or_else(|| io("CreateMultipartUpload", "no upload id"))?.to_owned();
-        Ok(Self { store: store.clone(), key: key.to_owned(), id, parts: Vec::new(), in_flight: JoinSet::new(), finished: false })
+        Ok(Self {
+            store: store.clone(),
+            key: key.to_owned(),
+            id,
+            parts: Vec::new(),
+            in_flight: JoinSet::new(),
+            finished: false,
+        })
     }
 
     async fn upload(&mut self, part: Bytes) -> Result<(), BlobError> {
@@ -245,7 +264,8 @@ impl Multipart {
             self.collect_one().await?;
         }
         let number = (self.parts.len() + self.in_flight.len() + 1) as i32;
-        let (client, bucket, key, id) = (self.store.client.clone(), self.store.bucket.clone(), self.key.clone(), self.id.clone());
+        let (client, bucket, key, id) =
+            (self.store.client.clone(), self.store.bucket.clone(), self.key.clone(), self.id.clone());
         self.in_flight.spawn(async move {
             let sent = client
                 .upload_part()
@@ -317,7 +337,8 @@ impl Drop for Multipart {
             return;
         }
         self.in_flight.abort_all();
-        let (client, bucket, key, id) = (self.store.client.clone(), self.store.bucket.clone(), self.key.clone(), self.id.clone());
+        let (client, bucket, key, id) =
+            (self.store.client.clone(), self.store.bucket.clone(), self.key.clone(), self.id.clone());
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 if let Err(e) = client.abort_multipart_upload().bucket(bucket).key(&key).upload_id(id).send().await {
@@ -376,7 +397,8 @@ impl BlobStore for S3Blobs {
                 upload.complete(size).await?
             }
             None => {
-                let mut put = self.client.put_object().bucket(&self.bucket).key(&target).body(S3Body::from(buffer.freeze()));
+                let mut put =
+                    self.client.put_object().bucket(&self.bucket).key(&target).body(S3Body::from(buffer.freeze()));
                 if expected.is_some() {
                     put = put.if_none_match("*");
                 }

@@ -65,15 +65,14 @@ fn key_from_row((keyid, private_key, created_at, status): KeyRow) -> Result<KeyR
 
 impl MetaStore for PostgresMeta {
     async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<Stored, MetaError> {
-        let inserted = sqlx::query(
-            "INSERT INTO blob_links (repository, digest, size) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-        )
-        .bind(repo.as_str())
-        .bind(&digest.as_bytes()[..])
-        .bind(size as i64)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+        let inserted =
+            sqlx::query("INSERT INTO blob_links (repository, digest, size) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+                .bind(repo.as_str())
+                .bind(&digest.as_bytes()[..])
+                .bind(size as i64)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
         Ok(if inserted == 1 { Stored::Created } else { Stored::AlreadyPresent })
     }
 
@@ -87,30 +86,38 @@ impl MetaStore for PostgresMeta {
     }
 
     async fn insert_token(&self, record: &TokenRecord) -> Result<(), MetaError> {
-        let inserted = sqlx::query("INSERT INTO tokens (id, secret_hash, info) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-            .bind(record.info.id.as_str())
-            .bind(&record.secret_hash)
-            .bind(Json(&record.info))
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
+        let inserted =
+            sqlx::query("INSERT INTO tokens (id, secret_hash, info) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+                .bind(record.info.id.as_str())
+                .bind(&record.secret_hash)
+                .bind(Json(&record.info))
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
         if inserted == 1 { Ok(()) } else { Err(MetaError::Conflict("token".into())) }
     }
 
     async fn token(&self, id: &TokenId) -> Result<Option<TokenRecord>, MetaError> {
         let row: Option<(String, Json<amber_core::wire::TokenInfo>)> =
-            sqlx::query_as("SELECT secret_hash, info FROM tokens WHERE id = $1").bind(id.as_str()).fetch_optional(&self.pool).await?;
+            sqlx::query_as("SELECT secret_hash, info FROM tokens WHERE id = $1")
+                .bind(id.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(row.map(|(secret_hash, Json(info))| TokenRecord { info, secret_hash }))
     }
 
     async fn token_by_hash(&self, secret_hash: &str) -> Result<Option<TokenRecord>, MetaError> {
         let row: Option<(Json<amber_core::wire::TokenInfo>,)> =
-            sqlx::query_as("SELECT info FROM tokens WHERE secret_hash = $1").bind(secret_hash).fetch_optional(&self.pool).await?;
+            sqlx::query_as("SELECT info FROM tokens WHERE secret_hash = $1")
+                .bind(secret_hash)
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(row.map(|(Json(info),)| TokenRecord { info, secret_hash: secret_hash.to_owned() }))
     }
 
     async fn touch_token(&self, id: &TokenId, at: OffsetDateTime) -> Result<(), MetaError> {
-        let at = at.format(&time::format_description::well_known::Rfc3339).map_err(|e| MetaError::Corrupt(e.to_string()))?;
+        let at =
+            at.format(&time::format_description::well_known::Rfc3339).map_err(|e| MetaError::Corrupt(e.to_string()))?;
         // One statement: it changes only last_used_at, so a concurrent revocation survives.
         sqlx::query("UPDATE tokens SET info = jsonb_set(info, '{last_used_at}', to_jsonb($2::text)) WHERE id = $1")
             .bind(id.as_str())
@@ -133,21 +140,32 @@ impl MetaStore for PostgresMeta {
     async fn revoke_token(&self, id: &TokenId, at: OffsetDateTime) -> Result<Option<TokenRecord>, MetaError> {
         let mut tx = self.pool.begin().await?;
         let row: Option<(String, Json<amber_core::wire::TokenInfo>)> =
-            sqlx::query_as("SELECT secret_hash, info FROM tokens WHERE id = $1 FOR UPDATE").bind(id.as_str()).fetch_optional(&mut *tx).await?;
+            sqlx::query_as("SELECT secret_hash, info FROM tokens WHERE id = $1 FOR UPDATE")
+                .bind(id.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
         let Some((secret_hash, Json(mut info))) = row else { return Ok(None) };
         if info.revoked_at.is_none() {
             info.revoked_at = Some(at);
-            sqlx::query("UPDATE tokens SET info = $2 WHERE id = $1").bind(id.as_str()).bind(Json(&info)).execute(&mut *tx).await?;
+            sqlx::query("UPDATE tokens SET info = $2 WHERE id = $1")
+                .bind(id.as_str())
+                .bind(Json(&info))
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(Some(TokenRecord { info, secret_hash }))
     }
 
     async fn rotate_token(&self, new: &TokenRecord, old_expires_at: OffsetDateTime) -> Result<Rotation, MetaError> {
-        let old_id = new.info.rotated_from.as_ref().ok_or_else(|| MetaError::Corrupt("rotation without rotated_from".into()))?;
+        let old_id =
+            new.info.rotated_from.as_ref().ok_or_else(|| MetaError::Corrupt("rotation without rotated_from".into()))?;
         let mut tx = self.pool.begin().await?;
         let row: Option<(Json<amber_core::wire::TokenInfo>,)> =
-            sqlx::query_as("SELECT info FROM tokens WHERE id = $1 FOR UPDATE").bind(old_id.as_str()).fetch_optional(&mut *tx).await?;
+            sqlx::query_as("SELECT info FROM tokens WHERE id = $1 FOR UPDATE")
+                .bind(old_id.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
         let Some((Json(mut old),)) = row else { return Ok(Rotation::Unknown) };
         if old.revoked_at.is_some() {
             return Ok(Rotation::Inactive("the token is revoked"));
@@ -160,7 +178,11 @@ impl MetaStore for PostgresMeta {
         }
         old.rotated_to = Some(new.info.id.clone());
         old.expires_at = old.expires_at.min(old_expires_at);
-        sqlx::query("UPDATE tokens SET info = $2 WHERE id = $1").bind(old_id.as_str()).bind(Json(&old)).execute(&mut *tx).await?;
+        sqlx::query("UPDATE tokens SET info = $2 WHERE id = $1")
+            .bind(old_id.as_str())
+            .bind(Json(&old))
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("INSERT INTO tokens (id, secret_hash, info) VALUES ($1, $2, $3)")
             .bind(new.info.id.as_str())
             .bind(&new.secret_hash)
@@ -197,11 +219,12 @@ impl MetaStore for PostgresMeta {
     }
 
     async fn audit_entries(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>, MetaError> {
-        let rows: Vec<(i64, String, String)> = sqlx::query_as("SELECT seq, hash, entry FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2")
-            .bind(after as i64)
-            .bind(limit as i64)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows: Vec<(i64, String, String)> =
+            sqlx::query_as("SELECT seq, hash, entry FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2")
+                .bind(after as i64)
+                .bind(limit as i64)
+                .fetch_all(&self.pool)
+                .await?;
         Ok(rows.into_iter().map(|(seq, hash, entry)| AuditEntry { seq: seq as u64, hash, entry }).collect())
     }
 
@@ -215,10 +238,11 @@ impl MetaStore for PostgresMeta {
     }
 
     async fn keys(&self) -> Result<Vec<KeyRecord>, MetaError> {
-        let rows: Vec<KeyRow> =
-            sqlx::query_as("SELECT keyid, private_key, created_at, status FROM signing_keys ORDER BY created_at, keyid")
-                .fetch_all(&self.pool)
-                .await?;
+        let rows: Vec<KeyRow> = sqlx::query_as(
+            "SELECT keyid, private_key, created_at, status FROM signing_keys ORDER BY created_at, keyid",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         rows.into_iter().map(key_from_row).collect()
     }
 
@@ -250,7 +274,14 @@ impl MetaStore for PostgresMeta {
         Ok(inserted == 1)
     }
 
-    async fn bind_tag(&self, repo: &RepoName, tag: &Tag, digest: &Digest, envelope: &Envelope, at: OffsetDateTime) -> Result<Bound, MetaError> {
+    async fn bind_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        digest: &Digest,
+        envelope: &Envelope,
+        at: OffsetDateTime,
+    ) -> Result<Bound, MetaError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("INSERT INTO manifests (repository, digest, envelope) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
             .bind(repo.as_str())
@@ -289,11 +320,12 @@ impl MetaStore for PostgresMeta {
     }
 
     async fn manifest(&self, repo: &RepoName, digest: &Digest) -> Result<Option<Envelope>, MetaError> {
-        let row: Option<(String,)> = sqlx::query_as("SELECT envelope FROM manifests WHERE repository = $1 AND digest = $2")
-            .bind(repo.as_str())
-            .bind(&digest.as_bytes()[..])
-            .fetch_optional(&self.pool)
-            .await?;
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT envelope FROM manifests WHERE repository = $1 AND digest = $2")
+                .bind(repo.as_str())
+                .bind(&digest.as_bytes()[..])
+                .fetch_optional(&self.pool)
+                .await?;
         row.map(|(json,)| serde_json::from_str(&json).map_err(MetaError::from)).transpose()
     }
 

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::{Value, json};
 
+use crate::backends::{Backend, Services};
+
 pub const AMBERD: &str = env!("CARGO_BIN_EXE_amberd");
 
 pub struct TestServer {
@@ -19,14 +21,19 @@ pub struct TestServer {
     pub addr: SocketAddr,
     dir: tempfile::TempDir,
     extra_args: Vec<String>,
+    env: Vec<(String, String)>,
     pub admin: String,
     log: Arc<Mutex<String>>,
     pub http: reqwest::Client,
+    pub backend: Backend,
+    /// S3 and PostgreSQL, for `Backend::S3Postgres`.
+    pub services: Option<Services>,
 }
 
 #[derive(Default)]
 pub struct Builder {
     args: Vec<String>,
+    backend: Option<Backend>,
 }
 
 impl Builder {
@@ -35,26 +42,55 @@ impl Builder {
         self
     }
 
-    pub async fn start(self) -> TestServer {
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = Some(backend);
+        self
+    }
+
+    pub async fn start(mut self) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
+        let backend = self.backend.unwrap_or(Backend::Embedded);
+        let (services, env) = match backend {
+            Backend::Embedded => (None, Vec::new()),
+            Backend::S3Postgres => {
+                let services = Services::start().await;
+                self.args.extend(services.args());
+                let env = services.s3.env();
+                (Some(services), env)
+            }
+        };
         let out = Command::new(AMBERD)
             .args(["token", "create", "--admin", "--name", "test-admin", "--data-dir"])
             .arg(dir.path())
+            .args(&self.args)
+            .envs(env.iter().cloned())
             .output()
             .expect("run amberd token create");
         assert!(out.status.success(), "token create failed: {}", String::from_utf8_lossy(&out.stderr));
         let admin = String::from_utf8(out.stdout).unwrap().trim().to_owned();
         let log = Arc::new(Mutex::new(String::new()));
-        let (child, addr) = spawn(dir.path(), &self.args, &log);
-        TestServer { child, addr, dir, extra_args: self.args, admin, log, http: reqwest::Client::new() }
+        let (child, addr) = spawn(dir.path(), &self.args, &env, &log);
+        TestServer {
+            child,
+            addr,
+            dir,
+            extra_args: self.args,
+            env,
+            admin,
+            log,
+            http: reqwest::Client::new(),
+            backend,
+            services,
+        }
     }
 }
 
-fn spawn(dir: &Path, args: &[String], log: &Arc<Mutex<String>>) -> (Child, SocketAddr) {
+fn spawn(dir: &Path, args: &[String], env: &[(String, String)], log: &Arc<Mutex<String>>) -> (Child, SocketAddr) {
     let mut child = Command::new(AMBERD)
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
         .args(args)
+        .envs(env.iter().cloned())
         .env("AMBER_LOG", "info,amber_server=debug")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -85,6 +121,10 @@ fn spawn(dir: &Path, args: &[String], log: &Arc<Mutex<String>>) -> (Child, Socke
 impl TestServer {
     pub async fn start() -> Self {
         Builder::default().start().await
+    }
+
+    pub async fn on(backend: Backend) -> Self {
+        Builder::default().backend(backend).start().await
     }
 
     pub fn builder() -> Builder {
@@ -157,16 +197,96 @@ impl TestServer {
     pub fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let (child, addr) = spawn(self.dir.path(), &self.extra_args, &self.log);
+        let (child, addr) = spawn(self.dir.path(), &self.extra_args, &self.env, &self.log);
         self.child = child;
         self.addr = addr;
     }
 
+    /// Another `amberd` on the same backends (scale-out only).
+    pub fn spawn_replica(&self) -> Replica {
+        assert_eq!(self.backend, Backend::S3Postgres, "replicas share S3 and PostgreSQL");
+        let log = Arc::new(Mutex::new(String::new()));
+        let dir = tempfile::tempdir().unwrap();
+        let (child, addr) = spawn(dir.path(), &self.extra_args, &self.env, &log);
+        Replica { child, addr, _dir: dir }
+    }
+
     /// Runs an `amberd` subcommand on the data directory (server stopped).
     pub fn amberd(&self, args: &[&str]) -> String {
-        let out = Command::new(AMBERD).args(args).arg("--data-dir").arg(self.dir.path()).output().unwrap();
+        let out = Command::new(AMBERD)
+            .args(args)
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .args(&self.extra_args)
+            .envs(self.env.iter().cloned())
+            .output()
+            .unwrap();
         assert!(out.status.success(), "amberd {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Asserts that no upload is left half-done: nothing staged, no open
+    /// multipart upload (aborts run in the background, so this waits a little).
+    pub async fn assert_nothing_staged(&self) {
+        match &self.services {
+            None => assert_eq!(self.staging_entries(), 0, "staging is not empty"),
+            Some(services) => {
+                let deadline = Instant::now() + Duration::from_secs(5);
+                loop {
+                    let staged = services.objects("amber/staging/").await;
+                    let open = services.open_multipart_uploads().await;
+                    if staged.is_empty() && open == 0 {
+                        break;
+                    }
+                    assert!(Instant::now() < deadline, "left behind: {staged:?} and {open} open multipart uploads");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    /// Whether the blob store holds `digest` (in any repository).
+    pub async fn stored(&self, digest: &str) -> bool {
+        match &self.services {
+            None => self.blob_file(digest).exists(),
+            Some(services) => {
+                let key = format!("amber/blobs/{}", digest.trim_start_matches("blake3:"));
+                services.objects(&key).await.contains(&key)
+            }
+        }
+    }
+
+    /// Flips one byte of a stored blob, behind the server's back.
+    pub async fn corrupt(&self, digest: &str) {
+        match &self.services {
+            None => {
+                let file = self.blob_file(digest);
+                let mut bytes = std::fs::read(&file).unwrap();
+                let middle = bytes.len() / 2;
+                bytes[middle] ^= 1;
+                std::fs::write(&file, bytes).unwrap();
+            }
+            Some(services) => {
+                let key = format!("amber/blobs/{}", digest.trim_start_matches("blake3:"));
+                let client = services.s3.client();
+                let object = client.get_object().bucket(&services.bucket).key(&key).send().await.unwrap();
+                let mut bytes = object.body.collect().await.unwrap().into_bytes().to_vec();
+                let middle = bytes.len() / 2;
+                bytes[middle] ^= 1;
+                client.put_object().bucket(&services.bucket).key(&key).body(bytes.into()).send().await.unwrap();
+            }
+        }
+    }
+
+    /// Every byte the server keeps at rest: the data directory and, on
+    /// PostgreSQL, a `pg_dump`.
+    pub fn persisted(&self) -> Vec<(String, Vec<u8>)> {
+        let mut all: Vec<(String, Vec<u8>)> =
+            walk(self.dir.path()).into_iter().map(|p| (p.display().to_string(), std::fs::read(&p).unwrap())).collect();
+        if let Some(services) = &self.services {
+            all.push(("pg_dump".into(), services.pg.dump()));
+        }
+        all
     }
 
     pub fn staging_entries(&self) -> usize {
@@ -236,6 +356,40 @@ impl TestServer {
         let db = sled::open(self.dir.path().join("meta")).unwrap();
         edit(&db);
         db.flush().unwrap();
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() { files.extend(walk(&path)) } else { files.push(path) }
+    }
+    files
+}
+
+/// A second `amberd` on the same S3 bucket and database.
+pub struct Replica {
+    child: Child,
+    pub addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Replica {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -1,6 +1,7 @@
 //! Integration tests: each boots the real `amberd` on 127.0.0.1:0 and talks HTTP.
 
 mod auth;
+mod backends;
 mod blobs;
 mod cli;
 mod durability;
