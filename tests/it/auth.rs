@@ -4,11 +4,12 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::backends::Backend;
 use crate::harness::{TestServer, data, expect_error, independent_b3_bytes};
+use crate::on_both_backends;
 
-#[tokio::test]
-async fn bad_tokens_get_401_and_missing_grants_get_403() {
-    let server = TestServer::start().await;
+async fn bad_tokens_get_401_and_missing_grants_get_403(backend: Backend) {
+    let server = TestServer::on(backend).await;
     let bytes = data(100, 1);
     let digest = independent_b3_bytes(&bytes);
     let path = server.url(&format!("/v1/repos/acme/web/blobs/{digest}"));
@@ -77,9 +78,8 @@ async fn bad_tokens_get_401_and_missing_grants_get_403() {
     assert_eq!(get.status(), StatusCode::OK);
 }
 
-#[tokio::test]
-async fn whoami_and_token_creation_follow_least_privilege() {
-    let server = TestServer::start().await;
+async fn whoami_and_token_creation_follow_least_privilege(backend: Backend) {
+    let server = TestServer::on(backend).await;
     let token = server.token(&[("acme/*", &["pull"])]).await;
     let me: Value = server.request(Method::GET, "/v1/whoami", &token).send().await.unwrap().json().await.unwrap();
     assert_eq!(me["name"], "test");
@@ -120,9 +120,8 @@ async fn whoami_and_token_creation_follow_least_privilege() {
     expect_error(not_json, StatusCode::BAD_REQUEST, "request_invalid").await;
 }
 
-#[tokio::test]
-async fn secrets_never_reach_the_logs_or_the_data_directory() {
-    let server = TestServer::start().await;
+async fn secrets_never_reach_the_logs_or_the_data_directory(backend: Backend) {
+    let server = TestServer::on(backend).await;
     let token = server.token(&[("acme/*", &["push", "pull"])]).await;
     let bytes = data(10, 1);
     let response = server.request(Method::POST, "/v1/repos/acme/web/blobs", &token).body(bytes).send().await.unwrap();
@@ -133,22 +132,17 @@ async fn secrets_never_reach_the_logs_or_the_data_directory() {
     for secret in [&token, &server.admin] {
         assert!(!logs.contains(secret.as_str()), "a secret appeared in the log");
         let random_part = &secret["amber_".len()..];
-        for entry in walk(server.data_dir()) {
-            let content = std::fs::read(&entry).unwrap();
+        for (place, content) in server.persisted() {
             assert!(
                 !content.windows(random_part.len()).any(|w| w == random_part.as_bytes()),
-                "secret found in {}",
-                entry.display()
+                "secret found in {place}"
             );
         }
     }
 }
 
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() { files.extend(walk(&path)) } else { files.push(path) }
-    }
-    files
-}
+on_both_backends!(
+    bad_tokens_get_401_and_missing_grants_get_403,
+    whoami_and_token_creation_follow_least_privilege,
+    secrets_never_reach_the_logs_or_the_data_directory,
+);

@@ -8,7 +8,9 @@ use amber_core::Digest;
 use reqwest::Method;
 use serde_json::Value;
 
+use crate::backends::Backend;
 use crate::harness::{TestServer, data};
+use crate::on_both_backends;
 
 /// A tree with nested directories, an empty file and a 100 MiB file.
 fn make_tree(root: &Path) {
@@ -53,9 +55,8 @@ async fn key_file(server: &TestServer, dir: &Path) -> String {
     path.to_str().unwrap().to_owned()
 }
 
-#[tokio::test]
-async fn push_then_pull_by_tag_and_by_digest_is_byte_identical() {
-    let server = TestServer::start().await;
+async fn push_then_pull_by_tag_and_by_digest_is_byte_identical(backend: Backend) {
+    let server = TestServer::on(backend).await;
     let token = server.token(&[("acme/*", &["push", "pull"])]).await;
     let work = tempfile::tempdir().unwrap();
     let tree = work.path().join("dist");
@@ -200,3 +201,5 @@ async fn pull_refuses_to_write_through_a_symlink() {
     assert_eq!(run.code, 4, "{}", run.stderr);
     assert!(!outside.join("passwd").exists());
 }
+
+on_both_backends!(push_then_pull_by_tag_and_by_digest_is_byte_identical,);

@@ -7,7 +7,9 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use tokio_util::io::ReaderStream;
 
+use crate::backends::Backend;
 use crate::harness::{TestServer, data, independent_b3, independent_b3_bytes};
+use crate::on_both_backends;
 
 #[tokio::test]
 async fn a_1_gib_blob_streams_both_ways_in_bounded_memory() {
@@ -108,9 +110,8 @@ async fn kill_9_during_uploads_loses_nothing_acknowledged_and_shows_nothing_part
     }
 }
 
-#[tokio::test]
-async fn sigterm_lets_an_in_flight_upload_finish() {
-    let mut server = TestServer::start().await;
+async fn sigterm_lets_an_in_flight_upload_finish(backend: Backend) {
+    let mut server = TestServer::on(backend).await;
     let token = server.token(&[("acme/*", &["push", "pull"])]).await;
     let blob = data(2 << 20, 77);
     let digest = independent_b3_bytes(&blob);
@@ -138,3 +139,5 @@ async fn sigterm_lets_an_in_flight_upload_finish() {
     let get = server.request(Method::GET, &format!("/v1/repos/acme/web/blobs/{digest}"), &token).send().await.unwrap();
     assert_eq!(independent_b3_bytes(&get.bytes().await.unwrap()), digest);
 }
+
+on_both_backends!(sigterm_lets_an_in_flight_upload_finish,);

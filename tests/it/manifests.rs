@@ -8,7 +8,9 @@ use amber_core::wire::KeyList;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::backends::Backend;
 use crate::harness::{TestServer, data, expect_error, independent_b3_bytes};
+use crate::on_both_backends;
 
 /// Pushes `count` blobs to `repo` and returns manifest file entries for them.
 async fn push_files(server: &TestServer, token: &str, repo: &str, count: usize, seed: u64) -> Vec<Value> {
@@ -56,9 +58,8 @@ fn payload(envelope: &Value) -> Value {
     serde_json::from_slice(&bytes).unwrap()
 }
 
-#[tokio::test]
-async fn a_pushed_manifest_verifies_independently_and_binds_its_tag_once() {
-    let server = TestServer::start().await;
+async fn a_pushed_manifest_verifies_independently_and_binds_its_tag_once(backend: Backend) {
+    let server = TestServer::on(backend).await;
     let token = server.token(&[("acme/web", &["push", "pull"])]).await;
     let files = push_files(&server, &token, "acme/web", 3, 10).await;
     let mut reversed = files.clone();
@@ -132,9 +133,8 @@ async fn a_pushed_manifest_verifies_independently_and_binds_its_tag_once() {
     expect_error(hidden, StatusCode::NOT_FOUND, "manifest_unknown").await;
 }
 
-#[tokio::test]
-async fn bad_manifests_get_their_error_codes() {
-    let server = TestServer::start().await;
+async fn bad_manifests_get_their_error_codes(backend: Backend) {
+    let server = TestServer::on(backend).await;
     let token = server.token(&[("acme/*", &["push", "pull"])]).await;
     let files = push_files(&server, &token, "acme/web", 2, 20).await;
     let only_elsewhere = push_files(&server, &token, "acme/other", 1, 99).await;
@@ -220,9 +220,8 @@ async fn bad_manifests_get_their_error_codes() {
     expect_error(denied, StatusCode::FORBIDDEN, "denied").await;
 }
 
-#[tokio::test]
-async fn sixteen_racing_binds_have_exactly_one_winner() {
-    let server = TestServer::start().await;
+async fn sixteen_racing_binds_have_exactly_one_winner(backend: Backend) {
+    let server = TestServer::on(backend).await;
     let token = server.token(&[("acme/web", &["push", "pull"])]).await;
     let files = push_files(&server, &token, "acme/web", 1, 30).await;
     let binds = (0..16).map(|i| {
@@ -250,9 +249,8 @@ async fn sixteen_racing_binds_have_exactly_one_winner() {
     assert_eq!(bound.headers()["amber-manifest-digest"].to_str().unwrap(), winner.unwrap());
 }
 
-#[tokio::test]
-async fn tags_are_listed_in_pages() {
-    let server = TestServer::start().await;
+async fn tags_are_listed_in_pages(backend: Backend) {
+    let server = TestServer::on(backend).await;
     let token = server.token(&[("acme/web", &["push", "pull"])]).await;
     let files = push_files(&server, &token, "acme/web", 1, 40).await;
     for tag in ["b", "a", "c", "a1"] {
@@ -290,9 +288,8 @@ async fn tags_are_listed_in_pages() {
     expect_error(bad, StatusCode::BAD_REQUEST, "request_invalid").await;
 }
 
-#[tokio::test]
-async fn rotated_keys_sign_new_manifests_and_old_ones_still_verify() {
-    let mut server = TestServer::start().await;
+async fn rotated_keys_sign_new_manifests_and_old_ones_still_verify(backend: Backend) {
+    let mut server = TestServer::on(backend).await;
     let token = server.token(&[("acme/web", &["push", "pull"])]).await;
     let files = push_files(&server, &token, "acme/web", 1, 50).await;
     let old: Value = server
@@ -354,3 +351,11 @@ fn tampering_is_caught_by_the_independent_verifier_too() {
     flipped["payload"] = json!(base64::engine::general_purpose::STANDARD.encode(b"{\"repository\":\"acme/wed\"}"));
     assert!(verify_with_python(&flipped, &keys).is_err());
 }
+
+on_both_backends!(
+    a_pushed_manifest_verifies_independently_and_binds_its_tag_once,
+    bad_manifests_get_their_error_codes,
+    sixteen_racing_binds_have_exactly_one_winner,
+    tags_are_listed_in_pages,
+    rotated_keys_sign_new_manifests_and_old_ones_still_verify,
+);

@@ -6,7 +6,9 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::backends::Backend;
 use crate::harness::{TestServer, data, expect_error, independent_b3_bytes};
+use crate::on_both_backends;
 
 /// A token class of the authorization matrix and the secret to send.
 struct Class {
@@ -51,9 +53,8 @@ async fn victim(server: &TestServer) -> String {
     create(server, &[("acme/web", &["pull"])], json!({})).await["id"].as_str().unwrap().to_owned()
 }
 
-#[tokio::test]
-async fn authorization_matrix_has_no_unexpected_allow() {
-    let server = TestServer::start().await;
+async fn authorization_matrix_has_no_unexpected_allow(backend: Backend) {
+    let server = TestServer::on(backend).await;
     let owner = server.token(&[("acme/*", &["push", "pull"])]).await;
     let bytes = data(500, 1);
     let digest = independent_b3_bytes(&bytes);
@@ -309,9 +310,8 @@ async fn authorization_matrix_has_no_unexpected_allow() {
     assert_eq!(covered, routes, "the matrix covers every authenticated route");
 }
 
-#[tokio::test]
-async fn rotation_keeps_the_old_secret_for_its_grace_only() {
-    let server = TestServer::start().await;
+async fn rotation_keeps_the_old_secret_for_its_grace_only(backend: Backend) {
+    let server = TestServer::on(backend).await;
     let old = create(&server, &[("acme/web", &["pull"])], json!({"pipeline": "web", "expires_in": 86_400})).await;
     let old_id = old["id"].as_str().unwrap().to_owned();
     let old_secret = old["token"].as_str().unwrap().to_owned();
@@ -405,9 +405,8 @@ async fn rotation_keeps_the_old_secret_for_its_grace_only() {
     assert!(!page.to_string().contains("amber_"));
 }
 
-#[tokio::test]
-async fn the_cli_manages_tokens_and_nothing_leaks() {
-    let server = TestServer::start().await;
+async fn the_cli_manages_tokens_and_nothing_leaks(backend: Backend) {
+    let server = TestServer::on(backend).await;
     let created = server
         .amber(
             &server.admin,
@@ -461,20 +460,10 @@ async fn the_cli_manages_tokens_and_nothing_leaks() {
     for secret in [&secret, &new_secret, &server.admin] {
         assert!(!logs.contains(secret.as_str()), "a secret reached the server log");
         let random = &secret.as_bytes()["amber_".len()..];
-        for file in walk(server.data_dir()) {
-            let content = std::fs::read(&file).unwrap();
-            assert!(!content.windows(random.len()).any(|w| w == random), "a secret is at rest in {}", file.display());
+        for (place, content) in server.persisted() {
+            assert!(!content.windows(random.len()).any(|w| w == random), "a secret is at rest in {place}");
         }
     }
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() { files.extend(walk(&path)) } else { files.push(path) }
-    }
-    files
 }
 
 /// Produces a log with every kind of event.
@@ -495,9 +484,8 @@ async fn busy_log(server: &TestServer) -> String {
     token
 }
 
-#[tokio::test]
-async fn the_audit_log_records_every_change_and_verifies() {
-    let server = TestServer::start().await;
+async fn the_audit_log_records_every_change_and_verifies(backend: Backend) {
+    let server = TestServer::on(backend).await;
     let token = busy_log(&server).await;
     let me: Value = server.request(Method::GET, "/v1/whoami", &token).send().await.unwrap().json().await.unwrap();
     let page: Value =
@@ -583,3 +571,10 @@ async fn editing_deleting_or_reordering_an_entry_is_detected_and_named() {
     assert_eq!(code, 4, "{said}");
     assert!(said.contains("checkpoint"), "{said}");
 }
+
+on_both_backends!(
+    authorization_matrix_has_no_unexpected_allow,
+    rotation_keeps_the_old_secret_for_its_grace_only,
+    the_cli_manages_tokens_and_nothing_leaks,
+    the_audit_log_records_every_change_and_verifies,
+);
