@@ -104,8 +104,14 @@ impl SledMeta {
         })
     }
 
+    /// Flushes everything written so far to disk. A blocking `flush` on the
+    /// blocking pool: sled's `flush_async` can stall when many callers wait on
+    /// it at once, and concurrent callers still share each flush.
     async fn durable(&self) -> Result<(), MetaError> {
-        self.db.flush_async().await?;
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|e| MetaError::Store(format!("flush task: {e}")))??;
         Ok(())
     }
 }

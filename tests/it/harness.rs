@@ -135,10 +135,6 @@ impl TestServer {
         format!("http://{}{path}", self.addr)
     }
 
-    pub fn data_dir(&self) -> &Path {
-        self.dir.path()
-    }
-
     pub fn request(&self, method: Method, path: &str, token: &str) -> RequestBuilder {
         self.http.request(method, self.url(path)).bearer_auth(token)
     }

@@ -1,0 +1,311 @@
+//! One conformance suite per backend trait, written once and run on every
+//! implementation: `MetaStore` on sled and PostgreSQL, `BlobStore` on a
+//! directory and S3.
+
+use std::sync::Arc;
+
+use amber_core::audit::{Actor, ChainVerifier, Event};
+use amber_core::dsse::Envelope;
+use amber_core::wire::{KeyStatus, TokenInfo};
+use amber_core::{Digest, RepoName, Tag, TokenId};
+use amber_server::blobs::{BlobError, BlobStore, Blobs, FsBlobs, S3Blobs, Stored};
+use amber_server::config::MetaConfig;
+use amber_server::meta::{Bound, KeyRecord, Meta, MetaStore, NewAuditEntry, Rotation, TokenRecord};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use time::OffsetDateTime;
+
+use crate::backends::{PgDatabase, S3Service};
+use crate::harness::data;
+
+fn repo(name: &str) -> RepoName {
+    name.parse().unwrap()
+}
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc().replace_nanosecond(0).unwrap()
+}
+
+fn token(id_byte: u8, hash: &str) -> TokenRecord {
+    let id: TokenId = format!("tok_{}", format!("{id_byte:02x}").repeat(12)).parse().unwrap();
+    TokenRecord {
+        info: TokenInfo {
+            id,
+            name: "t".into(),
+            pipeline: None,
+            grants: vec![],
+            created_at: now(),
+            expires_at: now() + time::Duration::hours(1),
+            last_used_at: None,
+            revoked_at: None,
+            rotated_from: None,
+            rotated_to: None,
+        },
+        secret_hash: hash.into(),
+    }
+}
+
+fn envelope(n: u8) -> Envelope {
+    amber_core::dsse::sign("t", &[n], &ed25519_dalek::SigningKey::from_bytes(&[n; 32]))
+}
+
+async fn meta_conformance(meta: Meta) {
+    let meta = Arc::new(meta);
+    let (a, b) = (repo("acme/a"), repo("acme/b"));
+    let d = Digest::of(b"blob");
+
+    // Links: write-once, per repository.
+    assert!(meta.blob_size(&a, &d).await.unwrap().is_none());
+    assert_eq!(meta.link_blob(&a, &d, 4).await.unwrap(), Stored::Created);
+    assert_eq!(meta.link_blob(&a, &d, 4).await.unwrap(), Stored::AlreadyPresent);
+    assert_eq!(meta.blob_size(&a, &d).await.unwrap(), Some(4));
+    assert!(meta.blob_size(&b, &d).await.unwrap().is_none());
+
+    // Tokens.
+    let t = token(1, "hash-1");
+    meta.insert_token(&t).await.unwrap();
+    assert!(meta.insert_token(&t).await.is_err(), "ids are unique");
+    assert_eq!(meta.token(&t.info.id).await.unwrap().unwrap().info, t.info);
+    assert_eq!(meta.token_by_hash("hash-1").await.unwrap().unwrap().info.id, t.info.id);
+    assert!(meta.token_by_hash("nope").await.unwrap().is_none());
+    meta.touch_token(&t.info.id, now()).await.unwrap();
+    assert!(meta.token(&t.info.id).await.unwrap().unwrap().info.last_used_at.is_some());
+    let first_revocation = now();
+    let revoked = meta.revoke_token(&t.info.id, first_revocation).await.unwrap().unwrap();
+    assert_eq!(revoked.info.revoked_at, Some(first_revocation));
+    let again = meta.revoke_token(&t.info.id, first_revocation + time::Duration::hours(1)).await.unwrap().unwrap();
+    assert_eq!(again.info.revoked_at, Some(first_revocation), "a second revocation keeps the first time");
+    meta.touch_token(&t.info.id, now()).await.unwrap();
+    assert!(
+        meta.token(&t.info.id).await.unwrap().unwrap().info.revoked_at.is_some(),
+        "touch never undoes a revocation"
+    );
+
+    let old = token(2, "hash-2");
+    meta.insert_token(&old).await.unwrap();
+    let mut new = token(3, "hash-3");
+    new.info.rotated_from = Some(old.info.id.clone());
+    let grace_end = now() + time::Duration::seconds(60);
+    assert!(matches!(meta.rotate_token(&new, grace_end).await.unwrap(), Rotation::Rotated));
+    let old_after = meta.token(&old.info.id).await.unwrap().unwrap();
+    assert_eq!(old_after.info.rotated_to, Some(new.info.id.clone()));
+    assert_eq!(old_after.info.expires_at, grace_end);
+    assert!(meta.token_by_hash("hash-3").await.unwrap().is_some());
+    let mut twice = token(4, "hash-4");
+    twice.info.rotated_from = Some(old.info.id.clone());
+    assert!(matches!(meta.rotate_token(&twice, grace_end).await.unwrap(), Rotation::Inactive(_)));
+    let mut unknown = token(5, "hash-5");
+    unknown.info.rotated_from = Some(token(9, "x").info.id);
+    assert!(matches!(meta.rotate_token(&unknown, grace_end).await.unwrap(), Rotation::Unknown));
+    let listed = meta.list_tokens(None, 2).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    let rest = meta.list_tokens(Some(listed[1].info.id.as_str()), 10).await.unwrap();
+    assert_eq!(rest.len(), 1);
+
+    // Keys: one active at a time; racing first starts agree on one.
+    let key = |n: u8, status| KeyRecord {
+        keyid: format!("key{n}"),
+        private_key: "x".into(),
+        created_at: now() + time::Duration::seconds(n.into()),
+        status,
+    };
+    let racers = (1..=8).map(|n| {
+        let meta = meta.clone();
+        tokio::spawn(async move { meta.init_key(&key(n, KeyStatus::Active)).await.unwrap() })
+    });
+    let added = futures_util::future::join_all(racers).await.into_iter().filter(|r| *r.as_ref().unwrap()).count();
+    let keys = meta.keys().await.unwrap();
+    assert_eq!(keys.iter().filter(|k| k.status == KeyStatus::Active).count(), 1);
+    assert!(added >= 1 && keys.len() == added.max(1).min(keys.len()));
+    meta.activate_key(&key(20, KeyStatus::Active)).await.unwrap();
+    let keys = meta.keys().await.unwrap();
+    assert_eq!(
+        keys.iter().filter(|k| k.status == KeyStatus::Active).map(|k| k.keyid.as_str()).collect::<Vec<_>>(),
+        ["key20"]
+    );
+    assert_eq!(keys.last().unwrap().keyid, "key20", "keys are listed oldest first");
+
+    // Tags: racing binds have exactly one winner, and losers leave nothing.
+    let tag: Tag = "race".parse().unwrap();
+    let binds = (0..16u8).map(|n| {
+        let (meta, a, tag) = (meta.clone(), a.clone(), tag.clone());
+        tokio::spawn(async move {
+            let digest = Digest::of(&[n]);
+            (digest, meta.bind_tag(&a, &tag, &digest, &envelope(n), now()).await.unwrap())
+        })
+    });
+    let outcomes: Vec<(Digest, Bound)> =
+        futures_util::future::join_all(binds).await.into_iter().map(Result::unwrap).collect();
+    let winners: Vec<Digest> = outcomes.iter().filter(|(_, b)| matches!(b, Bound::Created)).map(|(d, _)| *d).collect();
+    assert_eq!(winners.len(), 1);
+    for (digest, outcome) in &outcomes {
+        if let Bound::Existing(record) = outcome {
+            assert_eq!(record.digest, winners[0]);
+            assert!(meta.manifest(&a, digest).await.unwrap().is_none(), "a losing manifest was kept");
+        }
+    }
+    assert_eq!(meta.tag(&a, &tag).await.unwrap().unwrap().digest, winners[0]);
+    assert!(meta.manifest(&a, &winners[0]).await.unwrap().is_some());
+    assert!(meta.manifest(&b, &winners[0]).await.unwrap().is_none(), "manifests are per repository");
+    assert!(meta.tag(&b, &tag).await.unwrap().is_none());
+
+    for (i, name) in ["b", "a", "A", "a-1", "c"].iter().enumerate() {
+        let digest = Digest::of(name.as_bytes());
+        meta.bind_tag(&b, &name.parse().unwrap(), &digest, &envelope(100 + i as u8), now()).await.unwrap();
+    }
+    let page = meta.list_tags(&b, None, 3).await.unwrap();
+    let names: Vec<&str> = page.iter().map(|t| t.tag.as_str()).collect();
+    assert_eq!(names, ["A", "a", "a-1"], "byte order");
+    let page = meta.list_tags(&b, Some("a-1"), 10).await.unwrap();
+    assert_eq!(page.iter().map(|t| t.tag.as_str()).collect::<Vec<_>>(), ["b", "c"]);
+
+    // Audit: concurrent appends make one unbroken chain.
+    let signer = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    let appends = (0..24).map(|n| {
+        let (meta, signer) = (meta.clone(), signer.clone());
+        tokio::spawn(async move {
+            let build = |seq: u64, prev: &str| {
+                let body = amber_core::audit::EntryBody {
+                    seq,
+                    prev: prev.to_owned(),
+                    at: now(),
+                    actor: Actor::operator(),
+                    event: Event::KeyRotated { keyid: format!("k{n}") },
+                };
+                let bytes = serde_json::to_vec(&body).unwrap();
+                let hash = amber_core::audit::entry_hash(&bytes);
+                let checkpoint = amber_core::audit::Checkpoint {
+                    schema: amber_core::audit::CHECKPOINT_SCHEMA.into(),
+                    seq,
+                    hash: hash.clone(),
+                    created_at: now(),
+                };
+                let checkpoint = amber_core::dsse::sign(
+                    amber_core::audit::CHECKPOINT_PAYLOAD_TYPE,
+                    &serde_json::to_vec(&checkpoint).unwrap(),
+                    &signer,
+                );
+                NewAuditEntry { bytes, hash, checkpoint }
+            };
+            meta.append_audit(&build).await.unwrap()
+        })
+    });
+    let mut seqs: Vec<u64> = futures_util::future::join_all(appends).await.into_iter().map(Result::unwrap).collect();
+    seqs.sort();
+    assert_eq!(seqs, (1..=24).collect::<Vec<_>>());
+    let mut verifier = ChainVerifier::default();
+    let first = meta.audit_entries(0, 10).await.unwrap();
+    let rest = meta.audit_entries(10, 100).await.unwrap();
+    assert_eq!((first.len(), rest.len()), (10, 14));
+    for entry in first.iter().chain(&rest) {
+        verifier.push(entry).unwrap();
+    }
+    let checkpoint = meta.audit_checkpoint().await.unwrap();
+    assert_eq!(verifier.finish(checkpoint.as_ref(), &[signer.verifying_key()]).unwrap().entries, 24);
+    meta.check().await.unwrap();
+}
+
+#[tokio::test]
+async fn meta_conformance_sled() {
+    let dir = tempfile::tempdir().unwrap();
+    meta_conformance(Meta::open(&MetaConfig::Sled(dir.path().to_owned())).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn meta_conformance_postgres() {
+    let db = PgDatabase::create();
+    meta_conformance(Meta::open(&MetaConfig::Postgres(db.url.clone())).await.unwrap()).await;
+}
+
+fn body(bytes: &[u8], chunk: usize) -> amber_server::blobs::BodyStream {
+    let chunks: Vec<Result<Bytes, std::io::Error>> =
+        bytes.chunks(chunk.max(1)).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+    Box::pin(futures_util::stream::iter(chunks))
+}
+
+async fn read_all(
+    store: &Blobs,
+    digest: Digest,
+    size: u64,
+    range: Option<std::ops::Range<u64>>,
+) -> Result<Vec<u8>, BlobError> {
+    let mut stream = store.read(digest, size, range).await?;
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        out.extend_from_slice(&chunk?);
+    }
+    Ok(out)
+}
+
+async fn blob_conformance(store: Blobs) {
+    let store = Arc::new(store);
+    let limit = 64 << 20;
+    for (len, seed) in [(0usize, 1u64), (1, 2), (1 << 20, 3), (20 << 20, 4)] {
+        let bytes = data(len, seed);
+        let digest = Digest::of(&bytes);
+        let written = store.put(Some(digest), limit, body(&bytes, 64 << 10)).await.unwrap();
+        assert_eq!((written.digest, written.size, written.stored), (digest, len as u64, Stored::Created));
+        let again = store.put(Some(digest), limit, body(&bytes, 64 << 10)).await.unwrap();
+        assert_eq!(again.stored, Stored::AlreadyPresent);
+        assert!(read_all(&store, digest, len as u64, None).await.unwrap() == bytes);
+        if len > 10 {
+            assert_eq!(read_all(&store, digest, len as u64, Some(3..9)).await.unwrap(), &bytes[3..9]);
+        }
+    }
+
+    // Unknown digest: computed, then stored under it.
+    let bytes = data(9 << 20, 5);
+    let written = store.put(None, limit, body(&bytes, 100_000)).await.unwrap();
+    assert_eq!((written.digest, written.stored), (Digest::of(&bytes), Stored::Created));
+    assert_eq!(store.put(None, limit, body(&bytes, 7777)).await.unwrap().stored, Stored::AlreadyPresent);
+
+    // Mismatch and oversize leave nothing visible.
+    for len in [1000, 10 << 20] {
+        let bytes = data(len, 6);
+        let digest = Digest::of(&bytes);
+        let mut wrong = bytes.clone();
+        wrong[0] ^= 1;
+        assert!(matches!(store.put(Some(digest), limit, body(&wrong, 65536)).await, Err(BlobError::Mismatch { .. })));
+        assert!(matches!(
+            store.put(Some(digest), (len - 1) as u64, body(&bytes, 65536)).await,
+            Err(BlobError::TooLarge { .. })
+        ));
+        assert!(matches!(read_all(&store, digest, len as u64, None).await, Err(BlobError::Corrupt(_))));
+    }
+
+    // A body that breaks off stores nothing.
+    let bytes = data(10 << 20, 7);
+    let digest = Digest::of(&bytes);
+    let broken: amber_server::blobs::BodyStream = Box::pin(
+        futures_util::stream::iter(vec![Ok(Bytes::copy_from_slice(&bytes[..9 << 20]))])
+            .chain(futures_util::stream::iter(vec![Err(std::io::Error::other("connection reset"))])),
+    );
+    assert!(matches!(store.put(Some(digest), limit, broken).await, Err(BlobError::Client(_))));
+    assert!(matches!(read_all(&store, digest, bytes.len() as u64, None).await, Err(BlobError::Corrupt(_))));
+
+    // Concurrent uploads of one blob: all succeed, exactly one creates it.
+    let bytes = Arc::new(data(12 << 20, 8));
+    let digest = Digest::of(&bytes);
+    let racers = (0..6).map(|_| {
+        let (store, bytes) = (store.clone(), bytes.clone());
+        tokio::spawn(async move { store.put(Some(digest), limit, body(&bytes, 1 << 20)).await.unwrap().stored })
+    });
+    let outcomes: Vec<Stored> = futures_util::future::join_all(racers).await.into_iter().map(Result::unwrap).collect();
+    assert!(outcomes.contains(&Stored::Created), "{outcomes:?}");
+    assert!(read_all(&store, digest, bytes.len() as u64, None).await.unwrap() == *bytes);
+    store.check().await.unwrap();
+}
+
+#[tokio::test]
+async fn blob_conformance_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    blob_conformance(Blobs::Fs(FsBlobs::open(dir.path().to_owned()).await.unwrap())).await;
+}
+
+#[tokio::test]
+async fn blob_conformance_s3() {
+    let s3 = S3Service::start();
+    let bucket = s3.bucket().await;
+    let store = S3Blobs::with_client(s3.client(), bucket, "conformance".into()).await.unwrap();
+    blob_conformance(Blobs::S3(store)).await;
+}
