@@ -359,3 +359,42 @@ on_both_backends!(
     tags_are_listed_in_pages,
     rotated_keys_sign_new_manifests_and_old_ones_still_verify,
 );
+
+#[tokio::test]
+async fn an_operator_supplied_signing_key_signs_manifests() {
+    let dir = tempfile::tempdir().unwrap();
+    let pem = dir.path().join("signing.pem");
+    let made = std::process::Command::new("openssl")
+        .args(["genpkey", "-algorithm", "ed25519", "-out"])
+        .arg(&pem)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let server = TestServer::builder().arg("--signing-key-file").arg(pem.to_str().unwrap()).start().await;
+    let token = server.token(&[("acme/web", &["push", "pull"])]).await;
+    let files = push_files(&server, &token, "acme/web", 1, 60).await;
+    let envelope: Value = server
+        .request(Method::PUT, "/v1/repos/acme/web/tags/v1", &token)
+        .json(&json!({"files": files}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let keys = keys(&server).await;
+    let active: Vec<&Value> = keys["keys"].as_array().unwrap().iter().filter(|k| k["status"] == "active").collect();
+    assert_eq!(active.len(), 1);
+    assert_eq!(envelope["signatures"][0]["keyid"], active[0]["keyid"]);
+    // The public key served is the one openssl derives from the file.
+    let der = std::process::Command::new("openssl")
+        .args(["pkey", "-in"])
+        .arg(&pem)
+        .args(["-pubout", "-outform", "DER"])
+        .output()
+        .unwrap();
+    use base64::Engine;
+    let raw = &der.stdout[der.stdout.len() - 32..];
+    assert_eq!(active[0]["public_key"], base64::engine::general_purpose::STANDARD.encode(raw));
+    verify_with_python(&envelope, &keys).unwrap();
+}
