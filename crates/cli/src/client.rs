@@ -192,6 +192,17 @@ impl Client {
         Ok(response.json().await?)
     }
 
+    /// Uploads bytes already in memory (small blobs).
+    pub async fn put_blob_bytes(&self, repo: &RepoName, digest: &Digest, body: bytes::Bytes) -> Result<()> {
+        let path = format!("/v1/repos/{repo}/blobs/{digest}");
+        self.send(Retry::Idempotent, || Ok(self.request(Method::PUT, &path).body(body.clone()))).await.map(drop)
+    }
+
+    pub async fn head_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
+        let path = format!("/v1/repos/{repo}/blobs/{digest}");
+        self.send(Retry::Idempotent, || Ok(self.request(Method::HEAD, &path))).await.map(drop)
+    }
+
     pub async fn get_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Response> {
         let path = format!("/v1/repos/{repo}/blobs/{digest}");
         self.send(Retry::Idempotent, || Ok(self.request(Method::GET, &path))).await

@@ -12,7 +12,7 @@ use amber_cli::client::Client;
 use amber_cli::error::{CliError, Result};
 use amber_cli::push::{self, Progress};
 use amber_cli::reference::Reference;
-use amber_cli::{keys, pull};
+use amber_cli::{bench, keys, pull};
 use amber_core::audit::ChainVerifier;
 use amber_core::dsse::Envelope;
 use amber_core::manifest::Expected;
@@ -96,6 +96,52 @@ enum Command {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Measure a running amberd on this machine (loopback only).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Push, HEAD and GET many small random blobs at a given concurrency.
+    Small {
+        #[arg(long, default_value = "bench/blobs")]
+        repo: String,
+        #[arg(long, default_value_t = 2000)]
+        count: usize,
+        #[arg(long, default_value_t = 4096)]
+        size: usize,
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// amberd's pid, to report its CPU per operation and peak RSS.
+        #[arg(long)]
+        server_pid: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Upload then download one large random blob.
+    Large {
+        #[arg(long, default_value = "bench/blobs")]
+        repo: String,
+        #[arg(long, default_value_t = 1024)]
+        size_mib: u64,
+        #[arg(long)]
+        server_pid: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Push then pull a CI-shaped tree of mixed sizes with `amber push` and `amber pull`.
+    Tree {
+        #[arg(long, default_value = "bench/tree")]
+        repo: String,
+        /// Multiplies the tree (scale 1: 224 files, 232 MiB).
+        #[arg(long, default_value_t = 1)]
+        scale: usize,
+        #[arg(long)]
+        server_pid: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -258,6 +304,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Whoami => print_json(&client.whoami().await?)?,
         Command::Health => client.healthz().await?,
         Command::Token(command) => token_command(&client, command).await?,
+        Command::Bench(command) => bench_command(&client, &cli.url, command).await?,
         Command::Audit(AuditCommand::Verify { keys: key_files }) => {
             let keys = if key_files.is_empty() {
                 client.keys().await?.verifying_keys().map_err(CliError::Verify)?
@@ -283,6 +330,82 @@ async fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn print_phases(phases: &[bench::Phase], json: bool) -> Result<()> {
+    if json {
+        for phase in phases {
+            println!("{}", serde_json::to_string(phase).map_err(|e| CliError::Io(e.to_string()))?);
+        }
+        return Ok(());
+    }
+    println!(
+        "{:<8} {:<6} {:>7} {:>6} {:>10} {:>10} {:>9} {:>9} {:>12} {:>10}",
+        "workload", "phase", "ops", "errors", "ops/s", "MB/s", "p50 ms", "p99 ms", "server cpu", "peak MiB"
+    );
+    for p in phases {
+        let cpu = p.server_cpu.map_or("-".to_owned(), |c| {
+            if p.workload == "small" { format!("{c:.0} us/op") } else { format!("{c:.2} s/GiB") }
+        });
+        let rss = p.server_peak_rss_mib.map_or("-".to_owned(), |r| format!("{r:.1}"));
+        println!(
+            "{:<8} {:<6} {:>7} {:>6} {:>10.1} {:>10.1} {:>9.2} {:>9.2} {:>12} {:>10}",
+            p.workload, p.phase, p.ops, p.errors, p.ops_per_s, p.mb_per_s, p.p50_ms, p.p99_ms, cpu, rss
+        );
+    }
+    Ok(())
+}
+
+async fn bench_command(client: &Client, url: &str, command: BenchCommand) -> Result<()> {
+    let host = url.split("://").nth(1).unwrap_or("").split(['/', ':']).next().unwrap_or("");
+    let host = if url.contains("://[::1]") { "::1" } else { host };
+    if !matches!(host, "127.0.0.1" | "localhost" | "::1") {
+        return Err(CliError::Usage(format!("amber bench only targets this machine (127.0.0.1), not {url}")));
+    }
+    let repo = |r: &str| r.parse::<amber_core::RepoName>().map_err(|e| CliError::Usage(e.to_string()));
+    match command {
+        BenchCommand::Small { repo: r, count, size, concurrency, server_pid, json } => {
+            let phases =
+                bench::small(client, &repo(&r)?, count, size, concurrency.max(1), bench::Server(server_pid)).await;
+            print_phases(&phases, json)
+        }
+        BenchCommand::Large { repo: r, size_mib, server_pid, json } => {
+            let dir = tempfile::tempdir().map_err(|e| CliError::io("temp dir", e))?;
+            let file = dir.path().join("blob");
+            {
+                use std::io::Write;
+                let mut out =
+                    std::io::BufWriter::new(std::fs::File::create(&file).map_err(|e| CliError::io("temp file", e))?);
+                let mut block = vec![0u8; 1 << 20];
+                for _ in 0..size_mib {
+                    block.iter_mut().for_each(|b| *b = rand::random());
+                    out.write_all(&block).map_err(|e| CliError::io("temp file", e))?;
+                }
+                out.flush().map_err(|e| CliError::io("temp file", e))?;
+            }
+            let phases = bench::large(client, &repo(&r)?, &file, bench::Server(server_pid)).await?;
+            print_phases(&phases, json)
+        }
+        BenchCommand::Tree { repo: r, scale, server_pid, json } => {
+            let repo = repo(&r)?;
+            let dir = tempfile::tempdir().map_err(|e| CliError::io("temp dir", e))?;
+            let tree = dir.path().join("tree");
+            let bytes = bench::make_tree(&tree, scale.max(1))?;
+            let tag: amber_core::Tag = format!("bench-{:08x}", rand::random::<u32>()).parse().expect("valid tag");
+            let server = bench::Server(server_pid);
+            let timing = bench::start(server);
+            let started = std::time::Instant::now();
+            push::push(client, &repo, &tag, std::slice::from_ref(&tree), BTreeMap::new(), Progress::Quiet).await?;
+            let push_phase = timing.finish("tree", "push", vec![started.elapsed()], 0, bytes, true);
+            let keys = client.keys().await?.verifying_keys().map_err(CliError::Verify)?;
+            let reference = Reference { repo, target: Expected::Tag(tag) };
+            let timing = bench::start(server);
+            let started = std::time::Instant::now();
+            pull::pull(client, &reference, &keys, &dir.path().join("pulled"), true).await?;
+            let pull_phase = timing.finish("tree", "pull", vec![started.elapsed()], 0, bytes, true);
+            print_phases(&[push_phase, pull_phase], json)
+        }
+    }
 }
 
 async fn token_command(client: &Client, command: TokenCommand) -> Result<()> {
