@@ -160,6 +160,20 @@ impl TestServer {
         self.log.lock().unwrap().clone()
     }
 
+    /// The log once it holds `needle` (log lines arrive through a pipe, a
+    /// moment after the response they describe); panics after 10 s.
+    pub async fn logs_with(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let logs = self.logs();
+            if logs.contains(needle) {
+                return logs;
+            }
+            assert!(Instant::now() < deadline, "the log never showed {needle:?}:\n{logs}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Peak resident set size of amberd so far, in KiB.
     pub fn peak_rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
