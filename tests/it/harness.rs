@@ -112,10 +112,14 @@ fn spawn(dir: &Path, args: &[String], env: &[(String, String)], log: &Arc<Mutex<
             log.push('\n');
         }
     });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .unwrap_or_else(|_| panic!("amberd did not start: {}", log.lock().unwrap()));
-    (child, addr)
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(addr) => (child, addr),
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("amberd did not start: {}", log.lock().unwrap())
+        }
+    }
 }
 
 impl TestServer {
