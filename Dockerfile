@@ -7,7 +7,7 @@ WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin amberd --bin amber \
+    cargo build --release --locked --workspace \
  && install -D target/release/amberd target/release/amber -t /out
 
 FROM debian:bookworm-slim
