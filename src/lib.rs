@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod meta;
+pub mod metrics;
 pub mod server;
 pub mod signing;
 pub mod state;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::blobs::Blobs;
 use crate::config::Config;
 use crate::meta::Meta;
+use crate::metrics::Metrics;
 use crate::signing::Signer;
 
 #[derive(Clone)]
@@ -16,6 +17,7 @@ pub struct Inner {
     pub blobs: Blobs,
     pub meta: Meta,
     pub signer: Signer,
+    pub metrics: Metrics,
 }
 
 impl AppState {
@@ -25,7 +27,7 @@ impl AppState {
         let blobs = Blobs::open(&config.blobs).await?;
         let meta = Meta::open(&config.meta).await?;
         let signer = Signer::load(&meta, config.signing_key_file.as_deref()).await?;
-        Ok(Self(Arc::new(Inner { config, blobs, meta, signer })))
+        Ok(Self(Arc::new(Inner { config, blobs, meta, signer, metrics: Metrics::default() })))
     }
 }
 

@@ -51,6 +51,8 @@ async fn upload(
     let linked = state.meta.link_blob(repo, &written.digest, written.size).await?;
     let status = match linked {
         Stored::Created => {
+            state.metrics.blobs_stored.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            state.metrics.blob_bytes_stored.fetch_add(written.size, std::sync::atomic::Ordering::Relaxed);
             let event = Event::BlobPushed { repository: repo.clone(), digest: written.digest, size: written.size };
             audit::record(&state.meta, &state.signer, caller.actor(), event).await?;
             StatusCode::CREATED

@@ -19,6 +19,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::auth;
 use crate::error::ApiError;
+use crate::metrics;
 use crate::state::AppState;
 
 /// Largest JSON body accepted (a manifest of many files is the big one).
@@ -34,6 +35,7 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
     vec![
         (Method::GET, "/healthz", on(M::GET, system::healthz)),
         (Method::GET, "/readyz", on(M::GET, system::readyz)),
+        (Method::GET, "/metrics", on(M::GET, metrics::get_metrics)),
         (Method::GET, "/v1/keys", on(M::GET, system::list_keys)),
         (Method::GET, "/v1/whoami", on(M::GET, tokens::whoami)),
         (Method::POST, "/v1/tokens", on(M::POST, tokens::create_token)),
@@ -62,6 +64,7 @@ pub fn router(state: AppState) -> Router {
     router
         // After routing, so the audit log can name the route of a denied request.
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), metrics::record))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))

@@ -317,3 +317,36 @@ on_both_backends!(
     concurrent_uploads_of_one_blob_store_one_copy,
     a_blob_corrupted_at_rest_is_never_served_whole,
 );
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_and_status() {
+    let server = TestServer::start().await;
+    let token = server.token(&[("acme/*", &["push", "pull"])]).await;
+    let bytes = data(1234, 11);
+    let digest = independent_b3_bytes(&bytes);
+    let path = format!("{REPO}/blobs/{digest}");
+    server.request(Method::PUT, &path, &token).body(bytes).send().await.unwrap();
+    server
+        .request(Method::GET, &format!("{REPO}/blobs/{}", independent_b3_bytes(b"absent")), &token)
+        .send()
+        .await
+        .unwrap();
+    let response = server.http.get(server.url("/metrics")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    let text = response.text().await.unwrap();
+    let route = "/v1/repos/{owner}/{name}/blobs/{digest}";
+    assert!(
+        text.contains(&format!("amber_http_requests_total{{method=\"PUT\",route=\"{route}\",status=\"201\"}} 1")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("amber_http_requests_total{{method=\"GET\",route=\"{route}\",status=\"404\"}} 1")),
+        "{text}"
+    );
+    assert!(
+        text.contains("amber_blobs_stored_total 1") && text.contains("amber_blob_bytes_stored_total 1234"),
+        "{text}"
+    );
+    assert!(!text.contains(&token) && !text.contains(&digest), "labels are route templates, never paths or secrets");
+}

@@ -301,7 +301,7 @@ async fn authorization_matrix_has_no_unexpected_allow(backend: Backend) {
         }
     }
     assert!(unexpected.is_empty(), "{} unexpected outcomes:\n{}", unexpected.len(), unexpected.join("\n"));
-    let public = ["/healthz", "/readyz", "/v1/keys"];
+    let public = ["/healthz", "/readyz", "/metrics", "/v1/keys"];
     let routes: BTreeSet<(String, String)> = amber_server::http::routes()
         .into_iter()
         .filter(|(_, path, _)| !public.contains(path))
