@@ -6,6 +6,7 @@ use axum::extract::{Query, State};
 use serde::Deserialize;
 
 use super::json::ApiJson;
+use super::page;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::meta::MetaStore;
@@ -27,19 +28,11 @@ pub async fn get_audit(
 ) -> ApiResult<ApiJson<AuditPage>> {
     caller.require_admin()?;
     let Query(page) = query.map_err(|e| ApiError::RequestInvalid(e.body_text()))?;
-    let limit = page.limit.unwrap_or(1000);
-    if !(1..=10_000).contains(&limit) {
-        return Err(ApiError::RequestInvalid("limit must be between 1 and 10000".into()));
-    }
+    let limit = page::limit(page.limit, 1000, 10_000)?;
     // The checkpoint is read first: entries appended meanwhile only extend the
     // chain past it, which a verifier accepts.
     let checkpoint = state.meta.audit_checkpoint().await?;
     let mut entries = state.meta.audit_entries(page.after.unwrap_or(0), limit + 1).await?;
-    let next = if entries.len() > limit {
-        entries.truncate(limit);
-        entries.last().map(|e| e.seq)
-    } else {
-        None
-    };
+    let next = page::split(&mut entries, limit, |e| e.seq);
     Ok(ApiJson(AuditPage { entries, next, checkpoint }))
 }

@@ -4,6 +4,7 @@
 mod audit;
 mod blobs;
 mod json;
+mod page;
 mod paths;
 mod system;
 mod tags;

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 
 use super::json::ApiJson;
+use super::page;
 use super::paths::{DigestParam, Repo, TagParam};
 use crate::audit;
 use crate::auth::Caller;
@@ -172,16 +173,8 @@ pub async fn list_tags(
 ) -> ApiResult<ApiJson<TagList>> {
     caller.require(Action::Pull, &repo)?;
     let Query(page) = query.map_err(|e| ApiError::RequestInvalid(e.body_text()))?;
-    let limit = page.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::RequestInvalid("limit must be between 1 and 1000".into()));
-    }
+    let limit = page::limit(page.limit, 100, 1000)?;
     let mut tags = state.meta.list_tags(&repo, page.after.as_deref(), limit + 1).await?;
-    let next = if tags.len() > limit {
-        tags.truncate(limit);
-        tags.last().map(|t| t.tag.to_string())
-    } else {
-        None
-    };
+    let next = page::split(&mut tags, limit, |t| t.tag.to_string());
     Ok(ApiJson(TagList { tags, next }))
 }

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 
 use super::json::ApiJson;
+use super::page;
 use super::paths::TokenIdParam;
 use crate::audit;
 use crate::auth::{Caller, TokenSpec, issue_token, secret_hash};
@@ -73,18 +74,10 @@ pub async fn list_tokens(
 ) -> ApiResult<ApiJson<TokenList>> {
     caller.require_admin()?;
     let Query(page) = query.map_err(|e| ApiError::RequestInvalid(e.body_text()))?;
-    let limit = page.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::RequestInvalid("limit must be between 1 and 1000".into()));
-    }
+    let limit = page::limit(page.limit, 100, 1000)?;
     let records = state.meta.list_tokens(page.after.as_deref(), limit + 1).await?;
     let mut tokens: Vec<TokenInfo> = records.into_iter().map(|r| r.info).collect();
-    let next = if tokens.len() > limit {
-        tokens.truncate(limit);
-        tokens.last().map(|t| t.id.to_string())
-    } else {
-        None
-    };
+    let next = page::split(&mut tokens, limit, |t| t.id.to_string());
     Ok(ApiJson(TokenList { tokens, next }))
 }
 
