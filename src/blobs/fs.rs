@@ -23,13 +23,20 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
-use super::{BlobError, BlobStore, BodyStream, ByteStream, Stored, Written};
+use super::{BlobError, BlobStore, BodyStream, ByteStream, Stored, Upload, Written};
 
 const LAYOUT_VERSION: &str = "1";
 /// Read chunk: large enough for BLAKE3's SIMD paths and few syscalls, small
 /// enough that a download holds at most a few MiB.
 const READ_CHUNK: usize = 512 * 1024;
-const WRITE_BUFFER: usize = 1024 * 1024;
+/// Small chunks (a slow client, a finely chunked body) are gathered into
+/// writes this large; the ~400 KiB reads hyper hands over on a fast connection
+/// are larger, so `BufWriter` writes them straight through without a copy.
+const WRITE_BUFFER: usize = 256 * 1024;
+/// Uploads announced at least this large get their blocks allocated up front:
+/// ext4 then skips its per-page delayed-allocation bookkeeping, which cut the
+/// kernel's share of a 1 GiB write by a fifth here.
+const PREALLOCATE_FROM: u64 = 1024 * 1024;
 /// Chunks in flight between the async side and the blocking writer or reader.
 const CHANNEL_DEPTH: usize = 8;
 
@@ -116,7 +123,8 @@ impl Drop for StagingFile {
 
 /// Hashes the upload and, unless the blob is already stored, writes it to
 /// staging and links it into place. Runs on a blocking thread.
-fn write_blob(dirs: &Dirs, expected: Option<Digest>, mut rx: mpsc::Receiver<Chunk>) -> Result<Written, BlobError> {
+fn write_blob(dirs: &Dirs, upload: Upload, mut rx: mpsc::Receiver<Chunk>) -> Result<Written, BlobError> {
+    let expected = upload.expected;
     let already_stored = expected.is_some_and(|d| dirs.blob_path(&d).exists());
     let mut sink = if already_stored {
         None
@@ -124,7 +132,11 @@ fn write_blob(dirs: &Dirs, expected: Option<Digest>, mut rx: mpsc::Receiver<Chun
         let name: u128 = rand::random();
         let path = dirs.staging.join(format!("{name:032x}"));
         let file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
-        Some((BufWriter::with_capacity(WRITE_BUFFER, file), StagingFile { path }))
+        let staging = StagingFile { path };
+        if let Some(length) = upload.announced.filter(|&n| n >= PREALLOCATE_FROM && n <= upload.limit) {
+            preallocate(&file, length)?;
+        }
+        Some((BufWriter::with_capacity(WRITE_BUFFER, file), staging))
     };
     let mut hasher = blake3::Hasher::new();
     let mut size = 0u64;
@@ -163,6 +175,19 @@ fn write_blob(dirs: &Dirs, expected: Option<Digest>, mut rx: mpsc::Receiver<Chun
         }
     };
     Ok(Written { digest, size, stored })
+}
+
+/// Reserves `length` bytes of blocks without changing the file's size, so a
+/// body that ends early leaves no hole of zeros behind its data. A file system
+/// that cannot preallocate simply writes as it goes; one that is full says so
+/// before the body is read.
+fn preallocate(file: &File, length: u64) -> io::Result<()> {
+    use rustix::fs::{FallocateFlags, fallocate};
+    match fallocate(file, FallocateFlags::KEEP_SIZE, 0, length) {
+        Ok(()) => Ok(()),
+        Err(e) if e == rustix::io::Errno::NOSPC => Err(e.into()),
+        Err(_) => Ok(()),
+    }
 }
 
 /// Sends `len` bytes from `start` in chunks. A full read (`verify`) withholds
@@ -212,10 +237,11 @@ fn read_blob(
 }
 
 impl BlobStore for FsBlobs {
-    async fn put(&self, expected: Option<Digest>, limit: u64, mut body: BodyStream) -> Result<Written, BlobError> {
+    async fn put(&self, upload: Upload, mut body: BodyStream) -> Result<Written, BlobError> {
         let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
         let dirs = self.inner.clone();
-        let writer = tokio::task::spawn_blocking(move || write_blob(&dirs, expected, rx));
+        let limit = upload.limit;
+        let writer = tokio::task::spawn_blocking(move || write_blob(&dirs, upload, rx));
         let mut size = 0u64;
         let outcome = loop {
             match body.next().await {

@@ -56,18 +56,25 @@ pub struct Written {
     pub stored: Stored,
 }
 
+/// What is known of an upload before its body arrives.
+#[derive(Clone, Copy, Debug)]
+pub struct Upload {
+    /// The digest the bytes must hash to; `None` computes it.
+    pub expected: Option<Digest>,
+    /// More bytes than this are refused.
+    pub limit: u64,
+    /// The length the client announced (`Content-Length`): a hint for
+    /// preallocation, never trusted.
+    pub announced: Option<u64>,
+}
+
 /// What every blob backend provides. Implementations are checked by the same
 /// conformance tests.
 pub trait BlobStore {
-    /// Streams `body` into the store. With `expected`, the bytes must hash to it;
-    /// otherwise the digest is computed. More than `limit` bytes is refused.
-    /// Nothing becomes visible unless the call succeeds.
-    fn put(
-        &self,
-        expected: Option<Digest>,
-        limit: u64,
-        body: BodyStream,
-    ) -> impl Future<Output = Result<Written, BlobError>> + Send;
+    /// Streams `body` into the store. With `upload.expected`, the bytes must
+    /// hash to it; otherwise the digest is computed. More than `upload.limit`
+    /// bytes is refused. Nothing becomes visible unless the call succeeds.
+    fn put(&self, upload: Upload, body: BodyStream) -> impl Future<Output = Result<Written, BlobError>> + Send;
 
     /// Streams a stored blob of known `size`, or a byte range of it. A full read
     /// is verified against the digest as it streams: the last chunk is held back
@@ -101,10 +108,10 @@ impl Blobs {
 }
 
 impl BlobStore for Blobs {
-    async fn put(&self, expected: Option<Digest>, limit: u64, body: BodyStream) -> Result<Written, BlobError> {
+    async fn put(&self, upload: Upload, body: BodyStream) -> Result<Written, BlobError> {
         match self {
-            Self::Fs(store) => store.put(expected, limit, body).await,
-            Self::S3(store) => store.put(expected, limit, body).await,
+            Self::Fs(store) => store.put(upload, body).await,
+            Self::S3(store) => store.put(upload, body).await,
         }
     }
 

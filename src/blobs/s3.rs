@@ -27,7 +27,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use tokio::task::JoinSet;
 
-use super::{BlobError, BlobStore, BodyStream, ByteStream, Stored, Written};
+use super::{BlobError, BlobStore, BodyStream, ByteStream, Stored, Upload, Written};
 
 const LAYOUT_VERSION: &str = "1";
 /// Part size: S3's minimum is 5 MiB; 8 MiB keeps requests few and memory small.
@@ -350,7 +350,10 @@ impl Drop for Multipart {
 }
 
 impl BlobStore for S3Blobs {
-    async fn put(&self, expected: Option<Digest>, limit: u64, mut body: BodyStream) -> Result<Written, BlobError> {
+    async fn put(&self, upload: Upload, mut body: BodyStream) -> Result<Written, BlobError> {
+        // The announced length is not needed: small bodies are told from
+        // multipart ones by what actually arrives.
+        let Upload { expected, limit, .. } = upload;
         let already_stored = match expected {
             Some(digest) => self.exists(&self.blob_key(&digest)).await?.is_some(),
             None => false,

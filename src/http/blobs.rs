@@ -16,7 +16,7 @@ use super::json::ApiJson;
 use super::paths::{DigestParam, Repo};
 use crate::audit;
 use crate::auth::Caller;
-use crate::blobs::{BlobStore, BodyStream, Stored};
+use crate::blobs::{BlobStore, BodyStream, Stored, Upload};
 use crate::error::{ApiError, ApiResult};
 use crate::meta::MetaStore;
 use crate::state::AppState;
@@ -28,12 +28,13 @@ fn body_stream(body: Body) -> BodyStream {
     Box::pin(body.into_data_stream().map_err(std::io::Error::other))
 }
 
-/// Refuses an announced oversize body before reading any of it.
-fn check_content_length(headers: &HeaderMap, limit: u64) -> ApiResult<()> {
+/// The announced body length; an oversize body is refused before any of it
+/// is read.
+fn content_length(headers: &HeaderMap, limit: u64) -> ApiResult<Option<u64>> {
     let announced = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     match announced {
         Some(length) if length > limit => Err(ApiError::BlobTooLarge { limit }),
-        _ => Ok(()),
+        announced => Ok(announced),
     }
 }
 
@@ -46,8 +47,8 @@ async fn upload(
     body: Body,
 ) -> ApiResult<Response> {
     let limit = state.config.max_blob_size;
-    check_content_length(headers, limit)?;
-    let written = state.blobs.put(expected, limit, body_stream(body)).await?;
+    let announced = content_length(headers, limit)?;
+    let written = state.blobs.put(Upload { expected, limit, announced }, body_stream(body)).await?;
     let linked = state.meta.link_blob(repo, &written.digest, written.size).await?;
     let status = match linked {
         Stored::Created => {

@@ -8,7 +8,7 @@ use amber_core::audit::{Actor, ChainVerifier, Event};
 use amber_core::dsse::Envelope;
 use amber_core::wire::{KeyStatus, TokenInfo};
 use amber_core::{Digest, RepoName, Tag, TokenId};
-use amber_server::blobs::{BlobError, BlobStore, Blobs, FsBlobs, S3Blobs, Stored};
+use amber_server::blobs::{BlobError, BlobStore, Blobs, FsBlobs, S3Blobs, Stored, Upload};
 use amber_server::config::MetaConfig;
 use amber_server::meta::{Bound, KeyRecord, Meta, MetaStore, NewAuditEntry, Rotation, TokenRecord};
 use bytes::Bytes;
@@ -237,15 +237,19 @@ async fn read_all(
     Ok(out)
 }
 
+fn upload(expected: Option<Digest>, limit: u64, announced: Option<usize>) -> Upload {
+    Upload { expected, limit, announced: announced.map(|n| n as u64) }
+}
+
 async fn blob_conformance(store: Blobs) {
     let store = Arc::new(store);
     let limit = 64 << 20;
     for (len, seed) in [(0usize, 1u64), (1, 2), (1 << 20, 3), (20 << 20, 4)] {
         let bytes = data(len, seed);
         let digest = Digest::of(&bytes);
-        let written = store.put(Some(digest), limit, body(&bytes, 64 << 10)).await.unwrap();
+        let written = store.put(upload(Some(digest), limit, Some(len)), body(&bytes, 64 << 10)).await.unwrap();
         assert_eq!((written.digest, written.size, written.stored), (digest, len as u64, Stored::Created));
-        let again = store.put(Some(digest), limit, body(&bytes, 64 << 10)).await.unwrap();
+        let again = store.put(upload(Some(digest), limit, None), body(&bytes, 64 << 10)).await.unwrap();
         assert_eq!(again.stored, Stored::AlreadyPresent);
         assert!(read_all(&store, digest, len as u64, None).await.unwrap() == bytes);
         if len > 10 {
@@ -255,9 +259,19 @@ async fn blob_conformance(store: Blobs) {
 
     // Unknown digest: computed, then stored under it.
     let bytes = data(9 << 20, 5);
-    let written = store.put(None, limit, body(&bytes, 100_000)).await.unwrap();
+    let written = store.put(upload(None, limit, None), body(&bytes, 100_000)).await.unwrap();
     assert_eq!((written.digest, written.stored), (Digest::of(&bytes), Stored::Created));
-    assert_eq!(store.put(None, limit, body(&bytes, 7777)).await.unwrap().stored, Stored::AlreadyPresent);
+    let again = store.put(upload(None, limit, Some(bytes.len())), body(&bytes, 7777)).await.unwrap();
+    assert_eq!(again.stored, Stored::AlreadyPresent);
+
+    // The announced length is only a hint: a wrong one changes nothing stored.
+    for (len, announced, seed) in [(3 << 20, 9 << 20, 9), (3 << 20, 2 << 20, 10)] {
+        let bytes = data(len, seed);
+        let digest = Digest::of(&bytes);
+        let written = store.put(upload(Some(digest), limit, Some(announced)), body(&bytes, 65536)).await.unwrap();
+        assert_eq!((written.digest, written.size), (digest, len as u64));
+        assert!(read_all(&store, digest, len as u64, None).await.unwrap() == bytes);
+    }
 
     // Mismatch and oversize leave nothing visible.
     for len in [1000, 10 << 20] {
@@ -265,9 +279,10 @@ async fn blob_conformance(store: Blobs) {
         let digest = Digest::of(&bytes);
         let mut wrong = bytes.clone();
         wrong[0] ^= 1;
-        assert!(matches!(store.put(Some(digest), limit, body(&wrong, 65536)).await, Err(BlobError::Mismatch { .. })));
+        let announced = upload(Some(digest), limit, Some(len));
+        assert!(matches!(store.put(announced, body(&wrong, 65536)).await, Err(BlobError::Mismatch { .. })));
         assert!(matches!(
-            store.put(Some(digest), (len - 1) as u64, body(&bytes, 65536)).await,
+            store.put(upload(Some(digest), (len - 1) as u64, None), body(&bytes, 65536)).await,
             Err(BlobError::TooLarge { .. })
         ));
         assert!(matches!(read_all(&store, digest, len as u64, None).await, Err(BlobError::Corrupt(_))));
@@ -280,7 +295,8 @@ async fn blob_conformance(store: Blobs) {
         futures_util::stream::iter(vec![Ok(Bytes::copy_from_slice(&bytes[..9 << 20]))])
             .chain(futures_util::stream::iter(vec![Err(std::io::Error::other("connection reset"))])),
     );
-    assert!(matches!(store.put(Some(digest), limit, broken).await, Err(BlobError::Client(_))));
+    let announced = upload(Some(digest), limit, Some(bytes.len()));
+    assert!(matches!(store.put(announced, broken).await, Err(BlobError::Client(_))));
     assert!(matches!(read_all(&store, digest, bytes.len() as u64, None).await, Err(BlobError::Corrupt(_))));
 
     // Concurrent uploads of one blob: all succeed, exactly one creates it.
@@ -288,7 +304,8 @@ async fn blob_conformance(store: Blobs) {
     let digest = Digest::of(&bytes);
     let racers = (0..6).map(|_| {
         let (store, bytes) = (store.clone(), bytes.clone());
-        tokio::spawn(async move { store.put(Some(digest), limit, body(&bytes, 1 << 20)).await.unwrap().stored })
+        let announced = upload(Some(digest), limit, Some(bytes.len()));
+        tokio::spawn(async move { store.put(announced, body(&bytes, 1 << 20)).await.unwrap().stored })
     });
     let outcomes: Vec<Stored> = futures_util::future::join_all(racers).await.into_iter().map(Result::unwrap).collect();
     assert!(outcomes.contains(&Stored::Created), "{outcomes:?}");
