@@ -19,10 +19,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use amber_core::Digest;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
+use super::pool::BufferPool;
 use super::{BlobError, BlobStore, BodyStream, ByteStream, Stored, Upload, Written};
 
 const LAYOUT_VERSION: &str = "1";
@@ -39,6 +40,8 @@ const WRITE_BUFFER: usize = 256 * 1024;
 const PREALLOCATE_FROM: u64 = 1024 * 1024;
 /// Chunks in flight between the async side and the blocking writer or reader.
 const CHANNEL_DEPTH: usize = 8;
+/// Idle read buffers kept for reuse (at most 8 MiB).
+const IDLE_READ_BUFFERS: usize = 16;
 
 pub struct FsBlobs {
     inner: Arc<Dirs>,
@@ -47,6 +50,7 @@ pub struct FsBlobs {
 struct Dirs {
     data: PathBuf,
     staging: PathBuf,
+    read_buffers: BufferPool,
 }
 
 impl Dirs {
@@ -100,7 +104,8 @@ impl FsBlobs {
         }
         create_private_dir(&staging)?;
         sync_dir(root)?;
-        Ok(Self { inner: Arc::new(Dirs { data, staging }) })
+        let read_buffers = BufferPool::new(READ_CHUNK, IDLE_READ_BUFFERS);
+        Ok(Self { inner: Arc::new(Dirs { data, staging, read_buffers }) })
     }
 }
 
@@ -194,6 +199,7 @@ fn preallocate(file: &File, length: u64) -> io::Result<()> {
 /// its last chunk until the whole blob hashed to `digest`. Runs on a blocking
 /// thread.
 fn read_blob(
+    buffers: &BufferPool,
     mut file: File,
     digest: Digest,
     start: u64,
@@ -206,15 +212,15 @@ fn read_blob(
     let mut hasher = verify.then(blake3::Hasher::new);
     let mut held: Option<Bytes> = None;
     while remaining > 0 {
-        let mut buf = BytesMut::zeroed(remaining.min(READ_CHUNK as u64) as usize);
-        let n = file.read(&mut buf)?;
+        let mut buf = buffers.take();
+        let want = remaining.min(READ_CHUNK as u64) as usize;
+        let n = file.read(&mut buf.space()[..want])?;
         if n == 0 {
             tracing::error!(%digest, "blob on disk is shorter than recorded");
             return Err(BlobError::Corrupt(digest));
         }
-        buf.truncate(n);
         remaining -= n as u64;
-        let chunk = buf.freeze();
+        let chunk = buf.freeze(n);
         if let Some(hasher) = hasher.as_mut() {
             hasher.update(&chunk);
         }
@@ -286,8 +292,9 @@ impl BlobStore for FsBlobs {
             Some(r) => (r.start, r.end - r.start, false),
             None => (0, size, true),
         };
+        let dirs = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            if let Err(e) = read_blob(file, digest, start, len, verify, &tx) {
+            if let Err(e) = read_blob(&dirs.read_buffers, file, digest, start, len, verify, &tx) {
                 let _ = tx.blocking_send(Err(e));
             }
         });

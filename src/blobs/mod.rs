@@ -6,6 +6,7 @@
 //! do not hash to the digest.
 
 mod fs;
+mod pool;
 mod s3;
 
 use std::future::Future;
