@@ -52,16 +52,16 @@ for ln in sys.stdin:
 ' "$1" "$2"
 }
 
-start_amber() {  # start_amber BACKEND -> sets AMBER_PID AMBER_BASE TOKEN
+start_amber() {  # start_amber BACKEND -> sets AMBER_PID AMBER_BASE TOKEN AMBER_DIR MOTO_PID
   local backend="$1" dir port args=()
-  dir="$(mktemp -d /tmp/bench-amber.XXXXXX)"
+  dir="$(mktemp -d /tmp/bench-amber.XXXXXX)"; AMBER_DIR="$dir"; MOTO_PID=""; AMBER_DB=""
   if [ "$backend" = s3pg ]; then
     local mport db; mport="$(free_port)"
-    moto_server -H 127.0.0.1 -p "$mport" >/dev/null 2>&1 & PIDS+=($!)
+    moto_server -H 127.0.0.1 -p "$mport" >/dev/null 2>&1 & MOTO_PID=$!; PIDS+=($!)
     until curl -fs -o /dev/null "http://127.0.0.1:$mport/"; do sleep 0.1; done
     export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1 AWS_ENDPOINT_URL="http://127.0.0.1:$mport"
     python3 -c "import boto3; boto3.client('s3').create_bucket(Bucket='bench')"
-    db="amber_bench_$RANDOM$RANDOM"
+    db="amber_bench_$RANDOM$RANDOM"; AMBER_DB="$db"
     psql postgres://postgres@127.0.0.1:5432/postgres -qc "CREATE DATABASE $db"
     args=(--blobs s3://bench/amber --s3-path-style --meta "postgres://postgres@127.0.0.1:5432/$db")
   fi
@@ -74,19 +74,33 @@ start_amber() {  # start_amber BACKEND -> sets AMBER_PID AMBER_BASE TOKEN
 }
 
 head -c $((SIZE_MB << 20)) /dev/urandom > "$OUT/blob"
+# Like the peers, whose stored data peer-registry.sh deletes after every
+# round, each round starts from an empty store: on this VM, writing into page
+# cache that grows into untouched memory costs several times the CPU of
+# writing into pages just freed, and a content-addressed store keeps
+# everything it is sent.
+stop_amber() {
+  kill "$AMBER_PID"; wait "$AMBER_PID" 2>/dev/null || true
+  if [ -n "$MOTO_PID" ]; then kill "$MOTO_PID"; wait "$MOTO_PID" 2>/dev/null || true; fi
+  if [ -n "$AMBER_DB" ]; then psql postgres://postgres@127.0.0.1:5432/postgres -qc "DROP DATABASE $AMBER_DB"; fi
+  rm -rf "${AMBER_DIR:?}"; sync
+}
+
 for backend in $BACKENDS; do
-  start_amber "$backend"
   RES="$OUT/amber-$backend.tsv"; : > "$RES"
   for r in $(seq 1 "$ROUNDS"); do
+    start_amber "$backend"
     python3 "$SHARED/loadgen.py" large --protocol amber --repo bench/blobs --base "$AMBER_BASE" --token "$TOKEN" --label "amber_$backend" \
       --file "$OUT/blob" --unique --server-pid "$AMBER_PID" --max-seconds 300 | emit "$r" "amber_$backend" >> "$RES"
     python3 "$SHARED/loadgen.py" small --protocol amber --repo bench/blobs --base "$AMBER_BASE" --token "$TOKEN" --label "amber_$backend" \
       --count "$SMALL_COUNT" --size 4096 --concurrency "$CONC" --server-pid "$AMBER_PID" --max-seconds 120 | emit "$r" "amber_$backend" >> "$RES"
+    stop_amber
   done
+  start_amber "$backend"
   # The Rust client: small blobs without Python in the way, and a CI-shaped tree.
   AMBER_URL="$AMBER_BASE" AMBER_TOKEN="$TOKEN" "$BIN/amber" bench small --count "$SMALL_COUNT" --concurrency "$CONC" --server-pid "$AMBER_PID" | tee "$OUT/amber-bench-small-$backend.txt"
   AMBER_URL="$AMBER_BASE" AMBER_TOKEN="$TOKEN" "$BIN/amber" bench tree --server-pid "$AMBER_PID" | tee "$OUT/amber-bench-tree-$backend.txt"
-  kill "$AMBER_PID"
+  stop_amber
 done
 
 ROUNDS="$ROUNDS" SIZE_MB="$SIZE_MB" OUT="$OUT/limits.tsv" bash "$SHARED/limits.sh"
