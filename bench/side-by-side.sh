@@ -20,7 +20,11 @@ SMALL_COUNT="${SMALL_COUNT:-2000}"
 CONC="${CONC:-16}"
 mkdir -p "$OUT"
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
+STORES=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for d in "${STORES[@]}"; do rm -rf "$d"; done
+}
 trap cleanup EXIT
 
 cargo build --release --workspace --quiet
@@ -74,29 +78,43 @@ start_amber() {  # start_amber BACKEND -> sets AMBER_PID AMBER_BASE TOKEN AMBER_
 }
 
 head -c $((SIZE_MB << 20)) /dev/urandom > "$OUT/blob"
-# Like the peers, whose stored data peer-registry.sh deletes after every
-# round, each round starts from an empty store: on this VM, writing into page
-# cache that grows into untouched memory costs several times the CPU of
-# writing into pages just freed, and a content-addressed store keeps
-# everything it is sent.
+# peer-registry.sh deletes the peers' stored data after every round, which
+# hands the page cache of their large blob back. A content-addressed store
+# keeps everything, and on this VM writing into page cache that grows into
+# untouched memory costs several times the CPU of reusing pages just freed;
+# so after each round the stored large blobs are evicted from the page cache
+# (not deleted: a new store right after a big delete makes ext4 skip every
+# recently deleted inode when it creates files, which dominated small pushes).
+evict_large_blobs() {
+  python3 - "$AMBER_DIR" <<'PY'
+import os, sys
+for root, _, files in os.walk(sys.argv[1]):
+    for name in files:
+        path = os.path.join(root, name)
+        if os.path.getsize(path) > (1 << 20):
+            fd = os.open(path, os.O_RDONLY)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            os.close(fd)
+PY
+}
 stop_amber() {
   kill "$AMBER_PID"; wait "$AMBER_PID" 2>/dev/null || true
   if [ -n "$MOTO_PID" ]; then kill "$MOTO_PID"; wait "$MOTO_PID" 2>/dev/null || true; fi
   if [ -n "$AMBER_DB" ]; then psql postgres://postgres@127.0.0.1:5432/postgres -qc "DROP DATABASE $AMBER_DB"; fi
-  rm -rf "${AMBER_DIR:?}"; sync
+  # Deleted on exit, not now: the peers should not run right after a big delete either.
+  STORES+=("$AMBER_DIR")
 }
 
 for backend in $BACKENDS; do
   RES="$OUT/amber-$backend.tsv"; : > "$RES"
+  start_amber "$backend"
   for r in $(seq 1 "$ROUNDS"); do
-    start_amber "$backend"
     python3 "$SHARED/loadgen.py" large --protocol amber --repo bench/blobs --base "$AMBER_BASE" --token "$TOKEN" --label "amber_$backend" \
       --file "$OUT/blob" --unique --server-pid "$AMBER_PID" --max-seconds 300 | emit "$r" "amber_$backend" >> "$RES"
     python3 "$SHARED/loadgen.py" small --protocol amber --repo bench/blobs --base "$AMBER_BASE" --token "$TOKEN" --label "amber_$backend" \
       --count "$SMALL_COUNT" --size 4096 --concurrency "$CONC" --server-pid "$AMBER_PID" --max-seconds 120 | emit "$r" "amber_$backend" >> "$RES"
-    stop_amber
+    evict_large_blobs
   done
-  start_amber "$backend"
   # The Rust client: small blobs without Python in the way, and a CI-shaped tree.
   AMBER_URL="$AMBER_BASE" AMBER_TOKEN="$TOKEN" "$BIN/amber" bench small --count "$SMALL_COUNT" --concurrency "$CONC" --server-pid "$AMBER_PID" | tee "$OUT/amber-bench-small-$backend.txt"
   AMBER_URL="$AMBER_BASE" AMBER_TOKEN="$TOKEN" "$BIN/amber" bench tree --server-pid "$AMBER_PID" | tee "$OUT/amber-bench-tree-$backend.txt"
