@@ -30,30 +30,37 @@ impl Metrics {
     fn render(&self) -> String {
         let mut out = String::new();
         let requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
-        out.push_str("# HELP amber_http_requests_total HTTP requests answered, by route and status.\n");
-        out.push_str("# TYPE amber_http_requests_total counter\n");
-        for ((method, route, status), (count, _)) in requests.iter() {
-            let _ = writeln!(
-                out,
-                "amber_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {count}"
-            );
+        let name = "amber_http_requests_total";
+        counter_header(&mut out, name, "HTTP requests answered, by route and status.");
+        for (series, (count, _)) in requests.iter() {
+            let _ = writeln!(out, "{name}{} {count}", labels(series));
         }
-        out.push_str("# HELP amber_http_request_seconds_total Time spent answering, by route and status.\n");
-        out.push_str("# TYPE amber_http_request_seconds_total counter\n");
-        for ((method, route, status), (_, seconds)) in requests.iter() {
-            let _ = writeln!(
-                out,
-                "amber_http_request_seconds_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {seconds:.6}"
-            );
+        let name = "amber_http_request_seconds_total";
+        counter_header(&mut out, name, "Time spent answering, by route and status.");
+        for (series, (_, seconds)) in requests.iter() {
+            let _ = writeln!(out, "{name}{} {seconds:.6}", labels(series));
         }
-        out.push_str("# HELP amber_blobs_stored_total Blobs made visible in a repository.\n");
-        out.push_str("# TYPE amber_blobs_stored_total counter\n");
-        let _ = writeln!(out, "amber_blobs_stored_total {}", self.blobs_stored.load(Ordering::Relaxed));
-        out.push_str("# HELP amber_blob_bytes_stored_total Bytes of the blobs made visible in a repository.\n");
-        out.push_str("# TYPE amber_blob_bytes_stored_total counter\n");
-        let _ = writeln!(out, "amber_blob_bytes_stored_total {}", self.blob_bytes_stored.load(Ordering::Relaxed));
+        for (name, help, value) in [
+            ("amber_blobs_stored_total", "Blobs made visible in a repository.", &self.blobs_stored),
+            (
+                "amber_blob_bytes_stored_total",
+                "Bytes of the blobs made visible in a repository.",
+                &self.blob_bytes_stored,
+            ),
+        ] {
+            counter_header(&mut out, name, help);
+            let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+        }
         out
     }
+}
+
+fn counter_header(out: &mut String, name: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+}
+
+fn labels((method, route, status): &Series) -> String {
+    format!("{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}}")
 }
 
 /// Counts every routed request by method, route template and status.

@@ -292,9 +292,9 @@ impl BlobStore for FsBlobs {
             Some(r) => (r.start, r.end - r.start, false),
             None => (0, size, true),
         };
-        let dirs = self.inner.clone();
+        let buffers = self.inner.read_buffers.clone();
         tokio::task::spawn_blocking(move || {
-            if let Err(e) = read_blob(&dirs.read_buffers, file, digest, start, len, verify, &tx) {
+            if let Err(e) = read_blob(&buffers, file, digest, start, len, verify, &tx) {
                 let _ = tx.blocking_send(Err(e));
             }
         });
