@@ -1,26 +1,58 @@
 //! Recording audit events: each is appended to the hash chain together with a
 //! freshly signed checkpoint of the new head (format in `amber_core::audit`).
 //!
-//! An event is recorded after the change it describes succeeded and before the
-//! client hears of it; if recording fails the client gets a `500` and retries
-//! (every change is idempotent).
+//! A blob link or a tag binding commits in one metadata transaction with its
+//! entries ([`Draft`]), so a crash cannot keep the change and lose its record.
+//! Other events are recorded after the change succeeded and before the client
+//! hears of it; if recording fails the client gets a `500` and retries (every
+//! change is idempotent).
 
 use amber_core::audit::{Actor, CHECKPOINT_PAYLOAD_TYPE, CHECKPOINT_SCHEMA, Checkpoint, EntryBody, Event, entry_hash};
 use time::OffsetDateTime;
 
-use crate::meta::{Meta, MetaError, MetaStore, NewAuditEntry};
+use crate::meta::{BuildAudit, Meta, MetaError, MetaStore, NewAudit, NewAuditEntry};
 use crate::signing::Signer;
 
-pub async fn record(meta: &Meta, signer: &Signer, actor: Actor, event: Event) -> Result<u64, MetaError> {
-    let at = OffsetDateTime::now_utc();
-    let build = |seq: u64, prev: &str| {
-        let body = EntryBody { seq, prev: prev.to_owned(), at, actor: actor.clone(), event: event.clone() };
-        let bytes = serde_json::to_vec(&body).expect("audit entries always serialise");
-        let hash = entry_hash(&bytes);
-        let checkpoint = Checkpoint { schema: CHECKPOINT_SCHEMA.into(), seq, hash: hash.clone(), created_at: at };
+/// Events one actor is about to cause, in order, ready to be built into audit
+/// entries once the chain head is known. A change that has its own store
+/// method (a blob link, a tag binding, a token change) is given the draft, so
+/// the change and its entries commit together; anything else uses [`record`].
+pub struct Draft<'a> {
+    signer: &'a Signer,
+    actor: Actor,
+    at: OffsetDateTime,
+    events: Vec<Event>,
+}
+
+impl<'a> Draft<'a> {
+    pub fn new(signer: &'a Signer, actor: Actor, events: Vec<Event>) -> Self {
+        Self { signer, actor, at: OffsetDateTime::now_utc(), events }
+    }
+}
+
+impl BuildAudit for Draft<'_> {
+    /// The entries numbered from `seq`, the first chained to `prev`, and a
+    /// signed checkpoint of the last.
+    fn build(&self, seq: u64, prev: &str) -> NewAudit {
+        let mut entries = Vec::with_capacity(self.events.len());
+        let mut prev = prev.to_owned();
+        for (seq, event) in (seq..).zip(&self.events) {
+            let body = EntryBody { seq, prev, at: self.at, actor: self.actor.clone(), event: event.clone() };
+            let bytes = serde_json::to_vec(&body).expect("audit entries always serialise");
+            let hash = entry_hash(&bytes);
+            prev = hash.clone();
+            entries.push(NewAuditEntry { bytes, hash });
+        }
+        let last = seq + self.events.len() as u64 - 1;
+        let checkpoint = Checkpoint { schema: CHECKPOINT_SCHEMA.into(), seq: last, hash: prev, created_at: self.at };
         let checkpoint =
-            signer.sign(CHECKPOINT_PAYLOAD_TYPE, &serde_json::to_vec(&checkpoint).expect("checkpoints serialise"));
-        NewAuditEntry { bytes, hash, checkpoint }
-    };
-    meta.append_audit(&build).await
+            self.signer.sign(CHECKPOINT_PAYLOAD_TYPE, &serde_json::to_vec(&checkpoint).expect("checkpoints serialise"));
+        NewAudit { entries, checkpoint }
+    }
+}
+
+/// Records one event on its own; returns its sequence number.
+pub async fn record(meta: &Meta, signer: &Signer, actor: Actor, event: Event) -> Result<u64, MetaError> {
+    let draft = Draft::new(signer, actor, vec![event]);
+    meta.append_audit(&draft).await
 }

@@ -8,7 +8,6 @@ use amber_core::{Action, Grant, RepoPattern};
 use amber_server::audit;
 use amber_server::auth::{TokenSpec, issue_token};
 use amber_server::config::{Config, Options};
-use amber_server::http::tokens::token_created;
 use amber_server::meta::Meta;
 use amber_server::server;
 use amber_server::signing::{self, Signer};
@@ -110,9 +109,10 @@ async fn main() -> anyhow::Result<()> {
                 grants: vec![Grant { repos: RepoPattern::Any, actions: vec![Action::Admin] }],
                 lifetime: expires_in.map(Duration::from_secs),
             };
-            let (info, secret) = issue_token(&meta, &config, spec).await.map_err(|e| anyhow::anyhow!("{e}"))?;
             let signer = Signer::load(&meta, config.signing_key_file.as_deref()).await?;
-            audit::record(&meta, &signer, Actor::operator(), token_created(&info)).await?;
+            let (info, secret) = issue_token(&meta, &config, &signer, Actor::operator(), spec)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             tracing::info!(token = %info.id, expires_at = %info.expires_at, "admin token created");
             println!("{}", secret.expose());
             Ok(())

@@ -7,14 +7,17 @@
 
 use std::time::Duration;
 
+use amber_core::audit::{Actor, Event};
 use amber_core::wire::TokenInfo;
 use amber_core::{Action, Grant, RepoPattern, TokenId, TokenSecret};
 use time::OffsetDateTime;
 
 use super::secret_hash;
+use crate::audit::Draft;
 use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
 use crate::meta::{Meta, MetaStore, TokenRecord};
+use crate::signing::Signer;
 
 /// What a new token should be.
 #[derive(Debug)]
@@ -58,7 +61,15 @@ fn check_grants(grants: &mut [Grant]) -> ApiResult<()> {
 
 /// Validates `spec`, stores the new token, and returns it with its secret,
 /// which exists nowhere else from here on.
-pub async fn issue_token(meta: &Meta, config: &Config, mut spec: TokenSpec) -> ApiResult<(TokenInfo, TokenSecret)> {
+/// The token is stored together with its `token_created` audit entry, made
+/// by `actor` and signed by `signer`.
+pub async fn issue_token(
+    meta: &Meta,
+    config: &Config,
+    signer: &Signer,
+    actor: Actor,
+    mut spec: TokenSpec,
+) -> ApiResult<(TokenInfo, TokenSecret)> {
     check_label("name", &spec.name)?;
     if let Some(pipeline) = &spec.pipeline {
         check_label("pipeline", pipeline)?;
@@ -86,8 +97,20 @@ pub async fn issue_token(meta: &Meta, config: &Config, mut spec: TokenSpec) -> A
         rotated_from: None,
         rotated_to: None,
     };
-    meta.insert_token(&TokenRecord { info: info.clone(), secret_hash: secret_hash(&secret) }).await?;
+    let draft = Draft::new(signer, actor, vec![token_created(&info)]);
+    let record = TokenRecord { info: info.clone(), secret_hash: secret_hash(&secret) };
+    meta.insert_token(&record, &draft).await?;
     Ok((info, secret))
+}
+
+fn token_created(info: &TokenInfo) -> Event {
+    Event::TokenCreated {
+        token_id: info.id.clone(),
+        name: info.name.clone(),
+        pipeline: info.pipeline.clone(),
+        grants: info.grants.clone(),
+        expires_at: info.expires_at,
+    }
 }
 
 #[cfg(test)]

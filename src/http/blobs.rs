@@ -49,13 +49,13 @@ async fn upload(
     let limit = state.config.max_blob_size;
     let announced = content_length(headers, limit)?;
     let written = state.blobs.put(Upload { expected, limit, announced }, body_stream(body)).await?;
-    let linked = state.meta.link_blob(repo, &written.digest, written.size).await?;
+    let event = Event::BlobPushed { repository: repo.clone(), digest: written.digest, size: written.size };
+    let draft = audit::Draft::new(&state.signer, caller.actor(), vec![event]);
+    let linked = state.meta.link_blob(repo, &written.digest, written.size, &draft).await?;
     let status = match linked {
         Stored::Created => {
             state.metrics.blobs_stored.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             state.metrics.blob_bytes_stored.fetch_add(written.size, std::sync::atomic::Ordering::Relaxed);
-            let event = Event::BlobPushed { repository: repo.clone(), digest: written.digest, size: written.size };
-            audit::record(&state.meta, &state.signer, caller.actor(), event).await?;
             StatusCode::CREATED
         }
         Stored::AlreadyPresent => StatusCode::OK,

@@ -119,13 +119,13 @@ pub async fn put_tag(
     let bytes = payload.to_bytes();
     let digest = Digest::of(&bytes);
     let envelope = state.signer.sign(manifest::PAYLOAD_TYPE, &bytes);
-    match state.meta.bind_tag(&repo, &tag, &digest, &envelope, created_at).await? {
+    let events = vec![
+        Event::ManifestPushed { repository: repo.clone(), digest },
+        Event::TagBound { repository: repo.clone(), tag: tag.clone(), digest },
+    ];
+    let draft = audit::Draft::new(&state.signer, caller.actor(), events);
+    match state.meta.bind_tag(&repo, &tag, &digest, &envelope, created_at, &draft).await? {
         Bound::Created => {
-            let actor = caller.actor();
-            let pushed = Event::ManifestPushed { repository: repo.clone(), digest };
-            audit::record(&state.meta, &state.signer, actor.clone(), pushed).await?;
-            let bound = Event::TagBound { repository: repo.clone(), tag: tag.clone(), digest };
-            audit::record(&state.meta, &state.signer, actor, bound).await?;
             tracing::info!(%repo, %tag, %digest, token = %token.id, "tag bound");
             envelope_response(StatusCode::CREATED, &digest, envelope)
         }

@@ -1,5 +1,5 @@
 //! Token routes: mint, list, show, rotate and revoke (admin), and whoami.
-//! Every change is recorded in the audit log.
+//! Every change is committed together with its audit entry.
 
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ use super::paths::TokenIdParam;
 use crate::audit;
 use crate::auth::{Caller, TokenSpec, issue_token, secret_hash};
 use crate::error::{ApiError, ApiResult};
-use crate::meta::{MetaStore, Rotation, TokenRecord};
+use crate::meta::{MetaStore, Revocation, Rotation, TokenRecord};
 use crate::state::AppState;
 
 /// Default grace period of a rotated secret.
@@ -38,20 +38,9 @@ pub async fn create_token(
         grants: request.grants,
         lifetime: request.expires_in.map(Duration::from_secs),
     };
-    let (info, secret) = issue_token(&state.meta, &state.config, spec).await?;
-    audit::record(&state.meta, &state.signer, caller.actor(), token_created(&info)).await?;
+    let (info, secret) = issue_token(&state.meta, &state.config, &state.signer, caller.actor(), spec).await?;
     tracing::info!(token = %info.id, name = %info.name, by = %caller.token.info.id, "token created");
     Ok((StatusCode::CREATED, ApiJson(CreatedToken { info, token: secret.expose().to_owned() })))
-}
-
-pub fn token_created(info: &TokenInfo) -> Event {
-    Event::TokenCreated {
-        token_id: info.id.clone(),
-        name: info.name.clone(),
-        pipeline: info.pipeline.clone(),
-        grants: info.grants.clone(),
-        expires_at: info.expires_at,
-    }
 }
 
 pub async fn whoami(caller: Caller) -> ApiJson<TokenInfo> {
@@ -126,13 +115,13 @@ pub async fn rotate_token(
     };
     let record = TokenRecord { info: info.clone(), secret_hash: secret_hash(&secret) };
     let grace_end = now + time::Duration::seconds(grace as i64);
-    match state.meta.rotate_token(&record, grace_end).await? {
+    let event = Event::TokenRotated { token_id: id.clone(), new_token_id: info.id.clone(), grace_seconds: grace };
+    let draft = audit::Draft::new(&state.signer, caller.actor(), vec![event]);
+    match state.meta.rotate_token(&record, grace_end, &draft).await? {
         Rotation::Rotated => {}
         Rotation::Unknown => return Err(ApiError::TokenUnknown),
         Rotation::Inactive(reason) => return Err(ApiError::TokenInactive(reason)),
     }
-    let event = Event::TokenRotated { token_id: id.clone(), new_token_id: info.id.clone(), grace_seconds: grace };
-    audit::record(&state.meta, &state.signer, caller.actor(), event).await?;
     tracing::info!(token = %id, new_token = %info.id, grace, "token rotated");
     Ok((StatusCode::CREATED, ApiJson(CreatedToken { info, token: secret.expose().to_owned() })))
 }
@@ -144,11 +133,13 @@ pub async fn revoke_token(
 ) -> ApiResult<ApiJson<TokenInfo>> {
     caller.require_admin()?;
     let now = OffsetDateTime::now_utc();
-    let before = state.meta.token(&id).await?.ok_or(ApiError::TokenUnknown)?;
-    let record = state.meta.revoke_token(&id, now).await?.ok_or(ApiError::TokenUnknown)?;
-    if before.info.revoked_at.is_none() {
-        audit::record(&state.meta, &state.signer, caller.actor(), Event::TokenRevoked { token_id: id.clone() }).await?;
-        tracing::info!(token = %id, "token revoked");
+    let draft = audit::Draft::new(&state.signer, caller.actor(), vec![Event::TokenRevoked { token_id: id.clone() }]);
+    match state.meta.revoke_token(&id, now, &draft).await? {
+        Revocation::Revoked(record) => {
+            tracing::info!(token = %id, "token revoked");
+            Ok(ApiJson(record.info))
+        }
+        Revocation::AlreadyRevoked(record) => Ok(ApiJson(record.info)),
+        Revocation::Unknown => Err(ApiError::TokenUnknown),
     }
-    Ok(ApiJson(record.info))
 }

@@ -3,7 +3,9 @@
 //! itself so that racing writers get exactly one winner.
 //!
 //! **Invariant:** a method that changes anything returns only after the change
-//! is durable.
+//! is durable. A change that clients make (a blob link, a tag) is committed in
+//! one transaction with its audit entries: a crash leaves both or neither, so
+//! no change can escape the audit log.
 
 mod postgres;
 mod sled;
@@ -76,12 +78,14 @@ pub enum Bound {
 /// What every metadata backend provides. Each implementation passes the same
 /// conformance tests.
 pub trait MetaStore {
-    /// Makes a stored blob visible in `repo`.
+    /// Makes a stored blob visible in `repo`; if it was not yet, appends
+    /// `audit` in the same transaction.
     fn link_blob(
         &self,
         repo: &RepoName,
         digest: &Digest,
         size: u64,
+        audit: AuditBuild<'_>,
     ) -> impl Future<Output = Result<Stored, MetaError>> + Send;
     /// The size of a blob visible in `repo`, or `None`.
     fn blob_size(
@@ -90,7 +94,12 @@ pub trait MetaStore {
         digest: &Digest,
     ) -> impl Future<Output = Result<Option<u64>, MetaError>> + Send;
 
-    fn insert_token(&self, record: &TokenRecord) -> impl Future<Output = Result<(), MetaError>> + Send;
+    /// Stores a new token and appends `audit` in the same transaction.
+    fn insert_token(
+        &self,
+        record: &TokenRecord,
+        audit: AuditBuild<'_>,
+    ) -> impl Future<Output = Result<(), MetaError>> + Send;
     fn token(&self, id: &TokenId) -> impl Future<Output = Result<Option<TokenRecord>, MetaError>> + Send;
     fn token_by_hash(&self, secret_hash: &str) -> impl Future<Output = Result<Option<TokenRecord>, MetaError>> + Send;
     /// Records use of a token; a hint, so it need not be durable at once.
@@ -102,27 +111,26 @@ pub trait MetaStore {
         after: Option<&str>,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<TokenRecord>, MetaError>> + Send;
-    /// Sets `revoked_at` (once; a second revocation keeps the first time).
+    /// Sets `revoked_at` and appends `audit` in the same transaction, once: a
+    /// second revocation keeps the first time and records nothing.
     fn revoke_token(
         &self,
         id: &TokenId,
         at: OffsetDateTime,
-    ) -> impl Future<Output = Result<Option<TokenRecord>, MetaError>> + Send;
+        audit: AuditBuild<'_>,
+    ) -> impl Future<Output = Result<Revocation, MetaError>> + Send;
     /// Atomically stores `new` (which names the old token in `rotated_from`) and
     /// makes the old token end at `old_expires_at`, unless the old token is
-    /// revoked, expired or already rotated.
+    /// revoked, expired or already rotated; appends `audit` if it rotated.
     fn rotate_token(
         &self,
         new: &TokenRecord,
         old_expires_at: OffsetDateTime,
+        audit: AuditBuild<'_>,
     ) -> impl Future<Output = Result<Rotation, MetaError>> + Send;
 
-    /// Appends an audit entry: `build(seq, prev_hash)` returns the entry bytes,
-    /// their hash and the signed checkpoint of the new head, all stored at once.
-    fn append_audit(
-        &self,
-        build: &(dyn Fn(u64, &str) -> NewAuditEntry + Sync),
-    ) -> impl Future<Output = Result<u64, MetaError>> + Send;
+    /// Appends audit entries, all at once; returns the last one's sequence number.
+    fn append_audit(&self, build: AuditBuild<'_>) -> impl Future<Output = Result<u64, MetaError>> + Send;
     /// Audit entries in order, strictly after sequence number `after`.
     fn audit_entries(
         &self,
@@ -138,7 +146,8 @@ pub trait MetaStore {
     /// Adds `key` only if there is no active key yet; returns whether it was added.
     fn init_key(&self, key: &KeyRecord) -> impl Future<Output = Result<bool, MetaError>> + Send;
 
-    /// Stores the manifest and binds the tag to it, unless the tag is bound.
+    /// Stores the manifest and binds the tag to it, unless the tag is bound;
+    /// appends `audit` in the same transaction as the binding.
     fn bind_tag(
         &self,
         repo: &RepoName,
@@ -146,6 +155,7 @@ pub trait MetaStore {
         digest: &Digest,
         envelope: &Envelope,
         at: OffsetDateTime,
+        audit: AuditBuild<'_>,
     ) -> impl Future<Output = Result<Bound, MetaError>> + Send;
     fn tag(&self, repo: &RepoName, tag: &Tag) -> impl Future<Output = Result<Option<TagRecord>, MetaError>> + Send;
     fn manifest(
@@ -174,12 +184,43 @@ pub enum Rotation {
     Inactive(&'static str),
 }
 
+/// The outcome of a revocation.
+#[derive(Clone, Debug)]
+pub enum Revocation {
+    Revoked(TokenRecord),
+    /// Revoked before; unchanged.
+    AlreadyRevoked(TokenRecord),
+    Unknown,
+}
+
 /// An audit entry ready to be stored.
 pub struct NewAuditEntry {
     pub bytes: Vec<u8>,
     pub hash: String,
+}
+
+/// Audit entries ready to be stored: consecutive, each chained to the one
+/// before, and the signed checkpoint of the last.
+pub struct NewAudit {
+    pub entries: Vec<NewAuditEntry>,
     pub checkpoint: Envelope,
 }
+
+/// Builds the audit entries for a change once the chain head is known.
+pub trait BuildAudit: Sync {
+    /// The entries numbered from `seq`, the first chained to the entry hashed
+    /// `prev`. A store may call this more than once (a retried transaction)
+    /// and keeps only what it stored last.
+    fn build(&self, seq: u64, prev: &str) -> NewAudit;
+}
+
+impl<F: Fn(u64, &str) -> NewAudit + Sync> BuildAudit for F {
+    fn build(&self, seq: u64, prev: &str) -> NewAudit {
+        self(seq, prev)
+    }
+}
+
+pub type AuditBuild<'a> = &'a dyn BuildAudit;
 
 /// The configured metadata backend.
 pub enum Meta {
@@ -207,14 +248,20 @@ macro_rules! dispatch {
 }
 
 impl MetaStore for Meta {
-    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<Stored, MetaError> {
-        dispatch!(self, s => s.link_blob(repo, digest, size))
+    async fn link_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+        audit: AuditBuild<'_>,
+    ) -> Result<Stored, MetaError> {
+        dispatch!(self, s => s.link_blob(repo, digest, size, audit))
     }
     async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, MetaError> {
         dispatch!(self, s => s.blob_size(repo, digest))
     }
-    async fn insert_token(&self, record: &TokenRecord) -> Result<(), MetaError> {
-        dispatch!(self, s => s.insert_token(record))
+    async fn insert_token(&self, record: &TokenRecord, audit: AuditBuild<'_>) -> Result<(), MetaError> {
+        dispatch!(self, s => s.insert_token(record, audit))
     }
     async fn token(&self, id: &TokenId) -> Result<Option<TokenRecord>, MetaError> {
         dispatch!(self, s => s.token(id))
@@ -228,13 +275,23 @@ impl MetaStore for Meta {
     async fn list_tokens(&self, after: Option<&str>, limit: usize) -> Result<Vec<TokenRecord>, MetaError> {
         dispatch!(self, s => s.list_tokens(after, limit))
     }
-    async fn revoke_token(&self, id: &TokenId, at: OffsetDateTime) -> Result<Option<TokenRecord>, MetaError> {
-        dispatch!(self, s => s.revoke_token(id, at))
+    async fn revoke_token(
+        &self,
+        id: &TokenId,
+        at: OffsetDateTime,
+        audit: AuditBuild<'_>,
+    ) -> Result<Revocation, MetaError> {
+        dispatch!(self, s => s.revoke_token(id, at, audit))
     }
-    async fn rotate_token(&self, new: &TokenRecord, old_expires_at: OffsetDateTime) -> Result<Rotation, MetaError> {
-        dispatch!(self, s => s.rotate_token(new, old_expires_at))
+    async fn rotate_token(
+        &self,
+        new: &TokenRecord,
+        old_expires_at: OffsetDateTime,
+        audit: AuditBuild<'_>,
+    ) -> Result<Rotation, MetaError> {
+        dispatch!(self, s => s.rotate_token(new, old_expires_at, audit))
     }
-    async fn append_audit(&self, build: &(dyn Fn(u64, &str) -> NewAuditEntry + Sync)) -> Result<u64, MetaError> {
+    async fn append_audit(&self, build: AuditBuild<'_>) -> Result<u64, MetaError> {
         dispatch!(self, s => s.append_audit(build))
     }
     async fn audit_entries(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>, MetaError> {
@@ -259,8 +316,9 @@ impl MetaStore for Meta {
         digest: &Digest,
         envelope: &Envelope,
         at: OffsetDateTime,
+        audit: AuditBuild<'_>,
     ) -> Result<Bound, MetaError> {
-        dispatch!(self, s => s.bind_tag(repo, tag, digest, envelope, at))
+        dispatch!(self, s => s.bind_tag(repo, tag, digest, envelope, at, audit))
     }
     async fn tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<TagRecord>, MetaError> {
         dispatch!(self, s => s.tag(repo, tag))

@@ -9,11 +9,12 @@ use amber_core::audit::AuditEntry;
 use amber_core::dsse::Envelope;
 use amber_core::wire::{KeyStatus, TagEntry};
 use amber_core::{Digest, RepoName, Tag, TokenId};
+use sqlx::PgConnection;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::types::Json;
 use time::OffsetDateTime;
 
-use super::{Bound, KeyRecord, MetaError, MetaStore, NewAuditEntry, Rotation, TagRecord, TokenRecord};
+use super::{AuditBuild, Bound, KeyRecord, MetaError, MetaStore, Revocation, Rotation, TagRecord, TokenRecord};
 use crate::blobs::Stored;
 
 pub struct PostgresMeta {
@@ -63,17 +64,62 @@ fn key_from_row((keyid, private_key, created_at, status): KeyRow) -> Result<KeyR
     Ok(KeyRecord { keyid, private_key, created_at, status })
 }
 
+/// Appends `build`'s entries to the chain within the caller's transaction;
+/// returns the last entry's sequence number. The head row lock it takes
+/// serialises appenders across every replica until the transaction ends, so
+/// callers take it last, after their own rows.
+async fn append_audit_in(tx: &mut PgConnection, build: AuditBuild<'_>) -> Result<u64, MetaError> {
+    let (last, prev): (i64, String) =
+        sqlx::query_as("SELECT seq, hash FROM audit_head WHERE singleton FOR UPDATE").fetch_one(&mut *tx).await?;
+    let new = build.build(last as u64 + 1, &prev);
+    let mut seq = last as u64;
+    let mut head_hash = None;
+    for entry in new.entries {
+        seq += 1;
+        let entry_text = String::from_utf8(entry.bytes).map_err(|e| MetaError::Corrupt(e.to_string()))?;
+        sqlx::query("INSERT INTO audit_log (seq, hash, entry) VALUES ($1, $2, $3)")
+            .bind(seq as i64)
+            .bind(&entry.hash)
+            .bind(entry_text)
+            .execute(&mut *tx)
+            .await?;
+        head_hash = Some(entry.hash);
+    }
+    if let Some(hash) = head_hash {
+        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2, checkpoint = $3 WHERE singleton")
+            .bind(seq as i64)
+            .bind(hash)
+            .bind(serde_json::to_string(&new.checkpoint)?)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(seq)
+}
+
 impl MetaStore for PostgresMeta {
-    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<Stored, MetaError> {
+    async fn link_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+        audit: AuditBuild<'_>,
+    ) -> Result<Stored, MetaError> {
+        let mut tx = self.pool.begin().await?;
         let inserted =
             sqlx::query("INSERT INTO blob_links (repository, digest, size) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
                 .bind(repo.as_str())
                 .bind(&digest.as_bytes()[..])
                 .bind(size as i64)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?
                 .rows_affected();
-        Ok(if inserted == 1 { Stored::Created } else { Stored::AlreadyPresent })
+        if inserted == 0 {
+            tx.rollback().await?;
+            return Ok(Stored::AlreadyPresent);
+        }
+        append_audit_in(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(Stored::Created)
     }
 
     async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, MetaError> {
@@ -85,16 +131,23 @@ impl MetaStore for PostgresMeta {
         Ok(size.map(|(s,)| s as u64))
     }
 
-    async fn insert_token(&self, record: &TokenRecord) -> Result<(), MetaError> {
+    async fn insert_token(&self, record: &TokenRecord, audit: AuditBuild<'_>) -> Result<(), MetaError> {
+        let mut tx = self.pool.begin().await?;
         let inserted =
             sqlx::query("INSERT INTO tokens (id, secret_hash, info) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
                 .bind(record.info.id.as_str())
                 .bind(&record.secret_hash)
                 .bind(Json(&record.info))
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?
                 .rows_affected();
-        if inserted == 1 { Ok(()) } else { Err(MetaError::Conflict("token".into())) }
+        if inserted == 0 {
+            tx.rollback().await?;
+            return Err(MetaError::Conflict("token".into()));
+        }
+        append_audit_in(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn token(&self, id: &TokenId) -> Result<Option<TokenRecord>, MetaError> {
@@ -137,27 +190,39 @@ impl MetaStore for PostgresMeta {
         Ok(rows.into_iter().map(|(secret_hash, Json(info))| TokenRecord { info, secret_hash }).collect())
     }
 
-    async fn revoke_token(&self, id: &TokenId, at: OffsetDateTime) -> Result<Option<TokenRecord>, MetaError> {
+    async fn revoke_token(
+        &self,
+        id: &TokenId,
+        at: OffsetDateTime,
+        audit: AuditBuild<'_>,
+    ) -> Result<Revocation, MetaError> {
         let mut tx = self.pool.begin().await?;
         let row: Option<(String, Json<amber_core::wire::TokenInfo>)> =
             sqlx::query_as("SELECT secret_hash, info FROM tokens WHERE id = $1 FOR UPDATE")
                 .bind(id.as_str())
                 .fetch_optional(&mut *tx)
                 .await?;
-        let Some((secret_hash, Json(mut info))) = row else { return Ok(None) };
-        if info.revoked_at.is_none() {
-            info.revoked_at = Some(at);
-            sqlx::query("UPDATE tokens SET info = $2 WHERE id = $1")
-                .bind(id.as_str())
-                .bind(Json(&info))
-                .execute(&mut *tx)
-                .await?;
+        let Some((secret_hash, Json(mut info))) = row else { return Ok(Revocation::Unknown) };
+        if info.revoked_at.is_some() {
+            return Ok(Revocation::AlreadyRevoked(TokenRecord { info, secret_hash }));
         }
+        info.revoked_at = Some(at);
+        sqlx::query("UPDATE tokens SET info = $2 WHERE id = $1")
+            .bind(id.as_str())
+            .bind(Json(&info))
+            .execute(&mut *tx)
+            .await?;
+        append_audit_in(&mut tx, audit).await?;
         tx.commit().await?;
-        Ok(Some(TokenRecord { info, secret_hash }))
+        Ok(Revocation::Revoked(TokenRecord { info, secret_hash }))
     }
 
-    async fn rotate_token(&self, new: &TokenRecord, old_expires_at: OffsetDateTime) -> Result<Rotation, MetaError> {
+    async fn rotate_token(
+        &self,
+        new: &TokenRecord,
+        old_expires_at: OffsetDateTime,
+        audit: AuditBuild<'_>,
+    ) -> Result<Rotation, MetaError> {
         let old_id =
             new.info.rotated_from.as_ref().ok_or_else(|| MetaError::Corrupt("rotation without rotated_from".into()))?;
         let mut tx = self.pool.begin().await?;
@@ -189,31 +254,14 @@ impl MetaStore for PostgresMeta {
             .bind(Json(&new.info))
             .execute(&mut *tx)
             .await?;
+        append_audit_in(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(Rotation::Rotated)
     }
 
-    async fn append_audit(&self, build: &(dyn Fn(u64, &str) -> NewAuditEntry + Sync)) -> Result<u64, MetaError> {
+    async fn append_audit(&self, build: AuditBuild<'_>) -> Result<u64, MetaError> {
         let mut tx = self.pool.begin().await?;
-        // The head row lock serialises appenders across every replica.
-        let (last, prev): (i64, String) =
-            sqlx::query_as("SELECT seq, hash FROM audit_head WHERE singleton FOR UPDATE").fetch_one(&mut *tx).await?;
-        let seq = last as u64 + 1;
-        let entry = build(seq, &prev);
-        let entry_text = String::from_utf8(entry.bytes).map_err(|e| MetaError::Corrupt(e.to_string()))?;
-        sqlx::query("INSERT INTO audit_log (seq, hash, entry) VALUES ($1, $2, $3)")
-            .bind(seq as i64)
-            .bind(&entry.hash)
-            .bind(entry_text)
-            .execute(&mut *tx)
-            .await?;
-        let checkpoint = serde_json::to_string(&entry.checkpoint)?;
-        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2, checkpoint = $3 WHERE singleton")
-            .bind(seq as i64)
-            .bind(&entry.hash)
-            .bind(checkpoint)
-            .execute(&mut *tx)
-            .await?;
+        let seq = append_audit_in(&mut tx, build).await?;
         tx.commit().await?;
         Ok(seq)
     }
@@ -281,6 +329,7 @@ impl MetaStore for PostgresMeta {
         digest: &Digest,
         envelope: &Envelope,
         at: OffsetDateTime,
+        audit: AuditBuild<'_>,
     ) -> Result<Bound, MetaError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("INSERT INTO manifests (repository, digest, envelope) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
@@ -300,6 +349,7 @@ impl MetaStore for PostgresMeta {
         .await?
         .rows_affected();
         if bound == 1 {
+            append_audit_in(&mut tx, audit).await?;
             tx.commit().await?;
             return Ok(Bound::Created);
         }

@@ -22,11 +22,13 @@ use amber_core::audit::AuditEntry;
 use amber_core::dsse::Envelope;
 use amber_core::wire::{KeyStatus, TagEntry};
 use amber_core::{Digest, RepoName, Tag, TokenId};
-use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::transaction::{
+    ConflictableTransactionError, ConflictableTransactionResult, TransactionError, TransactionalTree,
+};
 use sled::{Db, Transactional, Tree};
 use time::OffsetDateTime;
 
-use super::{Bound, KeyRecord, MetaError, MetaStore, NewAuditEntry, Rotation, TagRecord, TokenRecord};
+use super::{AuditBuild, Bound, KeyRecord, MetaError, MetaStore, Revocation, Rotation, TagRecord, TokenRecord};
 use crate::blobs::Stored;
 
 const SCHEMA_KEY: &[u8] = b"schema";
@@ -121,6 +123,41 @@ impl SledMeta {
     }
 }
 
+/// Appends `build`'s entries to the chain, inside a transaction that holds the
+/// `audit` and `audit_head` trees; returns the last entry's sequence number.
+fn append_audit_in(
+    audit: &TransactionalTree,
+    head: &TransactionalTree,
+    build: AuditBuild<'_>,
+) -> ConflictableTransactionResult<u64, MetaError> {
+    let abort = |e: MetaError| ConflictableTransactionError::Abort(e);
+    let (last, prev) = match head.get(AUDIT_HEAD)? {
+        Some(v) if v.len() == 8 + 64 => {
+            (u64::from_be_bytes(v[..8].try_into().expect("8 bytes")), String::from_utf8_lossy(&v[8..]).into_owned())
+        }
+        Some(_) => return Err(abort(MetaError::Corrupt("audit head".into()))),
+        None => (0, amber_core::audit::GENESIS.to_owned()),
+    };
+    let new = build.build(last + 1, &prev);
+    let mut seq = last;
+    let mut head_hash = None;
+    for entry in new.entries {
+        seq += 1;
+        let mut value = entry.hash.clone().into_bytes();
+        value.extend_from_slice(&entry.bytes);
+        audit.insert(&seq.to_be_bytes(), value)?;
+        head_hash = Some(entry.hash);
+    }
+    let Some(hash) = head_hash else {
+        return Ok(last);
+    };
+    let mut new_head = seq.to_be_bytes().to_vec();
+    new_head.extend_from_slice(hash.as_bytes());
+    head.insert(AUDIT_HEAD, new_head)?;
+    head.insert(AUDIT_CHECKPOINT, serde_json::to_vec(&new.checkpoint).map_err(|e| abort(e.into()))?)?;
+    Ok(seq)
+}
+
 fn transaction_error(err: TransactionError<MetaError>) -> MetaError {
     match err {
         TransactionError::Abort(e) => e,
@@ -129,11 +166,28 @@ fn transaction_error(err: TransactionError<MetaError>) -> MetaError {
 }
 
 impl MetaStore for SledMeta {
-    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<Stored, MetaError> {
+    async fn link_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+        audit: AuditBuild<'_>,
+    ) -> Result<Stored, MetaError> {
         let key = repo_key(repo, digest.as_bytes());
-        let swapped = self.links.compare_and_swap(key, None as Option<&[u8]>, Some(&size.to_be_bytes()[..]))?;
+        let stored = (&self.links, &self.audit, &self.audit_head)
+            .transaction(|(links, audit_tree, head)| {
+                if links.get(&key)?.is_some() {
+                    return Ok(Stored::AlreadyPresent);
+                }
+                links.insert(key.as_slice(), &size.to_be_bytes()[..])?;
+                append_audit_in(audit_tree, head, audit)?;
+                Ok(Stored::Created)
+            })
+            .map_err(transaction_error)?;
+        // Also when the link was there: a racing request may have made it and
+        // not yet flushed it, and this answer promises it is durable.
         self.durable().await?;
-        Ok(if swapped.is_ok() { Stored::Created } else { Stored::AlreadyPresent })
+        Ok(stored)
     }
 
     async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, MetaError> {
@@ -144,16 +198,17 @@ impl MetaStore for SledMeta {
         Ok(Some(u64::from_be_bytes(bytes)))
     }
 
-    async fn insert_token(&self, record: &TokenRecord) -> Result<(), MetaError> {
+    async fn insert_token(&self, record: &TokenRecord, audit: AuditBuild<'_>) -> Result<(), MetaError> {
         let id = record.info.id.as_str().as_bytes();
         let json = serde_json::to_vec(record)?;
-        (&self.tokens, &self.secrets)
-            .transaction(|(tokens, secrets)| {
+        (&self.tokens, &self.secrets, &self.audit, &self.audit_head)
+            .transaction(|(tokens, secrets, audit_tree, head)| {
                 if tokens.get(id)?.is_some() || secrets.get(record.secret_hash.as_bytes())?.is_some() {
                     return Err(ConflictableTransactionError::Abort(MetaError::Conflict("token".into())));
                 }
                 tokens.insert(id, json.as_slice())?;
                 secrets.insert(record.secret_hash.as_bytes(), id)?;
+                append_audit_in(audit_tree, head, audit)?;
                 Ok(())
             })
             .map_err(transaction_error)?;
@@ -198,25 +253,41 @@ impl MetaStore for SledMeta {
         Ok(records)
     }
 
-    async fn revoke_token(&self, id: &TokenId, at: OffsetDateTime) -> Result<Option<TokenRecord>, MetaError> {
-        let updated = self.tokens.update_and_fetch(id.as_str(), |old| {
-            let mut record: TokenRecord = serde_json::from_slice(old?).ok()?;
-            record.info.revoked_at.get_or_insert(at);
-            serde_json::to_vec(&record).ok()
-        })?;
+    async fn revoke_token(
+        &self,
+        id: &TokenId,
+        at: OffsetDateTime,
+        audit: AuditBuild<'_>,
+    ) -> Result<Revocation, MetaError> {
+        let abort = |e: serde_json::Error| ConflictableTransactionError::Abort(MetaError::from(e));
+        let outcome = (&self.tokens, &self.audit, &self.audit_head)
+            .transaction(|(tokens, audit_tree, head)| {
+                let Some(json) = tokens.get(id.as_str())? else { return Ok(Revocation::Unknown) };
+                let mut record: TokenRecord = serde_json::from_slice(&json).map_err(abort)?;
+                if record.info.revoked_at.is_some() {
+                    return Ok(Revocation::AlreadyRevoked(record));
+                }
+                record.info.revoked_at = Some(at);
+                tokens.insert(id.as_str(), serde_json::to_vec(&record).map_err(abort)?)?;
+                append_audit_in(audit_tree, head, audit)?;
+                Ok(Revocation::Revoked(record))
+            })
+            .map_err(transaction_error)?;
         self.durable().await?;
-        match updated {
-            Some(json) => Ok(Some(serde_json::from_slice(&json)?)),
-            None => Ok(None),
-        }
+        Ok(outcome)
     }
 
-    async fn rotate_token(&self, new: &TokenRecord, old_expires_at: OffsetDateTime) -> Result<Rotation, MetaError> {
+    async fn rotate_token(
+        &self,
+        new: &TokenRecord,
+        old_expires_at: OffsetDateTime,
+        audit: AuditBuild<'_>,
+    ) -> Result<Rotation, MetaError> {
         let old_id =
             new.info.rotated_from.as_ref().ok_or_else(|| MetaError::Corrupt("rotation without rotated_from".into()))?;
         let new_json = serde_json::to_vec(new)?;
-        let outcome = (&self.tokens, &self.secrets)
-            .transaction(|(tokens, secrets)| {
+        let outcome = (&self.tokens, &self.secrets, &self.audit, &self.audit_head)
+            .transaction(|(tokens, secrets, audit_tree, head)| {
                 let Some(json) = tokens.get(old_id.as_str())? else { return Ok(Rotation::Unknown) };
                 let mut old: TokenRecord = serde_json::from_slice(&json)
                     .map_err(|e| ConflictableTransactionError::Abort(MetaError::from(e)))?;
@@ -237,6 +308,7 @@ impl MetaStore for SledMeta {
                 tokens.insert(old_id.as_str(), old_json)?;
                 tokens.insert(new.info.id.as_str(), new_json.as_slice())?;
                 secrets.insert(new.secret_hash.as_bytes(), new.info.id.as_str())?;
+                append_audit_in(audit_tree, head, audit)?;
                 Ok(Rotation::Rotated)
             })
             .map_err(transaction_error)?;
@@ -244,32 +316,9 @@ impl MetaStore for SledMeta {
         Ok(outcome)
     }
 
-    async fn append_audit(&self, build: &(dyn Fn(u64, &str) -> NewAuditEntry + Sync)) -> Result<u64, MetaError> {
+    async fn append_audit(&self, build: AuditBuild<'_>) -> Result<u64, MetaError> {
         let seq = (&self.audit, &self.audit_head)
-            .transaction(|(audit, head)| {
-                let (last, prev) = match head.get(AUDIT_HEAD)? {
-                    Some(v) if v.len() == 8 + 64 => (
-                        u64::from_be_bytes(v[..8].try_into().expect("8 bytes")),
-                        String::from_utf8_lossy(&v[8..]).into_owned(),
-                    ),
-                    Some(_) => {
-                        return Err(ConflictableTransactionError::Abort(MetaError::Corrupt("audit head".into())));
-                    }
-                    None => (0, amber_core::audit::GENESIS.to_owned()),
-                };
-                let seq = last + 1;
-                let entry = build(seq, &prev);
-                let mut value = entry.hash.clone().into_bytes();
-                value.extend_from_slice(&entry.bytes);
-                audit.insert(&seq.to_be_bytes(), value)?;
-                let mut new_head = seq.to_be_bytes().to_vec();
-                new_head.extend_from_slice(entry.hash.as_bytes());
-                head.insert(AUDIT_HEAD, new_head)?;
-                let checkpoint = serde_json::to_vec(&entry.checkpoint)
-                    .map_err(|e| ConflictableTransactionError::Abort(MetaError::from(e)))?;
-                head.insert(AUDIT_CHECKPOINT, checkpoint)?;
-                Ok(seq)
-            })
+            .transaction(|(audit, head)| append_audit_in(audit, head, build))
             .map_err(transaction_error)?;
         self.durable().await?;
         Ok(seq)
@@ -350,18 +399,20 @@ impl MetaStore for SledMeta {
         digest: &Digest,
         envelope: &Envelope,
         at: OffsetDateTime,
+        audit: AuditBuild<'_>,
     ) -> Result<Bound, MetaError> {
         let tag_key = repo_key(repo, tag.as_str().as_bytes());
         let manifest_key = repo_key(repo, digest.as_bytes());
         let record = serde_json::to_vec(&TagRecord { digest: *digest, created_at: at })?;
         let envelope = serde_json::to_vec(envelope)?;
-        let existing = (&self.tags, &self.manifests)
-            .transaction(|(tags, manifests)| {
+        let existing = (&self.tags, &self.manifests, &self.audit, &self.audit_head)
+            .transaction(|(tags, manifests, audit_tree, head)| {
                 if let Some(existing) = tags.get(&tag_key)? {
                     return Ok(Some(existing));
                 }
                 manifests.insert(manifest_key.as_slice(), envelope.as_slice())?;
                 tags.insert(tag_key.as_slice(), record.as_slice())?;
+                append_audit_in(audit_tree, head, audit)?;
                 Ok(None)
             })
             .map_err(transaction_error)?;

@@ -10,7 +10,9 @@ use amber_core::wire::{KeyStatus, TokenInfo};
 use amber_core::{Digest, RepoName, Tag, TokenId};
 use amber_server::blobs::{BlobError, BlobStore, Blobs, FsBlobs, S3Blobs, Stored, Upload};
 use amber_server::config::MetaConfig;
-use amber_server::meta::{Bound, KeyRecord, Meta, MetaStore, NewAuditEntry, Rotation, TokenRecord};
+use amber_server::meta::{
+    Bound, KeyRecord, Meta, MetaStore, NewAudit, NewAuditEntry, Revocation, Rotation, TokenRecord,
+};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use time::OffsetDateTime;
@@ -49,32 +51,87 @@ fn envelope(n: u8) -> Envelope {
     amber_core::dsse::sign("t", &[n], &ed25519_dalek::SigningKey::from_bytes(&[n; 32]))
 }
 
+/// Audit entries for `events`, as `audit::Draft` builds them, signed by `signer`.
+fn audit_of(
+    signer: &ed25519_dalek::SigningKey,
+    events: Vec<Event>,
+) -> impl Fn(u64, &str) -> NewAudit + Send + Sync + use<> {
+    let signer = signer.clone();
+    move |first: u64, prev: &str| {
+        let mut prev = prev.to_owned();
+        let mut entries = Vec::new();
+        for (seq, event) in (first..).zip(&events) {
+            let body =
+                amber_core::audit::EntryBody { seq, prev, at: now(), actor: Actor::operator(), event: event.clone() };
+            let bytes = serde_json::to_vec(&body).unwrap();
+            let hash = amber_core::audit::entry_hash(&bytes);
+            prev = hash.clone();
+            entries.push(NewAuditEntry { bytes, hash });
+        }
+        let checkpoint = amber_core::audit::Checkpoint {
+            schema: amber_core::audit::CHECKPOINT_SCHEMA.into(),
+            seq: first + events.len() as u64 - 1,
+            hash: prev,
+            created_at: now(),
+        };
+        let checkpoint = amber_core::dsse::sign(
+            amber_core::audit::CHECKPOINT_PAYLOAD_TYPE,
+            &serde_json::to_vec(&checkpoint).unwrap(),
+            &signer,
+        );
+        NewAudit { entries, checkpoint }
+    }
+}
+
 async fn meta_conformance(meta: Meta) {
     let meta = Arc::new(meta);
     let (a, b) = (repo("acme/a"), repo("acme/b"));
     let d = Digest::of(b"blob");
+    let signer = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    let pushed = |repo: &RepoName, digest: Digest| {
+        audit_of(&signer, vec![Event::BlobPushed { repository: repo.clone(), digest, size: 4 }])
+    };
+    let bound = |repo: &RepoName, tag: &Tag, digest: Digest| {
+        audit_of(
+            &signer,
+            vec![
+                Event::ManifestPushed { repository: repo.clone(), digest },
+                Event::TagBound { repository: repo.clone(), tag: tag.clone(), digest },
+            ],
+        )
+    };
 
-    // Links: write-once, per repository.
+    // Links: write-once, per repository, each new one recorded with it.
     assert!(meta.blob_size(&a, &d).await.unwrap().is_none());
-    assert_eq!(meta.link_blob(&a, &d, 4).await.unwrap(), Stored::Created);
-    assert_eq!(meta.link_blob(&a, &d, 4).await.unwrap(), Stored::AlreadyPresent);
+    assert_eq!(meta.link_blob(&a, &d, 4, &pushed(&a, d)).await.unwrap(), Stored::Created);
+    assert_eq!(meta.link_blob(&a, &d, 4, &pushed(&a, d)).await.unwrap(), Stored::AlreadyPresent);
+    assert_eq!(meta.audit_entries(0, 10).await.unwrap().len(), 1, "a link already there is not recorded again");
     assert_eq!(meta.blob_size(&a, &d).await.unwrap(), Some(4));
     assert!(meta.blob_size(&b, &d).await.unwrap().is_none());
 
-    // Tokens.
+    // Tokens: each change recorded with it, and only a change.
+    let event = |id: &TokenRecord| audit_of(&signer, vec![Event::TokenRevoked { token_id: id.info.id.clone() }]);
     let t = token(1, "hash-1");
-    meta.insert_token(&t).await.unwrap();
-    assert!(meta.insert_token(&t).await.is_err(), "ids are unique");
+    meta.insert_token(&t, &event(&t)).await.unwrap();
+    assert!(meta.insert_token(&t, &event(&t)).await.is_err(), "ids are unique");
     assert_eq!(meta.token(&t.info.id).await.unwrap().unwrap().info, t.info);
     assert_eq!(meta.token_by_hash("hash-1").await.unwrap().unwrap().info.id, t.info.id);
     assert!(meta.token_by_hash("nope").await.unwrap().is_none());
     meta.touch_token(&t.info.id, now()).await.unwrap();
     assert!(meta.token(&t.info.id).await.unwrap().unwrap().info.last_used_at.is_some());
     let first_revocation = now();
-    let revoked = meta.revoke_token(&t.info.id, first_revocation).await.unwrap().unwrap();
+    let Revocation::Revoked(revoked) = meta.revoke_token(&t.info.id, first_revocation, &event(&t)).await.unwrap()
+    else {
+        panic!("a first revocation revokes");
+    };
     assert_eq!(revoked.info.revoked_at, Some(first_revocation));
-    let again = meta.revoke_token(&t.info.id, first_revocation + time::Duration::hours(1)).await.unwrap().unwrap();
+    let later = first_revocation + time::Duration::hours(1);
+    let Revocation::AlreadyRevoked(again) = meta.revoke_token(&t.info.id, later, &event(&t)).await.unwrap() else {
+        panic!("a second revocation changes nothing");
+    };
     assert_eq!(again.info.revoked_at, Some(first_revocation), "a second revocation keeps the first time");
+    let unknown_id = token(8, "hash-8");
+    assert!(matches!(meta.revoke_token(&unknown_id.info.id, later, &event(&t)).await.unwrap(), Revocation::Unknown));
     meta.touch_token(&t.info.id, now()).await.unwrap();
     assert!(
         meta.token(&t.info.id).await.unwrap().unwrap().info.revoked_at.is_some(),
@@ -82,21 +139,22 @@ async fn meta_conformance(meta: Meta) {
     );
 
     let old = token(2, "hash-2");
-    meta.insert_token(&old).await.unwrap();
+    meta.insert_token(&old, &event(&old)).await.unwrap();
     let mut new = token(3, "hash-3");
     new.info.rotated_from = Some(old.info.id.clone());
     let grace_end = now() + time::Duration::seconds(60);
-    assert!(matches!(meta.rotate_token(&new, grace_end).await.unwrap(), Rotation::Rotated));
+    assert!(matches!(meta.rotate_token(&new, grace_end, &event(&new)).await.unwrap(), Rotation::Rotated));
     let old_after = meta.token(&old.info.id).await.unwrap().unwrap();
     assert_eq!(old_after.info.rotated_to, Some(new.info.id.clone()));
     assert_eq!(old_after.info.expires_at, grace_end);
     assert!(meta.token_by_hash("hash-3").await.unwrap().is_some());
     let mut twice = token(4, "hash-4");
     twice.info.rotated_from = Some(old.info.id.clone());
-    assert!(matches!(meta.rotate_token(&twice, grace_end).await.unwrap(), Rotation::Inactive(_)));
+    assert!(matches!(meta.rotate_token(&twice, grace_end, &event(&twice)).await.unwrap(), Rotation::Inactive(_)));
     let mut unknown = token(5, "hash-5");
     unknown.info.rotated_from = Some(token(9, "x").info.id);
-    assert!(matches!(meta.rotate_token(&unknown, grace_end).await.unwrap(), Rotation::Unknown));
+    assert!(matches!(meta.rotate_token(&unknown, grace_end, &event(&unknown)).await.unwrap(), Rotation::Unknown));
+    assert_eq!(meta.audit_entries(1, 100).await.unwrap().len(), 4, "a token, a revocation, a token, a rotation");
     let listed = meta.list_tokens(None, 2).await.unwrap();
     assert_eq!(listed.len(), 2);
     let rest = meta.list_tokens(Some(listed[1].info.id.as_str()), 10).await.unwrap();
@@ -129,10 +187,11 @@ async fn meta_conformance(meta: Meta) {
     let tag: Tag = "race".parse().unwrap();
     let binds = (0..16u8).map(|n| {
         let (meta, a, tag) = (meta.clone(), a.clone(), tag.clone());
-        tokio::spawn(async move {
-            let digest = Digest::of(&[n]);
-            (digest, meta.bind_tag(&a, &tag, &digest, &envelope(n), now()).await.unwrap())
-        })
+        let digest = Digest::of(&[n]);
+        let audit = bound(&a, &tag, digest);
+        tokio::spawn(
+            async move { (digest, meta.bind_tag(&a, &tag, &digest, &envelope(n), now(), &audit).await.unwrap()) },
+        )
     });
     let outcomes: Vec<(Digest, Bound)> =
         futures_util::future::join_all(binds).await.into_iter().map(Result::unwrap).collect();
@@ -148,10 +207,13 @@ async fn meta_conformance(meta: Meta) {
     assert!(meta.manifest(&a, &winners[0]).await.unwrap().is_some());
     assert!(meta.manifest(&b, &winners[0]).await.unwrap().is_none(), "manifests are per repository");
     assert!(meta.tag(&b, &tag).await.unwrap().is_none());
+    let recorded = meta.audit_entries(5, 100).await.unwrap();
+    assert_eq!(recorded.len(), 2, "only the winning bind is recorded");
+    assert!(recorded[1].entry.contains(&winners[0].to_string()));
 
     for (i, name) in ["b", "a", "A", "a-1", "c"].iter().enumerate() {
-        let digest = Digest::of(name.as_bytes());
-        meta.bind_tag(&b, &name.parse().unwrap(), &digest, &envelope(100 + i as u8), now()).await.unwrap();
+        let (digest, tag) = (Digest::of(name.as_bytes()), name.parse().unwrap());
+        meta.bind_tag(&b, &tag, &digest, &envelope(100 + i as u8), now(), &bound(&b, &tag, digest)).await.unwrap();
     }
     let page = meta.list_tags(&b, None, 3).await.unwrap();
     let names: Vec<&str> = page.iter().map(|t| t.tag.as_str()).collect();
@@ -159,49 +221,25 @@ async fn meta_conformance(meta: Meta) {
     let page = meta.list_tags(&b, Some("a-1"), 10).await.unwrap();
     assert_eq!(page.iter().map(|t| t.tag.as_str()).collect::<Vec<_>>(), ["b", "c"]);
 
-    // Audit: concurrent appends make one unbroken chain.
-    let signer = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    // Audit: concurrent appends make one unbroken chain, after the 17 entries
+    // recorded with the link, the tokens and the tags above.
     let appends = (0..24).map(|n| {
-        let (meta, signer) = (meta.clone(), signer.clone());
-        tokio::spawn(async move {
-            let build = |seq: u64, prev: &str| {
-                let body = amber_core::audit::EntryBody {
-                    seq,
-                    prev: prev.to_owned(),
-                    at: now(),
-                    actor: Actor::operator(),
-                    event: Event::KeyRotated { keyid: format!("k{n}") },
-                };
-                let bytes = serde_json::to_vec(&body).unwrap();
-                let hash = amber_core::audit::entry_hash(&bytes);
-                let checkpoint = amber_core::audit::Checkpoint {
-                    schema: amber_core::audit::CHECKPOINT_SCHEMA.into(),
-                    seq,
-                    hash: hash.clone(),
-                    created_at: now(),
-                };
-                let checkpoint = amber_core::dsse::sign(
-                    amber_core::audit::CHECKPOINT_PAYLOAD_TYPE,
-                    &serde_json::to_vec(&checkpoint).unwrap(),
-                    &signer,
-                );
-                NewAuditEntry { bytes, hash, checkpoint }
-            };
-            meta.append_audit(&build).await.unwrap()
-        })
+        let meta = meta.clone();
+        let audit = audit_of(&signer, vec![Event::KeyRotated { keyid: format!("k{n}") }]);
+        tokio::spawn(async move { meta.append_audit(&audit).await.unwrap() })
     });
     let mut seqs: Vec<u64> = futures_util::future::join_all(appends).await.into_iter().map(Result::unwrap).collect();
     seqs.sort();
-    assert_eq!(seqs, (1..=24).collect::<Vec<_>>());
+    assert_eq!(seqs, (18..=41).collect::<Vec<_>>());
     let mut verifier = ChainVerifier::default();
     let first = meta.audit_entries(0, 10).await.unwrap();
     let rest = meta.audit_entries(10, 100).await.unwrap();
-    assert_eq!((first.len(), rest.len()), (10, 14));
+    assert_eq!((first.len(), rest.len()), (10, 31));
     for entry in first.iter().chain(&rest) {
         verifier.push(entry).unwrap();
     }
     let checkpoint = meta.audit_checkpoint().await.unwrap();
-    assert_eq!(verifier.finish(checkpoint.as_ref(), &[signer.verifying_key()]).unwrap().entries, 24);
+    assert_eq!(verifier.finish(checkpoint.as_ref(), &[signer.verifying_key()]).unwrap().entries, 41);
     meta.check().await.unwrap();
 }
 
