@@ -351,9 +351,9 @@ impl Drop for Multipart {
 
 impl BlobStore for S3Blobs {
     async fn put(&self, upload: Upload, mut body: BodyStream) -> Result<Written, BlobError> {
-        // The announced length is not needed: small bodies are told from
-        // multipart ones by what actually arrives.
-        let Upload { expected, limit, .. } = upload;
+        // The announced length only sizes the first buffer: small bodies are
+        // told from multipart ones by what actually arrives.
+        let Upload { expected, limit, announced } = upload;
         let already_stored = match expected {
             Some(digest) => self.exists(&self.blob_key(&digest)).await?.is_some(),
             None => false,
@@ -364,10 +364,15 @@ impl BlobStore for S3Blobs {
         };
         let mut hasher = blake3::Hasher::new();
         let mut size = 0u64;
-        let mut buffer = BytesMut::new();
+        // Each part is filled in one allocation of exactly its size: growing a
+        // buffer by doubling copied every part again and faulted in fresh pages
+        // at each step (a quarter of an upload's CPU in a profile).
+        // A small body announced as such gets a buffer of its size.
+        let first_part = announced.map_or(PART_SIZE, |n| n.min(PART_SIZE as u64) as usize);
+        let mut buffer = BytesMut::with_capacity(first_part);
         let mut multipart: Option<Multipart> = None;
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(BlobError::Client)?;
+            let mut chunk = chunk.map_err(BlobError::Client)?;
             size += chunk.len() as u64;
             if size > limit {
                 return Err(BlobError::TooLarge { limit });
@@ -376,14 +381,17 @@ impl BlobStore for S3Blobs {
             if already_stored {
                 continue; // only verify that the caller has the bytes
             }
-            buffer.extend_from_slice(&chunk);
-            if buffer.len() >= PART_SIZE {
+            while buffer.len() + chunk.len() >= PART_SIZE {
+                let fill = chunk.split_to(PART_SIZE - buffer.len());
+                buffer.extend_from_slice(&fill);
+                let part = std::mem::replace(&mut buffer, BytesMut::with_capacity(PART_SIZE)).freeze();
                 let upload = match multipart.as_mut() {
                     Some(upload) => upload,
                     None => multipart.insert(Multipart::start(self, &target).await?),
                 };
-                upload.upload(buffer.split_to(PART_SIZE).freeze()).await?;
+                upload.upload(part).await?;
             }
+            buffer.extend_from_slice(&chunk);
         }
         let digest = Digest::from(hasher.finalize());
         if let Some(expected) = expected.filter(|e| *e != digest) {

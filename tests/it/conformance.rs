@@ -282,12 +282,19 @@ fn upload(expected: Option<Digest>, limit: u64, announced: Option<usize>) -> Upl
 async fn blob_conformance(store: Blobs) {
     let store = Arc::new(store);
     let limit = 64 << 20;
-    for (len, seed) in [(0usize, 1u64), (1, 2), (1 << 20, 3), (20 << 20, 4)] {
+    // The last size has chunks that straddle S3 part boundaries.
+    for (len, seed, chunk) in [
+        (0usize, 1u64, 64 << 10),
+        (1, 2, 64 << 10),
+        (1 << 20, 3, 64 << 10),
+        (20 << 20, 4, 64 << 10),
+        ((17 << 20) + 5, 6, 1_000_003),
+    ] {
         let bytes = data(len, seed);
         let digest = Digest::of(&bytes);
-        let written = store.put(upload(Some(digest), limit, Some(len)), body(&bytes, 64 << 10)).await.unwrap();
+        let written = store.put(upload(Some(digest), limit, Some(len)), body(&bytes, chunk)).await.unwrap();
         assert_eq!((written.digest, written.size, written.stored), (digest, len as u64, Stored::Created));
-        let again = store.put(upload(Some(digest), limit, None), body(&bytes, 64 << 10)).await.unwrap();
+        let again = store.put(upload(Some(digest), limit, None), body(&bytes, chunk)).await.unwrap();
         assert_eq!(again.stored, Stored::AlreadyPresent);
         assert!(read_all(&store, digest, len as u64, None).await.unwrap() == bytes);
         if len > 10 {
