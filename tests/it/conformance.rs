@@ -368,6 +368,10 @@ async fn blob_conformance_directory() {
 async fn blob_conformance_s3() {
     let s3 = S3Service::start();
     let bucket = s3.bucket().await;
-    let store = S3Blobs::with_client(s3.client(), bucket, "conformance".into()).await.unwrap();
-    blob_conformance(Blobs::S3(store)).await;
+    // Signed bodies, as over plain HTTP, and unsigned ones, as over HTTPS.
+    for sign_payload in [true, false] {
+        let prefix = format!("conformance-{sign_payload}");
+        let store = S3Blobs::with_client(s3.client(), bucket.clone(), prefix, sign_payload).await.unwrap();
+        blob_conformance(Blobs::S3(store)).await;
+    }
 }
