@@ -3,6 +3,7 @@
 use std::ops::Deref;
 use std::sync::Arc;
 
+use crate::auth::Denials;
 use crate::blobs::Blobs;
 use crate::config::Config;
 use crate::meta::Meta;
@@ -18,6 +19,7 @@ pub struct Inner {
     pub meta: Meta,
     pub signer: Signer,
     pub metrics: Metrics,
+    pub denials: Denials,
 }
 
 impl AppState {
@@ -27,7 +29,8 @@ impl AppState {
         let blobs = Blobs::open(&config.blobs).await?;
         let meta = Meta::open(&config.meta).await?;
         let signer = Signer::load(&meta, config.signing_key_file.as_deref()).await?;
-        Ok(Self(Arc::new(Inner { config, blobs, meta, signer, metrics: Metrics::default() })))
+        let (metrics, denials) = (Metrics::default(), Denials::default());
+        Ok(Self(Arc::new(Inner { config, blobs, meta, signer, metrics, denials })))
     }
 }
 

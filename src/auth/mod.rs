@@ -4,11 +4,12 @@
 //! which state what they need in one line with [`Caller::require`].
 //! Default deny: a token may do only what a grant names.
 
+mod denials;
 mod issue;
 
 use std::sync::Arc;
 
-use amber_core::audit::{Actor, Event};
+use amber_core::audit::Actor;
 use amber_core::{Action, RepoName, TokenSecret};
 use axum::extract::{FromRequestParts, MatchedPath, Request, State};
 use axum::http::header::{AUTHORIZATION, WARNING};
@@ -19,6 +20,7 @@ use axum::response::Response;
 use base64::Engine;
 use time::{Duration, OffsetDateTime};
 
+pub use denials::{Denials, WINDOW as DENIAL_WINDOW};
 pub use issue::{TokenSpec, issue_token};
 
 use crate::error::{ApiError, ApiResult, DenialReason};
@@ -184,10 +186,7 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
     if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
         let reason = response.extensions().get::<DenialReason>().map_or_else(String::new, |r| r.0.clone());
         let actor = token.map_or(Actor { token_id: None, token_name: None }, |t| actor(t));
-        let event = Event::RequestDenied { method, route, status: status.as_u16(), reason };
-        if let Err(err) = crate::audit::record(&state.meta, &state.signer, actor, event).await {
-            tracing::error!(error = %err, "recording a denied request in the audit log failed");
-        }
+        state.denials.record(&state, actor, method, route, status.as_u16(), reason).await;
     }
     response
 }

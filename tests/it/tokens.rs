@@ -512,6 +512,31 @@ async fn the_audit_log_records_every_change_and_verifies(backend: Backend) {
     assert!(page["checkpoint"]["payloadType"].as_str().unwrap().contains("audit-checkpoint"));
     assert!(!page.to_string().contains(&token), "no secret in the audit log");
 
+    // A flood of denials of one kind becomes a few entries that count them all.
+    let flood = (0..40).map(|_| server.request(Method::GET, "/v1/whoami", "amber_not_a_real_token").send());
+    for response in futures_util::future::join_all(flood).await {
+        assert_eq!(response.unwrap().status(), StatusCode::UNAUTHORIZED);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (entries, counted) = loop {
+        let page: Value =
+            server.request(Method::GET, "/v1/audit", &server.admin).send().await.unwrap().json().await.unwrap();
+        let events: Vec<Value> = page["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| serde_json::from_str::<Value>(e["entry"].as_str().unwrap()).unwrap()["event"].clone())
+            .filter(|e| e["route"] == "/v1/whoami")
+            .collect();
+        let counted: u64 = events.iter().map(|e| e["count"].as_u64().unwrap_or(1)).sum();
+        if counted == 40 || std::time::Instant::now() > deadline {
+            break (events.len(), counted);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(counted, 40, "every denial is accounted for");
+    assert!(entries <= 3, "40 denials took {entries} entries");
+
     let keys = server.http.get(server.url("/v1/keys")).send().await.unwrap().text().await.unwrap();
     let key_file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(key_file.path(), keys).unwrap();

@@ -76,7 +76,20 @@ pub enum Event {
         route: String,
         status: u16,
         reason: String,
+        /// How many denials this entry stands for: repeats of one kind within
+        /// a second are recorded together. Omitted when 1.
+        #[serde(default = "one", skip_serializing_if = "is_one")]
+        count: u64,
     },
+}
+
+fn one() -> u64 {
+    1
+}
+
+// serde passes the field by reference.
+fn is_one(n: &u64) -> bool {
+    *n == 1
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
