@@ -79,12 +79,7 @@ impl Denials {
         let closed: Vec<(Kind, Window)> = {
             let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
             let now = Instant::now();
-            let due: Vec<Kind> = open
-                .iter()
-                .filter(|(_, w)| everything || now.duration_since(w.opened) >= WINDOW)
-                .map(|(k, _)| k.clone())
-                .collect();
-            due.into_iter().filter_map(|k| open.remove_entry(&k)).collect()
+            open.extract_if(|_, w| everything || now.duration_since(w.opened) >= WINDOW).collect()
         };
         for (kind, window) in closed {
             if window.repeats > 0 {

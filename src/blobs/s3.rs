@@ -381,10 +381,10 @@ impl BlobStore for S3Blobs {
         };
         let mut hasher = blake3::Hasher::new();
         let mut size = 0u64;
-        // Each part is filled in one allocation of exactly its size: growing a
-        // buffer by doubling copied every part again and faulted in fresh pages
-        // at each step (a quarter of an upload's CPU in a profile).
-        // A small body announced as such gets a buffer of its size.
+        // Each part is filled in one allocation of exactly its size (a small
+        // body announced as such gets one of its size): growing a buffer by
+        // doubling copied every part again and faulted in fresh pages at each
+        // step (a quarter of an upload's CPU in a profile).
         let first_part = announced.map_or(PART_SIZE, |n| n.min(PART_SIZE as u64) as usize);
         let mut buffer = BytesMut::with_capacity(first_part);
         let mut multipart: Option<Multipart> = None;
