@@ -129,7 +129,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Keys(KeysCommand::Export) => {
             let meta = Meta::open(&config.meta).await?;
             let signer = Signer::load(&meta, config.signing_key_file.as_deref()).await?;
-            println!("{}", serde_json::to_string_pretty(signer.key_list())?);
+            println!("{}", serde_json::to_string_pretty(&signer.key_list())?);
             Ok(())
         }
     }

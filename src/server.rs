@@ -2,37 +2,50 @@
 //! (the shape of mini-redis), so tests and `main` start the server the same way.
 
 use std::future::Future;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 
 use crate::http;
 use crate::state::AppState;
 
+/// How often a server re-reads the signing keys, so that replicas pick up a
+/// key rotated beside them.
+pub const KEY_REFRESH: Duration = Duration::from_secs(5);
+
 /// Serves until `shutdown` completes, then lets in-flight requests finish and
-/// records the denials still being gathered.
+/// records the denials still being gathered. Meanwhile it flushes gathered
+/// denials every second and re-reads the signing keys every [`KEY_REFRESH`].
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
-    let flusher = tokio::spawn({
+    let housekeeping = tokio::spawn({
         let state = state.clone();
         async move {
-            let mut tick = tokio::time::interval(crate::auth::DENIAL_WINDOW);
+            let mut denials = tokio::time::interval(crate::auth::DENIAL_WINDOW);
+            let mut keys = tokio::time::interval_at(tokio::time::Instant::now() + KEY_REFRESH, KEY_REFRESH);
+            keys.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
+                // The chosen branch's work is not raced against the stop: a
+                // flush always finishes writing.
                 tokio::select! {
-                    _ = tick.tick() => {}
+                    _ = denials.tick() => state.denials.flush(&state, false).await,
+                    _ = keys.tick() => {
+                        if let Err(err) = state.signer.refresh(&state.meta).await {
+                            tracing::warn!(error = %err, "could not re-read the signing keys; signing with those last read");
+                        }
+                    }
                     _ = &mut stopped => break,
                 }
-                // Not raced against the stop: a flush always finishes writing.
-                state.denials.flush(&state, false).await;
             }
         }
     });
     let served = axum::serve(listener, http::router(state.clone())).with_graceful_shutdown(shutdown).await;
     let _ = stop.send(());
-    let _ = flusher.await;
+    let _ = housekeeping.await;
     state.denials.flush(&state, true).await;
     served
 }

@@ -26,6 +26,11 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str)
     (StatusCode::OK, "ready\n")
 }
 
+/// Read afresh from the store, so a key another replica already signs with
+/// is listed here too; if the store does not answer, the keys last read are.
 pub async fn list_keys(State(state): State<AppState>) -> ApiJson<KeyList> {
-    ApiJson(state.signer.key_list().clone())
+    if let Err(err) = state.signer.refresh(&state.meta).await {
+        tracing::warn!(error = %err, "serving the signing keys last read");
+    }
+    ApiJson(state.signer.key_list())
 }

@@ -453,3 +453,21 @@ pub fn data(len: usize, seed: u64) -> Vec<u8> {
         })
         .collect()
 }
+
+/// Verifies with Python's `cryptography`; returns the BLAKE3 hex of the payload.
+pub fn verify_with_python(envelope: &Value, keys: &Value) -> Result<String, String> {
+    let dir = tempfile::tempdir().unwrap();
+    let (env_path, keys_path) = (dir.path().join("envelope.json"), dir.path().join("keys.json"));
+    std::fs::write(&env_path, envelope.to_string()).unwrap();
+    std::fs::write(&keys_path, keys.to_string()).unwrap();
+    let out = Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/verify_dsse.py"))
+        .args([&env_path, &keys_path])
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(format!("blake3:{}", String::from_utf8(out.stdout).unwrap().trim()))
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}

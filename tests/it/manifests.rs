@@ -1,7 +1,5 @@
 //! Signed manifests and write-once tags, verified with code nobody here wrote.
 
-use std::process::Command;
-
 use amber_core::dsse::Envelope;
 use amber_core::manifest::{self, Expected};
 use amber_core::wire::KeyList;
@@ -9,7 +7,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::backends::Backend;
-use crate::harness::{TestServer, data, expect_error, independent_b3_bytes};
+use crate::harness::{TestServer, data, expect_error, independent_b3_bytes, verify_with_python};
 use crate::on_both_backends;
 
 /// Pushes `count` blobs to `repo` and returns manifest file entries for them.
@@ -32,24 +30,6 @@ async fn push_files(server: &TestServer, token: &str, repo: &str, count: usize, 
 
 async fn keys(server: &TestServer) -> Value {
     server.http.get(server.url("/v1/keys")).send().await.unwrap().json().await.unwrap()
-}
-
-/// Verifies with Python's `cryptography`; returns the BLAKE3 hex of the payload.
-fn verify_with_python(envelope: &Value, keys: &Value) -> Result<String, String> {
-    let dir = tempfile::tempdir().unwrap();
-    let (env_path, keys_path) = (dir.path().join("envelope.json"), dir.path().join("keys.json"));
-    std::fs::write(&env_path, envelope.to_string()).unwrap();
-    std::fs::write(&keys_path, keys.to_string()).unwrap();
-    let out = Command::new("python3")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/verify_dsse.py"))
-        .args([&env_path, &keys_path])
-        .output()
-        .unwrap();
-    if out.status.success() {
-        Ok(format!("blake3:{}", String::from_utf8(out.stdout).unwrap().trim()))
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
 }
 
 fn payload(envelope: &Value) -> Value {

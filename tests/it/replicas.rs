@@ -3,11 +3,12 @@
 
 use std::time::Duration;
 
+use amber_server::server::KEY_REFRESH;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::backends::Backend;
-use crate::harness::{TestServer, data, expect_error, independent_b3_bytes};
+use crate::harness::{TestServer, data, expect_error, independent_b3_bytes, verify_with_python};
 
 #[tokio::test]
 async fn two_replicas_serve_one_store() {
@@ -74,6 +75,45 @@ async fn two_replicas_serve_one_store() {
     assert_eq!(revoked.status(), StatusCode::OK);
     let refused = server.http.get(other.url("/v1/whoami")).bearer_auth(&victim).send().await.unwrap();
     expect_error(refused, StatusCode::UNAUTHORIZED, "unauthorized").await;
+
+    // A key rotated while both run: `GET /v1/keys` lists it at once, and
+    // each replica signs with it from its next key refresh on, without a
+    // restart.
+    let rotated = server.amberd(&["keys", "rotate"]).trim().to_owned();
+    let keys_a: Value = server.http.get(server.url("/v1/keys")).send().await.unwrap().json().await.unwrap();
+    let active: Vec<&str> = keys_a["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["status"] == "active")
+        .map(|k| k["keyid"].as_str().unwrap())
+        .collect();
+    assert_eq!(active, [rotated.as_str()]);
+    let deadline = std::time::Instant::now() + 3 * KEY_REFRESH;
+    let mut attempt = 0;
+    let signed = loop {
+        attempt += 1;
+        let tag = format!("/v1/repos/acme/web/tags/after-rotation-{attempt}");
+        let signed: Value = server
+            .http
+            .put(other.url(&tag))
+            .bearer_auth(&token)
+            .json(&files)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if signed["signatures"][0]["keyid"] == rotated.as_str() {
+            break signed;
+        }
+        assert!(std::time::Instant::now() < deadline, "the replica still signs with the old key");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let keys_b: Value = server.http.get(other.url("/v1/keys")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(keys_a, keys_b);
+    verify_with_python(&signed, &keys_a).expect("a replica's manifest verifies with the keys the other lists");
 
     // Both append to one audit chain, which verifies.
     let verified = server.amber(&server.admin, &["audit", "verify"]).await;
