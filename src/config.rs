@@ -18,6 +18,10 @@ pub struct Options {
     /// Address to serve HTTP on [default: 127.0.0.1:7350].
     #[arg(long, env = "AMBER_LISTEN", global = true)]
     pub listen: Option<SocketAddr>,
+    /// Serve `GET /metrics` on this address instead of the API's, so the
+    /// counters need not be reachable wherever the API is.
+    #[arg(long, env = "AMBER_METRICS_LISTEN", global = true)]
+    pub metrics_listen: Option<SocketAddr>,
     /// Directory for the embedded backends' data [default: ./amber-data].
     #[arg(long, env = "AMBER_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,
@@ -47,6 +51,7 @@ pub struct Options {
 #[serde(deny_unknown_fields)]
 struct FileOptions {
     listen: Option<SocketAddr>,
+    metrics_listen: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     blobs: Option<String>,
     meta: Option<String>,
@@ -82,6 +87,8 @@ impl std::fmt::Debug for MetaConfig {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// Where `GET /metrics` is served when not on `listen`.
+    pub metrics_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub blobs: BlobsConfig,
     pub meta: MetaConfig,
@@ -119,8 +126,15 @@ impl Config {
         if max_token_lifetime.is_zero() {
             bail!("max_token_lifetime must be positive");
         }
+        let listen = options.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7350)));
+        let metrics_listen = options.metrics_listen.or(file.metrics_listen);
+        // Port 0 asks for any free port, so two of them never clash.
+        if metrics_listen == Some(listen) && listen.port() != 0 {
+            bail!("metrics_listen must differ from listen ({listen}); leave it unset to serve /metrics with the API");
+        }
         Ok(Self {
-            listen: options.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7350))),
+            listen,
+            metrics_listen,
             data_dir,
             blobs,
             meta,
@@ -192,5 +206,19 @@ mod tests {
         assert!(parse_blobs_url("s3:///x", false).is_err());
         assert!(matches!(parse_meta_url("postgres://u:secret@h/db").unwrap(), MetaConfig::Postgres(_)));
         assert!(!format!("{:?}", parse_meta_url("postgres://u:secret@h/db").unwrap()).contains("secret"));
+    }
+
+    #[test]
+    fn metrics_may_not_share_the_api_address() {
+        let options = |listen: &str, metrics: &str| Options {
+            listen: Some(listen.parse().unwrap()),
+            metrics_listen: Some(metrics.parse().unwrap()),
+            ..Options::default()
+        };
+        let err = Config::resolve(options("127.0.0.1:7350", "127.0.0.1:7350")).unwrap_err();
+        assert!(err.to_string().contains("must differ"), "{err}");
+        let config = Config::resolve(options("127.0.0.1:7350", "127.0.0.1:9350")).unwrap();
+        assert_eq!(config.metrics_listen, Some("127.0.0.1:9350".parse().unwrap()));
+        assert!(Config::resolve(options("127.0.0.1:0", "127.0.0.1:0")).is_ok());
     }
 }

@@ -136,11 +136,19 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let listen = config.listen;
+    let (listen, metrics_listen) = (config.listen, config.metrics_listen);
     let state = AppState::open(config).await?;
     let listener = tokio::net::TcpListener::bind(listen).await?;
+    let metrics_listener = match metrics_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr).await?;
+            tracing::info!(addr = %listener.local_addr()?, "amberd metrics listening");
+            Some(listener)
+        }
+        None => None,
+    };
     tracing::info!(addr = %listener.local_addr()?, "amberd listening");
-    server::serve(listener, state, server::shutdown_signal()).await?;
+    server::serve(listener, metrics_listener, state, server::shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
 }

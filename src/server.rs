@@ -1,7 +1,7 @@
 //! Serving: an already bound listener, the state, and a shutdown future
 //! (the shape of mini-redis), so tests and `main` start the server the same way.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -13,14 +13,23 @@ use crate::state::AppState;
 /// key rotated beside them.
 pub const KEY_REFRESH: Duration = Duration::from_secs(5);
 
-/// Serves until `shutdown` completes, then lets in-flight requests finish and
+/// Serves the API (and `GET /metrics` on its own listener, if given) until
+/// `shutdown` completes, then lets in-flight requests finish and
 /// records the denials still being gathered. Meanwhile it flushes gathered
 /// denials every second and re-reads the signing keys every [`KEY_REFRESH`].
 pub async fn serve(
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics = metrics_listener.map(|listener| {
+        let served = axum::serve(listener, http::metrics_router(state.clone())).with_graceful_shutdown(async {
+            let _ = metrics_stopped.await;
+        });
+        tokio::spawn(served.into_future())
+    });
     let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
     let housekeeping = tokio::spawn({
         let state = state.clone();
@@ -45,6 +54,10 @@ pub async fn serve(
     });
     let served = axum::serve(listener, http::router(state.clone())).with_graceful_shutdown(shutdown).await;
     let _ = stop.send(());
+    let _ = stop_metrics.send(());
+    if let Some(metrics) = metrics {
+        let _ = metrics.await;
+    }
     let _ = housekeeping.await;
     state.denials.flush(&state, true).await;
     served

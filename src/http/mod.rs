@@ -26,6 +26,7 @@ use crate::state::AppState;
 /// Largest JSON body accepted (a manifest of many files is the big one).
 const JSON_BODY_LIMIT: usize = 16 << 20;
 
+const METRICS: &str = "/metrics";
 const BLOB: &str = "/v1/repos/{owner}/{name}/blobs/{digest}";
 const TAG: &str = "/v1/repos/{owner}/{name}/tags/{tag}";
 
@@ -36,7 +37,7 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
     vec![
         (Method::GET, "/healthz", on(M::GET, system::healthz)),
         (Method::GET, "/readyz", on(M::GET, system::readyz)),
-        (Method::GET, "/metrics", on(M::GET, metrics::get_metrics)),
+        (Method::GET, METRICS, on(M::GET, metrics::get_metrics)),
         (Method::GET, "/v1/keys", on(M::GET, system::list_keys)),
         (Method::GET, "/v1/whoami", on(M::GET, tokens::whoami)),
         (Method::POST, "/v1/tokens", on(M::POST, tokens::create_token)),
@@ -57,9 +58,13 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
     ]
 }
 
+/// The API. `GET /metrics` is left out when it has a listener of its own.
 pub fn router(state: AppState) -> Router {
     let mut router = Router::new();
     for (_, path, handler) in routes() {
+        if path == METRICS && state.config.metrics_listen.is_some() {
+            continue;
+        }
         router = router.route(path, handler);
     }
     router
@@ -80,5 +85,14 @@ pub fn router(state: AppState) -> Router {
                     tracing::info!(status = response.status().as_u16(), latency_ms = latency.as_secs_f64() * 1e3, "response");
                 }),
         )
+        .with_state(state)
+}
+
+/// `GET /metrics` alone, for `--metrics-listen`.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route(METRICS, on(MethodFilter::GET, metrics::get_metrics))
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)
 }

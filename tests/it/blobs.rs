@@ -350,3 +350,27 @@ async fn metrics_count_requests_by_route_and_status() {
     );
     assert!(!text.contains(&token) && !text.contains(&digest), "labels are route templates, never paths or secrets");
 }
+
+#[tokio::test]
+async fn metrics_can_be_served_on_an_address_of_their_own() {
+    let server = TestServer::builder().arg("--metrics-listen").arg("127.0.0.1:0").start().await;
+    let logs = server.logs_with("amberd metrics listening").await;
+    let addr = logs
+        .split_once("amberd metrics listening addr=")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .expect("the metrics address is logged");
+    let token = server.token(&[("acme/*", &["push", "pull"])]).await;
+    let bytes = data(100, 12);
+    let put =
+        server.request(Method::PUT, &format!("{REPO}/blobs/{}", independent_b3_bytes(&bytes)), &token).body(bytes);
+    assert_eq!(put.send().await.unwrap().status(), StatusCode::CREATED);
+
+    let metrics = server.http.get(format!("http://{addr}/metrics")).send().await.unwrap();
+    assert_eq!(metrics.status(), StatusCode::OK);
+    assert!(metrics.text().await.unwrap().contains("amber_blobs_stored_total 1"));
+    // Not on the API's address, and nothing but the metrics on theirs.
+    expect_error(server.http.get(server.url("/metrics")).send().await.unwrap(), StatusCode::NOT_FOUND, "not_found")
+        .await;
+    let api_on_metrics = server.http.get(format!("http://{addr}/v1/keys")).send().await.unwrap();
+    expect_error(api_on_metrics, StatusCode::NOT_FOUND, "not_found").await;
+}
