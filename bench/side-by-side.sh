@@ -4,6 +4,7 @@
 #
 #   bench/side-by-side.sh            # embedded backends
 #   BACKENDS="embedded s3pg" bench/side-by-side.sh
+#   FILL_PAGE_CACHE=1 bench/side-by-side.sh   # page cache full first, as on a server that has run a while
 #
 # Needs ../shared/bench (limits.sh, peer-registry.sh, loadgen.py), a release
 # build, and for s3pg: moto_server and PostgreSQL on 127.0.0.1:5432.
@@ -24,6 +25,7 @@ STORES=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for d in "${STORES[@]}"; do rm -rf "$d"; done
+  rm -f "$OUT/page-cache-filler"
 }
 trap cleanup EXIT
 
@@ -78,6 +80,20 @@ start_amber() {  # start_amber BACKEND -> sets AMBER_PID AMBER_BASE TOKEN AMBER_
 }
 
 head -c $((SIZE_MB << 20)) /dev/urandom > "$OUT/blob"
+# FILL_PAGE_CACHE=1 first fills the page cache with a throwaway file, as on a
+# server that has run a while. On a VM whose balloon reports free pages to
+# the host, page cache that grows into free memory costs every contender 2-5
+# CPU-s per GiB written (BENCHMARKS.md, "Page cache on this VM").
+if [ "${FILL_PAGE_CACHE:-0}" = 1 ]; then
+  fill_mb=$(( $(awk '/MemAvailable/ {print int($2 / 1024)}' /proc/meminfo) - 6144 ))
+  free_mb=$(df -Pm "$OUT" | awk 'NR == 2 {print $4}')
+  if [ "$fill_mb" -gt 0 ] && [ "$free_mb" -gt $((fill_mb + 10240)) ]; then
+    echo "filling the page cache with $fill_mb MiB" >&2
+    head -c $((fill_mb << 20)) /dev/zero > "$OUT/page-cache-filler"
+  else
+    echo "FILL_PAGE_CACHE: not enough free disk ($free_mb MiB) for $fill_mb MiB; running as is" >&2
+  fi
+fi
 # peer-registry.sh deletes the peers' stored data after every round, which
 # hands the page cache of their large blob back. A content-addressed store
 # keeps everything, and on this VM writing into page cache that grows into
