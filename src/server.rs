@@ -1,5 +1,5 @@
-//! Serving: an already bound listener, the state, and a shutdown future
-//! (the shape of mini-redis), so tests and `main` start the server the same way.
+//! Serving: already bound listeners (the API's, and optionally one for
+//! `/metrics`), the state, and a shutdown future (the shape of mini-redis).
 
 use std::future::{Future, IntoFuture};
 use std::time::Duration;
