@@ -5,6 +5,7 @@ use std::future::{Future, IntoFuture};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::http;
 use crate::state::AppState;
@@ -23,16 +24,16 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    // Cancelled once the API has stopped: ends the metrics server and the
+    // housekeeping task.
+    let stop = CancellationToken::new();
     let metrics = metrics_listener.map(|listener| {
-        let served = axum::serve(listener, http::metrics_router(state.clone())).with_graceful_shutdown(async {
-            let _ = metrics_stopped.await;
-        });
+        let served = axum::serve(listener, http::metrics_router(state.clone()))
+            .with_graceful_shutdown(stop.clone().cancelled_owned());
         tokio::spawn(served.into_future())
     });
-    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
     let housekeeping = tokio::spawn({
-        let state = state.clone();
+        let (state, stop) = (state.clone(), stop.clone());
         async move {
             let mut denials = tokio::time::interval(crate::auth::DENIAL_WINDOW);
             let mut keys = tokio::time::interval_at(tokio::time::Instant::now() + KEY_REFRESH, KEY_REFRESH);
@@ -47,14 +48,13 @@ pub async fn serve(
                             tracing::warn!(error = %err, "could not re-read the signing keys; signing with those last read");
                         }
                     }
-                    _ = &mut stopped => break,
+                    () = stop.cancelled() => break,
                 }
             }
         }
     });
     let served = axum::serve(listener, http::router(state.clone())).with_graceful_shutdown(shutdown).await;
-    let _ = stop.send(());
-    let _ = stop_metrics.send(());
+    stop.cancel();
     if let Some(metrics) = metrics {
         let _ = metrics.await;
     }
