@@ -10,27 +10,30 @@
 use amber_core::audit::{Actor, CHECKPOINT_PAYLOAD_TYPE, CHECKPOINT_SCHEMA, Checkpoint, EntryBody, Event, entry_hash};
 use time::OffsetDateTime;
 
-use crate::meta::{BuildAudit, Meta, MetaError, MetaStore, NewAudit, NewAuditEntry};
+use std::sync::Arc;
+
+use crate::meta::{AuditBuild, BuildAudit, Meta, MetaError, MetaStore, NewAudit, NewAuditEntry};
 use crate::signing::Signer;
 
 /// Events one actor is about to cause, in order, ready to be built into audit
 /// entries once the chain head is known. A change that has its own store
 /// method (a blob link, a tag binding, a token change) is given the draft, so
 /// the change and its entries commit together; anything else uses [`record`].
-pub struct Draft<'a> {
-    signer: &'a Signer,
+pub struct Draft {
+    signer: Arc<Signer>,
     actor: Actor,
     at: OffsetDateTime,
     events: Vec<Event>,
 }
 
-impl<'a> Draft<'a> {
-    pub fn new(signer: &'a Signer, actor: Actor, events: Vec<Event>) -> Self {
-        Self { signer, actor, at: OffsetDateTime::now_utc(), events }
+impl Draft {
+    /// The draft, ready to hand to a store method.
+    pub fn new(signer: &Arc<Signer>, actor: Actor, events: Vec<Event>) -> AuditBuild {
+        Arc::new(Self { signer: signer.clone(), actor, at: OffsetDateTime::now_utc(), events })
     }
 }
 
-impl BuildAudit for Draft<'_> {
+impl BuildAudit for Draft {
     /// The entries numbered from `seq`, the first chained to `prev`, and a
     /// signed checkpoint of the last.
     fn build(&self, seq: u64, prev: &str) -> NewAudit {
@@ -52,7 +55,6 @@ impl BuildAudit for Draft<'_> {
 }
 
 /// Records one event on its own; returns its sequence number.
-pub async fn record(meta: &Meta, signer: &Signer, actor: Actor, event: Event) -> Result<u64, MetaError> {
-    let draft = Draft::new(signer, actor, vec![event]);
-    meta.append_audit(&draft).await
+pub async fn record(meta: &Meta, signer: &Arc<Signer>, actor: Actor, event: Event) -> Result<u64, MetaError> {
+    meta.append_audit(Draft::new(signer, actor, vec![event])).await
 }

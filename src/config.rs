@@ -44,6 +44,102 @@ pub struct Options {
     /// Ed25519 signing key (PKCS#8 PEM) supplied by the operator instead of the stored keys.
     #[arg(long, env = "AMBER_SIGNING_KEY_FILE", global = true)]
     pub signing_key_file: Option<PathBuf>,
+    /// Seconds a client has to send a request's headers, from the connection
+    /// opening or the previous response [default: 10].
+    #[arg(long, env = "AMBER_HEADER_TIMEOUT", global = true)]
+    pub header_timeout: Option<u64>,
+    /// Seconds a request body may make no progress before it is ended with
+    /// `408` [default: 30].
+    #[arg(long, env = "AMBER_BODY_IDLE_TIMEOUT", global = true)]
+    pub body_idle_timeout: Option<u64>,
+    /// Seconds a connection may move no byte either way before it is closed
+    /// [default: 60].
+    #[arg(long, env = "AMBER_IDLE_TIMEOUT", global = true)]
+    pub idle_timeout: Option<u64>,
+    /// Seconds `SIGTERM` waits for requests in flight before the process exits
+    /// anyway [default: 30].
+    #[arg(long, env = "AMBER_SHUTDOWN_GRACE", global = true)]
+    pub shutdown_grace: Option<u64>,
+    /// Most connections open at once; idle ones are closed first to make room
+    /// [default: half the file-descriptor limit].
+    #[arg(long, env = "AMBER_MAX_CONNECTIONS", global = true)]
+    pub max_connections: Option<usize>,
+    /// Most uploads in flight at once; past it, `429` [default: 256].
+    #[arg(long, env = "AMBER_MAX_UPLOADS", global = true)]
+    pub max_uploads: Option<usize>,
+    /// Most uploads in flight at once for one token [default: 32].
+    #[arg(long, env = "AMBER_MAX_UPLOADS_PER_TOKEN", global = true)]
+    pub max_uploads_per_token: Option<usize>,
+    /// Bytes of upload bodies held in memory at once, S3 parts included
+    /// [default: 256 MiB].
+    #[arg(long, env = "AMBER_UPLOAD_MEMORY", global = true)]
+    pub upload_memory: Option<u64>,
+    /// Free space the data volume keeps: uploads are refused with `507` below
+    /// it. Bytes, or a percentage of the volume such as `5%` [default: the
+    /// smaller of 1 GiB and 5%].
+    #[arg(long, env = "AMBER_MIN_FREE_SPACE", global = true)]
+    pub min_free_space: Option<FreeSpace>,
+}
+
+/// A free-space reserve: an amount, or a share of the volume.
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum FreeSpace {
+    Bytes(u64),
+    Percent(f64),
+    /// The smaller of 1 GiB and 5 %.
+    Default,
+}
+
+impl FreeSpace {
+    /// The reserve in bytes on a volume of `total` bytes.
+    pub fn bytes(self, total: u64) -> u64 {
+        let share = |p: f64| (total as f64 * p / 100.0) as u64;
+        match self {
+            Self::Bytes(n) => n,
+            Self::Percent(p) => share(p),
+            Self::Default => share(5.0).min(1 << 30),
+        }
+    }
+}
+
+impl std::str::FromStr for FreeSpace {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if let Some(percent) = s.strip_suffix('%') {
+            let p: f64 = percent.trim().parse().map_err(|_| format!("{s:?} is not a percentage"))?;
+            if !(0.0..=50.0).contains(&p) {
+                return Err(format!("{s:?}: a reserve must be between 0% and 50%"));
+            }
+            return Ok(Self::Percent(p));
+        }
+        s.parse().map(Self::Bytes).map_err(|_| format!("{s:?} is neither a byte count nor a percentage like 5%"))
+    }
+}
+
+impl TryFrom<String> for FreeSpace {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+/// How long things may take and how much one server holds at once.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub header_timeout: Duration,
+    pub body_idle_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub shutdown_grace: Duration,
+    /// `None`: half the file-descriptor limit, read once it is raised.
+    pub max_connections: Option<usize>,
+    pub max_uploads: usize,
+    pub max_uploads_per_token: usize,
+    pub upload_memory: u64,
+    pub min_free_space: FreeSpace,
 }
 
 /// The same options as they appear in the TOML file.
@@ -60,6 +156,15 @@ struct FileOptions {
     max_blob_size: Option<u64>,
     max_token_lifetime: Option<u64>,
     signing_key_file: Option<PathBuf>,
+    header_timeout: Option<u64>,
+    body_idle_timeout: Option<u64>,
+    idle_timeout: Option<u64>,
+    shutdown_grace: Option<u64>,
+    max_connections: Option<usize>,
+    max_uploads: Option<usize>,
+    max_uploads_per_token: Option<usize>,
+    upload_memory: Option<u64>,
+    min_free_space: Option<FreeSpace>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -97,6 +202,7 @@ pub struct Config {
     /// Lifetime of a token created without `expires_in`.
     pub default_token_lifetime: Duration,
     pub signing_key_file: Option<PathBuf>,
+    pub limits: Limits,
 }
 
 const DAY: u64 = 24 * 60 * 60;
@@ -132,7 +238,31 @@ impl Config {
         if metrics_listen == Some(listen) && listen.port() != 0 {
             bail!("metrics_listen must differ from listen ({listen}); leave it unset to serve /metrics with the API");
         }
+        let seconds = |flag: Option<u64>, file: Option<u64>, default: u64, name: &str| {
+            match flag.or(file).unwrap_or(default) {
+                0 => bail!("{name} must be at least one second"),
+                n => Ok(Duration::from_secs(n)),
+            }
+        };
+        let limits = Limits {
+            header_timeout: seconds(options.header_timeout, file.header_timeout, 10, "header_timeout")?,
+            body_idle_timeout: seconds(options.body_idle_timeout, file.body_idle_timeout, 30, "body_idle_timeout")?,
+            idle_timeout: seconds(options.idle_timeout, file.idle_timeout, 60, "idle_timeout")?,
+            shutdown_grace: seconds(options.shutdown_grace, file.shutdown_grace, 30, "shutdown_grace")?,
+            max_connections: options.max_connections.or(file.max_connections),
+            max_uploads: options.max_uploads.or(file.max_uploads).unwrap_or(256),
+            max_uploads_per_token: options.max_uploads_per_token.or(file.max_uploads_per_token).unwrap_or(32),
+            upload_memory: options.upload_memory.or(file.upload_memory).unwrap_or(256 << 20),
+            min_free_space: options.min_free_space.or(file.min_free_space).unwrap_or(FreeSpace::Default),
+        };
+        if limits.max_connections == Some(0) || limits.max_uploads == 0 || limits.max_uploads_per_token == 0 {
+            bail!("max_connections, max_uploads and max_uploads_per_token must be at least 1");
+        }
+        if limits.upload_memory < 16 << 20 {
+            bail!("upload_memory must be at least 16 MiB (one S3 part and its successor)");
+        }
         Ok(Self {
+            limits,
             listen,
             metrics_listen,
             data_dir,
@@ -220,5 +350,15 @@ mod tests {
         let config = Config::resolve(options("127.0.0.1:7350", "127.0.0.1:9350")).unwrap();
         assert_eq!(config.metrics_listen, Some("127.0.0.1:9350".parse().unwrap()));
         assert!(Config::resolve(options("127.0.0.1:0", "127.0.0.1:0")).is_ok());
+    }
+
+    #[test]
+    fn free_space_is_bytes_or_a_share() {
+        assert_eq!("5%".parse::<FreeSpace>().unwrap().bytes(1000), 50);
+        assert_eq!("123".parse::<FreeSpace>().unwrap().bytes(1000), 123);
+        assert_eq!(FreeSpace::Default.bytes(100 << 30), 1 << 30);
+        assert_eq!(FreeSpace::Default.bytes(1000), 50);
+        assert!("80%".parse::<FreeSpace>().is_err());
+        assert!("lots".parse::<FreeSpace>().is_err());
     }
 }

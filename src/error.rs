@@ -10,9 +10,14 @@ use axum::response::{IntoResponse, Response};
 use crate::blobs::BlobError;
 use crate::meta::MetaError;
 
-/// Why a request was refused, for the audit log (a response extension).
+/// Why a request was refused, for the audit log (a response extension): the
+/// reason, and apart from it the repository named, so that denials naming
+/// different repositories are still one kind.
 #[derive(Clone, Debug)]
-pub struct DenialReason(pub String);
+pub struct DenialReason {
+    pub reason: String,
+    pub repository: Option<String>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -54,6 +59,16 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("a stored blob failed its integrity check; the operator has been alerted")]
     BlobCorrupt(Digest),
+    #[error("the request body made no progress for {0} seconds")]
+    RequestTimeout(u64),
+    #[error("{reason}; retry after {retry_after} seconds")]
+    TooManyRequests { reason: &'static str, retry_after: u64 },
+    #[error("the server is low on storage; uploads are refused until space is freed")]
+    InsufficientStorage,
+    #[error("a backend did not answer in time; retry later")]
+    Unavailable,
+    #[error("the request body exceeds the limit of {limit} bytes")]
+    RequestTooLarge { limit: usize },
     /// Anything the client cannot fix. The cause is logged, never sent.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -86,6 +101,11 @@ impl ApiError {
             Self::NotFound => (S::NOT_FOUND, "not_found"),
             Self::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::BlobCorrupt(_) => (S::INTERNAL_SERVER_ERROR, "blob_corrupt"),
+            Self::RequestTimeout(_) => (S::REQUEST_TIMEOUT, "request_timeout"),
+            Self::TooManyRequests { .. } => (S::TOO_MANY_REQUESTS, "too_many_requests"),
+            Self::InsufficientStorage => (S::INSUFFICIENT_STORAGE, "insufficient_storage"),
+            Self::Unavailable => (S::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::RequestTooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "request_too_large"),
             Self::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -110,13 +130,29 @@ impl IntoResponse for ApiError {
         };
         let body = ErrorBody { error: ErrorDetail { code: code.to_owned(), message: self.to_string(), detail } };
         let mut response = (status, axum::Json(body)).into_response();
-        if matches!(self, Self::Unauthorized(_) | Self::Denied { .. }) {
-            response.extensions_mut().insert(DenialReason(self.to_string()));
+        match &self {
+            Self::Unauthorized(reason) => {
+                response.extensions_mut().insert(DenialReason { reason: (*reason).to_owned(), repository: None });
+            }
+            Self::Denied { action, repo } => {
+                let reason = format!("token lacks {action}");
+                response.extensions_mut().insert(DenialReason { reason, repository: Some(repo.clone()) });
+            }
+            _ => {}
         }
         if let Self::RangeInvalid { size, .. } = &self
             && let Ok(value) = HeaderValue::try_from(format!("bytes */{size}"))
         {
             response.headers_mut().insert(header::CONTENT_RANGE, value);
+        }
+        let retry_after = match &self {
+            Self::TooManyRequests { retry_after, .. } => Some(*retry_after),
+            Self::Unavailable => Some(5),
+            Self::InsufficientStorage => Some(60),
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"amber\""));
@@ -127,7 +163,17 @@ impl IntoResponse for ApiError {
 
 impl From<MetaError> for ApiError {
     fn from(err: MetaError) -> Self {
-        Self::Internal(err.into())
+        match err {
+            MetaError::Unavailable(cause) => {
+                tracing::warn!(%cause, "metadata store unavailable");
+                Self::Unavailable
+            }
+            MetaError::NoSpace(cause) => {
+                tracing::warn!(%cause, "metadata write refused");
+                Self::InsufficientStorage
+            }
+            other => Self::Internal(other.into()),
+        }
     }
 }
 
@@ -136,7 +182,16 @@ impl From<BlobError> for ApiError {
         match err {
             BlobError::Mismatch { expected, actual } => Self::DigestMismatch { expected, actual },
             BlobError::TooLarge { limit } => Self::BlobTooLarge { limit },
+            BlobError::Client(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                Self::RequestTimeout(e.get_ref().and_then(|inner| inner.downcast_ref::<BodyIdle>()).map_or(0, |idle| idle.0))
+            }
             BlobError::Client(e) => Self::RequestInvalid(format!("reading the request body failed: {e}")),
+            BlobError::NoSpace => Self::InsufficientStorage,
+            BlobError::Throttled => Self::TooManyRequests { reason: "upload memory is exhausted", retry_after: 1 },
+            BlobError::Unavailable(cause) => {
+                tracing::warn!(%cause, "blob store unavailable");
+                Self::Unavailable
+            }
             BlobError::Corrupt(digest) => Self::BlobCorrupt(digest),
             BlobError::NotFound(digest) => Self::BlobUnknown(digest),
             other @ BlobError::Io(_) => Self::Internal(other.into()),
@@ -165,7 +220,18 @@ pub const ERROR_CODES: &[&str] = &[
     "not_found",
     "method_not_allowed",
     "blob_corrupt",
+    "request_timeout",
+    "too_many_requests",
+    "insufficient_storage",
+    "unavailable",
+    "request_too_large",
     "internal",
 ];
+
+/// The cause of a request body that stalled: no progress for this many
+/// seconds. Carried inside an `io::Error` of kind `TimedOut`.
+#[derive(Debug, thiserror::Error)]
+#[error("no progress for {0} seconds")]
+pub struct BodyIdle(pub u64);
 
 pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,5 +1,6 @@
 //! amberd: the Amber server. See ARCHITECTURE.md for the map.
 
+pub mod admission;
 pub mod audit;
 pub mod auth;
 pub mod blobs;
@@ -10,4 +11,5 @@ pub mod meta;
 pub mod metrics;
 pub mod server;
 pub mod signing;
+pub mod space;
 pub mod state;

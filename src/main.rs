@@ -1,6 +1,7 @@
 //! `amberd`: serve the API, or administer a stopped server's data
 //! (`token create`, `keys rotate`, `keys export`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use amber_core::audit::{Actor, Event};
@@ -102,14 +103,14 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve => serve(config).await,
         Command::Token(TokenCommand::Create { admin, name, expires_in }) => {
             debug_assert!(admin);
-            let meta = Meta::open(&config.meta).await?;
+            let meta = Meta::open(&config.meta, config.limits.min_free_space).await?;
             let spec = TokenSpec {
                 name,
                 pipeline: None,
                 grants: vec![Grant { repos: RepoPattern::Any, actions: vec![Action::Admin] }],
                 lifetime: expires_in.map(Duration::from_secs),
             };
-            let signer = Signer::load(&meta, config.signing_key_file.as_deref()).await?;
+            let signer = Arc::new(Signer::load(&meta, config.signing_key_file.as_deref()).await?);
             let (info, secret) = issue_token(&meta, &config, &signer, Actor::operator(), spec)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -118,25 +119,36 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys(KeysCommand::Rotate) => {
-            let meta = Meta::open(&config.meta).await?;
+            let meta = Meta::open(&config.meta, config.limits.min_free_space).await?;
             let keyid = signing::rotate(&meta).await?;
-            let signer = Signer::load(&meta, config.signing_key_file.as_deref()).await?;
+            let signer = Arc::new(Signer::load(&meta, config.signing_key_file.as_deref()).await?);
             audit::record(&meta, &signer, Actor::operator(), Event::KeyRotated { keyid: keyid.clone() }).await?;
             tracing::info!(%keyid, "new active signing key");
             println!("{keyid}");
             Ok(())
         }
         Command::Keys(KeysCommand::Export) => {
-            let meta = Meta::open(&config.meta).await?;
-            let signer = Signer::load(&meta, config.signing_key_file.as_deref()).await?;
+            let meta = Meta::open(&config.meta, config.limits.min_free_space).await?;
+            let signer = Arc::new(Signer::load(&meta, config.signing_key_file.as_deref()).await?);
             println!("{}", serde_json::to_string_pretty(&signer.key_list())?);
             Ok(())
         }
     }
 }
 
+/// Has jemalloc return freed memory to the kernel from a background thread:
+/// otherwise pages freed after a load are only purged on later allocations,
+/// and an idle server kept the RSS of its busiest minute.
+fn return_memory_when_idle() {
+    if let Err(err) = tikv_jemalloc_ctl::background_thread::write(true) {
+        tracing::warn!(error = %err, "could not start jemalloc's background purging");
+    }
+}
+
 async fn serve(config: Config) -> anyhow::Result<()> {
+    return_memory_when_idle();
     let (listen, metrics_listen) = (config.listen, config.metrics_listen);
+    let grace = config.limits.shutdown_grace;
     let state = AppState::open(config).await?;
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let metrics_listener = match metrics_listen {
@@ -148,7 +160,18 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         None => None,
     };
     tracing::info!(addr = %listener.local_addr()?, "amberd listening");
-    server::serve(listener, metrics_listener, state, server::shutdown_signal()).await?;
+    let shutdown = async move {
+        server::shutdown_signal().await;
+        // Whatever the backends are doing, the process ends within the grace.
+        std::thread::spawn(move || {
+            std::thread::sleep(grace);
+            tracing::error!("shutdown grace of {}s ended; exiting now", grace.as_secs());
+            std::process::exit(1);
+        });
+    };
+    server::serve(listener, metrics_listener, state, shutdown).await?;
     tracing::info!("stopped");
-    Ok(())
+    // Not a return: dropping the runtime would wait for blocking calls that
+    // may never end (a stuck store); everything acknowledged is durable.
+    std::process::exit(0)
 }

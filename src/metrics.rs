@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -13,6 +13,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use crate::server::ConnectionCounters;
 use crate::state::AppState;
 
 /// Method, route template, status.
@@ -24,6 +25,11 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<Series, (u64, f64)>>,
     pub blobs_stored: AtomicU64,
     pub blob_bytes_stored: AtomicU64,
+    pub connections: Arc<ConnectionCounters>,
+    /// Uploads refused with `429` (too many in flight, or no upload memory).
+    pub uploads_throttled: AtomicU64,
+    /// Uploads refused with `507` (free space below the reserve).
+    pub uploads_refused_no_space: AtomicU64,
 }
 
 impl Metrics {
@@ -47,10 +53,22 @@ impl Metrics {
                 "Bytes of the blobs made visible in a repository.",
                 &self.blob_bytes_stored,
             ),
+            ("amber_connections_refused_total", "Connections refused: every open one was busy.", &self.connections.refused),
+            ("amber_connections_shed_total", "Idle connections closed to make room.", &self.connections.shed),
+            (
+                "amber_connections_timed_out_total",
+                "Connections closed by the header or idle timeout.",
+                &self.connections.timed_out,
+            ),
+            ("amber_uploads_throttled_total", "Uploads refused with 429.", &self.uploads_throttled),
+            ("amber_uploads_no_space_total", "Uploads refused with 507.", &self.uploads_refused_no_space),
         ] {
             counter_header(&mut out, name, help);
             let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
         }
+        let name = "amber_connections_open";
+        let _ = writeln!(out, "# HELP {name} Connections open now.\n# TYPE {name} gauge");
+        let _ = writeln!(out, "{name} {}", self.connections.open.load(Ordering::Relaxed));
         out
     }
 }

@@ -3,6 +3,7 @@
 use std::ops::Deref;
 use std::sync::Arc;
 
+use crate::admission::Admission;
 use crate::auth::Denials;
 use crate::blobs::Blobs;
 use crate::config::Config;
@@ -17,20 +18,22 @@ pub struct Inner {
     pub config: Config,
     pub blobs: Blobs,
     pub meta: Meta,
-    pub signer: Signer,
+    pub signer: Arc<Signer>,
     pub metrics: Metrics,
     pub denials: Denials,
+    pub admission: Admission,
 }
 
 impl AppState {
     /// Opens every backend and loads the signing keys, so that a bad path or
     /// URL fails at start rather than on the first request.
     pub async fn open(config: Config) -> anyhow::Result<Self> {
-        let blobs = Blobs::open(&config.blobs).await?;
-        let meta = Meta::open(&config.meta).await?;
-        let signer = Signer::load(&meta, config.signing_key_file.as_deref()).await?;
+        let blobs = Blobs::open(&config.blobs, config.limits.min_free_space).await?;
+        let meta = Meta::open(&config.meta, config.limits.min_free_space).await?;
+        let signer = Arc::new(Signer::load(&meta, config.signing_key_file.as_deref()).await?);
         let (metrics, denials) = (Metrics::default(), Denials::default());
-        Ok(Self(Arc::new(Inner { config, blobs, meta, signer, metrics, denials })))
+        let admission = Admission::new(&config.limits);
+        Ok(Self(Arc::new(Inner { config, blobs, meta, signer, metrics, denials, admission })))
     }
 }
 

@@ -66,7 +66,7 @@ fn check_grants(grants: &mut [Grant]) -> ApiResult<()> {
 pub async fn issue_token(
     meta: &Meta,
     config: &Config,
-    signer: &Signer,
+    signer: &std::sync::Arc<Signer>,
     actor: Actor,
     mut spec: TokenSpec,
 ) -> ApiResult<(TokenInfo, TokenSecret)> {
@@ -99,7 +99,7 @@ pub async fn issue_token(
     };
     let draft = Draft::new(signer, actor, vec![token_created(&info)]);
     let record = TokenRecord { info: info.clone(), secret_hash: secret_hash(&secret) };
-    meta.insert_token(&record, &draft).await?;
+    meta.insert_token(&record, draft).await?;
     Ok((info, secret))
 }
 

@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use amber_core::audit::Actor;
 use amber_core::{Action, RepoName, TokenSecret};
-use axum::extract::{FromRequestParts, MatchedPath, Request, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request, State};
 use axum::http::header::{AUTHORIZATION, WARNING};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -20,7 +22,7 @@ use axum::response::Response;
 use base64::Engine;
 use time::{Duration, OffsetDateTime};
 
-pub use denials::{Denials, WINDOW as DENIAL_WINDOW};
+pub use denials::{Denial, Denials, WINDOW as DENIAL_WINDOW};
 pub use issue::{TokenSpec, issue_token};
 
 use crate::error::{ApiError, ApiResult, DenialReason};
@@ -172,6 +174,7 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
     let authentication = resolve(&state, request.headers()).await;
     request.extensions_mut().insert(authentication.clone());
     let method = request.method().to_string();
+    let client = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
     let route = request.extensions().get::<MatchedPath>().map_or_else(String::new, |p| p.as_str().to_owned());
     let mut response = next.run(request).await;
 
@@ -184,9 +187,13 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
     }
     let status = response.status();
     if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-        let reason = response.extensions().get::<DenialReason>().map_or_else(String::new, |r| r.0.clone());
+        let (reason, repository) = match response.extensions().get::<DenialReason>() {
+            Some(denial) => (denial.reason.clone(), denial.repository.clone()),
+            None => (String::new(), None),
+        };
         let actor = token.map_or(Actor { token_id: None, token_name: None }, |t| actor(t));
-        state.denials.record(&state, actor, method, route, status.as_u16(), reason).await;
+        let denial = Denial { actor, client, method, route, status: status.as_u16(), reason, repository };
+        state.denials.record(&state, denial).await;
     }
     response
 }
@@ -198,7 +205,7 @@ impl FromRequestParts<AppState> for Caller {
         match parts.extensions.get::<Authentication>() {
             Some(Authentication::Token(token)) => Ok(Self { token: token.clone() }),
             Some(Authentication::Failed(reason)) => Err(ApiError::Unauthorized(reason)),
-            Some(Authentication::Unavailable) => Err(ApiError::internal(anyhow::anyhow!("token store unavailable"))),
+            Some(Authentication::Unavailable) => Err(ApiError::Unavailable),
             Some(Authentication::Missing) => {
                 Err(ApiError::Unauthorized("authentication required: send Authorization: Bearer <token>"))
             }

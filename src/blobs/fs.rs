@@ -6,13 +6,15 @@
 //! DIR/data/ab/<hex>      a blob, named by the 64 hex digits of its digest
 //! DIR/staging/<random>   uploads in flight; emptied at start
 //! ```
-//! An upload is written and hashed on a blocking thread, `fdatasync`ed, then
-//! hard-linked to its final name (a link never replaces an existing file, so a
-//! racing upload of the same bytes simply finds it there) and the shard
-//! directory is fsynced before the upload is acknowledged.
+//! An upload is hashed and written to staging in batches, each one call on the
+//! blocking pool (so an upload waiting on its client holds no thread),
+//! `fdatasync`ed, then hard-linked to its final name (a link never replaces an
+//! existing file, so a racing upload of the same bytes simply finds it there)
+//! and the shard directory is fsynced before the upload is acknowledged.
+//! Reads go a chunk per blocking call, one chunk ahead of the client.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -21,25 +23,31 @@ use std::sync::Arc;
 use amber_core::Digest;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::sync::mpsc;
 
 use super::pool::BufferPool;
 use super::{BlobError, BlobStore, BodyStream, ByteStream, Stored, Upload, Written};
+use crate::admission::Lent;
+use crate::config::FreeSpace;
+use crate::space::{Purpose, SpaceReserve};
 
 const LAYOUT_VERSION: &str = "1";
 /// Read chunk: large enough for BLAKE3's SIMD paths and few syscalls, small
 /// enough that a download holds at most a few MiB.
 const READ_CHUNK: usize = 512 * 1024;
-/// Small chunks (a slow client, a finely chunked body) are gathered into
-/// writes this large; the ~400 KiB reads hyper hands over on a fast connection
-/// are larger, so `BufWriter` writes them straight through without a copy.
-const WRITE_BUFFER: usize = 256 * 1024;
-/// Uploads announced at least this large get their blocks allocated up front:
-/// ext4 then skips its per-page delayed-allocation bookkeeping, which cut the
-/// kernel's share of a 1 GiB write by a fifth here.
+/// Chunks are gathered into batches of at least this much, each written in
+/// one call on the blocking pool; the ~400 KiB reads hyper hands over on a
+/// fast connection are a batch each, with no copy.
+const WRITE_BATCH: usize = 256 * 1024;
+/// Uploads announced at least this large get their blocks allocated ahead of
+/// the data: ext4 then skips its per-page delayed-allocation bookkeeping,
+/// which cut the kernel's share of a 1 GiB write by a fifth here.
 const PREALLOCATE_FROM: u64 = 1024 * 1024;
-/// Chunks in flight between the async side and the blocking writer or reader.
-const CHANNEL_DEPTH: usize = 8;
+/// Blocks are reserved this far ahead of the data at most (well under a
+/// second of a fast upload).
+const PREALLOCATE_STEP: u64 = 32 << 20;
+/// The free space is checked at the start of an upload and again after each
+/// this much written.
+const SPACE_CHECK_EVERY: u64 = 32 << 20;
 /// Idle read buffers kept for reuse (at most 8 MiB).
 const IDLE_READ_BUFFERS: usize = 16;
 
@@ -51,6 +59,12 @@ struct Dirs {
     data: PathBuf,
     staging: PathBuf,
     read_buffers: BufferPool,
+    space: SpaceReserve,
+}
+
+/// Waits for a blocking call of this backend.
+async fn joined<T>(handle: tokio::task::JoinHandle<Result<T, BlobError>>) -> Result<T, BlobError> {
+    handle.await.map_err(|e| BlobError::Io(io::Error::other(e)))?
 }
 
 impl Dirs {
@@ -69,11 +83,11 @@ fn sync_dir(path: &Path) -> io::Result<()> {
 }
 
 impl FsBlobs {
-    pub async fn open(root: PathBuf) -> anyhow::Result<Self> {
-        tokio::task::spawn_blocking(move || Self::open_blocking(&root)).await?
+    pub async fn open(root: PathBuf, min_free_space: FreeSpace) -> anyhow::Result<Self> {
+        tokio::task::spawn_blocking(move || Self::open_blocking(&root, min_free_space)).await?
     }
 
-    fn open_blocking(root: &Path) -> anyhow::Result<Self> {
+    fn open_blocking(root: &Path, min_free_space: FreeSpace) -> anyhow::Result<Self> {
         use anyhow::Context;
         create_private_dir(root).with_context(|| format!("creating blob directory {}", root.display()))?;
         let version_file = root.join("VERSION");
@@ -105,14 +119,9 @@ impl FsBlobs {
         create_private_dir(&staging)?;
         sync_dir(root)?;
         let read_buffers = BufferPool::new(READ_CHUNK, IDLE_READ_BUFFERS);
-        Ok(Self { inner: Arc::new(Dirs { data, staging, read_buffers }) })
+        let space = SpaceReserve::new(root, min_free_space);
+        Ok(Self { inner: Arc::new(Dirs { data, staging, read_buffers, space }) })
     }
-}
-
-enum Chunk {
-    Data(Bytes),
-    /// The body ended normally; without it the writer discards the upload.
-    End,
 }
 
 /// Removes a staging file unless the upload completed.
@@ -126,184 +135,245 @@ impl Drop for StagingFile {
     }
 }
 
-/// Hashes the upload and, unless the blob is already stored, writes it to
-/// staging and links it into place. Runs on a blocking thread.
-fn write_blob(dirs: &Dirs, upload: Upload, mut rx: mpsc::Receiver<Chunk>) -> Result<Written, BlobError> {
-    let expected = upload.expected;
-    let already_stored = expected.is_some_and(|d| dirs.blob_path(&d).exists());
-    let mut sink = if already_stored {
-        None
-    } else {
-        let name: u128 = rand::random();
-        let path = dirs.staging.join(format!("{name:032x}"));
-        let file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
-        let staging = StagingFile { path };
-        if let Some(length) = upload.announced.filter(|&n| n >= PREALLOCATE_FROM && n <= upload.limit) {
-            preallocate(&file, length)?;
-        }
-        Some((BufWriter::with_capacity(WRITE_BUFFER, file), staging))
-    };
-    let mut hasher = blake3::Hasher::new();
-    let mut size = 0u64;
-    loop {
-        match rx.blocking_recv() {
-            Some(Chunk::Data(bytes)) => {
-                hasher.update(&bytes);
-                size += bytes.len() as u64;
-                if let Some((file, _)) = sink.as_mut() {
-                    file.write_all(&bytes)?;
-                }
-            }
-            Some(Chunk::End) => break,
-            // The request was abandoned: the staging file goes with `sink`.
-            None => return Err(BlobError::Client(io::Error::other("upload abandoned"))),
-        }
-    }
-    let digest = Digest::from(hasher.finalize());
-    if let Some(expected) = expected.filter(|e| *e != digest) {
-        return Err(BlobError::Mismatch { expected, actual: digest });
-    }
-    let stored = match sink {
-        None => Stored::AlreadyPresent,
-        Some((file, staging)) => {
-            let file = file.into_inner().map_err(|e| e.into_error())?;
-            file.sync_data()?;
-            let target = dirs.blob_path(&digest);
-            match fs::hard_link(&staging.path, &target) {
-                Ok(()) => {
-                    sync_dir(target.parent().expect("blob paths have a shard directory"))?;
-                    Stored::Created
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Stored::AlreadyPresent,
-                Err(e) => return Err(e.into()),
-            }
-        }
-    };
-    Ok(Written { digest, size, stored })
+/// An upload being written: a staging file (made at the first write), the
+/// hash so far, and how far blocks are reserved. Each call runs on a blocking
+/// thread and returns; between calls the upload holds no thread, so a
+/// stalled client holds none either.
+struct Staged {
+    dirs: Arc<Dirs>,
+    upload: Upload,
+    file: Option<(File, StagingFile)>,
+    hasher: blake3::Hasher,
+    written: u64,
+    /// Bytes of blocks reserved so far.
+    allocated: u64,
+    /// The free space is checked again once this much has been written.
+    next_space_check: u64,
 }
 
-/// Reserves `length` bytes of blocks without changing the file's size, so a
-/// body that ends early leaves no hole of zeros behind its data. A file system
-/// that cannot preallocate simply writes as it goes; one that is full says so
-/// before the body is read.
-fn preallocate(file: &File, length: u64) -> io::Result<()> {
+impl Staged {
+    fn new(dirs: Arc<Dirs>, upload: Upload) -> Self {
+        Self {
+            dirs,
+            upload,
+            file: None,
+            hasher: blake3::Hasher::new(),
+            written: 0,
+            allocated: 0,
+            next_space_check: 0,
+        }
+    }
+
+    /// Hashes and writes `chunks`. Every upload is staged and written, even
+    /// of a digest already stored: the answer and its timing must not tell
+    /// whether some other repository holds the blob.
+    fn write(&mut self, chunks: &[Bytes]) -> Result<(), BlobError> {
+        let incoming: u64 = chunks.iter().map(|c| c.len() as u64).sum();
+        if self.written + incoming >= self.next_space_check {
+            self.dirs.space.check(Purpose::Upload).map_err(|_| BlobError::NoSpace)?;
+            self.next_space_check = self.written + incoming + SPACE_CHECK_EVERY;
+        }
+        if self.file.is_none() {
+            let name: u128 = rand::random();
+            let path = self.dirs.staging.join(format!("{name:032x}"));
+            let file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
+            self.file = Some((file, StagingFile { path }));
+        }
+        let (file, _) = self.file.as_mut().expect("opened above");
+        if let Some(announced) = self.upload.announced.filter(|&n| n >= PREALLOCATE_FROM && n <= self.upload.limit)
+            && self.written + incoming > self.allocated
+            && self.allocated < announced
+        {
+            // Reserve blocks a step at a time, never for bytes far from
+            // arriving: a client that announces 4 GiB and stalls holds no
+            // more than a step of the disk.
+            let step = PREALLOCATE_STEP.max(incoming).min(announced - self.allocated);
+            preallocate(file, self.allocated, step)?;
+            self.allocated += step;
+        }
+        for chunk in chunks {
+            self.hasher.update(chunk);
+            file.write_all(chunk)?;
+        }
+        self.written += incoming;
+        Ok(())
+    }
+
+    /// Checks the digest and links the staged bytes into place, durably.
+    fn finish(mut self) -> Result<Written, BlobError> {
+        if self.file.is_none() {
+            self.write(&[])?; // an empty body is a blob too
+        }
+        let digest = Digest::from(self.hasher.finalize());
+        if let Some(expected) = self.upload.expected.filter(|e| *e != digest) {
+            return Err(BlobError::Mismatch { expected, actual: digest });
+        }
+        let (file, staging) = self.file.take().expect("written above");
+        file.sync_data()?;
+        let target = self.dirs.blob_path(&digest);
+        let stored = match fs::hard_link(&staging.path, &target) {
+            Ok(()) => {
+                sync_dir(target.parent().expect("blob paths have a shard directory"))?;
+                Stored::Created
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Stored::AlreadyPresent,
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Written { digest, size: self.written, stored })
+    }
+}
+
+/// Reserves `length` bytes of blocks from `offset` without changing the
+/// file's size, so a body that ends early leaves no hole of zeros behind its
+/// data. A file system that cannot preallocate simply writes as it goes; one
+/// that is full says so.
+fn preallocate(file: &File, offset: u64, length: u64) -> io::Result<()> {
     use rustix::fs::{FallocateFlags, fallocate};
-    match fallocate(file, FallocateFlags::KEEP_SIZE, 0, length) {
+    match fallocate(file, FallocateFlags::KEEP_SIZE, offset, length) {
         Ok(()) => Ok(()),
         Err(e) if e == rustix::io::Errno::NOSPC => Err(e.into()),
         Err(_) => Ok(()),
     }
 }
 
-/// Sends `len` bytes from `start` in chunks. A full read (`verify`) withholds
-/// its last chunk until the whole blob hashed to `digest`. Runs on a blocking
-/// thread.
-fn read_blob(
-    buffers: &BufferPool,
-    mut file: File,
+/// A read in progress: the open file, what is left to send, and the hash so
+/// far of a full read.
+struct Reader {
+    file: File,
     digest: Digest,
-    start: u64,
-    len: u64,
-    verify: bool,
-    tx: &mpsc::Sender<Result<Bytes, BlobError>>,
-) -> Result<(), BlobError> {
-    file.seek(SeekFrom::Start(start))?;
-    let mut remaining = len;
-    let mut hasher = verify.then(blake3::Hasher::new);
-    let mut held: Option<Bytes> = None;
-    while remaining > 0 {
-        let mut buf = buffers.take();
-        let want = remaining.min(READ_CHUNK as u64) as usize;
-        let n = file.read(&mut buf.space()[..want])?;
-        if n == 0 {
-            tracing::error!(%digest, "blob on disk is shorter than recorded");
-            return Err(BlobError::Corrupt(digest));
-        }
-        remaining -= n as u64;
+    remaining: u64,
+    hasher: Option<blake3::Hasher>,
+    buffers: BufferPool,
+}
+
+impl Reader {
+    /// Reads the next chunk, on a blocking thread. The call that reads the
+    /// last chunk of a full read also checks the digest, and returns an error
+    /// instead of that chunk if it does not match: a corrupt blob never
+    /// completes.
+    fn next_chunk(mut self) -> (Self, Result<Bytes, BlobError>) {
+        let mut buf = self.buffers.take();
+        let want = self.remaining.min(READ_CHUNK as u64) as usize;
+        let n = match self.file.read(&mut buf.space()[..want]) {
+            Ok(0) => {
+                tracing::error!(digest = %self.digest, "blob on disk is shorter than recorded");
+                let digest = self.digest;
+                return (self, Err(BlobError::Corrupt(digest)));
+            }
+            Ok(n) => n,
+            Err(e) => return (self, Err(e.into())),
+        };
+        self.remaining -= n as u64;
         let chunk = buf.freeze(n);
-        if let Some(hasher) = hasher.as_mut() {
+        if let Some(hasher) = self.hasher.as_mut() {
             hasher.update(&chunk);
         }
-        if let Some(previous) = held.replace(chunk)
-            && tx.blocking_send(Ok(previous)).is_err()
+        if self.remaining == 0
+            && let Some(hasher) = self.hasher.take()
+            && Digest::from(hasher.finalize()) != self.digest
         {
-            return Ok(()); // the client went away
+            tracing::error!(digest = %self.digest, "blob on disk does not hash to its digest");
+            let digest = self.digest;
+            return (self, Err(BlobError::Corrupt(digest)));
         }
+        (self, Ok(chunk))
     }
-    if let Some(hasher) = hasher
-        && Digest::from(hasher.finalize()) != digest
-    {
-        tracing::error!(%digest, "blob on disk does not hash to its digest");
-        return Err(BlobError::Corrupt(digest));
-    }
-    if let Some(last) = held {
-        let _ = tx.blocking_send(Ok(last));
-    }
-    Ok(())
 }
+
+type ReadAhead = tokio::task::JoinHandle<(Reader, Result<Bytes, BlobError>)>;
 
 impl BlobStore for FsBlobs {
     async fn put(&self, upload: Upload, mut body: BodyStream) -> Result<Written, BlobError> {
-        let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
-        let dirs = self.inner.clone();
         let limit = upload.limit;
-        let writer = tokio::task::spawn_blocking(move || write_blob(&dirs, upload, rx));
+        let memory = upload.memory.clone();
+        let mut idle = Some(Staged::new(self.inner.clone(), upload));
+        // At most one write in flight while the next batch arrives.
+        let mut in_flight: Option<tokio::task::JoinHandle<Result<Staged, BlobError>>> = None;
+        let (mut batch, mut batch_len, mut lent) = (Vec::new(), 0usize, Lent::default());
         let mut size = 0u64;
-        let outcome = loop {
-            match body.next().await {
-                Some(Ok(bytes)) => {
-                    size += bytes.len() as u64;
-                    if size > limit {
-                        break Err(BlobError::TooLarge { limit });
-                    }
-                    if tx.send(Chunk::Data(bytes)).await.is_err() {
-                        break Ok(()); // the writer failed; its error is reported below
-                    }
-                }
-                Some(Err(e)) => break Err(BlobError::Client(e)),
-                None => {
-                    let _ = tx.send(Chunk::End).await;
-                    break Ok(());
-                }
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(BlobError::Client)?;
+            size += chunk.len() as u64;
+            if size > limit {
+                return Err(BlobError::TooLarge { limit });
             }
+            lent.merge(memory.borrow(chunk.len()).await.ok_or(BlobError::Throttled)?);
+            batch_len += chunk.len();
+            batch.push(chunk);
+            if batch_len >= WRITE_BATCH {
+                let mut writer = match in_flight.take() {
+                    Some(write) => joined(write).await?,
+                    None => idle.take().expect("a writer is idle when none is in flight"),
+                };
+                let (chunks, held) = (std::mem::take(&mut batch), std::mem::take(&mut lent));
+                batch_len = 0;
+                in_flight = Some(tokio::task::spawn_blocking(move || {
+                    writer.write(&chunks)?;
+                    drop(held);
+                    Ok(writer)
+                }));
+            }
+        }
+        let mut writer = match in_flight.take() {
+            Some(write) => joined(write).await?,
+            None => idle.take().expect("a writer is idle when none is in flight"),
         };
-        drop(tx);
-        let written = writer.await.map_err(io::Error::other)?;
-        outcome?;
-        written
+        let finished = tokio::task::spawn_blocking(move || {
+            writer.write(&batch)?;
+            drop(lent);
+            writer.finish()
+        });
+        joined(finished).await
     }
 
     async fn read(&self, digest: Digest, size: u64, range: Option<Range<u64>>) -> Result<ByteStream, BlobError> {
         let path = self.inner.blob_path(&digest);
-        let file = match File::open(&path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                tracing::error!(%digest, "blob is linked in metadata but missing from storage");
-                return Err(BlobError::Corrupt(digest));
-            }
-            Err(e) => return Err(e.into()),
-        };
-        if file.metadata()?.len() != size {
-            tracing::error!(%digest, "blob on disk has the wrong size");
-            return Err(BlobError::Corrupt(digest));
-        }
-        let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
         let (start, len, verify) = match range {
             Some(r) => (r.start, r.end - r.start, false),
             None => (0, size, true),
         };
         let buffers = self.inner.read_buffers.clone();
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = read_blob(&buffers, file, digest, start, len, verify, &tx) {
-                let _ = tx.blocking_send(Err(e));
+        let opened = tokio::task::spawn_blocking(move || -> Result<Reader, BlobError> {
+            let mut file = match File::open(&path) {
+                Ok(file) => file,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    tracing::error!(%digest, "blob is linked in metadata but missing from storage");
+                    return Err(BlobError::Corrupt(digest));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if file.metadata()?.len() != size {
+                tracing::error!(%digest, "blob on disk has the wrong size");
+                return Err(BlobError::Corrupt(digest));
             }
+            file.seek(SeekFrom::Start(start))?;
+            Ok(Reader { file, digest, remaining: len, hasher: verify.then(blake3::Hasher::new), buffers })
         });
-        Ok(Box::pin(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })))
+        let reader = joined(opened).await?;
+        if reader.remaining == 0 {
+            return Ok(Box::pin(futures_util::stream::empty()));
+        }
+        // Each chunk is read on the blocking pool while the one before is
+        // sent; a client that stops reading stops the reads, holding no thread.
+        let first: ReadAhead = tokio::task::spawn_blocking(move || reader.next_chunk());
+        Ok(Box::pin(futures_util::stream::unfold(Some(first), |ahead| async move {
+            let (reader, item) = match ahead?.await {
+                Ok(step) => step,
+                Err(e) => return Some((Err(BlobError::Io(io::Error::other(e))), None)),
+            };
+            let next = (item.is_ok() && reader.remaining > 0)
+                .then(|| tokio::task::spawn_blocking(move || reader.next_chunk()));
+            Some((item, next))
+        })))
     }
 
+    /// Ready when staging is there and the volume keeps the upload reserve.
     async fn check(&self) -> Result<(), BlobError> {
-        let staging = self.inner.staging.clone();
-        tokio::task::spawn_blocking(move || fs::metadata(staging).map(drop)).await.map_err(io::Error::other)??;
-        Ok(())
+        let dirs = self.inner.clone();
+        joined(tokio::task::spawn_blocking(move || {
+            fs::metadata(&dirs.staging)?;
+            dirs.space.check(Purpose::Upload).map_err(|_| BlobError::NoSpace)
+        }))
+        .await
     }
 }

@@ -20,7 +20,8 @@ use futures_util::Stream;
 pub use fs::FsBlobs;
 pub use s3::S3Blobs;
 
-use crate::config::BlobsConfig;
+use crate::admission::MemoryBudget;
+use crate::config::{BlobsConfig, FreeSpace};
 
 /// An upload body as the store consumes it.
 pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
@@ -39,8 +40,20 @@ pub enum BlobError {
     Corrupt(Digest),
     #[error("blob {0} not found")]
     NotFound(Digest),
+    #[error("no space on the data volume")]
+    NoSpace,
+    #[error("upload memory exhausted")]
+    Throttled,
+    #[error("blob storage unavailable: {0}")]
+    Unavailable(String),
     #[error("blob storage: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+}
+
+impl From<std::io::Error> for BlobError {
+    fn from(err: std::io::Error) -> Self {
+        if crate::space::is_full(&err) { Self::NoSpace } else { Self::Io(err) }
+    }
 }
 
 /// Whether a write created the thing or found it already there.
@@ -58,7 +71,7 @@ pub struct Written {
 }
 
 /// What is known of an upload before its body arrives.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone)]
 pub struct Upload {
     /// The digest the bytes must hash to; `None` computes it.
     pub expected: Option<Digest>,
@@ -67,6 +80,8 @@ pub struct Upload {
     /// The length the client announced (`Content-Length`): a hint for
     /// preallocation, never trusted.
     pub announced: Option<u64>,
+    /// Lends the memory for the bytes a backend holds; past it, `Throttled`.
+    pub memory: MemoryBudget,
 }
 
 /// What every blob backend provides. Implementations are checked by the same
@@ -98,9 +113,10 @@ pub enum Blobs {
 }
 
 impl Blobs {
-    pub async fn open(config: &BlobsConfig) -> anyhow::Result<Self> {
+    /// Opens the backend; a local directory keeps `min_free_space` free.
+    pub async fn open(config: &BlobsConfig, min_free_space: FreeSpace) -> anyhow::Result<Self> {
         match config {
-            BlobsConfig::File(dir) => Ok(Self::Fs(FsBlobs::open(dir.clone()).await?)),
+            BlobsConfig::File(dir) => Ok(Self::Fs(FsBlobs::open(dir.clone(), min_free_space).await?)),
             BlobsConfig::S3 { bucket, prefix, path_style } => {
                 Ok(Self::S3(S3Blobs::open(bucket.clone(), prefix.clone(), *path_style).await?))
             }

@@ -28,6 +28,7 @@ use futures_util::StreamExt;
 use tokio::task::JoinSet;
 
 use super::{BlobError, BlobStore, BodyStream, ByteStream, Stored, Upload, Written};
+use crate::admission::Lent;
 
 const LAYOUT_VERSION: &str = "1";
 /// Part size: S3's minimum is 5 MiB; 8 MiB keeps requests few and memory small.
@@ -51,6 +52,30 @@ pub struct S3Blobs {
 fn io(context: &str, err: impl std::fmt::Display) -> BlobError {
     BlobError::Io(std::io::Error::other(format!("{context}: {err}")))
 }
+
+/// An SDK failure as the API reports it: a store that did not answer in time
+/// or could not be reached is `Unavailable` (`503`), anything else internal.
+fn failed<E: std::error::Error + 'static, R: std::fmt::Debug>(context: &str, err: &SdkError<E, R>) -> BlobError {
+    match err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => {
+            BlobError::Unavailable(format!("{context}: {}", describe(err)))
+        }
+        _ => io(context, describe(err)),
+    }
+}
+
+/// Every S3 call's time limits: reaching the store, one attempt, and all
+/// attempts together (so a frozen store fails a request within ~35 s).
+fn timeouts() -> aws_sdk_s3::config::timeout::TimeoutConfig {
+    aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .operation_attempt_timeout(Duration::from_secs(30))
+        .operation_timeout(Duration::from_secs(32))
+        .build()
+}
+
+/// Longest wait for the next bytes of an object being read.
+const READ_IDLE: Duration = Duration::from_secs(30);
 
 /// The service error's detail, for logs (never sent to clients).
 fn describe<E: std::error::Error + 'static, R: std::fmt::Debug>(err: &SdkError<E, R>) -> String {
@@ -81,7 +106,8 @@ impl S3Blobs {
     pub async fn open(bucket: String, prefix: String, path_style: bool) -> anyhow::Result<Self> {
         let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
         let sign_payload = signs_payload(&shared);
-        let config = aws_sdk_s3::config::Builder::from(&shared).force_path_style(path_style).build();
+        let config =
+            aws_sdk_s3::config::Builder::from(&shared).force_path_style(path_style).timeout_config(timeouts()).build();
         Self::with_client(Client::from_conf(config), bucket, prefix, sign_payload).await
     }
 
@@ -153,7 +179,7 @@ impl S3Blobs {
         match self.client.head_object().bucket(&self.bucket).key(key).send().await {
             Ok(head) => Ok(Some(head.content_length().unwrap_or(0).max(0) as u64)),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
-            Err(e) => Err(io("HeadObject", describe(&e))),
+            Err(e) => Err(failed("HeadObject", &e)),
         }
     }
 
@@ -170,7 +196,7 @@ impl S3Blobs {
             .prefix(self.key(""))
             .send()
             .await
-            .map_err(|e| io("ListMultipartUploads", describe(&e)))?;
+            .map_err(|e| failed("ListMultipartUploads", &e))?;
         for upload in uploads.uploads() {
             if let (Some(key), Some(id)) = (upload.key(), upload.upload_id())
                 && old(upload.initiated())
@@ -214,7 +240,7 @@ impl S3Blobs {
             match copy {
                 Ok(_) => Stored::Created,
                 Err(e) if precondition_failed(&e) => Stored::AlreadyPresent,
-                Err(e) => return Err(io("CopyObject", describe(&e))),
+                Err(e) => return Err(failed("CopyObject", &e)),
             }
         } else {
             let mut upload = Multipart::start(self, &target).await?;
@@ -233,7 +259,7 @@ impl S3Blobs {
                     .copy_source_range(format!("bytes={start}-{}", end - 1))
                     .send()
                     .await
-                    .map_err(|e| io("UploadPartCopy", describe(&e)))?;
+                    .map_err(|e| failed("UploadPartCopy", &e))?;
                 let etag = part.copy_part_result().and_then(|r| r.e_tag()).unwrap_or_default().to_owned();
                 upload.parts.push(CompletedPart::builder().part_number(part_number).e_tag(etag).build());
                 part_number += 1;
@@ -243,6 +269,36 @@ impl S3Blobs {
         };
         let _ = self.client.delete_object().bucket(&self.bucket).key(staged).send().await;
         Ok(stored)
+    }
+}
+
+/// The chunks of one part as they arrived, and the memory they hold.
+#[derive(Default)]
+struct PartBuffer {
+    chunks: Vec<Bytes>,
+    len: usize,
+    lent: Lent,
+}
+
+impl PartBuffer {
+    fn push(&mut self, chunk: Bytes) {
+        self.len += chunk.len();
+        self.chunks.push(chunk);
+    }
+
+    /// The part in one buffer (no copy when it arrived as one chunk).
+    fn freeze(self) -> (Bytes, Lent) {
+        let bytes = match <[Bytes; 1]>::try_from(self.chunks) {
+            Ok([one]) => one,
+            Err(chunks) => {
+                let mut buffer = BytesMut::with_capacity(self.len);
+                for chunk in chunks {
+                    buffer.extend_from_slice(&chunk);
+                }
+                buffer.freeze()
+            }
+        };
+        (bytes, self.lent)
     }
 }
 
@@ -265,7 +321,7 @@ impl Multipart {
             .key(key)
             .send()
             .await
-            .map_err(|e| io("CreateMultipartUpload", describe(&e)))?;
+            .map_err(|e| failed("CreateMultipartUpload", &e))?;
         let id = created.upload_id().ok_or_else(|| io("CreateMultipartUpload", "no upload id"))?.to_owned();
         Ok(Self {
             store: store.clone(),
@@ -277,7 +333,8 @@ impl Multipart {
         })
     }
 
-    async fn upload(&mut self, part: Bytes) -> Result<(), BlobError> {
+    /// Sends a part; its memory goes back to the budget once it is sent.
+    async fn upload(&mut self, part: Bytes, lent: Lent) -> Result<(), BlobError> {
         while self.in_flight.len() >= PARTS_IN_FLIGHT {
             self.collect_one().await?;
         }
@@ -293,7 +350,8 @@ impl Multipart {
             } else {
                 request.customize().disable_payload_signing().send().await
             };
-            let sent = sent.map_err(|e| io("UploadPart", describe(&e)))?;
+            drop(lent);
+            let sent = sent.map_err(|e| failed("UploadPart", &e))?;
             Ok(CompletedPart::builder().part_number(number).set_e_tag(sent.e_tag().map(str::to_owned)).build())
         });
         Ok(())
@@ -340,10 +398,10 @@ impl Multipart {
                         self.finished = true;
                         Ok(Stored::Created)
                     }
-                    _ => Err(io("CompleteMultipartUpload", describe(&e))),
+                    _ => Err(failed("CompleteMultipartUpload", &e)),
                 }
             }
-            Err(e) => Err(io("CompleteMultipartUpload", describe(&e))),
+            Err(e) => Err(failed("CompleteMultipartUpload", &e)),
         }
     }
 }
@@ -368,25 +426,20 @@ impl Drop for Multipart {
 
 impl BlobStore for S3Blobs {
     async fn put(&self, upload: Upload, mut body: BodyStream) -> Result<Written, BlobError> {
-        // The announced length only sizes the first buffer: small bodies are
-        // told from multipart ones by what actually arrives.
-        let Upload { expected, limit, announced } = upload;
-        let already_stored = match expected {
-            Some(digest) => self.exists(&self.blob_key(&digest)).await?.is_some(),
-            None => false,
-        };
+        // Every upload is sent to S3, even of a digest already stored (the
+        // conditional write then finds it there): the answer and its timing
+        // must not tell whether some other repository holds the blob.
+        let Upload { expected, limit, memory, .. } = upload;
         let target = match expected {
             Some(digest) => self.blob_key(&digest),
             None => self.key(&format!("staging/{:032x}", rand::random::<u128>())),
         };
         let mut hasher = blake3::Hasher::new();
         let mut size = 0u64;
-        // Each part is filled in one allocation of exactly its size (a small
-        // body announced as such gets one of its size): growing a buffer by
-        // doubling copied every part again and faulted in fresh pages at each
-        // step (a quarter of an upload's CPU in a profile).
-        let first_part = announced.map_or(PART_SIZE, |n| n.min(PART_SIZE as u64) as usize);
-        let mut buffer = BytesMut::with_capacity(first_part);
+        // A part is gathered as the chunks that arrived (memory for bytes that
+        // have not arrived is never taken), then copied once into one
+        // allocation of exactly its size.
+        let mut part = PartBuffer::default();
         let mut multipart: Option<Multipart> = None;
         while let Some(chunk) = body.next().await {
             let mut chunk = chunk.map_err(BlobError::Client)?;
@@ -395,38 +448,35 @@ impl BlobStore for S3Blobs {
                 return Err(BlobError::TooLarge { limit });
             }
             hasher.update(&chunk);
-            if already_stored {
-                continue; // only verify that the caller has the bytes
-            }
-            while buffer.len() + chunk.len() >= PART_SIZE {
-                let fill = chunk.split_to(PART_SIZE - buffer.len());
-                buffer.extend_from_slice(&fill);
-                let part = std::mem::replace(&mut buffer, BytesMut::with_capacity(PART_SIZE)).freeze();
+            part.lent.merge(memory.borrow(chunk.len()).await.ok_or(BlobError::Throttled)?);
+            while part.len + chunk.len() >= PART_SIZE {
+                part.push(chunk.split_to(PART_SIZE - part.len));
+                let (bytes, lent) = std::mem::take(&mut part).freeze();
                 let upload = match multipart.as_mut() {
                     Some(upload) => upload,
                     None => multipart.insert(Multipart::start(self, &target).await?),
                 };
-                upload.upload(part).await?;
+                upload.upload(bytes, lent).await?;
             }
-            buffer.extend_from_slice(&chunk);
+            if !chunk.is_empty() {
+                part.push(chunk);
+            }
         }
         let digest = Digest::from(hasher.finalize());
         if let Some(expected) = expected.filter(|e| *e != digest) {
             return Err(BlobError::Mismatch { expected, actual: digest }); // `multipart` aborts on drop
         }
-        if already_stored {
-            return Ok(Written { digest, size, stored: Stored::AlreadyPresent });
-        }
         let stored = match multipart {
             Some(mut upload) => {
-                if !buffer.is_empty() {
-                    upload.upload(buffer.freeze()).await?;
+                if part.len > 0 {
+                    let (bytes, lent) = part.freeze();
+                    upload.upload(bytes, lent).await?;
                 }
                 upload.complete(size).await?
             }
             None => {
-                let mut put =
-                    self.client.put_object().bucket(&self.bucket).key(&target).body(S3Body::from(buffer.freeze()));
+                let (bytes, _lent) = part.freeze();
+                let mut put = self.client.put_object().bucket(&self.bucket).key(&target).body(S3Body::from(bytes));
                 if expected.is_some() {
                     put = put.if_none_match("*");
                 }
@@ -438,7 +488,7 @@ impl BlobStore for S3Blobs {
                 match sent {
                     Ok(_) => Stored::Created,
                     Err(e) if precondition_failed(&e) => Stored::AlreadyPresent,
-                    Err(e) => return Err(io("PutObject", describe(&e))),
+                    Err(e) => return Err(failed("PutObject", &e)),
                 }
             }
         };
@@ -460,7 +510,7 @@ impl BlobStore for S3Blobs {
                 tracing::error!(%digest, "blob is linked in metadata but missing from S3");
                 return Err(BlobError::Corrupt(digest));
             }
-            Err(e) => return Err(io("GetObject", describe(&e))),
+            Err(e) => return Err(failed("GetObject", &e)),
         };
         let expected_len = range.as_ref().map_or(size, |r| r.end - r.start);
         if object.content_length().unwrap_or(-1) != expected_len as i64 {
@@ -476,7 +526,11 @@ impl BlobStore for S3Blobs {
                 return None;
             }
             loop {
-                match body.next().await {
+                let Ok(next) = tokio::time::timeout(READ_IDLE, body.next()).await else {
+                    let stalled = BlobError::Unavailable(format!("S3 sent nothing for {}s", READ_IDLE.as_secs()));
+                    return Some((Err(stalled), (body, None, None, true)));
+                };
+                match next {
                     Some(Ok(chunk)) => {
                         if let Some(h) = hasher.as_mut() {
                             h.update(&chunk);
@@ -501,7 +555,7 @@ impl BlobStore for S3Blobs {
     }
 
     async fn check(&self) -> Result<(), BlobError> {
-        self.client.head_bucket().bucket(&self.bucket).send().await.map_err(|e| io("HeadBucket", describe(&e)))?;
+        self.client.head_bucket().bucket(&self.bucket).send().await.map_err(|e| failed("HeadBucket", &e))?;
         Ok(())
     }
 }

@@ -16,26 +16,37 @@ use super::json::ApiJson;
 use super::paths::{DigestParam, Repo};
 use crate::audit;
 use crate::auth::Caller;
-use crate::blobs::{BlobStore, BodyStream, Stored, Upload};
-use crate::error::{ApiError, ApiResult};
+use crate::admission::Refusal;
+use crate::blobs::{BlobError, BlobStore, BodyStream, Stored, Upload};
+use crate::error::{ApiError, ApiResult, BodyIdle};
 use crate::meta::MetaStore;
 use crate::state::AppState;
 
 /// Most digests one `blobs/missing` call may ask about.
 const MAX_MISSING_QUERY: usize = 10_000;
 
-fn body_stream(body: Body) -> BodyStream {
-    Box::pin(body.into_data_stream().map_err(std::io::Error::other))
+/// The body as the blob store reads it; a body that stalled past the body
+/// idle timeout becomes an error of kind `TimedOut` (answered `408`).
+fn body_stream(body: Body, idle: std::time::Duration) -> BodyStream {
+    Box::pin(body.into_data_stream().map_err(move |err| {
+        if super::body_timed_out(&err) {
+            std::io::Error::new(std::io::ErrorKind::TimedOut, BodyIdle(idle.as_secs()))
+        } else {
+            std::io::Error::other(err)
+        }
+    }))
 }
 
 /// The announced body length; an oversize body is refused before any of it
 /// is read.
 fn content_length(headers: &HeaderMap, limit: u64) -> ApiResult<Option<u64>> {
-    let announced = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    match announced {
-        Some(length) if length > limit => Err(ApiError::BlobTooLarge { limit }),
-        announced => Ok(announced),
-    }
+    let Some(value) = headers.get(header::CONTENT_LENGTH) else { return Ok(None) };
+    let length = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .ok_or_else(|| ApiError::RequestInvalid("Content-Length must be a number of bytes".into()))?;
+    if length > limit { Err(ApiError::BlobTooLarge { limit }) } else { Ok(Some(length)) }
 }
 
 async fn upload(
@@ -48,10 +59,31 @@ async fn upload(
 ) -> ApiResult<Response> {
     let limit = state.config.max_blob_size;
     let announced = content_length(headers, limit)?;
-    let written = state.blobs.put(Upload { expected, limit, announced }, body_stream(body)).await?;
+    // Held until the blob is linked: the slot bounds uploads in flight.
+    let _slot = state.admission.admit(caller.token.info.id.as_str()).map_err(|refusal| {
+        state.metrics.uploads_throttled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ApiError::TooManyRequests {
+            reason: match refusal {
+                Refusal::TooManyUploads => "too many uploads in flight",
+                Refusal::TooManyForToken => "too many uploads in flight for this token",
+            },
+            retry_after: 1,
+        }
+    })?;
+    let upload = Upload { expected, limit, announced, memory: state.admission.memory.clone() };
+    let body = body_stream(body, state.config.limits.body_idle_timeout);
+    let written = state.blobs.put(upload, body).await.inspect_err(|err| match err {
+        BlobError::NoSpace => {
+            state.metrics.uploads_refused_no_space.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        BlobError::Throttled => {
+            state.metrics.uploads_throttled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        _ => {}
+    })?;
     let event = Event::BlobPushed { repository: repo.clone(), digest: written.digest, size: written.size };
     let draft = audit::Draft::new(&state.signer, caller.actor(), vec![event]);
-    let linked = state.meta.link_blob(repo, &written.digest, written.size, &draft).await?;
+    let linked = state.meta.link_blob(repo, &written.digest, written.size, draft).await?;
     let status = match linked {
         Stored::Created => {
             state.metrics.blobs_stored.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

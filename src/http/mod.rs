@@ -26,6 +26,24 @@ use crate::state::AppState;
 /// Largest JSON body accepted (a manifest of many files is the big one).
 const JSON_BODY_LIMIT: usize = 16 << 20;
 
+/// True when `err`, or an error it wraps, is the body idle timeout firing.
+fn error_is_body_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(err);
+    while let Some(err) = cause {
+        if err.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cause = err.source();
+    }
+    false
+}
+
+/// True when a request body failed because it stalled past the body idle
+/// timeout (the server wraps every request body in one).
+pub fn body_timed_out(err: &axum::Error) -> bool {
+    error_is_body_timeout(err)
+}
+
 const METRICS: &str = "/metrics";
 const BLOB: &str = "/v1/repos/{owner}/{name}/blobs/{digest}";
 const TAG: &str = "/v1/repos/{owner}/{name}/tags/{tag}";

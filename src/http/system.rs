@@ -1,5 +1,7 @@
 //! Unauthenticated routes: liveness, readiness and the public signing keys.
 
+use std::time::Duration;
+
 use amber_core::wire::KeyList;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -9,21 +11,38 @@ use crate::blobs::BlobStore;
 use crate::meta::MetaStore;
 use crate::state::AppState;
 
-pub async fn healthz() -> &'static str {
-    "ok\n"
+/// Live while the server can serve: not while a metadata store call is stuck
+/// (every request would fail then), though it answers at once either way.
+pub async fn healthz(State(state): State<AppState>) -> (StatusCode, &'static str) {
+    if state.meta.stuck() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "metadata store is not answering\n");
+    }
+    (StatusCode::OK, "ok\n")
 }
 
-/// Ready when both backends answer.
+/// Longest `/readyz` takes: a backend that has not answered by then is not ready.
+const READY_WITHIN: Duration = Duration::from_secs(2);
+
+/// Ready when both backends answer within [`READY_WITHIN`], and the data
+/// volume keeps its free-space reserve.
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
-    if let Err(err) = state.meta.check().await {
-        tracing::warn!(error = %err, "not ready: metadata store");
-        return (StatusCode::SERVICE_UNAVAILABLE, "metadata store unavailable\n");
+    let checks = async { tokio::join!(state.meta.check(), state.blobs.check()) };
+    let unavailable = StatusCode::SERVICE_UNAVAILABLE;
+    match tokio::time::timeout(READY_WITHIN, checks).await {
+        Err(_) => {
+            tracing::warn!("not ready: a backend did not answer within {READY_WITHIN:?}");
+            (unavailable, "a backend did not answer in time\n")
+        }
+        Ok((Err(err), _)) => {
+            tracing::warn!(error = %err, "not ready: metadata store");
+            (unavailable, "metadata store unavailable\n")
+        }
+        Ok((_, Err(err))) => {
+            tracing::warn!(error = %err, "not ready: blob store");
+            (unavailable, "blob store unavailable\n")
+        }
+        Ok((Ok(()), Ok(()))) => (StatusCode::OK, "ready\n"),
     }
-    if let Err(err) = state.blobs.check().await {
-        tracing::warn!(error = %err, "not ready: blob store");
-        return (StatusCode::SERVICE_UNAVAILABLE, "blob store unavailable\n");
-    }
-    (StatusCode::OK, "ready\n")
 }
 
 /// Read afresh from the store, so a key another replica already signs with

@@ -37,7 +37,7 @@ fn envelope_response(status: StatusCode, digest: &Digest, envelope: Envelope) ->
 
 fn parse_request(body: &[u8]) -> ApiResult<ManifestRequest> {
     let request: ManifestRequest =
-        serde_json::from_slice(body).map_err(|e| ApiError::ManifestInvalid(format!("manifest body: {e}")))?;
+        super::json::parse(body).map_err(|e| ApiError::ManifestInvalid(format!("manifest body: {e}")))?;
     if request.files.len() > MAX_FILES {
         return Err(ApiError::ManifestInvalid(format!("at most {MAX_FILES} files per manifest")));
     }
@@ -84,7 +84,7 @@ pub async fn put_tag(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     caller.require(Action::Push, &repo)?;
-    let body = body.map_err(|e| ApiError::ManifestInvalid(format!("reading the body failed: {}", e.body_text())))?;
+    let body = body.map_err(super::json::body_error)?;
     let request = parse_request(&body)?;
     if let Some(record) = state.meta.tag(&repo, &tag).await? {
         return existing_binding(&state, &repo, &tag, record, &request).await;
@@ -124,7 +124,7 @@ pub async fn put_tag(
         Event::TagBound { repository: repo.clone(), tag: tag.clone(), digest },
     ];
     let draft = audit::Draft::new(&state.signer, caller.actor(), events);
-    match state.meta.bind_tag(&repo, &tag, &digest, &envelope, created_at, &draft).await? {
+    match state.meta.bind_tag(&repo, &tag, &digest, &envelope, created_at, draft).await? {
         Bound::Created => {
             tracing::info!(%repo, %tag, %digest, token = %token.id, "tag bound");
             envelope_response(StatusCode::CREATED, &digest, envelope)

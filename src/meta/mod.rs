@@ -9,6 +9,7 @@
 
 mod postgres;
 mod sled;
+pub mod watchdog;
 
 use std::future::Future;
 
@@ -22,7 +23,7 @@ use time::OffsetDateTime;
 pub use self::postgres::PostgresMeta;
 pub use self::sled::SledMeta;
 use crate::blobs::Stored;
-use crate::config::MetaConfig;
+use crate::config::{FreeSpace, MetaConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
@@ -32,6 +33,12 @@ pub enum MetaError {
     Corrupt(String),
     #[error("{0} already exists")]
     Conflict(String),
+    /// The store did not answer in time, or cannot be reached.
+    #[error("metadata store unavailable: {0}")]
+    Unavailable(String),
+    /// The data volume is (nearly) full; nothing was written.
+    #[error("no space for metadata: {0}")]
+    NoSpace(String),
 }
 
 /// A token as the server keeps it: its public fields and the hash of its secret.
@@ -85,7 +92,7 @@ pub trait MetaStore {
         repo: &RepoName,
         digest: &Digest,
         size: u64,
-        audit: AuditBuild<'_>,
+        audit: AuditBuild,
     ) -> impl Future<Output = Result<Stored, MetaError>> + Send;
     /// The size of a blob visible in `repo`, or `None`.
     fn blob_size(
@@ -98,7 +105,7 @@ pub trait MetaStore {
     fn insert_token(
         &self,
         record: &TokenRecord,
-        audit: AuditBuild<'_>,
+        audit: AuditBuild,
     ) -> impl Future<Output = Result<(), MetaError>> + Send;
     fn token(&self, id: &TokenId) -> impl Future<Output = Result<Option<TokenRecord>, MetaError>> + Send;
     fn token_by_hash(&self, secret_hash: &str) -> impl Future<Output = Result<Option<TokenRecord>, MetaError>> + Send;
@@ -117,7 +124,7 @@ pub trait MetaStore {
         &self,
         id: &TokenId,
         at: OffsetDateTime,
-        audit: AuditBuild<'_>,
+        audit: AuditBuild,
     ) -> impl Future<Output = Result<Revocation, MetaError>> + Send;
     /// Atomically stores `new` (which names the old token in `rotated_from`) and
     /// makes the old token end at `old_expires_at`, unless the old token is
@@ -126,11 +133,11 @@ pub trait MetaStore {
         &self,
         new: &TokenRecord,
         old_expires_at: OffsetDateTime,
-        audit: AuditBuild<'_>,
+        audit: AuditBuild,
     ) -> impl Future<Output = Result<Rotation, MetaError>> + Send;
 
     /// Appends audit entries, all at once; returns the last one's sequence number.
-    fn append_audit(&self, build: AuditBuild<'_>) -> impl Future<Output = Result<u64, MetaError>> + Send;
+    fn append_audit(&self, build: AuditBuild) -> impl Future<Output = Result<u64, MetaError>> + Send;
     /// Audit entries in order, strictly after sequence number `after`.
     fn audit_entries(
         &self,
@@ -155,7 +162,7 @@ pub trait MetaStore {
         digest: &Digest,
         envelope: &Envelope,
         at: OffsetDateTime,
-        audit: AuditBuild<'_>,
+        audit: AuditBuild,
     ) -> impl Future<Output = Result<Bound, MetaError>> + Send;
     fn tag(&self, repo: &RepoName, tag: &Tag) -> impl Future<Output = Result<Option<TagRecord>, MetaError>> + Send;
     fn manifest(
@@ -220,7 +227,8 @@ impl<F: Fn(u64, &str) -> NewAudit + Sync> BuildAudit for F {
     }
 }
 
-pub type AuditBuild<'a> = &'a dyn BuildAudit;
+/// A change's audit entries, owned so that a store may build them on another thread.
+pub type AuditBuild = std::sync::Arc<dyn BuildAudit + Send>;
 
 /// The configured metadata backend.
 pub enum Meta {
@@ -229,20 +237,39 @@ pub enum Meta {
 }
 
 impl Meta {
-    pub async fn open(config: &MetaConfig) -> anyhow::Result<Self> {
+    /// Opens the store; sled keeps half of `min_free_space` free on its volume.
+    pub async fn open(config: &MetaConfig, min_free_space: FreeSpace) -> anyhow::Result<Self> {
         match config {
-            MetaConfig::Sled(dir) => Ok(Self::Sled(SledMeta::open(dir)?)),
+            MetaConfig::Sled(dir) => {
+                let dir = dir.clone();
+                let store = tokio::task::spawn_blocking(move || SledMeta::open(&dir, min_free_space)).await??;
+                Ok(Self::Sled(store))
+            }
             MetaConfig::Postgres(url) => Ok(Self::Postgres(PostgresMeta::open(url).await?)),
+        }
+    }
+
+    /// True while the store has a call stuck past its timeout: the server
+    /// cannot serve, and `/healthz` says so.
+    pub fn stuck(&self) -> bool {
+        match self {
+            Self::Sled(store) => store.stuck(),
+            Self::Postgres(_) => false,
         }
     }
 }
 
 /// Forwards each call to the configured backend.
+/// Forwards each call to the configured backend. sled bounds its own calls
+/// (see `watchdog`); a PostgreSQL call is bounded here as a whole.
 macro_rules! dispatch {
     ($self:ident, $store:ident => $call:expr) => {
         match $self {
             Meta::Sled($store) => $call.await,
-            Meta::Postgres($store) => $call.await,
+            Meta::Postgres($store) => match tokio::time::timeout(postgres::CALL_TIMEOUT, $call).await {
+                Ok(result) => result,
+                Err(_) => Err(MetaError::Unavailable("PostgreSQL did not answer in time".into())),
+            },
         }
     };
 }
@@ -253,14 +280,14 @@ impl MetaStore for Meta {
         repo: &RepoName,
         digest: &Digest,
         size: u64,
-        audit: AuditBuild<'_>,
+        audit: AuditBuild,
     ) -> Result<Stored, MetaError> {
         dispatch!(self, s => s.link_blob(repo, digest, size, audit))
     }
     async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, MetaError> {
         dispatch!(self, s => s.blob_size(repo, digest))
     }
-    async fn insert_token(&self, record: &TokenRecord, audit: AuditBuild<'_>) -> Result<(), MetaError> {
+    async fn insert_token(&self, record: &TokenRecord, audit: AuditBuild) -> Result<(), MetaError> {
         dispatch!(self, s => s.insert_token(record, audit))
     }
     async fn token(&self, id: &TokenId) -> Result<Option<TokenRecord>, MetaError> {
@@ -279,7 +306,7 @@ impl MetaStore for Meta {
         &self,
         id: &TokenId,
         at: OffsetDateTime,
-        audit: AuditBuild<'_>,
+        audit: AuditBuild,
     ) -> Result<Revocation, MetaError> {
         dispatch!(self, s => s.revoke_token(id, at, audit))
     }
@@ -287,11 +314,11 @@ impl MetaStore for Meta {
         &self,
         new: &TokenRecord,
         old_expires_at: OffsetDateTime,
-        audit: AuditBuild<'_>,
+        audit: AuditBuild,
     ) -> Result<Rotation, MetaError> {
         dispatch!(self, s => s.rotate_token(new, old_expires_at, audit))
     }
-    async fn append_audit(&self, build: AuditBuild<'_>) -> Result<u64, MetaError> {
+    async fn append_audit(&self, build: AuditBuild) -> Result<u64, MetaError> {
         dispatch!(self, s => s.append_audit(build))
     }
     async fn audit_entries(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>, MetaError> {
@@ -316,7 +343,7 @@ impl MetaStore for Meta {
         digest: &Digest,
         envelope: &Envelope,
         at: OffsetDateTime,
-        audit: AuditBuild<'_>,
+        audit: AuditBuild,
     ) -> Result<Bound, MetaError> {
         dispatch!(self, s => s.bind_tag(repo, tag, digest, envelope, at, audit))
     }

@@ -5,16 +5,19 @@
 //! triggers that refuse to update or delete tags, manifests, links and audit
 //! entries. A committed transaction is durable before it is acknowledged.
 
+use std::str::FromStr;
+use std::time::Duration;
+
 use amber_core::audit::AuditEntry;
 use amber_core::dsse::Envelope;
 use amber_core::wire::{KeyStatus, TagEntry};
 use amber_core::{Digest, RepoName, Tag, TokenId};
 use sqlx::PgConnection;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::types::Json;
 use time::OffsetDateTime;
 
-use super::{AuditBuild, Bound, KeyRecord, MetaError, MetaStore, Revocation, Rotation, TagRecord, TokenRecord};
+use super::{AuditBuild, Bound, BuildAudit, KeyRecord, MetaError, MetaStore, Revocation, Rotation, TagRecord, TokenRecord};
 use crate::blobs::Stored;
 
 pub struct PostgresMeta {
@@ -23,9 +26,23 @@ pub struct PostgresMeta {
 
 impl From<sqlx::Error> for MetaError {
     fn from(err: sqlx::Error) -> Self {
-        Self::Store(err.to_string())
+        // 57014: a statement cancelled by `statement_timeout`.
+        let timed_out = err.as_database_error().and_then(|e| e.code()).is_some_and(|c| c == "57014");
+        match err {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => Self::Unavailable(err.to_string()),
+            _ if timed_out => Self::Unavailable(err.to_string()),
+            _ => Self::Store(err.to_string()),
+        }
     }
 }
+
+/// Longest wait for a pooled connection.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a statement may run; the server cancels it past this.
+const STATEMENT_TIMEOUT: &str = "30s";
+/// Longest a call may take as a whole, for a server that stops answering
+/// altogether (no statement timeout fires then).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(35);
 
 fn digest_from(bytes: &[u8]) -> Result<Digest, MetaError> {
     let array: [u8; 32] = bytes.try_into().map_err(|_| MetaError::Corrupt("digest is not 32 bytes".into()))?;
@@ -42,10 +59,13 @@ fn status_text(status: KeyStatus) -> &'static str {
 impl PostgresMeta {
     /// Connects and applies the embedded migrations.
     pub async fn open(url: &str) -> anyhow::Result<Self> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| anyhow::anyhow!("PostgreSQL URL: {e}"))?
+            .options([("statement_timeout", STATEMENT_TIMEOUT)]);
         let pool = PgPoolOptions::new()
             .max_connections(16)
-            .acquire_timeout(std::time::Duration::from_secs(10))
-            .connect(url)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
             .await
             .map_err(|e| anyhow::anyhow!("connecting to PostgreSQL: {e}"))?;
         sqlx::migrate!("./migrations").run(&pool).await.map_err(|e| anyhow::anyhow!("applying migrations: {e}"))?;
@@ -68,7 +88,7 @@ fn key_from_row((keyid, private_key, created_at, status): KeyRow) -> Result<KeyR
 /// returns the last entry's sequence number. The head row lock it takes
 /// serialises appenders across every replica until the transaction ends, so
 /// callers take it last, after their own rows.
-async fn append_audit_in(tx: &mut PgConnection, build: AuditBuild<'_>) -> Result<u64, MetaError> {
+async fn append_audit_in(tx: &mut PgConnection, build: &dyn BuildAudit) -> Result<u64, MetaError> {
     let (last, prev): (i64, String) =
         sqlx::query_as("SELECT seq, hash FROM audit_head WHERE singleton FOR UPDATE").fetch_one(&mut *tx).await?;
     let new = build.build(last as u64 + 1, &prev);
@@ -102,7 +122,7 @@ impl MetaStore for PostgresMeta {
         repo: &RepoName,
         digest: &Digest,
         size: u64,
-        audit: AuditBuild<'_>,
+        audit: AuditBuild,
     ) -> Result<Stored, MetaError> {
         let mut tx = self.pool.begin().await?;
         let inserted =
@@ -117,7 +137,7 @@ impl MetaStore for PostgresMeta {
             tx.rollback().await?;
             return Ok(Stored::AlreadyPresent);
         }
-        append_audit_in(&mut tx, audit).await?;
+        append_audit_in(&mut tx, &*audit).await?;
         tx.commit().await?;
         Ok(Stored::Created)
     }
@@ -131,7 +151,7 @@ impl MetaStore for PostgresMeta {
         Ok(size.map(|(s,)| s as u64))
     }
 
-    async fn insert_token(&self, record: &TokenRecord, audit: AuditBuild<'_>) -> Result<(), MetaError> {
+    async fn insert_token(&self, record: &TokenRecord, audit: AuditBuild) -> Result<(), MetaError> {
         let mut tx = self.pool.begin().await?;
         let inserted =
             sqlx::query("INSERT INTO tokens (id, secret_hash, info) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
@@ -145,7 +165,7 @@ impl MetaStore for PostgresMeta {
             tx.rollback().await?;
             return Err(MetaError::Conflict("token".into()));
         }
-        append_audit_in(&mut tx, audit).await?;
+        append_audit_in(&mut tx, &*audit).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -194,7 +214,7 @@ impl MetaStore for PostgresMeta {
         &self,
         id: &TokenId,
         at: OffsetDateTime,
-        audit: AuditBuild<'_>,
+        audit: AuditBuild,
     ) -> Result<Revocation, MetaError> {
         let mut tx = self.pool.begin().await?;
         let row: Option<(String, Json<amber_core::wire::TokenInfo>)> =
@@ -212,7 +232,7 @@ impl MetaStore for PostgresMeta {
             .bind(Json(&info))
             .execute(&mut *tx)
             .await?;
-        append_audit_in(&mut tx, audit).await?;
+        append_audit_in(&mut tx, &*audit).await?;
         tx.commit().await?;
         Ok(Revocation::Revoked(TokenRecord { info, secret_hash }))
     }
@@ -221,7 +241,7 @@ impl MetaStore for PostgresMeta {
         &self,
         new: &TokenRecord,
         old_expires_at: OffsetDateTime,
-        audit: AuditBuild<'_>,
+        audit: AuditBuild,
     ) -> Result<Rotation, MetaError> {
         let old_id =
             new.info.rotated_from.as_ref().ok_or_else(|| MetaError::Corrupt("rotation without rotated_from".into()))?;
@@ -254,14 +274,14 @@ impl MetaStore for PostgresMeta {
             .bind(Json(&new.info))
             .execute(&mut *tx)
             .await?;
-        append_audit_in(&mut tx, audit).await?;
+        append_audit_in(&mut tx, &*audit).await?;
         tx.commit().await?;
         Ok(Rotation::Rotated)
     }
 
-    async fn append_audit(&self, build: AuditBuild<'_>) -> Result<u64, MetaError> {
+    async fn append_audit(&self, build: AuditBuild) -> Result<u64, MetaError> {
         let mut tx = self.pool.begin().await?;
-        let seq = append_audit_in(&mut tx, build).await?;
+        let seq = append_audit_in(&mut tx, &*build).await?;
         tx.commit().await?;
         Ok(seq)
     }
@@ -329,7 +349,7 @@ impl MetaStore for PostgresMeta {
         digest: &Digest,
         envelope: &Envelope,
         at: OffsetDateTime,
-        audit: AuditBuild<'_>,
+        audit: AuditBuild,
     ) -> Result<Bound, MetaError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("INSERT INTO manifests (repository, digest, envelope) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
@@ -349,7 +369,7 @@ impl MetaStore for PostgresMeta {
         .await?
         .rows_affected();
         if bound == 1 {
-            append_audit_in(&mut tx, audit).await?;
+            append_audit_in(&mut tx, &*audit).await?;
             tx.commit().await?;
             return Ok(Bound::Created);
         }

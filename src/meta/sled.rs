@@ -14,9 +14,14 @@
 //! ```
 //! `\0` cannot occur in a validated name, so prefixes never collide. Every write
 //! is followed by a flush before it is acknowledged.
+//!
+//! sled is synchronous and, under a full disk, can block for good: every call
+//! runs on the blocking pool through a [`Watchdog`], and writes first check
+//! the free-space reserve, so that sled itself never meets `ENOSPC`.
 
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
+use std::sync::Arc;
 
 use amber_core::audit::AuditEntry;
 use amber_core::dsse::Envelope;
@@ -28,8 +33,11 @@ use sled::transaction::{
 use sled::{Db, Transactional, Tree};
 use time::OffsetDateTime;
 
-use super::{AuditBuild, Bound, KeyRecord, MetaError, MetaStore, Revocation, Rotation, TagRecord, TokenRecord};
+use super::watchdog::Watchdog;
+use super::{AuditBuild, Bound, BuildAudit, KeyRecord, MetaError, MetaStore, Revocation, Rotation, TagRecord, TokenRecord};
 use crate::blobs::Stored;
+use crate::config::FreeSpace;
+use crate::space::{Purpose, SpaceReserve};
 
 const SCHEMA_KEY: &[u8] = b"schema";
 const SCHEMA_VERSION: &[u8] = b"1";
@@ -37,6 +45,12 @@ const AUDIT_HEAD: &[u8] = b"head";
 const AUDIT_CHECKPOINT: &[u8] = b"checkpoint";
 
 pub struct SledMeta {
+    trees: Arc<Trees>,
+    space: SpaceReserve,
+    watchdog: Watchdog,
+}
+
+struct Trees {
     db: Db,
     links: Tree,
     tokens: Tree,
@@ -50,7 +64,10 @@ pub struct SledMeta {
 
 impl From<sled::Error> for MetaError {
     fn from(err: sled::Error) -> Self {
-        Self::Store(err.to_string())
+        match err {
+            sled::Error::Io(e) if crate::space::is_full(&e) => Self::NoSpace(e.to_string()),
+            other => Self::Store(other.to_string()),
+        }
     }
 }
 
@@ -69,7 +86,7 @@ fn repo_key(repo: &RepoName, suffix: &[u8]) -> Vec<u8> {
 }
 
 impl SledMeta {
-    pub fn open(dir: &Path) -> anyhow::Result<Self> {
+    pub fn open(dir: &Path, min_free_space: FreeSpace) -> anyhow::Result<Self> {
         // sled's default cache is 1 GiB, and it fills it as metadata grows:
         // amberd's RSS rose by 3 KiB per pushed blob without end. Capped, RSS
         // levels off; the OS page cache keeps the rest of the working set.
@@ -98,7 +115,7 @@ impl SledMeta {
                 db.flush()?;
             }
         }
-        Ok(Self {
+        let trees = Trees {
             links: db.open_tree("links")?,
             tokens: db.open_tree("tokens")?,
             secrets: db.open_tree("secrets")?,
@@ -108,18 +125,44 @@ impl SledMeta {
             audit: db.open_tree("audit")?,
             audit_head: db.open_tree("audit_head")?,
             db,
-        })
+        };
+        let space = SpaceReserve::new(dir, min_free_space);
+        Ok(Self { trees: Arc::new(trees), space, watchdog: Watchdog::default() })
     }
 
-    /// Flushes everything written so far to disk. A blocking `flush` on the
-    /// blocking pool: sled's `flush_async` can stall when many callers wait on
-    /// it at once, and concurrent callers still share each flush.
-    async fn durable(&self) -> Result<(), MetaError> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || db.flush())
+    /// True while a call is stuck past its timeout.
+    pub fn stuck(&self) -> bool {
+        self.watchdog.stuck()
+    }
+
+    /// Runs a read on the blocking pool, bounded in time.
+    async fn read<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        call: impl FnOnce(&Trees) -> Result<T, MetaError> + Send + 'static,
+    ) -> Result<T, MetaError> {
+        let trees = self.trees.clone();
+        self.watchdog.run(what, move || call(&trees)).await
+    }
+
+    /// Runs a write on the blocking pool, bounded in time, if the volume has
+    /// room; then flushes it to disk before returning. A blocking `flush`:
+    /// sled's `flush_async` can stall when many callers wait on it at once,
+    /// and concurrent callers still share each flush.
+    async fn write<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        call: impl FnOnce(&Trees) -> Result<T, MetaError> + Send + 'static,
+    ) -> Result<T, MetaError> {
+        let (trees, space) = (self.trees.clone(), self.space.clone());
+        self.watchdog
+            .run(what, move || {
+                space.check(Purpose::Metadata).map_err(|low| MetaError::NoSpace(low.to_string()))?;
+                let result = call(&trees)?;
+                trees.db.flush()?;
+                Ok(result)
+            })
             .await
-            .map_err(|e| MetaError::Store(format!("flush task: {e}")))??;
-        Ok(())
     }
 }
 
@@ -128,7 +171,7 @@ impl SledMeta {
 fn append_audit_in(
     audit: &TransactionalTree,
     head: &TransactionalTree,
-    build: AuditBuild<'_>,
+    build: &dyn BuildAudit,
 ) -> ConflictableTransactionResult<u64, MetaError> {
     let abort = |e: MetaError| ConflictableTransactionError::Abort(e);
     let (last, prev) = match head.get(AUDIT_HEAD)? {
@@ -165,231 +208,266 @@ fn transaction_error(err: TransactionError<MetaError>) -> MetaError {
     }
 }
 
+fn token_json(tokens: &Tree, id: impl AsRef<[u8]>) -> Result<Option<TokenRecord>, MetaError> {
+    match tokens.get(id)? {
+        Some(json) => Ok(Some(serde_json::from_slice(&json)?)),
+        None => Ok(None),
+    }
+}
+
+fn all_keys(keys: &Tree) -> Result<Vec<KeyRecord>, MetaError> {
+    let mut records = Vec::new();
+    for item in keys.iter() {
+        let (_, json) = item?;
+        records.push(serde_json::from_slice::<KeyRecord>(&json)?);
+    }
+    records.sort_by_key(|k| k.created_at);
+    Ok(records)
+}
+
 impl MetaStore for SledMeta {
-    async fn link_blob(
-        &self,
-        repo: &RepoName,
-        digest: &Digest,
-        size: u64,
-        audit: AuditBuild<'_>,
-    ) -> Result<Stored, MetaError> {
+    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64, audit: AuditBuild) -> Result<Stored, MetaError> {
         let key = repo_key(repo, digest.as_bytes());
-        let stored = (&self.links, &self.audit, &self.audit_head)
-            .transaction(|(links, audit_tree, head)| {
-                if links.get(&key)?.is_some() {
-                    return Ok(Stored::AlreadyPresent);
-                }
-                links.insert(key.as_slice(), &size.to_be_bytes()[..])?;
-                append_audit_in(audit_tree, head, audit)?;
-                Ok(Stored::Created)
-            })
-            .map_err(transaction_error)?;
-        // Also when the link was there: a racing request may have made it and
-        // not yet flushed it, and this answer promises it is durable.
-        self.durable().await?;
-        Ok(stored)
+        // Flushed also when the link was there: a racing request may have
+        // made it and not yet flushed it, and this answer promises it is durable.
+        self.write("link_blob", move |t| {
+            (&t.links, &t.audit, &t.audit_head)
+                .transaction(|(links, audit_tree, head)| {
+                    if links.get(&key)?.is_some() {
+                        return Ok(Stored::AlreadyPresent);
+                    }
+                    links.insert(key.as_slice(), &size.to_be_bytes()[..])?;
+                    append_audit_in(audit_tree, head, &*audit)?;
+                    Ok(Stored::Created)
+                })
+                .map_err(transaction_error)
+        })
+        .await
     }
 
     async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, MetaError> {
-        let Some(value) = self.links.get(repo_key(repo, digest.as_bytes()))? else {
-            return Ok(None);
-        };
-        let bytes: [u8; 8] = value.as_ref().try_into().map_err(|_| MetaError::Corrupt("blob link".into()))?;
-        Ok(Some(u64::from_be_bytes(bytes)))
+        let key = repo_key(repo, digest.as_bytes());
+        self.read("blob_size", move |t| {
+            let Some(value) = t.links.get(key)? else {
+                return Ok(None);
+            };
+            let bytes: [u8; 8] = value.as_ref().try_into().map_err(|_| MetaError::Corrupt("blob link".into()))?;
+            Ok(Some(u64::from_be_bytes(bytes)))
+        })
+        .await
     }
 
-    async fn insert_token(&self, record: &TokenRecord, audit: AuditBuild<'_>) -> Result<(), MetaError> {
-        let id = record.info.id.as_str().as_bytes();
+    async fn insert_token(&self, record: &TokenRecord, audit: AuditBuild) -> Result<(), MetaError> {
+        let id = record.info.id.as_str().as_bytes().to_vec();
+        let secret_hash = record.secret_hash.clone();
         let json = serde_json::to_vec(record)?;
-        (&self.tokens, &self.secrets, &self.audit, &self.audit_head)
-            .transaction(|(tokens, secrets, audit_tree, head)| {
-                if tokens.get(id)?.is_some() || secrets.get(record.secret_hash.as_bytes())?.is_some() {
-                    return Err(ConflictableTransactionError::Abort(MetaError::Conflict("token".into())));
-                }
-                tokens.insert(id, json.as_slice())?;
-                secrets.insert(record.secret_hash.as_bytes(), id)?;
-                append_audit_in(audit_tree, head, audit)?;
-                Ok(())
-            })
-            .map_err(transaction_error)?;
-        self.durable().await
+        self.write("insert_token", move |t| {
+            (&t.tokens, &t.secrets, &t.audit, &t.audit_head)
+                .transaction(|(tokens, secrets, audit_tree, head)| {
+                    if tokens.get(&id)?.is_some() || secrets.get(secret_hash.as_bytes())?.is_some() {
+                        return Err(ConflictableTransactionError::Abort(MetaError::Conflict("token".into())));
+                    }
+                    tokens.insert(id.as_slice(), json.as_slice())?;
+                    secrets.insert(secret_hash.as_bytes(), id.as_slice())?;
+                    append_audit_in(audit_tree, head, &*audit)?;
+                    Ok(())
+                })
+                .map_err(transaction_error)
+        })
+        .await
     }
 
     async fn token(&self, id: &TokenId) -> Result<Option<TokenRecord>, MetaError> {
-        match self.tokens.get(id.as_str())? {
-            Some(json) => Ok(Some(serde_json::from_slice(&json)?)),
-            None => Ok(None),
-        }
+        let id = id.as_str().to_owned();
+        self.read("token", move |t| token_json(&t.tokens, id)).await
     }
 
     async fn token_by_hash(&self, secret_hash: &str) -> Result<Option<TokenRecord>, MetaError> {
-        let Some(id) = self.secrets.get(secret_hash)? else {
-            return Ok(None);
-        };
-        match self.tokens.get(id)? {
-            Some(json) => Ok(Some(serde_json::from_slice(&json)?)),
-            None => Ok(None),
-        }
+        let secret_hash = secret_hash.to_owned();
+        self.read("token_by_hash", move |t| {
+            let Some(id) = t.secrets.get(secret_hash)? else {
+                return Ok(None);
+            };
+            token_json(&t.tokens, id)
+        })
+        .await
     }
 
     async fn touch_token(&self, id: &TokenId, at: OffsetDateTime) -> Result<(), MetaError> {
-        // Read-modify-write retried on conflict, so a concurrent change to the
-        // token (a revocation, say) is never overwritten by a stale copy.
-        self.tokens.fetch_and_update(id.as_str(), |old| {
-            let mut record: TokenRecord = serde_json::from_slice(old?).ok()?;
-            record.info.last_used_at = Some(at);
-            serde_json::to_vec(&record).ok()
-        })?;
-        Ok(())
+        let id = id.as_str().to_owned();
+        // A hint, not flushed at once; but it is a write, so it keeps the
+        // reserve like any other.
+        let space = self.space.clone();
+        self.read("touch_token", move |t| {
+            space.check(Purpose::Metadata).map_err(|low| MetaError::NoSpace(low.to_string()))?;
+            // Read-modify-write retried on conflict, so a concurrent change to
+            // the token (a revocation, say) is never overwritten by a stale copy.
+            t.tokens.fetch_and_update(id, |old| {
+                let mut record: TokenRecord = serde_json::from_slice(old?).ok()?;
+                record.info.last_used_at = Some(at);
+                serde_json::to_vec(&record).ok()
+            })?;
+            Ok(())
+        })
+        .await
     }
 
     async fn list_tokens(&self, after: Option<&str>, limit: usize) -> Result<Vec<TokenRecord>, MetaError> {
         let start = after.map_or_else(Vec::new, |a| format!("{a}\0").into_bytes());
-        let mut records = Vec::new();
-        for item in self.tokens.range(start..).take(limit) {
-            let (_, json) = item?;
-            records.push(serde_json::from_slice(&json)?);
-        }
-        Ok(records)
+        self.read("list_tokens", move |t| {
+            let mut records = Vec::new();
+            for item in t.tokens.range(start..).take(limit) {
+                let (_, json) = item?;
+                records.push(serde_json::from_slice(&json)?);
+            }
+            Ok(records)
+        })
+        .await
     }
 
-    async fn revoke_token(
-        &self,
-        id: &TokenId,
-        at: OffsetDateTime,
-        audit: AuditBuild<'_>,
-    ) -> Result<Revocation, MetaError> {
-        let abort = |e: serde_json::Error| ConflictableTransactionError::Abort(MetaError::from(e));
-        let outcome = (&self.tokens, &self.audit, &self.audit_head)
-            .transaction(|(tokens, audit_tree, head)| {
-                let Some(json) = tokens.get(id.as_str())? else { return Ok(Revocation::Unknown) };
-                let mut record: TokenRecord = serde_json::from_slice(&json).map_err(abort)?;
-                if record.info.revoked_at.is_some() {
-                    return Ok(Revocation::AlreadyRevoked(record));
-                }
-                record.info.revoked_at = Some(at);
-                tokens.insert(id.as_str(), serde_json::to_vec(&record).map_err(abort)?)?;
-                append_audit_in(audit_tree, head, audit)?;
-                Ok(Revocation::Revoked(record))
-            })
-            .map_err(transaction_error)?;
-        self.durable().await?;
-        Ok(outcome)
+    async fn revoke_token(&self, id: &TokenId, at: OffsetDateTime, audit: AuditBuild) -> Result<Revocation, MetaError> {
+        let id = id.as_str().to_owned();
+        self.write("revoke_token", move |t| {
+            let abort = |e: serde_json::Error| ConflictableTransactionError::Abort(MetaError::from(e));
+            (&t.tokens, &t.audit, &t.audit_head)
+                .transaction(|(tokens, audit_tree, head)| {
+                    let Some(json) = tokens.get(id.as_str())? else { return Ok(Revocation::Unknown) };
+                    let mut record: TokenRecord = serde_json::from_slice(&json).map_err(abort)?;
+                    if record.info.revoked_at.is_some() {
+                        return Ok(Revocation::AlreadyRevoked(record));
+                    }
+                    record.info.revoked_at = Some(at);
+                    tokens.insert(id.as_str(), serde_json::to_vec(&record).map_err(abort)?)?;
+                    append_audit_in(audit_tree, head, &*audit)?;
+                    Ok(Revocation::Revoked(record))
+                })
+                .map_err(transaction_error)
+        })
+        .await
     }
 
     async fn rotate_token(
         &self,
         new: &TokenRecord,
         old_expires_at: OffsetDateTime,
-        audit: AuditBuild<'_>,
+        audit: AuditBuild,
     ) -> Result<Rotation, MetaError> {
-        let old_id =
-            new.info.rotated_from.as_ref().ok_or_else(|| MetaError::Corrupt("rotation without rotated_from".into()))?;
+        let old_id = new
+            .info
+            .rotated_from
+            .as_ref()
+            .ok_or_else(|| MetaError::Corrupt("rotation without rotated_from".into()))?
+            .as_str()
+            .to_owned();
         let new_json = serde_json::to_vec(new)?;
-        let outcome = (&self.tokens, &self.secrets, &self.audit, &self.audit_head)
-            .transaction(|(tokens, secrets, audit_tree, head)| {
-                let Some(json) = tokens.get(old_id.as_str())? else { return Ok(Rotation::Unknown) };
-                let mut old: TokenRecord = serde_json::from_slice(&json)
-                    .map_err(|e| ConflictableTransactionError::Abort(MetaError::from(e)))?;
-                let now = OffsetDateTime::now_utc();
-                if old.info.revoked_at.is_some() {
-                    return Ok(Rotation::Inactive("the token is revoked"));
-                }
-                if old.info.expires_at <= now {
-                    return Ok(Rotation::Inactive("the token has expired"));
-                }
-                if old.info.rotated_to.is_some() {
-                    return Ok(Rotation::Inactive("the token was already rotated; rotate its replacement"));
-                }
-                old.info.rotated_to = Some(new.info.id.clone());
-                old.info.expires_at = old.info.expires_at.min(old_expires_at);
-                let old_json =
-                    serde_json::to_vec(&old).map_err(|e| ConflictableTransactionError::Abort(MetaError::from(e)))?;
-                tokens.insert(old_id.as_str(), old_json)?;
-                tokens.insert(new.info.id.as_str(), new_json.as_slice())?;
-                secrets.insert(new.secret_hash.as_bytes(), new.info.id.as_str())?;
-                append_audit_in(audit_tree, head, audit)?;
-                Ok(Rotation::Rotated)
-            })
-            .map_err(transaction_error)?;
-        self.durable().await?;
-        Ok(outcome)
+        let (new_id, new_hash) = (new.info.id.clone(), new.secret_hash.clone());
+        self.write("rotate_token", move |t| {
+            let abort = |e: serde_json::Error| ConflictableTransactionError::Abort(MetaError::from(e));
+            (&t.tokens, &t.secrets, &t.audit, &t.audit_head)
+                .transaction(|(tokens, secrets, audit_tree, head)| {
+                    let Some(json) = tokens.get(old_id.as_str())? else { return Ok(Rotation::Unknown) };
+                    let mut old: TokenRecord = serde_json::from_slice(&json).map_err(abort)?;
+                    let now = OffsetDateTime::now_utc();
+                    if old.info.revoked_at.is_some() {
+                        return Ok(Rotation::Inactive("the token is revoked"));
+                    }
+                    if old.info.expires_at <= now {
+                        return Ok(Rotation::Inactive("the token has expired"));
+                    }
+                    if old.info.rotated_to.is_some() {
+                        return Ok(Rotation::Inactive("the token was already rotated; rotate its replacement"));
+                    }
+                    old.info.rotated_to = Some(new_id.clone());
+                    old.info.expires_at = old.info.expires_at.min(old_expires_at);
+                    tokens.insert(old_id.as_str(), serde_json::to_vec(&old).map_err(abort)?)?;
+                    tokens.insert(new_id.as_str(), new_json.as_slice())?;
+                    secrets.insert(new_hash.as_bytes(), new_id.as_str())?;
+                    append_audit_in(audit_tree, head, &*audit)?;
+                    Ok(Rotation::Rotated)
+                })
+                .map_err(transaction_error)
+        })
+        .await
     }
 
-    async fn append_audit(&self, build: AuditBuild<'_>) -> Result<u64, MetaError> {
-        let seq = (&self.audit, &self.audit_head)
-            .transaction(|(audit, head)| append_audit_in(audit, head, build))
-            .map_err(transaction_error)?;
-        self.durable().await?;
-        Ok(seq)
+    async fn append_audit(&self, build: AuditBuild) -> Result<u64, MetaError> {
+        self.write("append_audit", move |t| {
+            (&t.audit, &t.audit_head)
+                .transaction(|(audit, head)| append_audit_in(audit, head, &*build))
+                .map_err(transaction_error)
+        })
+        .await
     }
 
     async fn audit_entries(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>, MetaError> {
-        let mut entries = Vec::new();
-        for item in self.audit.range((after + 1).to_be_bytes()..).take(limit) {
-            let (key, value) = item?;
-            let seq = u64::from_be_bytes(key.as_ref().try_into().map_err(|_| MetaError::Corrupt("audit key".into()))?);
-            if value.len() < 64 {
-                return Err(MetaError::Corrupt(format!("audit entry {seq}")));
+        self.read("audit_entries", move |t| {
+            let mut entries = Vec::new();
+            for item in t.audit.range((after + 1).to_be_bytes()..).take(limit) {
+                let (key, value) = item?;
+                let seq =
+                    u64::from_be_bytes(key.as_ref().try_into().map_err(|_| MetaError::Corrupt("audit key".into()))?);
+                if value.len() < 64 {
+                    return Err(MetaError::Corrupt(format!("audit entry {seq}")));
+                }
+                entries.push(AuditEntry {
+                    seq,
+                    hash: String::from_utf8_lossy(&value[..64]).into_owned(),
+                    entry: String::from_utf8_lossy(&value[64..]).into_owned(),
+                });
             }
-            entries.push(AuditEntry {
-                seq,
-                hash: String::from_utf8_lossy(&value[..64]).into_owned(),
-                entry: String::from_utf8_lossy(&value[64..]).into_owned(),
-            });
-        }
-        Ok(entries)
+            Ok(entries)
+        })
+        .await
     }
 
     async fn audit_checkpoint(&self) -> Result<Option<Envelope>, MetaError> {
-        match self.audit_head.get(AUDIT_CHECKPOINT)? {
+        self.read("audit_checkpoint", |t| match t.audit_head.get(AUDIT_CHECKPOINT)? {
             Some(json) => Ok(Some(serde_json::from_slice(&json)?)),
             None => Ok(None),
-        }
+        })
+        .await
     }
 
     async fn keys(&self) -> Result<Vec<KeyRecord>, MetaError> {
-        let mut keys = Vec::new();
-        for item in self.keys.iter() {
-            let (_, json) = item?;
-            keys.push(serde_json::from_slice::<KeyRecord>(&json)?);
-        }
-        keys.sort_by_key(|k| k.created_at);
-        Ok(keys)
+        self.read("keys", |t| all_keys(&t.keys)).await
     }
 
     async fn activate_key(&self, key: &KeyRecord) -> Result<(), MetaError> {
-        // sled transactions cannot scan, so retire the keys read just before; only
-        // one process ever opens a sled store, and key rotation runs offline.
-        let mut records = self.keys().await?;
-        for other in records.iter_mut() {
-            other.status = KeyStatus::Retired;
-        }
-        records.push(key.clone());
-        let encoded = records
-            .iter()
-            .map(|k| Ok((k.keyid.clone(), serde_json::to_vec(k)?)))
-            .collect::<Result<Vec<_>, MetaError>>()?;
-        self.keys
-            .transaction(|tree| {
-                for (id, json) in &encoded {
-                    tree.insert(id.as_bytes(), json.as_slice())?;
-                }
-                Ok::<_, ConflictableTransactionError<MetaError>>(())
-            })
-            .map_err(transaction_error)?;
-        self.durable().await
+        let key = key.clone();
+        self.write("activate_key", move |t| {
+            // sled transactions cannot scan, so retire the keys read just
+            // before; only one process ever opens a sled store, and key
+            // rotation runs offline.
+            let mut records = all_keys(&t.keys)?;
+            for other in records.iter_mut() {
+                other.status = KeyStatus::Retired;
+            }
+            records.push(key);
+            let encoded = records
+                .iter()
+                .map(|k| Ok((k.keyid.clone(), serde_json::to_vec(k)?)))
+                .collect::<Result<Vec<_>, MetaError>>()?;
+            t.keys
+                .transaction(|tree| {
+                    for (id, json) in &encoded {
+                        tree.insert(id.as_bytes(), json.as_slice())?;
+                    }
+                    Ok::<_, ConflictableTransactionError<MetaError>>(())
+                })
+                .map_err(transaction_error)
+        })
+        .await
     }
 
     async fn init_key(&self, key: &KeyRecord) -> Result<bool, MetaError> {
-        let existing = self.keys().await?;
-        if existing.iter().any(|k| k.status == KeyStatus::Active) {
-            return Ok(false);
-        }
-        let json = serde_json::to_vec(key)?;
-        let added = self.keys.compare_and_swap(key.keyid.as_bytes(), None as Option<&[u8]>, Some(json))?.is_ok();
-        self.durable().await?;
-        Ok(added)
+        let (keyid, json) = (key.keyid.clone(), serde_json::to_vec(key)?);
+        self.write("init_key", move |t| {
+            if all_keys(&t.keys)?.iter().any(|k| k.status == KeyStatus::Active) {
+                return Ok(false);
+            }
+            Ok(t.keys.compare_and_swap(keyid.as_bytes(), None as Option<&[u8]>, Some(json))?.is_ok())
+        })
+        .await
     }
 
     async fn bind_tag(
@@ -399,44 +477,49 @@ impl MetaStore for SledMeta {
         digest: &Digest,
         envelope: &Envelope,
         at: OffsetDateTime,
-        audit: AuditBuild<'_>,
+        audit: AuditBuild,
     ) -> Result<Bound, MetaError> {
         let tag_key = repo_key(repo, tag.as_str().as_bytes());
         let manifest_key = repo_key(repo, digest.as_bytes());
         let record = serde_json::to_vec(&TagRecord { digest: *digest, created_at: at })?;
         let envelope = serde_json::to_vec(envelope)?;
-        let existing = (&self.tags, &self.manifests, &self.audit, &self.audit_head)
-            .transaction(|(tags, manifests, audit_tree, head)| {
-                if let Some(existing) = tags.get(&tag_key)? {
-                    return Ok(Some(existing));
-                }
-                manifests.insert(manifest_key.as_slice(), envelope.as_slice())?;
-                tags.insert(tag_key.as_slice(), record.as_slice())?;
-                append_audit_in(audit_tree, head, audit)?;
-                Ok(None)
+        let existing = self
+            .write("bind_tag", move |t| {
+                (&t.tags, &t.manifests, &t.audit, &t.audit_head)
+                    .transaction(|(tags, manifests, audit_tree, head)| {
+                        if let Some(existing) = tags.get(&tag_key)? {
+                            return Ok(Some(existing));
+                        }
+                        manifests.insert(manifest_key.as_slice(), envelope.as_slice())?;
+                        tags.insert(tag_key.as_slice(), record.as_slice())?;
+                        append_audit_in(audit_tree, head, &*audit)?;
+                        Ok(None)
+                    })
+                    .map_err(transaction_error)
             })
-            .map_err(transaction_error)?;
+            .await?;
         match existing {
             Some(json) => Ok(Bound::Existing(serde_json::from_slice(&json)?)),
-            None => {
-                self.durable().await?;
-                Ok(Bound::Created)
-            }
+            None => Ok(Bound::Created),
         }
     }
 
     async fn tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<TagRecord>, MetaError> {
-        match self.tags.get(repo_key(repo, tag.as_str().as_bytes()))? {
+        let key = repo_key(repo, tag.as_str().as_bytes());
+        self.read("tag", move |t| match t.tags.get(key)? {
             Some(json) => Ok(Some(serde_json::from_slice(&json)?)),
             None => Ok(None),
-        }
+        })
+        .await
     }
 
     async fn manifest(&self, repo: &RepoName, digest: &Digest) -> Result<Option<Envelope>, MetaError> {
-        match self.manifests.get(repo_key(repo, digest.as_bytes()))? {
+        let key = repo_key(repo, digest.as_bytes());
+        self.read("manifest", move |t| match t.manifests.get(key)? {
             Some(json) => Ok(Some(serde_json::from_slice(&json)?)),
             None => Ok(None),
-        }
+        })
+        .await
     }
 
     async fn list_tags(&self, repo: &RepoName, after: Option<&str>, limit: usize) -> Result<Vec<TagEntry>, MetaError> {
@@ -446,25 +529,34 @@ impl MetaStore for SledMeta {
             Some(after) => repo_key(repo, format!("{after}\0").as_bytes()),
             None => prefix.clone(),
         };
-        let mut entries = Vec::new();
-        for item in self.tags.range(start..) {
-            let (key, json) = item?;
-            if !key.starts_with(&prefix) || entries.len() == limit {
-                break;
+        self.read("list_tags", move |t| {
+            let mut entries = Vec::new();
+            for item in t.tags.range(start..) {
+                let (key, json) = item?;
+                if !key.starts_with(&prefix) || entries.len() == limit {
+                    break;
+                }
+                let name =
+                    std::str::from_utf8(&key[prefix.len()..]).map_err(|e| MetaError::Corrupt(e.to_string()))?;
+                let record: TagRecord = serde_json::from_slice(&json)?;
+                entries.push(TagEntry {
+                    tag: name.parse().map_err(|e: amber_core::name::NameError| MetaError::Corrupt(e.to_string()))?,
+                    digest: record.digest,
+                    created_at: record.created_at,
+                });
             }
-            let name = std::str::from_utf8(&key[prefix.len()..]).map_err(|e| MetaError::Corrupt(e.to_string()))?;
-            let record: TagRecord = serde_json::from_slice(&json)?;
-            entries.push(TagEntry {
-                tag: name.parse().map_err(|e: amber_core::name::NameError| MetaError::Corrupt(e.to_string()))?,
-                digest: record.digest,
-                created_at: record.created_at,
-            });
-        }
-        Ok(entries)
+            Ok(entries)
+        })
+        .await
     }
 
+    /// Ready when a read answers and the volume keeps the metadata's reserve.
     async fn check(&self) -> Result<(), MetaError> {
-        self.db.get(SCHEMA_KEY)?.ok_or_else(|| MetaError::Corrupt("schema key missing".into()))?;
-        Ok(())
+        let space = self.space.clone();
+        self.read("check", move |t| {
+            t.db.get(SCHEMA_KEY)?.ok_or_else(|| MetaError::Corrupt("schema key missing".into()))?;
+            space.check(Purpose::Metadata).map_err(|low| MetaError::NoSpace(low.to_string()))
+        })
+        .await
     }
 }

@@ -9,8 +9,10 @@ use amber_core::dsse::Envelope;
 use amber_core::wire::{KeyStatus, TokenInfo};
 use amber_core::{Digest, RepoName, Tag, TokenId};
 use amber_server::blobs::{BlobError, BlobStore, Blobs, FsBlobs, S3Blobs, Stored, Upload};
-use amber_server::config::MetaConfig;
+use amber_server::admission::MemoryBudget;
+use amber_server::config::{FreeSpace, MetaConfig};
 use amber_server::meta::{
+    AuditBuild,
     Bound, KeyRecord, Meta, MetaStore, NewAudit, NewAuditEntry, Revocation, Rotation, TokenRecord,
 };
 use bytes::Bytes;
@@ -55,9 +57,9 @@ fn envelope(n: u8) -> Envelope {
 fn audit_of(
     signer: &ed25519_dalek::SigningKey,
     events: Vec<Event>,
-) -> impl Fn(u64, &str) -> NewAudit + Send + Sync + use<> {
+) -> AuditBuild {
     let signer = signer.clone();
-    move |first: u64, prev: &str| {
+    Arc::new(move |first: u64, prev: &str| {
         let mut prev = prev.to_owned();
         let mut entries = Vec::new();
         for (seq, event) in (first..).zip(&events) {
@@ -80,7 +82,7 @@ fn audit_of(
             &signer,
         );
         NewAudit { entries, checkpoint }
-    }
+    })
 }
 
 async fn meta_conformance(meta: Meta) {
@@ -103,8 +105,8 @@ async fn meta_conformance(meta: Meta) {
 
     // Links: write-once, per repository, each new one recorded with it.
     assert!(meta.blob_size(&a, &d).await.unwrap().is_none());
-    assert_eq!(meta.link_blob(&a, &d, 4, &pushed(&a, d)).await.unwrap(), Stored::Created);
-    assert_eq!(meta.link_blob(&a, &d, 4, &pushed(&a, d)).await.unwrap(), Stored::AlreadyPresent);
+    assert_eq!(meta.link_blob(&a, &d, 4, pushed(&a, d)).await.unwrap(), Stored::Created);
+    assert_eq!(meta.link_blob(&a, &d, 4, pushed(&a, d)).await.unwrap(), Stored::AlreadyPresent);
     assert_eq!(meta.audit_entries(0, 10).await.unwrap().len(), 1, "a link already there is not recorded again");
     assert_eq!(meta.blob_size(&a, &d).await.unwrap(), Some(4));
     assert!(meta.blob_size(&b, &d).await.unwrap().is_none());
@@ -112,26 +114,26 @@ async fn meta_conformance(meta: Meta) {
     // Tokens: each change recorded with it, and only a change.
     let event = |id: &TokenRecord| audit_of(&signer, vec![Event::TokenRevoked { token_id: id.info.id.clone() }]);
     let t = token(1, "hash-1");
-    meta.insert_token(&t, &event(&t)).await.unwrap();
-    assert!(meta.insert_token(&t, &event(&t)).await.is_err(), "ids are unique");
+    meta.insert_token(&t, event(&t)).await.unwrap();
+    assert!(meta.insert_token(&t, event(&t)).await.is_err(), "ids are unique");
     assert_eq!(meta.token(&t.info.id).await.unwrap().unwrap().info, t.info);
     assert_eq!(meta.token_by_hash("hash-1").await.unwrap().unwrap().info.id, t.info.id);
     assert!(meta.token_by_hash("nope").await.unwrap().is_none());
     meta.touch_token(&t.info.id, now()).await.unwrap();
     assert!(meta.token(&t.info.id).await.unwrap().unwrap().info.last_used_at.is_some());
     let first_revocation = now();
-    let Revocation::Revoked(revoked) = meta.revoke_token(&t.info.id, first_revocation, &event(&t)).await.unwrap()
+    let Revocation::Revoked(revoked) = meta.revoke_token(&t.info.id, first_revocation, event(&t)).await.unwrap()
     else {
         panic!("a first revocation revokes");
     };
     assert_eq!(revoked.info.revoked_at, Some(first_revocation));
     let later = first_revocation + time::Duration::hours(1);
-    let Revocation::AlreadyRevoked(again) = meta.revoke_token(&t.info.id, later, &event(&t)).await.unwrap() else {
+    let Revocation::AlreadyRevoked(again) = meta.revoke_token(&t.info.id, later, event(&t)).await.unwrap() else {
         panic!("a second revocation changes nothing");
     };
     assert_eq!(again.info.revoked_at, Some(first_revocation), "a second revocation keeps the first time");
     let unknown_id = token(8, "hash-8");
-    assert!(matches!(meta.revoke_token(&unknown_id.info.id, later, &event(&t)).await.unwrap(), Revocation::Unknown));
+    assert!(matches!(meta.revoke_token(&unknown_id.info.id, later, event(&t)).await.unwrap(), Revocation::Unknown));
     meta.touch_token(&t.info.id, now()).await.unwrap();
     assert!(
         meta.token(&t.info.id).await.unwrap().unwrap().info.revoked_at.is_some(),
@@ -139,21 +141,21 @@ async fn meta_conformance(meta: Meta) {
     );
 
     let old = token(2, "hash-2");
-    meta.insert_token(&old, &event(&old)).await.unwrap();
+    meta.insert_token(&old, event(&old)).await.unwrap();
     let mut new = token(3, "hash-3");
     new.info.rotated_from = Some(old.info.id.clone());
     let grace_end = now() + time::Duration::seconds(60);
-    assert!(matches!(meta.rotate_token(&new, grace_end, &event(&new)).await.unwrap(), Rotation::Rotated));
+    assert!(matches!(meta.rotate_token(&new, grace_end, event(&new)).await.unwrap(), Rotation::Rotated));
     let old_after = meta.token(&old.info.id).await.unwrap().unwrap();
     assert_eq!(old_after.info.rotated_to, Some(new.info.id.clone()));
     assert_eq!(old_after.info.expires_at, grace_end);
     assert!(meta.token_by_hash("hash-3").await.unwrap().is_some());
     let mut twice = token(4, "hash-4");
     twice.info.rotated_from = Some(old.info.id.clone());
-    assert!(matches!(meta.rotate_token(&twice, grace_end, &event(&twice)).await.unwrap(), Rotation::Inactive(_)));
+    assert!(matches!(meta.rotate_token(&twice, grace_end, event(&twice)).await.unwrap(), Rotation::Inactive(_)));
     let mut unknown = token(5, "hash-5");
     unknown.info.rotated_from = Some(token(9, "x").info.id);
-    assert!(matches!(meta.rotate_token(&unknown, grace_end, &event(&unknown)).await.unwrap(), Rotation::Unknown));
+    assert!(matches!(meta.rotate_token(&unknown, grace_end, event(&unknown)).await.unwrap(), Rotation::Unknown));
     assert_eq!(meta.audit_entries(1, 100).await.unwrap().len(), 4, "a token, a revocation, a token, a rotation");
     let listed = meta.list_tokens(None, 2).await.unwrap();
     assert_eq!(listed.len(), 2);
@@ -190,7 +192,7 @@ async fn meta_conformance(meta: Meta) {
         let digest = Digest::of(&[n]);
         let audit = bound(&a, &tag, digest);
         tokio::spawn(
-            async move { (digest, meta.bind_tag(&a, &tag, &digest, &envelope(n), now(), &audit).await.unwrap()) },
+            async move { (digest, meta.bind_tag(&a, &tag, &digest, &envelope(n), now(), audit).await.unwrap()) },
         )
     });
     let outcomes: Vec<(Digest, Bound)> =
@@ -213,7 +215,7 @@ async fn meta_conformance(meta: Meta) {
 
     for (i, name) in ["b", "a", "A", "a-1", "c"].iter().enumerate() {
         let (digest, tag) = (Digest::of(name.as_bytes()), name.parse().unwrap());
-        meta.bind_tag(&b, &tag, &digest, &envelope(100 + i as u8), now(), &bound(&b, &tag, digest)).await.unwrap();
+        meta.bind_tag(&b, &tag, &digest, &envelope(100 + i as u8), now(), bound(&b, &tag, digest)).await.unwrap();
     }
     let page = meta.list_tags(&b, None, 3).await.unwrap();
     let names: Vec<&str> = page.iter().map(|t| t.tag.as_str()).collect();
@@ -226,7 +228,7 @@ async fn meta_conformance(meta: Meta) {
     let appends = (0..24).map(|n| {
         let meta = meta.clone();
         let audit = audit_of(&signer, vec![Event::KeyRotated { keyid: format!("k{n}") }]);
-        tokio::spawn(async move { meta.append_audit(&audit).await.unwrap() })
+        tokio::spawn(async move { meta.append_audit(audit).await.unwrap() })
     });
     let mut seqs: Vec<u64> = futures_util::future::join_all(appends).await.into_iter().map(Result::unwrap).collect();
     seqs.sort();
@@ -246,13 +248,13 @@ async fn meta_conformance(meta: Meta) {
 #[tokio::test]
 async fn meta_conformance_sled() {
     let dir = tempfile::tempdir().unwrap();
-    meta_conformance(Meta::open(&MetaConfig::Sled(dir.path().to_owned())).await.unwrap()).await;
+    meta_conformance(Meta::open(&MetaConfig::Sled(dir.path().to_owned()), FreeSpace::Bytes(0)).await.unwrap()).await;
 }
 
 #[tokio::test]
 async fn meta_conformance_postgres() {
     let db = PgDatabase::create();
-    meta_conformance(Meta::open(&MetaConfig::Postgres(db.url.clone())).await.unwrap()).await;
+    meta_conformance(Meta::open(&MetaConfig::Postgres(db.url.clone()), FreeSpace::Bytes(0)).await.unwrap()).await;
 }
 
 fn body(bytes: &[u8], chunk: usize) -> amber_server::blobs::BodyStream {
@@ -276,7 +278,7 @@ async fn read_all(
 }
 
 fn upload(expected: Option<Digest>, limit: u64, announced: Option<usize>) -> Upload {
-    Upload { expected, limit, announced: announced.map(|n| n as u64) }
+    Upload { expected, limit, announced: announced.map(|n| n as u64), memory: MemoryBudget::new(64 << 20) }
 }
 
 async fn blob_conformance(store: Blobs) {
@@ -361,7 +363,7 @@ async fn blob_conformance(store: Blobs) {
 #[tokio::test]
 async fn blob_conformance_directory() {
     let dir = tempfile::tempdir().unwrap();
-    blob_conformance(Blobs::Fs(FsBlobs::open(dir.path().to_owned()).await.unwrap())).await;
+    blob_conformance(Blobs::Fs(FsBlobs::open(dir.path().to_owned(), FreeSpace::Bytes(0)).await.unwrap())).await;
 }
 
 #[tokio::test]

@@ -80,6 +80,13 @@ pub enum Event {
         /// a second are recorded together. Omitted when 1.
         #[serde(default = "one", skip_serializing_if = "is_one")]
         count: u64,
+        /// The repositories the denied requests named, at most 16 (a client
+        /// naming a new repository in each request is still one kind).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        repositories: Vec<String>,
+        /// The client's address, when it presented no valid token.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client: Option<String>,
     },
 }
 

@@ -1,12 +1,16 @@
 //! Serving: already bound listeners (the API's, and optionally one for
 //! `/metrics`), the state, and a shutdown future (the shape of mini-redis).
 
-use std::future::{Future, IntoFuture};
+mod connections;
+
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use self::connections::{ConnectionCounters, ConnectionLimits};
 use crate::http;
 use crate::state::AppState;
 
@@ -15,23 +19,48 @@ use crate::state::AppState;
 pub const KEY_REFRESH: Duration = Duration::from_secs(5);
 
 /// Serves the API (and `GET /metrics` on its own listener, if given) until
-/// `shutdown` completes, then lets in-flight requests finish and
-/// records the denials still being gathered. Meanwhile it flushes gathered
-/// denials every second and re-reads the signing keys every [`KEY_REFRESH`].
+/// `shutdown` completes, then lets in-flight requests finish within the
+/// shutdown grace and records the denials still being gathered. Meanwhile it
+/// flushes gathered denials every second and re-reads the signing keys every
+/// [`KEY_REFRESH`].
 pub async fn serve(
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    // Cancelled once the API has stopped: ends the metrics server and the
-    // housekeeping task.
-    let stop = CancellationToken::new();
-    let metrics = metrics_listener.map(|listener| {
-        let served = axum::serve(listener, http::metrics_router(state.clone()))
-            .with_graceful_shutdown(stop.clone().cancelled_owned());
-        tokio::spawn(served.into_future())
+    let limits = &state.config.limits;
+    let fd_limit = connections::raise_fd_limit();
+    let connection_limits = ConnectionLimits {
+        max_connections: limits.max_connections.unwrap_or((fd_limit / 2).max(64) as usize),
+        header_timeout: limits.header_timeout,
+        idle_timeout: limits.idle_timeout,
+        body_idle_timeout: limits.body_idle_timeout,
+    };
+    tracing::debug!(?connection_limits, fd_limit, "connection limits");
+    // Drained within the grace, less a little for the last audit flush.
+    let drain = limits.shutdown_grace.saturating_sub(FINAL_FLUSH).max(Duration::from_secs(1));
+    let stopping = CancellationToken::new();
+    tokio::spawn({
+        let stopping = stopping.clone();
+        async move {
+            shutdown.await;
+            stopping.cancel();
+        }
     });
+    let metrics = metrics_listener.map(|listener| {
+        let router = http::metrics_router(state.clone());
+        tokio::spawn(connections::serve(
+            listener,
+            router,
+            ConnectionLimits { max_connections: 64, ..connection_limits.clone() },
+            Arc::default(),
+            stopping.clone(),
+            drain,
+        ))
+    });
+    // Cancelled once the API has stopped: ends the housekeeping task.
+    let stop = CancellationToken::new();
     let housekeeping = tokio::spawn({
         let (state, stop) = (state.clone(), stop.clone());
         async move {
@@ -53,15 +82,24 @@ pub async fn serve(
             }
         }
     });
-    let served = axum::serve(listener, http::router(state.clone())).with_graceful_shutdown(shutdown).await;
+    let router = http::router(state.clone());
+    connections::serve(listener, router, connection_limits, state.metrics.connections.clone(), stopping, drain).await;
     stop.cancel();
-    if let Some(metrics) = metrics {
-        let _ = metrics.await;
+    let finish = async {
+        if let Some(metrics) = metrics {
+            let _ = metrics.await;
+        }
+        let _ = housekeeping.await;
+        state.denials.flush(&state, true).await;
+    };
+    if tokio::time::timeout(FINAL_FLUSH, finish).await.is_err() {
+        tracing::warn!("the last audit flush did not finish in time; repeats of recent denials may be uncounted");
     }
-    let _ = housekeeping.await;
-    state.denials.flush(&state, true).await;
-    served
+    Ok(())
 }
+
+/// Time kept at the end of the grace for recording the last denials.
+const FINAL_FLUSH: Duration = Duration::from_secs(2);
 
 /// Completes on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
