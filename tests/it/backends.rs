@@ -36,7 +36,7 @@ macro_rules! on_both_backends {
 }
 
 pub struct S3Service {
-    child: Option<Child>,
+    pub child: Option<Child>,
     pub endpoint: String,
 }
 
@@ -45,6 +45,11 @@ impl S3Service {
         if let Ok(endpoint) = std::env::var("AMBER_TEST_S3_ENDPOINT") {
             return Self { child: None, endpoint };
         }
+        Self::start_private()
+    }
+
+    /// A server of this test's own, even where one is shared (to freeze it).
+    pub fn start_private() -> Self {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let child = Command::new("moto_server")
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])

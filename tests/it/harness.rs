@@ -34,6 +34,8 @@ pub struct TestServer {
 pub struct Builder {
     args: Vec<String>,
     backend: Option<Backend>,
+    env: Vec<(String, String)>,
+    parent: Option<PathBuf>,
 }
 
 impl Builder {
@@ -47,11 +49,25 @@ impl Builder {
         self
     }
 
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Puts the data directory inside `parent` (a small file system, say).
+    pub fn data_dir_in(mut self, parent: &Path) -> Self {
+        self.parent = Some(parent.to_owned());
+        self
+    }
+
     pub async fn start(mut self) -> TestServer {
-        let dir = tempfile::tempdir().expect("temp dir");
+        let dir = match &self.parent {
+            Some(parent) => tempfile::tempdir_in(parent).expect("temp dir"),
+            None => tempfile::tempdir().expect("temp dir"),
+        };
         let backend = self.backend.unwrap_or(Backend::Embedded);
         let (services, env) = match backend {
-            Backend::Embedded => (None, Vec::new()),
+            Backend::Embedded => (None, std::mem::take(&mut self.env)),
             Backend::S3Postgres => {
                 let services = Services::start().await;
                 self.args.extend(services.args());
@@ -176,6 +192,16 @@ impl TestServer {
             assert!(Instant::now() < deadline, "the log never showed {needle:?}:\n{logs}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Resident set size of amberd now, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+            .unwrap()
     }
 
     /// Peak resident set size of amberd so far, in KiB.

@@ -6,6 +6,7 @@ mod blobs;
 mod cli;
 mod conformance;
 mod durability;
+mod hardening;
 mod harness;
 mod manifests;
 mod openapi;

@@ -1,0 +1,513 @@
+//! The attacks of `design/hardening.md`, each bounded, on 127.0.0.1, and
+//! stopping by itself, with the figure it must hold. Timing-sensitive ones
+//! run alone (see `.config/nextest.toml`).
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+use crate::backends::S3Service;
+use crate::harness::{TestServer, data, expect_error, independent_b3_bytes};
+
+const REPO: &str = "acme/app";
+
+/// Pushes `body` to `repo` and returns its digest.
+async fn push(server: &TestServer, token: &str, repo: &str, body: Vec<u8>) -> String {
+    let digest = independent_b3_bytes(&body);
+    let path = format!("/v1/repos/{repo}/blobs/{digest}");
+    let response = server.request(Method::PUT, &path, token).body(body).send().await.unwrap();
+    assert!(response.status().is_success(), "push: {}", response.status());
+    digest
+}
+
+/// True once the server has closed `stream` (reads end or fail).
+fn closed_by_server(stream: &mut TcpStream) -> bool {
+    stream.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue, // a response (408, say) before the close
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
+            Err(_) => return true,
+        }
+    }
+}
+
+/// `/healthz` and a blob GET from a fresh client (fresh connections).
+async fn others_are_served(server: &TestServer, token: &str, path: &str) {
+    let fresh = reqwest::Client::builder().timeout(Duration::from_secs(15)).build().unwrap();
+    let started = Instant::now();
+    let health = fresh.get(server.url("/healthz")).send().await.expect("/healthz answers");
+    assert_eq!(health.status(), StatusCode::OK);
+    let blob = fresh.get(server.url(path)).bearer_auth(token).send().await.expect("a blob GET answers");
+    assert_eq!(blob.status(), StatusCode::OK);
+    assert!(started.elapsed() < Duration::from_secs(15), "served after {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idle_connections_above_the_cap_are_shed_and_timed_out() {
+    let server = TestServer::builder().arg("--max-connections=1000").arg("--header-timeout=2").start().await;
+    let token = server.token(&[(REPO, &["push", "pull"])]).await;
+    let digest = push(&server, &token, REPO, data(1000, 1)).await;
+    let addr = server.addr;
+    let (idle, last_opened) = tokio::task::spawn_blocking(move || {
+        let idle: Vec<TcpStream> = (0..5000)
+            .filter_map(|_| TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok())
+            .collect();
+        (idle, Instant::now())
+    })
+    .await
+    .unwrap();
+    assert!(idle.len() >= 4000, "only {} of 5000 connections opened", idle.len());
+    others_are_served(&server, &token, &format!("/v1/repos/{REPO}/blobs/{digest}")).await;
+    // Every idle one is gone within the header timeout plus a second.
+    tokio::time::sleep_until((last_opened + Duration::from_secs(3)).into()).await;
+    let open = tokio::task::spawn_blocking(move || idle.into_iter().filter_map(|mut s| (!closed_by_server(&mut s)).then_some(s)).count())
+        .await
+        .unwrap();
+    assert_eq!(open, 0, "idle connections still open 3 s after the last opened");
+    let metrics = reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("amber_connections_shed_total"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slowloris_connections_are_closed_after_the_header_timeout() {
+    let server = TestServer::builder().arg("--header-timeout=2").start().await;
+    let token = server.token(&[(REPO, &["push", "pull"])]).await;
+    let digest = push(&server, &token, REPO, data(1000, 2)).await;
+    let addr = server.addr;
+    let started = Instant::now();
+    // 500 connections sending a request's headers a byte a second.
+    let dripping = tokio::task::spawn_blocking(move || {
+        let head = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nX-Slow: {}\r\n\r\n", "a".repeat(64));
+        let mut streams: Vec<(TcpStream, bool)> =
+            (0..500).filter_map(|_| TcpStream::connect(addr).ok()).map(|s| (s, true)).collect();
+        for byte in head.as_bytes().iter().take(6) {
+            for (stream, alive) in streams.iter_mut().filter(|(_, alive)| *alive) {
+                *alive = stream.write_all(&[*byte]).is_ok();
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        streams
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    others_are_served(&server, &token, &format!("/v1/repos/{REPO}/blobs/{digest}")).await;
+    let streams = dripping.await.unwrap();
+    assert!(streams.len() >= 450, "only {} connections opened", streams.len());
+    assert!(started.elapsed() >= Duration::from_secs(3));
+    let open = streams.into_iter().filter(|(s, _)| !closed_by_server(&mut s.try_clone().unwrap())).count();
+    assert_eq!(open, 0, "slowloris connections outlived the header timeout plus a second");
+}
+
+/// Opens an upload that announces `announced` bytes, sends `sent` of them,
+/// and stalls.
+fn stalled_upload(addr: std::net::SocketAddr, token: &str, announced: usize, sent: usize) -> TcpStream {
+    let digest = format!("blake3:{:064x}", rand::random::<u128>());
+    let mut stream = TcpStream::connect(addr).unwrap();
+    let head = format!(
+        "PUT /v1/repos/{REPO}/blobs/{digest} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Length: {announced}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(&vec![7u8; sent]).unwrap();
+    stream
+}
+
+/// The status line's code of whatever the server sent, waiting at most `wait`.
+fn response_status(stream: &mut TcpStream, wait: Duration) -> Option<u16> {
+    stream.set_read_timeout(Some(wait)).unwrap();
+    let mut response = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !response.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => response.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&response);
+    text.split(' ').nth(1).and_then(|code| code.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stalled_uploads_hold_no_thread_and_end_with_408() {
+    let server = TestServer::builder()
+        .arg("--body-idle-timeout=3")
+        .arg("--max-uploads=1000")
+        .arg("--max-uploads-per-token=1000")
+        .start()
+        .await;
+    let pusher = server.token(&[(REPO, &["push"])]).await;
+    let reader = server.token(&[(REPO, &["push", "pull"])]).await;
+    let digest = push(&server, &reader, REPO, data(100_000, 3)).await;
+    let addr = server.addr;
+    let stalled = tokio::task::spawn_blocking(move || {
+        let streams: Vec<TcpStream> = (0..600).map(|_| stalled_upload(addr, &pusher, 4 << 20, 64 << 10)).collect();
+        (streams, Instant::now())
+    });
+    // Another token reads all the while, on a connection of its own.
+    let client = reqwest::Client::new();
+    let path = server.url(&format!("/v1/repos/{REPO}/blobs/{digest}"));
+    let mut latencies = Vec::new();
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        let started = Instant::now();
+        let response = client.get(&path).bearer_auth(&reader).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        response.bytes().await.unwrap();
+        latencies.push(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (streams, last_sent) = stalled.await.unwrap();
+    latencies.sort();
+    let p99 = latencies[latencies.len() * 99 / 100];
+    assert!(p99 < Duration::from_millis(100), "blob GET p99 {p99:?} beside 600 stalled uploads");
+    // Each stalled upload ends with 408 within the body idle timeout plus a second.
+    let ended = tokio::task::spawn_blocking(move || {
+        let deadline = last_sent + Duration::from_secs(4);
+        streams
+            .into_iter()
+            .map(|mut s| response_status(&mut s, deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(10))))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    let timed_out = ended.iter().filter(|s| **s == Some(408)).count();
+    assert_eq!(timed_out, 600, "statuses: {:?}", ended.iter().filter(|s| **s != Some(408)).take(5).collect::<Vec<_>>());
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while server.staging_entries() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.assert_nothing_staged().await;
+    println!("blob GET p99 beside 600 stalled uploads: {p99:?} over {} reads", latencies.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_past_the_limits_get_429_before_their_body_is_read() {
+    let server = TestServer::builder()
+        .arg("--max-uploads=6")
+        .arg("--max-uploads-per-token=4")
+        .arg("--body-idle-timeout=5")
+        .start()
+        .await;
+    let (a, b) = (server.token(&[(REPO, &["push"])]).await, server.token(&[(REPO, &["push"])]).await);
+    let addr = server.addr;
+    let statuses = tokio::task::spawn_blocking(move || {
+        let mut held: Vec<TcpStream> = (0..4).map(|_| stalled_upload(addr, &a, 1 << 20, 1024)).collect();
+        std::thread::sleep(Duration::from_millis(300));
+        let mut over_token = stalled_upload(addr, &a, 1 << 20, 0);
+        held.extend((0..2).map(|_| stalled_upload(addr, &b, 1 << 20, 1024)));
+        std::thread::sleep(Duration::from_millis(300));
+        let mut over_all = stalled_upload(addr, &b, 1 << 20, 0);
+        let wait = Duration::from_secs(2);
+        (response_status(&mut over_token, wait), response_status(&mut over_all, wait), held)
+    })
+    .await
+    .unwrap();
+    assert_eq!(statuses.0, Some(429), "a token's fifth upload");
+    assert_eq!(statuses.1, Some(429), "the seventh upload in all");
+    let raw = server.raw("PUT /v1/repos/acme/app/blobs/blake3:00 HTTP/1.1\r\nContent-Length: 12x");
+    assert_eq!(raw.0, 400, "a Content-Length that is not a number");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn denials_naming_a_new_repository_each_time_stay_coalesced() {
+    let server = TestServer::start().await;
+    let token = server.token(&[(REPO, &["pull"])]).await;
+    let audit_len = |server: &TestServer| {
+        let request = server.request(Method::GET, "/v1/audit?limit=10000", &server.admin);
+        async move {
+            let page: Value = request.send().await.unwrap().json().await.unwrap();
+            assert!(page["next"].is_null(), "fewer than 10 000 entries expected");
+            page["entries"].as_array().unwrap().len()
+        }
+    };
+    let before = audit_len(&server).await;
+    let started = Instant::now();
+    let client = reqwest::Client::new();
+    let requests = futures_util::stream::iter(0..20_000u32).map(|i| {
+        let client = client.clone();
+        let url = server.url(&format!("/v1/repos/acme/r{i}/blobs/blake3:{:064x}", i));
+        let token = (i % 2 == 0).then(|| token.clone());
+        async move {
+            let request = client.head(url);
+            let request = match token {
+                Some(token) => request.bearer_auth(token),
+                None => request,
+            };
+            request.send().await.unwrap().status()
+        }
+    });
+    use futures_util::StreamExt;
+    let statuses: Vec<StatusCode> = requests.buffer_unordered(32).collect().await;
+    let elapsed = started.elapsed();
+    assert!(statuses.iter().all(|s| *s == StatusCode::FORBIDDEN || *s == StatusCode::UNAUTHORIZED));
+    tokio::time::sleep(Duration::from_millis(1500)).await; // the last windows close
+    let added = audit_len(&server).await - before;
+    println!("20 000 denials over 20 000 repositories in {elapsed:?}: {added} audit entries");
+    assert!(added <= 100, "{added} audit entries for 20 000 denials in {elapsed:?}");
+    let audit: Value =
+        server.request(Method::GET, "/v1/audit?limit=10000", &server.admin).send().await.unwrap().json().await.unwrap();
+    let last = audit["entries"].as_array().unwrap().iter().rev().find(|e| e["entry"].as_str().unwrap().contains("r1")).cloned();
+    let entry: Value = serde_json::from_str(last.unwrap()["entry"].as_str().unwrap()).unwrap();
+    let repositories = entry["event"]["repositories"].as_array().map_or(0, Vec::len);
+    assert!((1..=16).contains(&repositories), "{entry}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_body_takes_as_long_whether_the_digest_is_stored_elsewhere_or_not() {
+    let server = TestServer::start().await;
+    let other = server.token(&[("acme/other", &["push"])]).await;
+    let token = server.token(&[(REPO, &["push"])]).await;
+    let stored = push(&server, &other, "acme/other", data(4096, 4)).await;
+    let client = reqwest::Client::new();
+    let wrong = data(4096, 5);
+    let put = |digest: String| {
+        let (client, token, wrong) = (client.clone(), token.clone(), wrong.clone());
+        let url = server.url(&format!("/v1/repos/{REPO}/blobs/{digest}"));
+        async move {
+            let started = Instant::now();
+            let response = client.put(url).bearer_auth(token).body(wrong).send().await.unwrap();
+            let elapsed = started.elapsed();
+            expect_error(response, StatusCode::BAD_REQUEST, "digest_mismatch").await;
+            elapsed
+        }
+    };
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    // The machine is shared and noisy: a sitting whose medians differ is
+    // measured again, up to three times.
+    let mut last = (Duration::ZERO, Duration::ZERO);
+    for _ in 0..3 {
+        let (mut known, mut unknown) = (Vec::new(), Vec::new());
+        for i in 0..250 {
+            let a = put(stored.clone()).await;
+            let b = put(format!("blake3:{:064x}", rand::random::<u128>())).await;
+            if i >= 50 {
+                known.push(a);
+                unknown.push(b);
+            }
+        }
+        last = (median(known), median(unknown));
+        let ratio = last.0.as_secs_f64() / last.1.as_secs_f64();
+        println!("wrong-body PUT medians: stored elsewhere {:?}, unknown {:?} (ratio {ratio:.3})", last.0, last.1);
+        if (0.9..=1.1).contains(&ratio) {
+            return;
+        }
+    }
+    panic!("medians differ by more than 10 %: stored elsewhere {:?}, unknown {:?}", last.0, last.1);
+}
+
+/// A small ext4 file system on a loop device, unmounted when dropped.
+struct LoopFs {
+    dir: tempfile::TempDir,
+    image: std::path::PathBuf,
+}
+
+impl LoopFs {
+    fn mount(size_mib: u64) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().with_extension("img");
+        let ok = |c: &mut Command| c.status().map(|s| s.success()).unwrap_or(false);
+        let made = ok(Command::new("truncate").args(["-s", &format!("{size_mib}M")]).arg(&image))
+            && ok(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&image))
+            && ok(Command::new("mount").args(["-o", "loop"]).arg(&image).arg(dir.path()));
+        if !made {
+            let _ = std::fs::remove_file(&image);
+            return None;
+        }
+        Some(Self { dir, image })
+    }
+}
+
+impl Drop for LoopFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+        let _ = std::fs::remove_file(&self.image);
+    }
+}
+
+/// Fills the file system behind the server's back; returns the filler.
+fn fill(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("filler");
+    let mut file = std::fs::File::create(&path).unwrap();
+    let chunk = vec![0u8; 1 << 20];
+    while file.write_all(&chunk).is_ok() {}
+    let small = [0u8; 4096];
+    while file.write_all(&small).is_ok() {}
+    let _ = file.sync_all();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_uploads_keeps_serving_reads_and_recovers_without_a_restart() {
+    let Some(volume) = LoopFs::mount(64) else {
+        assert!(std::env::var_os("CI").is_none(), "CI must be able to mount a loop file system (root, losetup)");
+        eprintln!("SKIPPED: cannot mount a loop file system here (needs root)");
+        return;
+    };
+    let mut server = TestServer::builder()
+        .data_dir_in(volume.dir.path())
+        .arg("--min-free-space=4194304")
+        .arg("--shutdown-grace=5")
+        .start()
+        .await;
+    let token = server.token(&[(REPO, &["push", "pull"])]).await;
+    let digest = push(&server, &token, REPO, data(100_000, 6)).await;
+    let manifest = |tag: &str, digest: &str| {
+        let body = serde_json::json!({"files": [{"path": "app.bin", "digest": digest, "size": 100_000}]});
+        server.request(Method::PUT, &format!("/v1/repos/{REPO}/tags/{tag}"), &token).json(&body)
+    };
+    assert_eq!(manifest("1.0", &digest).send().await.unwrap().status(), StatusCode::CREATED);
+
+    let filler = fill(volume.dir.path());
+    let body = data(50_000, 7);
+    let path = format!("/v1/repos/{REPO}/blobs/{}", independent_b3_bytes(&body));
+    let refused = server.request(Method::PUT, &path, &token).body(body.clone()).send().await.unwrap();
+    expect_error(refused, StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage").await;
+    let bind = manifest("1.1", &digest).send().await.unwrap();
+    expect_error(bind, StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage").await;
+    let read = server.request(Method::GET, &format!("/v1/repos/{REPO}/blobs/{digest}"), &token).send().await.unwrap();
+    assert_eq!(read.status(), StatusCode::OK);
+    assert_eq!(read.bytes().await.unwrap().len(), 100_000);
+    let tag = server.request(Method::GET, &format!("/v1/repos/{REPO}/tags/1.0"), &token).send().await.unwrap();
+    assert_eq!(tag.status(), StatusCode::OK);
+    assert_eq!(reqwest::get(server.url("/healthz")).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(reqwest::get(server.url("/readyz")).await.unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
+    server.assert_nothing_staged().await;
+
+    std::fs::remove_file(filler).unwrap();
+    let stored = server.request(Method::PUT, &path, &token).body(body).send().await.unwrap();
+    assert_eq!(stored.status(), StatusCode::CREATED, "writes work again once space is free");
+    assert_eq!(manifest("1.1", &digest).send().await.unwrap().status(), StatusCode::CREATED);
+    assert_eq!(reqwest::get(server.url("/readyz")).await.unwrap().status(), StatusCode::OK);
+
+    fill(volume.dir.path());
+    let started = Instant::now();
+    assert!(server.terminate(), "SIGTERM on a full disk exits cleanly");
+    assert!(started.elapsed() < Duration::from_secs(5), "SIGTERM took {:?}", started.elapsed());
+}
+
+fn signal(pid: u32, name: &str) {
+    assert!(Command::new("kill").args([&format!("-{name}"), &pid.to_string()]).status().unwrap().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_s3_fails_fast_and_service_returns_when_it_thaws() {
+    let s3 = S3Service::start_private();
+    let bucket = s3.bucket().await;
+    let mut builder = TestServer::builder().arg(format!("--blobs=s3://{bucket}/amber")).arg("--s3-path-style");
+    for (key, value) in s3.env() {
+        builder = builder.env(&key, &value);
+    }
+    let server = builder.start().await;
+    let token = server.token(&[(REPO, &["push", "pull"])]).await;
+    let digest = push(&server, &token, REPO, data(10_000, 8)).await;
+    let blob = format!("/v1/repos/{REPO}/blobs/{digest}");
+    let pid = s3.child.as_ref().unwrap().id();
+
+    signal(pid, "STOP");
+    let thaw = scopeguard(pid);
+    let started = Instant::now();
+    let ready = reqwest::get(server.url("/readyz")).await.unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(started.elapsed() < Duration::from_millis(2500), "/readyz took {:?}", started.elapsed());
+    let started = Instant::now();
+    let read = server.request(Method::GET, &blob, &token).send().await.unwrap();
+    let failed_after = started.elapsed();
+    expect_error(read, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
+    assert!(failed_after < Duration::from_secs(35), "GET failed after {failed_after:?}");
+    assert_eq!(reqwest::get(server.url("/healthz")).await.unwrap().status(), StatusCode::OK);
+
+    drop(thaw); // SIGCONT
+    let thawed = Instant::now();
+    loop {
+        let read = server.request(Method::GET, &blob, &token).send().await.unwrap();
+        if read.status() == StatusCode::OK {
+            break;
+        }
+        assert!(thawed.elapsed() < Duration::from_secs(5), "not back 5 s after the thaw: {}", read.status());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("frozen S3: GET failed 503 after {failed_after:?}; back {:?} after the thaw", thawed.elapsed());
+}
+
+/// Sends SIGCONT to `pid` when dropped, so a failing test leaves no frozen process.
+fn scopeguard(pid: u32) -> impl Drop {
+    struct Thaw(u32);
+    impl Drop for Thaw {
+        fn drop(&mut self) {
+            let _ = Command::new("kill").args(["-CONT", &self.0.to_string()]).status();
+        }
+    }
+    Thaw(pid)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_comes_back_after_a_minute_of_pushes() {
+    let server = TestServer::start().await;
+    // Four pipelines of 16 pushers each: one token may have only 32 uploads
+    // in flight (`--max-uploads-per-token`).
+    let mut tokens = Vec::new();
+    for _ in 0..4 {
+        tokens.push(server.token(&[(REPO, &["push", "pull"])]).await);
+    }
+    push(&server, &tokens[0], REPO, data(4096, 9)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = server.rss_kib();
+    let client = reqwest::Client::new();
+    let until = Instant::now() + Duration::from_secs(60);
+    let mut workers = Vec::new();
+    for w in 0..64u64 {
+        let (client, token, url) = (client.clone(), tokens[w as usize % 4].clone(), server.url(""));
+        workers.push(tokio::spawn(async move {
+            let (mut pushed, mut errors) = (0u64, 0u64);
+            let mut seed = w << 32;
+            while Instant::now() < until {
+                seed += 1;
+                let body = data(4096, seed);
+                let digest = independent_b3_bytes_fast(&body);
+                let response = client
+                    .put(format!("{url}/v1/repos/{REPO}/blobs/{digest}"))
+                    .bearer_auth(&token)
+                    .body(body)
+                    .send()
+                    .await;
+                match response {
+                    Ok(r) if r.status().is_success() => pushed += 1,
+                    _ => errors += 1,
+                }
+            }
+            (pushed, errors)
+        }));
+    }
+    let (mut pushed, mut errors) = (0, 0);
+    for worker in workers {
+        let (p, e) = worker.await.unwrap();
+        pushed += p;
+        errors += e;
+    }
+    let peak = server.peak_rss_kib();
+    assert_eq!(errors, 0, "{errors} failed pushes of {}", pushed + errors);
+    let load_ended = Instant::now();
+    let mut after = server.rss_kib();
+    while after > before + 16 * 1024 && load_ended.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        after = server.rss_kib();
+    }
+    println!(
+        "{pushed} pushes of 4 KiB at concurrency 64 in 60 s: RSS {before} KiB before, peak {peak} KiB, {after} KiB {:?} after",
+        load_ended.elapsed()
+    );
+    assert!(after <= before + 16 * 1024, "RSS {after} KiB a minute after the load, {before} KiB before");
+}
+
+/// BLAKE3 in-process: a Python process per push would be the bottleneck.
+fn independent_b3_bytes_fast(body: &[u8]) -> String {
+    amber_core::Digest::of(body).to_string()
+}
