@@ -28,7 +28,7 @@ pub struct Draft {
 
 impl Draft {
     /// The draft, ready to hand to a store method.
-    pub fn new(signer: &Arc<Signer>, actor: Actor, events: Vec<Event>) -> AuditBuild {
+    pub fn shared(signer: &Arc<Signer>, actor: Actor, events: Vec<Event>) -> AuditBuild {
         Arc::new(Self { signer: signer.clone(), actor, at: OffsetDateTime::now_utc(), events })
     }
 }
@@ -56,5 +56,5 @@ impl BuildAudit for Draft {
 
 /// Records one event on its own; returns its sequence number.
 pub async fn record(meta: &Meta, signer: &Arc<Signer>, actor: Actor, event: Event) -> Result<u64, MetaError> {
-    meta.append_audit(Draft::new(signer, actor, vec![event])).await
+    meta.append_audit(Draft::shared(signer, actor, vec![event])).await
 }

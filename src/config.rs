@@ -238,12 +238,11 @@ impl Config {
         if metrics_listen == Some(listen) && listen.port() != 0 {
             bail!("metrics_listen must differ from listen ({listen}); leave it unset to serve /metrics with the API");
         }
-        let seconds = |flag: Option<u64>, file: Option<u64>, default: u64, name: &str| {
-            match flag.or(file).unwrap_or(default) {
+        let seconds =
+            |flag: Option<u64>, file: Option<u64>, default: u64, name: &str| match flag.or(file).unwrap_or(default) {
                 0 => bail!("{name} must be at least one second"),
                 n => Ok(Duration::from_secs(n)),
-            }
-        };
+            };
         let limits = Limits {
             header_timeout: seconds(options.header_timeout, file.header_timeout, 10, "header_timeout")?,
             body_idle_timeout: seconds(options.body_idle_timeout, file.body_idle_timeout, 30, "body_idle_timeout")?,

@@ -182,9 +182,9 @@ impl From<BlobError> for ApiError {
         match err {
             BlobError::Mismatch { expected, actual } => Self::DigestMismatch { expected, actual },
             BlobError::TooLarge { limit } => Self::BlobTooLarge { limit },
-            BlobError::Client(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                Self::RequestTimeout(e.get_ref().and_then(|inner| inner.downcast_ref::<BodyIdle>()).map_or(0, |idle| idle.0))
-            }
+            BlobError::Client(e) if e.kind() == std::io::ErrorKind::TimedOut => Self::RequestTimeout(
+                e.get_ref().and_then(|inner| inner.downcast_ref::<BodyIdle>()).map_or(0, |idle| idle.0),
+            ),
             BlobError::Client(e) => Self::RequestInvalid(format!("reading the request body failed: {e}")),
             BlobError::NoSpace => Self::InsufficientStorage,
             BlobError::Throttled => Self::TooManyRequests { reason: "upload memory is exhausted", retry_after: 1 },

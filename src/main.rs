@@ -145,15 +145,26 @@ fn return_memory_when_idle() {
     }
 }
 
+/// Pending connections the kernel queues for `accept`. A burst of connects
+/// beyond a short queue had its SYNs dropped and retried a second later.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn bind(addr: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr).map_err(|e| anyhow::anyhow!("binding {addr}: {e}"))?;
+    Ok(socket.listen(LISTEN_BACKLOG)?)
+}
+
 async fn serve(config: Config) -> anyhow::Result<()> {
     return_memory_when_idle();
     let (listen, metrics_listen) = (config.listen, config.metrics_listen);
     let grace = config.limits.shutdown_grace;
     let state = AppState::open(config).await?;
-    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let listener = bind(listen)?;
     let metrics_listener = match metrics_listen {
         Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr).await?;
+            let listener = bind(addr)?;
             tracing::info!(addr = %listener.local_addr()?, "amberd metrics listening");
             Some(listener)
         }

@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -53,7 +53,11 @@ impl Metrics {
                 "Bytes of the blobs made visible in a repository.",
                 &self.blob_bytes_stored,
             ),
-            ("amber_connections_refused_total", "Connections refused: every open one was busy.", &self.connections.refused),
+            (
+                "amber_connections_refused_total",
+                "Connections refused: every open one was busy.",
+                &self.connections.refused,
+            ),
             ("amber_connections_shed_total", "Idle connections closed to make room.", &self.connections.shed),
             (
                 "amber_connections_timed_out_total",

@@ -97,7 +97,7 @@ pub async fn issue_token(
         rotated_from: None,
         rotated_to: None,
     };
-    let draft = Draft::new(signer, actor, vec![token_created(&info)]);
+    let draft = Draft::shared(signer, actor, vec![token_created(&info)]);
     let record = TokenRecord { info: info.clone(), secret_hash: secret_hash(&secret) };
     meta.insert_token(&record, draft).await?;
     Ok((info, secret))

@@ -153,15 +153,7 @@ struct Staged {
 
 impl Staged {
     fn new(dirs: Arc<Dirs>, upload: Upload) -> Self {
-        Self {
-            dirs,
-            upload,
-            file: None,
-            hasher: blake3::Hasher::new(),
-            written: 0,
-            allocated: 0,
-            next_space_check: 0,
-        }
+        Self { dirs, upload, file: None, hasher: blake3::Hasher::new(), written: 0, allocated: 0, next_space_check: 0 }
     }
 
     /// Hashes and writes `chunks`. Every upload is staged and written, even

@@ -14,9 +14,9 @@ use futures_util::{StreamExt, TryStreamExt};
 
 use super::json::ApiJson;
 use super::paths::{DigestParam, Repo};
+use crate::admission::Refusal;
 use crate::audit;
 use crate::auth::Caller;
-use crate::admission::Refusal;
 use crate::blobs::{BlobError, BlobStore, BodyStream, Stored, Upload};
 use crate::error::{ApiError, ApiResult, BodyIdle};
 use crate::meta::MetaStore;
@@ -82,7 +82,7 @@ async fn upload(
         _ => {}
     })?;
     let event = Event::BlobPushed { repository: repo.clone(), digest: written.digest, size: written.size };
-    let draft = audit::Draft::new(&state.signer, caller.actor(), vec![event]);
+    let draft = audit::Draft::shared(&state.signer, caller.actor(), vec![event]);
     let linked = state.meta.link_blob(repo, &written.digest, written.size, draft).await?;
     let status = match linked {
         Stored::Created => {

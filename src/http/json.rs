@@ -17,17 +17,17 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(request, state).await.map_err(body_error)?;
+        let bytes = Bytes::from_request(request, state).await.map_err(|e| body_error(&e))?;
         parse(&bytes).map(Self).map_err(|e| ApiError::RequestInvalid(format!("invalid JSON body: {e}")))
     }
 }
 
 /// Why a JSON body could not be read.
-pub fn body_error(rejection: BytesRejection) -> ApiError {
+pub fn body_error(rejection: &BytesRejection) -> ApiError {
     if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
         return ApiError::RequestTooLarge { limit: super::JSON_BODY_LIMIT };
     }
-    if std::error::Error::source(&rejection).is_some_and(super::error_is_body_timeout) {
+    if std::error::Error::source(rejection).is_some_and(super::error_is_body_timeout) {
         return ApiError::RequestTimeout(0);
     }
     ApiError::RequestInvalid(format!("reading the body failed: {}", rejection.body_text()))
@@ -100,7 +100,6 @@ mod unique_keys {
             Ok(())
         }
     }
-
 }
 
 impl<T: serde::Serialize> IntoResponse for ApiJson<T> {

@@ -84,7 +84,7 @@ pub async fn put_tag(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     caller.require(Action::Push, &repo)?;
-    let body = body.map_err(super::json::body_error)?;
+    let body = body.map_err(|e| super::json::body_error(&e))?;
     let request = parse_request(&body)?;
     if let Some(record) = state.meta.tag(&repo, &tag).await? {
         return existing_binding(&state, &repo, &tag, record, &request).await;
@@ -123,7 +123,7 @@ pub async fn put_tag(
         Event::ManifestPushed { repository: repo.clone(), digest },
         Event::TagBound { repository: repo.clone(), tag: tag.clone(), digest },
     ];
-    let draft = audit::Draft::new(&state.signer, caller.actor(), events);
+    let draft = audit::Draft::shared(&state.signer, caller.actor(), events);
     match state.meta.bind_tag(&repo, &tag, &digest, &envelope, created_at, draft).await? {
         Bound::Created => {
             tracing::info!(%repo, %tag, %digest, token = %token.id, "tag bound");

@@ -116,7 +116,7 @@ pub async fn rotate_token(
     let record = TokenRecord { info: info.clone(), secret_hash: secret_hash(&secret) };
     let grace_end = now + time::Duration::seconds(grace as i64);
     let event = Event::TokenRotated { token_id: id.clone(), new_token_id: info.id.clone(), grace_seconds: grace };
-    let draft = audit::Draft::new(&state.signer, caller.actor(), vec![event]);
+    let draft = audit::Draft::shared(&state.signer, caller.actor(), vec![event]);
     match state.meta.rotate_token(&record, grace_end, draft).await? {
         Rotation::Rotated => {}
         Rotation::Unknown => return Err(ApiError::TokenUnknown),
@@ -133,7 +133,7 @@ pub async fn revoke_token(
 ) -> ApiResult<ApiJson<TokenInfo>> {
     caller.require_admin()?;
     let now = OffsetDateTime::now_utc();
-    let draft = audit::Draft::new(&state.signer, caller.actor(), vec![Event::TokenRevoked { token_id: id.clone() }]);
+    let draft = audit::Draft::shared(&state.signer, caller.actor(), vec![Event::TokenRevoked { token_id: id.clone() }]);
     match state.meta.revoke_token(&id, now, draft).await? {
         Revocation::Revoked(record) => {
             tracing::info!(token = %id, "token revoked");

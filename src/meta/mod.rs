@@ -302,12 +302,7 @@ impl MetaStore for Meta {
     async fn list_tokens(&self, after: Option<&str>, limit: usize) -> Result<Vec<TokenRecord>, MetaError> {
         dispatch!(self, s => s.list_tokens(after, limit))
     }
-    async fn revoke_token(
-        &self,
-        id: &TokenId,
-        at: OffsetDateTime,
-        audit: AuditBuild,
-    ) -> Result<Revocation, MetaError> {
+    async fn revoke_token(&self, id: &TokenId, at: OffsetDateTime, audit: AuditBuild) -> Result<Revocation, MetaError> {
         dispatch!(self, s => s.revoke_token(id, at, audit))
     }
     async fn rotate_token(

@@ -17,7 +17,9 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::types::Json;
 use time::OffsetDateTime;
 
-use super::{AuditBuild, Bound, BuildAudit, KeyRecord, MetaError, MetaStore, Revocation, Rotation, TagRecord, TokenRecord};
+use super::{
+    AuditBuild, Bound, BuildAudit, KeyRecord, MetaError, MetaStore, Revocation, Rotation, TagRecord, TokenRecord,
+};
 use crate::blobs::Stored;
 
 pub struct PostgresMeta {
@@ -29,7 +31,9 @@ impl From<sqlx::Error> for MetaError {
         // 57014: a statement cancelled by `statement_timeout`.
         let timed_out = err.as_database_error().and_then(|e| e.code()).is_some_and(|c| c == "57014");
         match err {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => Self::Unavailable(err.to_string()),
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                Self::Unavailable(err.to_string())
+            }
             _ if timed_out => Self::Unavailable(err.to_string()),
             _ => Self::Store(err.to_string()),
         }
@@ -210,12 +214,7 @@ impl MetaStore for PostgresMeta {
         Ok(rows.into_iter().map(|(secret_hash, Json(info))| TokenRecord { info, secret_hash }).collect())
     }
 
-    async fn revoke_token(
-        &self,
-        id: &TokenId,
-        at: OffsetDateTime,
-        audit: AuditBuild,
-    ) -> Result<Revocation, MetaError> {
+    async fn revoke_token(&self, id: &TokenId, at: OffsetDateTime, audit: AuditBuild) -> Result<Revocation, MetaError> {
         let mut tx = self.pool.begin().await?;
         let row: Option<(String, Json<amber_core::wire::TokenInfo>)> =
             sqlx::query_as("SELECT secret_hash, info FROM tokens WHERE id = $1 FOR UPDATE")

@@ -34,7 +34,9 @@ use sled::{Db, Transactional, Tree};
 use time::OffsetDateTime;
 
 use super::watchdog::Watchdog;
-use super::{AuditBuild, Bound, BuildAudit, KeyRecord, MetaError, MetaStore, Revocation, Rotation, TagRecord, TokenRecord};
+use super::{
+    AuditBuild, Bound, BuildAudit, KeyRecord, MetaError, MetaStore, Revocation, Rotation, TagRecord, TokenRecord,
+};
 use crate::blobs::Stored;
 use crate::config::FreeSpace;
 use crate::space::{Purpose, SpaceReserve};
@@ -226,7 +228,13 @@ fn all_keys(keys: &Tree) -> Result<Vec<KeyRecord>, MetaError> {
 }
 
 impl MetaStore for SledMeta {
-    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64, audit: AuditBuild) -> Result<Stored, MetaError> {
+    async fn link_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+        audit: AuditBuild,
+    ) -> Result<Stored, MetaError> {
         let key = repo_key(repo, digest.as_bytes());
         // Flushed also when the link was there: a racing request may have
         // made it and not yet flushed it, and this answer promises it is durable.
@@ -536,8 +544,7 @@ impl MetaStore for SledMeta {
                 if !key.starts_with(&prefix) || entries.len() == limit {
                     break;
                 }
-                let name =
-                    std::str::from_utf8(&key[prefix.len()..]).map_err(|e| MetaError::Corrupt(e.to_string()))?;
+                let name = std::str::from_utf8(&key[prefix.len()..]).map_err(|e| MetaError::Corrupt(e.to_string()))?;
                 let record: TagRecord = serde_json::from_slice(&json)?;
                 entries.push(TagEntry {
                     tag: name.parse().map_err(|e: amber_core::name::NameError| MetaError::Corrupt(e.to_string()))?,

@@ -8,7 +8,7 @@
 //! flight on it (a response counts until its body has been sent), and it may
 //! be closed at any moment then without losing anything.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -28,7 +28,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 use tower_http::timeout::TimeoutBody;
-
 
 /// How often the sweeper looks for connections past a timeout.
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
@@ -90,10 +89,31 @@ impl Activity {
     }
 }
 
+/// Open connections by id, which grows with accept order, so the first
+/// idle one found is the oldest.
 #[derive(Default)]
 struct Table {
     next: u64,
-    open: HashMap<u64, Tracked>,
+    open: BTreeMap<u64, Tracked>,
+    /// Open connections not yet told to close.
+    live: usize,
+}
+
+impl Table {
+    /// Tells a connection to close (its task then drops it).
+    fn close(&mut self, id: u64) {
+        if let Some(tracked) = self.open.get(&id)
+            && !tracked.close.is_cancelled()
+        {
+            tracked.close.cancel();
+            self.live -= 1;
+        }
+    }
+
+    fn remove(&mut self, id: u64) {
+        self.close(id);
+        self.open.remove(&id);
+    }
 }
 
 /// Serves `router` on `listener` until `shutdown` is cancelled, then lets
@@ -147,9 +167,8 @@ pub async fn serve(
             let mut table = table.lock().unwrap_or_else(PoisonError::into_inner);
             table.next += 1;
             let id = table.next;
-            table
-                .open
-                .insert(id, Tracked { opened: Instant::now(), activity: activity.clone(), close: close.clone() });
+            table.open.insert(id, Tracked { opened: Instant::now(), activity: activity.clone(), close: close.clone() });
+            table.live += 1;
             id
         };
         let (router, builder, table, shutdown) = (router.clone(), builder.clone(), table.clone(), shutdown.clone());
@@ -157,9 +176,9 @@ pub async fn serve(
         let counters = counters.clone();
         counters.open.fetch_add(1, Ordering::Relaxed);
         tasks.spawn(async move {
-            let body_idle = limits.body_idle_timeout;
-            serve_connection(&builder, stream, peer, router, body_idle, activity, close, shutdown).await;
-            table.lock().unwrap_or_else(PoisonError::into_inner).open.remove(&id);
+            let accepted = Accepted { stream, peer, activity, close };
+            serve_connection(&builder, accepted, router, limits.body_idle_timeout, shutdown).await;
+            table.lock().unwrap_or_else(PoisonError::into_inner).remove(id);
             counters.open.fetch_sub(1, Ordering::Relaxed);
         });
     }
@@ -171,22 +190,17 @@ pub async fn serve(
     }
 }
 
-/// True when there is room for one more connection, closing the idle
-/// connection that has been quiet longest if that is what it takes.
+/// True when there is room for one more connection, closing the oldest idle
+/// connection if that is what it takes.
 fn make_room(table: &Mutex<Table>, max: usize, counters: &ConnectionCounters) -> bool {
-    let table = table.lock().unwrap_or_else(PoisonError::into_inner);
-    let open = table.open.values().filter(|t| !t.close.is_cancelled()).count();
-    if open < max {
+    let mut table = table.lock().unwrap_or_else(PoisonError::into_inner);
+    if table.live < max {
         return true;
     }
-    let victim = table
-        .open
-        .values()
-        .filter(|t| !t.close.is_cancelled() && t.activity.idle())
-        .max_by_key(|t| t.activity.quiet_for());
+    let victim = table.open.iter().find(|(_, t)| !t.close.is_cancelled() && t.activity.idle()).map(|(id, _)| *id);
     match victim {
-        Some(victim) => {
-            victim.close.cancel();
+        Some(id) => {
+            table.close(id);
             counters.shed.fetch_add(1, Ordering::Relaxed);
             true
         }
@@ -209,29 +223,41 @@ async fn sweep(
             _ = tick.tick() => {}
             () = shutdown.cancelled() => return,
         }
-        let table = table.lock().unwrap_or_else(PoisonError::into_inner);
-        for tracked in table.open.values() {
-            let activity = &tracked.activity;
-            let silent_start =
-                !activity.started.load(Ordering::Relaxed) && tracked.opened.elapsed() >= limits.header_timeout;
-            if !tracked.close.is_cancelled() && (silent_start || activity.quiet_for() >= limits.idle_timeout) {
-                tracked.close.cancel();
-                counters.timed_out.fetch_add(1, Ordering::Relaxed);
-            }
+        let mut table = table.lock().unwrap_or_else(PoisonError::into_inner);
+        let expired: Vec<u64> = table
+            .open
+            .iter()
+            .filter(|(_, tracked)| {
+                let activity = &tracked.activity;
+                let silent_start =
+                    !activity.started.load(Ordering::Relaxed) && tracked.opened.elapsed() >= limits.header_timeout;
+                !tracked.close.is_cancelled() && (silent_start || activity.quiet_for() >= limits.idle_timeout)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            table.close(id);
+            counters.timed_out.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
 
-async fn serve_connection(
-    builder: &auto::Builder<TokioExecutor>,
+/// A connection just accepted, and what the accept loop keeps of it.
+struct Accepted {
     stream: TcpStream,
     peer: SocketAddr,
-    router: Router,
-    body_idle: Duration,
     activity: Arc<Activity>,
     close: CancellationToken,
+}
+
+async fn serve_connection(
+    builder: &auto::Builder<TokioExecutor>,
+    accepted: Accepted,
+    router: Router,
+    body_idle: Duration,
     shutdown: CancellationToken,
 ) {
+    let Accepted { stream, peer, activity, close } = accepted;
     let io = TokioIo::new(Watched { stream, activity: activity.clone() });
     let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
         let guard = InFlight::start(activity.clone());
@@ -290,7 +316,10 @@ impl http_body::Body for ResponseBody {
     type Data = bytes::Bytes;
     type Error = axum::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         Pin::new(&mut self.body).poll_frame(cx)
     }
 

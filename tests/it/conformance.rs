@@ -8,12 +8,11 @@ use amber_core::audit::{Actor, ChainVerifier, Event};
 use amber_core::dsse::Envelope;
 use amber_core::wire::{KeyStatus, TokenInfo};
 use amber_core::{Digest, RepoName, Tag, TokenId};
-use amber_server::blobs::{BlobError, BlobStore, Blobs, FsBlobs, S3Blobs, Stored, Upload};
 use amber_server::admission::MemoryBudget;
+use amber_server::blobs::{BlobError, BlobStore, Blobs, FsBlobs, S3Blobs, Stored, Upload};
 use amber_server::config::{FreeSpace, MetaConfig};
 use amber_server::meta::{
-    AuditBuild,
-    Bound, KeyRecord, Meta, MetaStore, NewAudit, NewAuditEntry, Revocation, Rotation, TokenRecord,
+    AuditBuild, Bound, KeyRecord, Meta, MetaStore, NewAudit, NewAuditEntry, Revocation, Rotation, TokenRecord,
 };
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -54,10 +53,7 @@ fn envelope(n: u8) -> Envelope {
 }
 
 /// Audit entries for `events`, as `audit::Draft` builds them, signed by `signer`.
-fn audit_of(
-    signer: &ed25519_dalek::SigningKey,
-    events: Vec<Event>,
-) -> AuditBuild {
+fn audit_of(signer: &ed25519_dalek::SigningKey, events: Vec<Event>) -> AuditBuild {
     let signer = signer.clone();
     Arc::new(move |first: u64, prev: &str| {
         let mut prev = prev.to_owned();
@@ -122,8 +118,7 @@ async fn meta_conformance(meta: Meta) {
     meta.touch_token(&t.info.id, now()).await.unwrap();
     assert!(meta.token(&t.info.id).await.unwrap().unwrap().info.last_used_at.is_some());
     let first_revocation = now();
-    let Revocation::Revoked(revoked) = meta.revoke_token(&t.info.id, first_revocation, event(&t)).await.unwrap()
-    else {
+    let Revocation::Revoked(revoked) = meta.revoke_token(&t.info.id, first_revocation, event(&t)).await.unwrap() else {
         panic!("a first revocation revokes");
     };
     assert_eq!(revoked.info.revoked_at, Some(first_revocation));

@@ -23,16 +23,88 @@ pub const SCHEMA: &str = "amber.manifest.v1";
 pub const PAYLOAD_TYPE: &str = "application/vnd.amber.manifest.v1+json";
 const MAX_PATH_LEN: usize = 4096;
 
-/// A file path inside a manifest: relative, normalised (no empty, `.` or `..`
-/// segments, no leading or trailing `/`), no backslash or control characters.
+/// A file path inside a manifest, one that unpacks the same on Linux, macOS
+/// and Windows: relative and normalised (`/`-separated, no empty, `.` or `..`
+/// segment), NFC Unicode without control, bidi or Windows-forbidden
+/// characters (`\\ : * ? " < > |`, so no drive letter), no segment that starts
+/// or ends with a space or ends with a dot, and no Windows device name.
+/// Uniqueness without regard to case is a property of the whole manifest
+/// ([`ManifestRequest::normalise`], [`verify`]).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FilePath(String);
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error(
-    "file path must be relative and normalised: no leading /, no empty, . or .. segments, no backslash or control characters"
-)]
-pub struct FilePathError;
+#[error("file path {0}")]
+pub struct FilePathError(&'static str);
+
+/// Bidirectional formatting characters: they make a name display as another.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Names Windows reserves for devices, with or without an extension.
+fn is_windows_device(segment: &str) -> bool {
+    let stem = segment.split('.').next().unwrap_or("").trim_end().to_ascii_uppercase();
+    matches!(stem.as_str(), "CON" | "PRN" | "AUX" | "NUL" | "CONIN$" | "CONOUT$")
+        || (stem.len() == 4
+            && (stem.starts_with("COM") || stem.starts_with("LPT"))
+            && stem.as_bytes()[3].is_ascii_digit()
+            && stem.as_bytes()[3] != b'0')
+}
+
+fn check_path(s: &str) -> Result<(), FilePathError> {
+    use unicode_normalization::UnicodeNormalization;
+    let fail = |reason| Err(FilePathError(reason));
+    if s.is_empty() || s.len() > MAX_PATH_LEN {
+        return fail("must be 1 to 4096 bytes");
+    }
+    if s.chars().any(|c| c.is_control() || is_bidi_control(c)) {
+        return fail("may not contain control or bidirectional formatting characters");
+    }
+    if s.chars().any(|c| matches!(c, '\\' | ':' | '*' | '?' | '"' | '<' | '>' | '|')) {
+        return fail(
+            "may not contain \\ : * ? \" < > | (a drive letter or backslash does not unpack the same everywhere)",
+        );
+    }
+    if !s.nfc().eq(s.chars()) {
+        return fail("must be in Unicode normalisation form C (NFC)");
+    }
+    for segment in s.split('/') {
+        if segment.is_empty() || segment == "." || segment == ".." {
+            return fail("must be relative and normalised: no leading /, no empty, . or .. segments");
+        }
+        if segment.starts_with(' ') || segment.ends_with(' ') || segment.ends_with('.') {
+            return fail("segments may not start or end with a space, or end with a dot");
+        }
+        if is_windows_device(segment) {
+            return fail("segments may not be Windows device names (CON, NUL, COM1, ...)");
+        }
+    }
+    Ok(())
+}
+
+/// Fails when two paths differ only in case (or a path is a directory of
+/// another that way): they would be one file on macOS and Windows.
+pub fn check_portable(files: &[FileEntry]) -> Result<(), ManifestError> {
+    let folded = |p: &FilePath| p.as_str().to_lowercase();
+    let mut seen = BTreeSet::new();
+    for file in files {
+        if !seen.insert(folded(&file.path)) {
+            return Err(ManifestError::DuplicatePath(file.path.clone()));
+        }
+    }
+    for file in files {
+        let path = folded(&file.path);
+        let mut prefix = path.as_str();
+        while let Some((parent, _)) = prefix.rsplit_once('/') {
+            if seen.contains(parent) {
+                return Err(ManifestError::PathConflict(file.path.clone()));
+            }
+            prefix = parent;
+        }
+    }
+    Ok(())
+}
 
 impl FilePath {
     pub fn as_str(&self) -> &str {
@@ -44,11 +116,7 @@ impl FromStr for FilePath {
     type Err = FilePathError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let ok = !s.is_empty()
-            && s.len() <= MAX_PATH_LEN
-            && !s.chars().any(|c| c.is_control() || c == '\\')
-            && s.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != "..");
-        if ok { Ok(Self(s.to_owned())) } else { Err(FilePathError) }
+        check_path(s).map(|()| Self(s.to_owned()))
     }
 }
 
@@ -96,9 +164,9 @@ pub struct ManifestRequest {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ManifestError {
-    #[error("file path {0} appears more than once")]
+    #[error("file path {0} appears more than once (paths are compared without regard to case)")]
     DuplicatePath(FilePath),
-    #[error("file path {0} is also used as a directory")]
+    #[error("file path {0} is also used as a directory (paths are compared without regard to case)")]
     PathConflict(FilePath),
     #[error("a manifest lists at least one file")]
     Empty,
@@ -112,21 +180,7 @@ impl ManifestRequest {
             return Err(ManifestError::Empty);
         }
         self.files.sort_by(|a, b| a.path.cmp(&b.path));
-        let mut seen = BTreeSet::new();
-        for file in &self.files {
-            if !seen.insert(file.path.as_str()) {
-                return Err(ManifestError::DuplicatePath(file.path.clone()));
-            }
-        }
-        for file in &self.files {
-            let mut prefix = file.path.as_str();
-            while let Some((parent, _)) = prefix.rsplit_once('/') {
-                if seen.contains(parent) {
-                    return Err(ManifestError::PathConflict(FilePath(parent.to_owned())));
-                }
-                prefix = parent;
-            }
-        }
+        check_portable(&self.files)?;
         Ok(self)
     }
 }
@@ -216,6 +270,7 @@ pub fn verify(
         }
         _ => {}
     }
+    check_portable(&payload.files).map_err(|e| VerifyError::Payload(e.to_string()))?;
     Ok(VerifiedManifest { digest, payload })
 }
 
@@ -238,6 +293,33 @@ mod tests {
         for bad in ["", "/abs", "a/", "a//b", "./a", "a/./b", "../x", "a/../b", "..", "a\\b", "a\0b", "a\nb"] {
             assert!(bad.parse::<FilePath>().is_err(), "{bad:?}");
         }
+        // What unpacks differently on macOS or Windows.
+        for bad in [
+            "C:/x",
+            "c:x",
+            "a/b:stream",
+            "e\u{301}",        // NFD of é
+            "gpj.\u{202E}exe", // right-to-left override
+            " lead",
+            "trail ",
+            "dir/trail.",
+            "NUL",
+            "dir/com1.txt",
+            "a|b",
+        ] {
+            assert!(bad.parse::<FilePath>().is_err(), "{bad:?}");
+        }
+        for good in ["\u{e9}", "CONSOLE", "com0", "lpt", "a b", ".config", "x.y.z", "日本/語"] {
+            assert!(good.parse::<FilePath>().is_ok(), "{good:?}");
+        }
+    }
+
+    #[test]
+    fn paths_are_unique_without_regard_to_case() {
+        let twins = ManifestRequest { files: vec![file("README"), file("readme")], annotations: BTreeMap::new() };
+        assert!(matches!(twins.normalise(), Err(ManifestError::DuplicatePath(_))));
+        let clash = ManifestRequest { files: vec![file("Dir/a"), file("dir")], annotations: BTreeMap::new() };
+        assert!(matches!(clash.normalise(), Err(ManifestError::PathConflict(_))));
     }
 
     #[test]
