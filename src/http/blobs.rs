@@ -240,3 +240,42 @@ pub async fn missing_blobs(
     }
     Ok(ApiJson(MissingResponse { missing }))
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{HeaderMap, HeaderValue, header};
+    use proptest::prelude::*;
+
+    use super::{content_length, requested_range};
+
+    fn with(name: header::HeaderName, value: &str) -> Option<HeaderMap> {
+        let value = HeaderValue::from_str(value).ok()?;
+        let mut headers = HeaderMap::new();
+        headers.insert(name, value);
+        Some(headers)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn a_range_is_refused_or_lies_within_the_blob(value in "bytes=[0-9,-]{0,24}|\\PC{0,30}", size in 0u64..10_000) {
+            if let Some(headers) = with(header::RANGE, &value)
+                && let Ok(Some(range)) = requested_range(&headers, size)
+            {
+                prop_assert!(range.start < range.end && range.end <= size, "{value} on {size}: {range:?}");
+            }
+        }
+
+        #[test]
+        fn a_content_length_is_a_number_within_the_limit_or_refused(value in "[0-9]{0,22}|\\PC{0,12}") {
+            if let Some(headers) = with(header::CONTENT_LENGTH, &value) {
+                match content_length(&headers, 1000) {
+                    Ok(Some(n)) => prop_assert!(n <= 1000 && value.trim().parse::<u64>() == Ok(n)),
+                    Ok(None) => prop_assert!(false, "a present header is never ignored"),
+                    Err(_) => prop_assert!(value.trim().parse::<u64>().map_or(true, |n| n > 1000)),
+                }
+            }
+        }
+    }
+}

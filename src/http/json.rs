@@ -110,9 +110,28 @@ impl<T: serde::Serialize> IntoResponse for ApiJson<T> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
     use serde_json::Value;
 
     use super::parse;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Whatever serde_json accepts, this accepts too unless it repeats a
+        /// key, and then it is refused; nothing panics.
+        #[test]
+        fn only_repeated_keys_are_refused_beyond_serde(json in "\\PC{0,80}|\\{(\"[ab]\": ?[0-9], ?){0,3}\"[ab]\": ?[0-9]\\}") {
+            let plain = serde_json::from_str::<Value>(&json);
+            let strict = parse::<Value>(json.as_bytes());
+            if let Ok(Value::Object(map)) = &plain {
+                let keys = json.matches("\":").count();
+                prop_assert_eq!(strict.is_ok(), map.len() == keys || keys == 0);
+            } else {
+                prop_assert_eq!(strict.is_ok(), plain.is_ok());
+            }
+        }
+    }
 
     #[test]
     fn duplicate_keys_are_refused_at_any_depth() {
