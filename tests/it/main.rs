@@ -11,4 +11,5 @@ mod harness;
 mod manifests;
 mod openapi;
 mod replicas;
+mod schemathesis;
 mod tokens;
