@@ -121,7 +121,8 @@ impl IntoResponse for ApiError {
             Self::BlobCorrupt(digest) => {
                 tracing::error!(%digest, "stored blob is corrupt; refusing to serve it")
             }
-            _ => tracing::debug!(code, message = %self, "request failed"),
+            // Messages may quote what the client sent: logged cut short.
+            _ => tracing::debug!(code, message = %crate::auth::bounded(&self.to_string()), "request failed"),
         }
         let detail = match &self {
             Self::ManifestBlobUnknown(missing) => Some(serde_json::json!({ "missing": missing })),

@@ -22,7 +22,7 @@ use axum::response::Response;
 use base64::Engine;
 use time::{Duration, OffsetDateTime};
 
-pub use denials::{Denial, Denials, WINDOW as DENIAL_WINDOW};
+pub use denials::{Denial, Denials, WINDOW as DENIAL_WINDOW, bounded};
 pub use issue::{TokenSpec, issue_token};
 
 use crate::error::{ApiError, ApiResult, DenialReason};

@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::{StreamExt, TryStreamExt};
 
-use super::json::ApiJson;
+use super::json::{ApiJson, JsonBody};
 use super::paths::{DigestParam, Repo};
 use crate::admission::Refusal;
 use crate::audit;
@@ -225,9 +225,10 @@ pub async fn missing_blobs(
     State(state): State<AppState>,
     caller: Caller,
     Repo(repo): Repo,
-    ApiJson(request): ApiJson<MissingRequest>,
+    body: JsonBody,
 ) -> ApiResult<ApiJson<MissingResponse>> {
     caller.require(Action::Push, &repo)?;
+    let request: MissingRequest = body.json(&state).await?;
     if request.digests.len() > MAX_MISSING_QUERY {
         return Err(ApiError::RequestInvalid(format!("at most {MAX_MISSING_QUERY} digests per request")));
     }

@@ -1,36 +1,74 @@
-//! `ApiJson`: a JSON body in, a JSON body out. Bodies are parsed whatever
-//! their `Content-Type` (so `curl -d` works); a body over the limit is `413
-//! request_too_large`, one that stalls `408`, and anything that is not JSON
-//! of the expected shape (duplicate keys included) `400 request_invalid`.
+//! JSON bodies. `ApiJson` is a JSON answer; `JsonBody` a request body that
+//! is read only when the handler asks, after it checked the caller's grant,
+//! so a token without the grant cannot make the server buffer anything.
+//! Bodies are parsed whatever their `Content-Type` (so `curl -d` works); a
+//! body announced or found over the limit is `413 request_too_large`, one
+//! that stalls `408`, and anything that is not JSON of the expected shape
+//! (duplicate keys included) `400 request_invalid`. The bytes being read are
+//! borrowed from the upload memory budget, so many large bodies at once wait
+//! or get `429` rather than exhaust memory.
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, Request};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use bytes::BytesMut;
+use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 
+use super::JSON_BODY_LIMIT;
 use crate::error::ApiError;
+use crate::state::AppState;
 
 pub struct ApiJson<T>(pub T);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+/// A request body, unread.
+pub struct JsonBody(Body);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(request, state).await.map_err(|e| body_error(&e))?;
-        parse(&bytes).map(Self).map_err(|e| ApiError::RequestInvalid(format!("invalid JSON body: {e}")))
+    /// Refuses a body announced over the limit at once; reads nothing.
+    async fn from_request(request: Request, _state: &S) -> Result<Self, ApiError> {
+        let announced =
+            request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if announced.is_some_and(|n| n > JSON_BODY_LIMIT as u64) {
+            return Err(ApiError::RequestTooLarge { limit: JSON_BODY_LIMIT });
+        }
+        Ok(Self(request.into_body()))
     }
 }
 
-/// Why a JSON body could not be read.
-pub fn body_error(rejection: &BytesRejection) -> ApiError {
-    if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-        return ApiError::RequestTooLarge { limit: super::JSON_BODY_LIMIT };
+impl JsonBody {
+    /// Reads the whole body, at most [`JSON_BODY_LIMIT`] bytes.
+    pub async fn bytes(self, state: &AppState) -> Result<Bytes, ApiError> {
+        let mut stream = self.0.into_data_stream();
+        let (mut buffer, mut lent) = (BytesMut::new(), crate::admission::Lent::default());
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| {
+                if super::body_timed_out(&e) {
+                    ApiError::RequestTimeout(state.config.limits.body_idle_timeout.as_secs())
+                } else {
+                    ApiError::RequestInvalid(format!("reading the body failed: {e}"))
+                }
+            })?;
+            if buffer.len() + chunk.len() > JSON_BODY_LIMIT {
+                return Err(ApiError::RequestTooLarge { limit: JSON_BODY_LIMIT });
+            }
+            let more = state.admission.memory.borrow(chunk.len()).await;
+            lent.merge(
+                more.ok_or(ApiError::TooManyRequests { reason: "request memory is exhausted", retry_after: 1 })?,
+            );
+            buffer.extend_from_slice(&chunk);
+        }
+        Ok(buffer.freeze())
     }
-    if std::error::Error::source(rejection).is_some_and(super::error_is_body_timeout) {
-        return ApiError::RequestTimeout(0);
+
+    /// Reads and parses the body.
+    pub async fn json<T: DeserializeOwned>(self, state: &AppState) -> Result<T, ApiError> {
+        let bytes = self.bytes(state).await?;
+        parse(&bytes).map_err(|e| ApiError::RequestInvalid(format!("invalid JSON body: {e}")))
     }
-    ApiError::RequestInvalid(format!("reading the body failed: {}", rejection.body_text()))
 }
 
 /// Parses JSON, refusing an object that names a key twice anywhere in the

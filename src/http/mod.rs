@@ -96,11 +96,17 @@ pub fn router(state: AppState) -> Router {
             // Logs method, path, status and latency; never headers, so never a token.
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request<_>| {
-                    tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
+                    // The path comes from the client: logged cut to a bounded length.
+                    let path = auth::bounded(request.uri().path());
+                    tracing::info_span!("request", method = %request.method(), path = %path)
                 })
                 .on_request(())
                 .on_response(|response: &axum::response::Response, latency: Duration, _span: &tracing::Span| {
-                    tracing::info!(status = response.status().as_u16(), latency_ms = latency.as_secs_f64() * 1e3, "response");
+                    tracing::info!(
+                        status = response.status().as_u16(),
+                        latency_ms = latency.as_secs_f64() * 1e3,
+                        "response"
+                    );
                 }),
         )
         .with_state(state)

@@ -6,15 +6,13 @@ use amber_core::dsse::Envelope;
 use amber_core::manifest::{self, ManifestPayload, ManifestRequest, PushedBy};
 use amber_core::wire::TagList;
 use amber_core::{Action, Digest, RepoName, Tag};
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use time::OffsetDateTime;
 
-use super::json::ApiJson;
+use super::json::{ApiJson, JsonBody};
 use super::page;
 use super::paths::{DigestParam, Repo, TagParam};
 use crate::audit;
@@ -81,10 +79,10 @@ pub async fn put_tag(
     caller: Caller,
     Repo(repo): Repo,
     TagParam(tag): TagParam,
-    body: Result<Bytes, BytesRejection>,
+    body: JsonBody,
 ) -> ApiResult<Response> {
     caller.require(Action::Push, &repo)?;
-    let body = body.map_err(|e| super::json::body_error(&e))?;
+    let body = body.bytes(&state).await?;
     let request = parse_request(&body)?;
     if let Some(record) = state.meta.tag(&repo, &tag).await? {
         return existing_binding(&state, &repo, &tag, record, &request).await;

@@ -6,13 +6,12 @@ use std::time::Duration;
 use amber_core::audit::Event;
 use amber_core::wire::{CreateTokenRequest, CreatedToken, RotateTokenRequest, TokenInfo, TokenList};
 use amber_core::{TokenId, TokenSecret};
-use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use time::OffsetDateTime;
 
-use super::json::ApiJson;
+use super::json::{ApiJson, JsonBody};
 use super::page;
 use super::paths::TokenIdParam;
 use crate::audit;
@@ -29,9 +28,10 @@ const MAX_GRACE: u64 = 30 * 24 * 60 * 60;
 pub async fn create_token(
     State(state): State<AppState>,
     caller: Caller,
-    ApiJson(request): ApiJson<CreateTokenRequest>,
+    body: JsonBody,
 ) -> ApiResult<(StatusCode, ApiJson<CreatedToken>)> {
     caller.require_admin()?;
+    let request: CreateTokenRequest = body.json(&state).await?;
     let spec = TokenSpec {
         name: request.name,
         pipeline: request.pipeline,
@@ -84,14 +84,15 @@ pub async fn rotate_token(
     State(state): State<AppState>,
     caller: Caller,
     TokenIdParam(id): TokenIdParam,
-    body: Bytes,
+    body: JsonBody,
 ) -> ApiResult<(StatusCode, ApiJson<CreatedToken>)> {
     caller.require_admin()?;
+    let body = body.bytes(&state).await?;
     // An empty body means the defaults, so `curl -X POST` is enough.
     let request: RotateTokenRequest = if body.iter().all(u8::is_ascii_whitespace) {
         RotateTokenRequest::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::RequestInvalid(format!("invalid JSON body: {e}")))?
+        super::json::parse(&body).map_err(|e| ApiError::RequestInvalid(format!("invalid JSON body: {e}")))?
     };
     let grace = request.grace_seconds.unwrap_or(DEFAULT_GRACE);
     if grace > MAX_GRACE {

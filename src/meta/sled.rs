@@ -19,9 +19,10 @@
 //! runs on the blocking pool through a [`Watchdog`], and writes first check
 //! the free-space reserve, so that sled itself never meets `ENOSPC`.
 
+use std::collections::HashMap;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use amber_core::audit::AuditEntry;
 use amber_core::dsse::Envelope;
@@ -53,6 +54,12 @@ pub struct SledMeta {
 }
 
 struct Trees {
+    /// Every token by the hash of its secret, kept in step with the `tokens`
+    /// tree: every request authenticates, and a lookup here needs no call
+    /// into sled (no hop to the blocking pool). Exact, not a cache that may
+    /// lag: only this process opens the store (sled locks it), and every
+    /// token change goes through this module.
+    by_secret: RwLock<HashMap<String, TokenRecord>>,
     db: Db,
     links: Tree,
     tokens: Tree,
@@ -117,9 +124,17 @@ impl SledMeta {
                 db.flush()?;
             }
         }
+        let tokens = db.open_tree("tokens")?;
+        let mut by_secret = HashMap::new();
+        for item in tokens.iter() {
+            let (_, json) = item?;
+            let record: TokenRecord = serde_json::from_slice(&json)?;
+            by_secret.insert(record.secret_hash.clone(), record);
+        }
         let trees = Trees {
+            by_secret: RwLock::new(by_secret),
+            tokens,
             links: db.open_tree("links")?,
-            tokens: db.open_tree("tokens")?,
             secrets: db.open_tree("secrets")?,
             keys: db.open_tree("keys")?,
             tags: db.open_tree("tags")?,
@@ -210,6 +225,13 @@ fn transaction_error(err: TransactionError<MetaError>) -> MetaError {
     }
 }
 
+impl Trees {
+    /// Records a token as now stored.
+    fn remember(&self, record: TokenRecord) {
+        self.by_secret.write().unwrap_or_else(PoisonError::into_inner).insert(record.secret_hash.clone(), record);
+    }
+}
+
 fn token_json(tokens: &Tree, id: impl AsRef<[u8]>) -> Result<Option<TokenRecord>, MetaError> {
     match tokens.get(id)? {
         Some(json) => Ok(Some(serde_json::from_slice(&json)?)),
@@ -269,8 +291,9 @@ impl MetaStore for SledMeta {
         let id = record.info.id.as_str().as_bytes().to_vec();
         let secret_hash = record.secret_hash.clone();
         let json = serde_json::to_vec(record)?;
+        let record = record.clone();
         self.write("insert_token", move |t| {
-            (&t.tokens, &t.secrets, &t.audit, &t.audit_head)
+            let inserted = (&t.tokens, &t.secrets, &t.audit, &t.audit_head)
                 .transaction(|(tokens, secrets, audit_tree, head)| {
                     if tokens.get(&id)?.is_some() || secrets.get(secret_hash.as_bytes())?.is_some() {
                         return Err(ConflictableTransactionError::Abort(MetaError::Conflict("token".into())));
@@ -280,7 +303,11 @@ impl MetaStore for SledMeta {
                     append_audit_in(audit_tree, head, &*audit)?;
                     Ok(())
                 })
-                .map_err(transaction_error)
+                .map_err(transaction_error);
+            if inserted.is_ok() {
+                t.remember(record);
+            }
+            inserted
         })
         .await
     }
@@ -291,14 +318,7 @@ impl MetaStore for SledMeta {
     }
 
     async fn token_by_hash(&self, secret_hash: &str) -> Result<Option<TokenRecord>, MetaError> {
-        let secret_hash = secret_hash.to_owned();
-        self.read("token_by_hash", move |t| {
-            let Some(id) = t.secrets.get(secret_hash)? else {
-                return Ok(None);
-            };
-            token_json(&t.tokens, id)
-        })
-        .await
+        Ok(self.trees.by_secret.read().unwrap_or_else(PoisonError::into_inner).get(secret_hash).cloned())
     }
 
     async fn touch_token(&self, id: &TokenId, at: OffsetDateTime) -> Result<(), MetaError> {
@@ -310,11 +330,16 @@ impl MetaStore for SledMeta {
             space.check(Purpose::Metadata).map_err(|low| MetaError::NoSpace(low.to_string()))?;
             // Read-modify-write retried on conflict, so a concurrent change to
             // the token (a revocation, say) is never overwritten by a stale copy.
-            t.tokens.fetch_and_update(id, |old| {
+            let touched = |old: Option<&[u8]>| {
                 let mut record: TokenRecord = serde_json::from_slice(old?).ok()?;
                 record.info.last_used_at = Some(at);
-                serde_json::to_vec(&record).ok()
-            })?;
+                Some(record)
+            };
+            let previous =
+                t.tokens.fetch_and_update(id, |old| touched(old).and_then(|r| serde_json::to_vec(&r).ok()))?;
+            if let Some(record) = touched(previous.as_deref()) {
+                t.remember(record);
+            }
             Ok(())
         })
         .await
@@ -350,6 +375,11 @@ impl MetaStore for SledMeta {
                     Ok(Revocation::Revoked(record))
                 })
                 .map_err(transaction_error)
+                .inspect(|outcome| {
+                    if let Revocation::Revoked(record) = outcome {
+                        t.remember(record.clone());
+                    }
+                })
         })
         .await
     }
@@ -369,21 +399,22 @@ impl MetaStore for SledMeta {
             .to_owned();
         let new_json = serde_json::to_vec(new)?;
         let (new_id, new_hash) = (new.info.id.clone(), new.secret_hash.clone());
+        let new = new.clone();
         self.write("rotate_token", move |t| {
             let abort = |e: serde_json::Error| ConflictableTransactionError::Abort(MetaError::from(e));
-            (&t.tokens, &t.secrets, &t.audit, &t.audit_head)
+            let outcome = (&t.tokens, &t.secrets, &t.audit, &t.audit_head)
                 .transaction(|(tokens, secrets, audit_tree, head)| {
-                    let Some(json) = tokens.get(old_id.as_str())? else { return Ok(Rotation::Unknown) };
+                    let Some(json) = tokens.get(old_id.as_str())? else { return Ok((Rotation::Unknown, None)) };
                     let mut old: TokenRecord = serde_json::from_slice(&json).map_err(abort)?;
                     let now = OffsetDateTime::now_utc();
                     if old.info.revoked_at.is_some() {
-                        return Ok(Rotation::Inactive("the token is revoked"));
+                        return Ok((Rotation::Inactive("the token is revoked"), None));
                     }
                     if old.info.expires_at <= now {
-                        return Ok(Rotation::Inactive("the token has expired"));
+                        return Ok((Rotation::Inactive("the token has expired"), None));
                     }
                     if old.info.rotated_to.is_some() {
-                        return Ok(Rotation::Inactive("the token was already rotated; rotate its replacement"));
+                        return Ok((Rotation::Inactive("the token was already rotated; rotate its replacement"), None));
                     }
                     old.info.rotated_to = Some(new_id.clone());
                     old.info.expires_at = old.info.expires_at.min(old_expires_at);
@@ -391,9 +422,14 @@ impl MetaStore for SledMeta {
                     tokens.insert(new_id.as_str(), new_json.as_slice())?;
                     secrets.insert(new_hash.as_bytes(), new_id.as_str())?;
                     append_audit_in(audit_tree, head, &*audit)?;
-                    Ok(Rotation::Rotated)
+                    Ok((Rotation::Rotated, Some(old)))
                 })
-                .map_err(transaction_error)
+                .map_err(transaction_error)?;
+            if let (Rotation::Rotated, Some(old)) = &outcome {
+                t.remember(old.clone());
+                t.remember(new);
+            }
+            Ok(outcome.0)
         })
         .await
     }

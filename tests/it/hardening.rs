@@ -545,3 +545,88 @@ async fn pushes_for_a_minute(server: &TestServer) -> u64 {
 fn independent_b3_bytes_fast(body: &[u8]) -> String {
     amber_core::Digest::of(body).to_string()
 }
+
+#[tokio::test]
+async fn lenient_input_is_refused_with_the_documented_codes() {
+    let server = TestServer::start().await;
+    let token = server.token(&[(REPO, &["push", "pull"])]).await;
+    let digest = push(&server, &token, REPO, data(10, 10)).await;
+    let tag = |body: String| {
+        server
+            .request(Method::PUT, &format!("/v1/repos/{REPO}/tags/t{}", rand::random::<u32>()), &token)
+            .header("content-type", "application/json")
+            .body(body)
+    };
+    let file = |path: &str| serde_json::json!({"path": path, "digest": digest, "size": 10});
+    for path in ["C:/x", "e\u{301}", "a\u{202E}b", "dir/NUL.txt", " lead", "a\\b"] {
+        let body = serde_json::json!({"files": [file(path)]}).to_string();
+        let refused = tag(body).send().await.unwrap();
+        expect_error(refused, StatusCode::BAD_REQUEST, "manifest_invalid").await;
+    }
+    let twins = serde_json::json!({"files": [file("README"), file("readme")]}).to_string();
+    expect_error(tag(twins).send().await.unwrap(), StatusCode::BAD_REQUEST, "manifest_invalid").await;
+    let duplicate_key = format!(r#"{{"files": [{}], "files": []}}"#, file("a"));
+    expect_error(tag(duplicate_key).send().await.unwrap(), StatusCode::BAD_REQUEST, "manifest_invalid").await;
+    let missing = server
+        .request(Method::POST, &format!("/v1/repos/{REPO}/blobs/missing"), &token)
+        .body(format!(r#"{{"digests": ["{digest}"], "digests": []}}"#))
+        .send()
+        .await
+        .unwrap();
+    expect_error(missing, StatusCode::BAD_REQUEST, "request_invalid").await;
+    let good = serde_json::json!({"files": [file("日本/語.txt"), file("e\u{e9}")]}).to_string();
+    assert_eq!(tag(good).send().await.unwrap().status(), StatusCode::CREATED);
+    // A body announced over the limit is refused before it is read.
+    let (addr, token) = (server.addr, token.clone());
+    let (status, body) = tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        let head = format!(
+            "PUT /v1/repos/{REPO}/tags/huge HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n{{",
+            17 << 20
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        let status = response.split(' ').nth(1).and_then(|c| c.parse::<u16>().ok());
+        (status, response)
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, Some(413), "{body}");
+    assert!(body.contains("request_too_large"), "{body}");
+}
+
+/// Sends the head of a request announcing `length` bytes and one byte of
+/// body; returns the status and how long the answer took.
+fn announce(addr: std::net::SocketAddr, line: &str, token: &str, length: usize) -> (Option<u16>, Duration) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    let head = format!(
+        "{line} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Length: {length}\r\n\r\n{{"
+    );
+    let started = Instant::now();
+    stream.write_all(head.as_bytes()).unwrap();
+    (response_status(&mut stream, Duration::from_secs(10)), started.elapsed())
+}
+
+#[tokio::test]
+async fn a_token_without_the_grant_cannot_make_the_server_read_a_body() {
+    let server = TestServer::start().await;
+    let reader = server.token(&[(REPO, &["pull"])]).await;
+    let addr = server.addr;
+    let answers = tokio::task::spawn_blocking(move || {
+        [
+            format!("PUT /v1/repos/{REPO}/tags/1.0"),
+            format!("POST /v1/repos/{REPO}/blobs/missing"),
+            "POST /v1/tokens".to_owned(),
+            format!("PUT /v1/repos/{REPO}/blobs/blake3:{:064x}", 1),
+        ]
+        .map(|line| announce(addr, &line, &reader, 10 << 20))
+    })
+    .await
+    .unwrap();
+    for (status, took) in answers {
+        assert_eq!(status, Some(403));
+        assert!(took < Duration::from_secs(2), "the denial waited for the body: {took:?}");
+    }
+}
