@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A/B: 4 KiB pushes at concurrency 16 through two amberd binaries, in one
-# sitting, rounds alternating so that the machine's drift falls on both.
+# sitting, in ABBA order so that the machine's drift (ext4's inode allocator
+# slows as files come and go) falls on both alike.
 #   bench/ab-small-push.sh OLD_AMBERD NEW_AMBERD [ROUNDS]
 # Loopback only; every server it starts is stopped by PID; data in /tmp/bench-ab-*.
 set -euo pipefail
@@ -24,6 +25,9 @@ round() { # label binary round
   kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
 }
 for r in $(seq "$rounds"); do
-  round old "$old" "$r"
-  round new "$new" "$r"
+  if [ $((r % 2)) -eq 1 ]; then
+    round old "$old" "$r"; round new "$new" "$r"
+  else
+    round new "$new" "$r"; round old "$old" "$r"
+  fi
 done

@@ -60,6 +60,11 @@ struct Trees {
     /// lag: only this process opens the store (sled locks it), and every
     /// token change goes through this module.
     by_secret: RwLock<HashMap<String, TokenRecord>>,
+    /// Held while a write transaction runs. Every write appends to the audit
+    /// chain, so concurrent ones all conflict on its head; sled would retry
+    /// them, and each retry builds and signs its entries again (Ed25519 was
+    /// a visible share of a push's CPU at concurrency 16).
+    writing: std::sync::Mutex<()>,
     db: Db,
     links: Tree,
     tokens: Tree,
@@ -133,6 +138,7 @@ impl SledMeta {
         }
         let trees = Trees {
             by_secret: RwLock::new(by_secret),
+            writing: std::sync::Mutex::new(()),
             tokens,
             links: db.open_tree("links")?,
             secrets: db.open_tree("secrets")?,
@@ -175,7 +181,11 @@ impl SledMeta {
         self.watchdog
             .run(what, move || {
                 space.check(Purpose::Metadata).map_err(|low| MetaError::NoSpace(low.to_string()))?;
-                let result = call(&trees)?;
+                let result = {
+                    let _one_at_a_time = trees.writing.lock().unwrap_or_else(PoisonError::into_inner);
+                    call(&trees)?
+                };
+                // Outside the lock, so that concurrent writers share a flush.
                 trees.db.flush()?;
                 Ok(result)
             })
