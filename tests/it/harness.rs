@@ -194,24 +194,24 @@ impl TestServer {
         }
     }
 
-    /// Resident set size of amberd now, in KiB.
-    pub fn rss_kib(&self) -> u64 {
+    /// A KiB figure from amberd's `/proc/PID/status`.
+    fn status_kib(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
             .unwrap()
     }
 
+    /// Resident set size of amberd now, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        self.status_kib("VmRSS:")
+    }
+
     /// Peak resident set size of amberd so far, in KiB.
     pub fn peak_rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-            .unwrap()
+        self.status_kib("VmHWM:")
     }
 
     pub fn kill9(&mut self) {
