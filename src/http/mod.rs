@@ -13,7 +13,6 @@ pub mod tokens;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, Request};
 use axum::routing::{MethodFilter, MethodRouter, on};
 use tower_http::trace::TraceLayer;
@@ -23,7 +22,8 @@ use crate::error::ApiError;
 use crate::metrics;
 use crate::state::AppState;
 
-/// Largest JSON body accepted (a manifest of many files is the big one).
+/// Largest JSON body accepted (a manifest of many files is the big one);
+/// `json::JsonBody` enforces it. Blob bodies have `--max-blob-size`.
 const JSON_BODY_LIMIT: usize = 16 << 20;
 
 /// True when `err`, or an error it wraps, is the body idle timeout firing.
@@ -51,7 +51,6 @@ const TAG: &str = "/v1/repos/{owner}/{name}/tags/{tag}";
 /// Every route: method, path (as in the OpenAPI document) and handler.
 pub fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
     use MethodFilter as M;
-    let unlimited = DefaultBodyLimit::disable;
     vec![
         (Method::GET, "/healthz", on(M::GET, system::healthz)),
         (Method::GET, "/readyz", on(M::GET, system::readyz)),
@@ -64,8 +63,8 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
         (Method::POST, "/v1/tokens/{id}/rotate", on(M::POST, tokens::rotate_token)),
         (Method::DELETE, "/v1/tokens/{id}", on(M::DELETE, tokens::revoke_token)),
         (Method::GET, "/v1/audit", on(M::GET, audit::get_audit)),
-        (Method::PUT, BLOB, on(M::PUT, blobs::put_blob).layer(unlimited())),
-        (Method::POST, "/v1/repos/{owner}/{name}/blobs", on(M::POST, blobs::post_blob).layer(unlimited())),
+        (Method::PUT, BLOB, on(M::PUT, blobs::put_blob)),
+        (Method::POST, "/v1/repos/{owner}/{name}/blobs", on(M::POST, blobs::post_blob)),
         (Method::HEAD, BLOB, on(M::HEAD, blobs::head_blob)),
         (Method::GET, BLOB, on(M::GET, blobs::get_blob)),
         (Method::POST, "/v1/repos/{owner}/{name}/blobs/missing", on(M::POST, blobs::missing_blobs)),
@@ -91,7 +90,6 @@ pub fn router(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), metrics::record))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .layer(
             // Logs method, path, status and latency; never headers, so never a token.
             TraceLayer::new_for_http()
