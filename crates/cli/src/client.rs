@@ -30,6 +30,9 @@ pub struct Client {
     http: reqwest::Client,
 }
 
+/// Longest `Retry-After` honoured; a server asking for more is retried sooner.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+
 /// Whether a request may be sent again after a failure.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Retry {
@@ -78,18 +81,28 @@ impl Client {
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 1;
         loop {
+            let mut asked_wait = None;
             let outcome = match build()?.send().await {
                 Ok(response) if response.status().is_success() || response.status() == StatusCode::NOT_MODIFIED => {
                     return Ok(response);
                 }
-                Ok(response) => error_from(response).await,
+                Ok(response) => {
+                    // `429` and `503` say when to come back.
+                    asked_wait = response
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+                        .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER));
+                    error_from(response).await
+                }
                 Err(err) => CliError::from(err),
             };
             if retry == Retry::Once || !outcome.is_transient() || attempt == ATTEMPTS {
                 return Err(outcome);
             }
-            eprintln!("amber: {outcome}; retrying in {} ms", backoff.as_millis());
-            tokio::time::sleep(backoff).await;
+            let wait = asked_wait.map_or(backoff, |asked| asked.max(backoff));
+            eprintln!("amber: {outcome}; retrying in {} ms", wait.as_millis());
+            tokio::time::sleep(wait).await;
             backoff *= 2;
             attempt += 1;
         }

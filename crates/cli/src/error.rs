@@ -40,7 +40,9 @@ impl CliError {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Transport(_) => true,
-            Self::Api { status, .. } => *status >= 500,
+            // A stalled body or a busy server, and server-side failures; not
+            // a full disk (`507`), which retrying at once will not mend.
+            Self::Api { status, .. } => matches!(*status, 408 | 429) || (*status >= 500 && *status != 507),
             _ => false,
         }
     }
@@ -58,3 +60,22 @@ impl From<reqwest::Error> for CliError {
 }
 
 pub type Result<T, E = CliError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::CliError;
+
+    fn api(status: u16) -> CliError {
+        CliError::Api { status, code: String::new(), message: String::new(), detail: None }
+    }
+
+    #[test]
+    fn busy_and_failing_servers_are_retried_but_a_full_disk_is_not() {
+        for status in [408, 429, 500, 503] {
+            assert!(api(status).is_transient(), "{status}");
+        }
+        for status in [400, 404, 409, 413, 507] {
+            assert!(!api(status).is_transient(), "{status}");
+        }
+    }
+}
