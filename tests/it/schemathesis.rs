@@ -3,7 +3,10 @@
 //! schema-violating requests refused. Run with an admin token and with a
 //! push-and-pull token, so both sides of every grant are exercised.
 //! Schema-valid requests may still be refused (`positive_data_acceptance` is
-//! not checked): the schema cannot say that `..` is no repository name.
+//! not checked): the schema cannot say that `..` is no repository name. And
+//! `DELETE /v1/tokens/{id}` revokes a token, whose record stays readable with
+//! its `revoked_at` (nothing is erased from history), so `use_after_free`,
+//! which expects a deleted resource to be gone, is not checked either.
 
 use std::process::Command;
 
@@ -13,7 +16,7 @@ fn schemathesis(server: &TestServer, token: &str) -> (bool, String) {
     let spec = concat!(env!("CARGO_MANIFEST_DIR"), "/api/openapi.yaml");
     let out = Command::new("st")
         .args(["run", spec, "--url", &server.url(""), "--max-examples", "40", "--request-timeout", "20"])
-        .args(["--checks", "all", "--exclude-checks", "positive_data_acceptance"])
+        .args(["--checks", "all", "--exclude-checks", "positive_data_acceptance,use_after_free"])
         .args(["-H", &format!("Authorization: Bearer {token}")])
         .env("NO_COLOR", "1")
         .output()
