@@ -62,6 +62,17 @@ struct Dirs {
     space: SpaceReserve,
 }
 
+/// The upload's writer once its write in flight, if any, has finished.
+async fn settled(
+    idle: &mut Option<Staged>,
+    in_flight: &mut Option<tokio::task::JoinHandle<Result<Staged, BlobError>>>,
+) -> Result<Staged, BlobError> {
+    match in_flight.take() {
+        Some(write) => joined(write).await,
+        None => Ok(idle.take().expect("a writer is idle when none is in flight")),
+    }
+}
+
 /// Waits for a blocking call of this backend.
 async fn joined<T>(handle: tokio::task::JoinHandle<Result<T, BlobError>>) -> Result<T, BlobError> {
     handle.await.map_err(|e| BlobError::Io(io::Error::other(e)))?
@@ -293,10 +304,7 @@ impl BlobStore for FsBlobs {
             batch_len += chunk.len();
             batch.push(chunk);
             if batch_len >= WRITE_BATCH {
-                let mut writer = match in_flight.take() {
-                    Some(write) => joined(write).await?,
-                    None => idle.take().expect("a writer is idle when none is in flight"),
-                };
+                let mut writer = settled(&mut idle, &mut in_flight).await?;
                 let (chunks, held) = (std::mem::take(&mut batch), std::mem::take(&mut lent));
                 batch_len = 0;
                 in_flight = Some(tokio::task::spawn_blocking(move || {
@@ -306,10 +314,7 @@ impl BlobStore for FsBlobs {
                 }));
             }
         }
-        let mut writer = match in_flight.take() {
-            Some(write) => joined(write).await?,
-            None => idle.take().expect("a writer is idle when none is in flight"),
-        };
+        let mut writer = settled(&mut idle, &mut in_flight).await?;
         let finished = tokio::task::spawn_blocking(move || {
             writer.write(&batch)?;
             drop(lent);

@@ -26,9 +26,11 @@ use crate::state::AppState;
 /// `json::JsonBody` enforces it. Blob bodies have `--max-blob-size`.
 const JSON_BODY_LIMIT: usize = 16 << 20;
 
-/// True when `err`, or an error it wraps, is the body idle timeout firing.
-fn error_is_body_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cause = Some(err);
+/// True when a request body failed because it stalled past the body idle
+/// timeout (the server wraps every request body in one): `err`, or an error
+/// it wraps, is that timeout firing.
+pub fn body_timed_out(err: &axum::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(err) = cause {
         if err.is::<tower_http::timeout::TimeoutError>() {
             return true;
@@ -36,12 +38,6 @@ fn error_is_body_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
         cause = err.source();
     }
     false
-}
-
-/// True when a request body failed because it stalled past the body idle
-/// timeout (the server wraps every request body in one).
-pub fn body_timed_out(err: &axum::Error) -> bool {
-    error_is_body_timeout(err)
 }
 
 const METRICS: &str = "/metrics";
