@@ -60,6 +60,10 @@ pub struct Options {
     /// anyway [default: 30].
     #[arg(long, env = "AMBER_SHUTDOWN_GRACE", global = true)]
     pub shutdown_grace: Option<u64>,
+    /// Seconds between runs of the retention policies; 0 runs them only on
+    /// demand (`POST /v1/retention/run`) [default: 3600].
+    #[arg(long, env = "AMBER_RETENTION_INTERVAL", global = true)]
+    pub retention_interval: Option<u64>,
     /// Most connections open at once; idle ones are closed first to make room
     /// [default: half the file-descriptor limit].
     #[arg(long, env = "AMBER_MAX_CONNECTIONS", global = true)]
@@ -165,6 +169,7 @@ struct FileOptions {
     max_uploads_per_token: Option<usize>,
     upload_memory: Option<u64>,
     min_free_space: Option<FreeSpace>,
+    retention_interval: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -203,6 +208,8 @@ pub struct Config {
     pub default_token_lifetime: Duration,
     pub signing_key_file: Option<PathBuf>,
     pub limits: Limits,
+    /// Between scheduled retention runs; `None`: only on demand.
+    pub retention_interval: Option<Duration>,
 }
 
 const DAY: u64 = 24 * 60 * 60;
@@ -271,6 +278,10 @@ impl Config {
             default_token_lifetime: max_token_lifetime.min(Duration::from_secs(90 * DAY)),
             max_token_lifetime,
             signing_key_file: options.signing_key_file.or(file.signing_key_file),
+            retention_interval: match options.retention_interval.or(file.retention_interval).unwrap_or(3600) {
+                0 => None,
+                n => Some(Duration::from_secs(n)),
+            },
         })
     }
 }

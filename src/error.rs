@@ -2,7 +2,7 @@
 //! failure into an HTTP status and a stable JSON error code. Internal causes are
 //! logged here and never sent to the client.
 
-use amber_core::wire::{ErrorBody, ErrorDetail};
+use amber_core::wire::{ErrorBody, ErrorDetail, ExpiredBody};
 use amber_core::{Digest, RepoName, Tag};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -47,6 +47,14 @@ pub enum ApiError {
     TagUnknown(Tag),
     #[error("tag {tag} in {repo} is already bound to different content")]
     TagExists { repo: RepoName, tag: Tag, digest: Digest },
+    /// The tag's availability ended: `410` on a read, `409` on a bind (its
+    /// name is never bound again). The body carries the signed tombstone.
+    #[error("tag {tag} in {repo} has expired: {what}")]
+    TagExpired { repo: RepoName, tag: Tag, tombstone: Box<amber_core::dsse::Envelope>, on_bind: bool, what: &'static str },
+    #[error("tag {0} is held; release the hold first")]
+    TagHeld(Tag),
+    #[error("{0}")]
+    PolicyUnknown(String),
     #[error("no such token")]
     TokenUnknown,
     #[error("{0}")]
@@ -95,6 +103,10 @@ impl ApiError {
             Self::ManifestUnknown(_) => (S::NOT_FOUND, "manifest_unknown"),
             Self::TagUnknown(_) => (S::NOT_FOUND, "tag_unknown"),
             Self::TagExists { .. } => (S::CONFLICT, "tag_exists"),
+            Self::TagExpired { on_bind: true, .. } => (S::CONFLICT, "tag_expired"),
+            Self::TagExpired { on_bind: false, .. } => (S::GONE, "tag_expired"),
+            Self::TagHeld(_) => (S::CONFLICT, "tag_held"),
+            Self::PolicyUnknown(_) => (S::NOT_FOUND, "policy_unknown"),
             Self::TokenUnknown => (S::NOT_FOUND, "token_unknown"),
             Self::TokenInactive(_) => (S::CONFLICT, "token_inactive"),
             Self::RequestInvalid(_) => (S::BAD_REQUEST, "request_invalid"),
@@ -129,8 +141,14 @@ impl IntoResponse for ApiError {
             Self::TagExists { digest, .. } => Some(serde_json::json!({ "digest": digest })),
             _ => None,
         };
-        let body = ErrorBody { error: ErrorDetail { code: code.to_owned(), message: self.to_string(), detail } };
-        let mut response = (status, axum::Json(body)).into_response();
+        let error = ErrorDetail { code: code.to_owned(), message: self.to_string(), detail };
+        let mut response = match &self {
+            Self::TagExpired { tombstone, .. } => {
+                let body = ExpiredBody { error, tombstone: (**tombstone).clone() };
+                (status, axum::Json(body)).into_response()
+            }
+            _ => (status, axum::Json(ErrorBody { error })).into_response(),
+        };
         match &self {
             Self::Unauthorized(reason) => {
                 response.extensions_mut().insert(DenialReason { reason: (*reason).to_owned(), repository: None });
@@ -215,6 +233,9 @@ pub const ERROR_CODES: &[&str] = &[
     "manifest_unknown",
     "tag_unknown",
     "tag_exists",
+    "tag_expired",
+    "tag_held",
+    "policy_unknown",
     "token_unknown",
     "token_inactive",
     "request_invalid",

@@ -7,6 +7,7 @@ pub mod blobs;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod lifecycle;
 pub mod meta;
 pub mod metrics;
 pub mod server;

@@ -30,6 +30,10 @@ pub struct Metrics {
     pub uploads_throttled: AtomicU64,
     /// Uploads refused with `507` (free space below the reserve).
     pub uploads_refused_no_space: AtomicU64,
+    /// Tags expired, by policy or by an operator.
+    pub retention_expired: AtomicU64,
+    /// Blob links removed by retention.
+    pub links_removed: AtomicU64,
 }
 
 impl Metrics {
@@ -66,6 +70,16 @@ impl Metrics {
             ),
             ("amber_uploads_throttled_total", "Uploads refused with 429.", &self.uploads_throttled),
             ("amber_uploads_no_space_total", "Uploads refused with 507.", &self.uploads_refused_no_space),
+            (
+                "amber_retention_expired_total",
+                "Tags expired by this replica, by policy or by an operator.",
+                &self.retention_expired,
+            ),
+            (
+                "amber_links_removed_total",
+                "Blob links removed by this replica's retention runs.",
+                &self.links_removed,
+            ),
         ] {
             counter_header(&mut out, name, help);
             let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));

@@ -6,6 +6,7 @@ mod blobs;
 mod json;
 mod page;
 mod paths;
+mod retention;
 mod system;
 mod tags;
 pub mod tokens;
@@ -43,6 +44,8 @@ pub fn body_timed_out(err: &axum::Error) -> bool {
 const METRICS: &str = "/metrics";
 const BLOB: &str = "/v1/repos/{owner}/{name}/blobs/{digest}";
 const TAG: &str = "/v1/repos/{owner}/{name}/tags/{tag}";
+const HOLD: &str = "/v1/repos/{owner}/{name}/tags/{tag}/hold";
+const POLICY: &str = "/v1/retention/{owner}/{name}";
 
 /// Every route: method, path (as in the OpenAPI document) and handler.
 pub fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
@@ -68,6 +71,15 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
         (Method::GET, TAG, on(M::GET, tags::get_tag)),
         (Method::GET, "/v1/repos/{owner}/{name}/tags", on(M::GET, tags::list_tags)),
         (Method::GET, "/v1/repos/{owner}/{name}/manifests/{digest}", on(M::GET, tags::get_manifest)),
+        (Method::PUT, HOLD, on(M::PUT, tags::hold_tag)),
+        (Method::DELETE, HOLD, on(M::DELETE, tags::release_tag)),
+        (Method::POST, "/v1/repos/{owner}/{name}/tags/{tag}/expire", on(M::POST, tags::expire_tag)),
+        (Method::GET, "/v1/retention", on(M::GET, retention::list_policies)),
+        (Method::POST, "/v1/retention/run", on(M::POST, retention::run)),
+        (Method::PUT, POLICY, on(M::PUT, retention::put_policy)),
+        (Method::GET, POLICY, on(M::GET, retention::get_policy)),
+        (Method::DELETE, POLICY, on(M::DELETE, retention::delete_policy)),
+        (Method::POST, "/v1/retention/{owner}/{name}/plan", on(M::POST, retention::plan)),
     ]
 }
 

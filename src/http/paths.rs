@@ -68,3 +68,23 @@ impl<S: Send + Sync> FromRequestParts<S> for TokenIdParam {
         param(&params, "id").parse().map(Self).map_err(|_| ApiError::TokenUnknown)
     }
 }
+
+/// `{owner}/{name}` as a retention scope: a repository, or `owner/*` (the
+/// owner's default).
+pub struct Scope(pub amber_core::RepoPattern);
+
+impl<S: Send + Sync> FromRequestParts<S> for Scope {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let params = params(parts, state).await?;
+        let scope = format!("{}/{}", param(&params, "owner"), param(&params, "name"));
+        match scope.parse() {
+            Ok(pattern @ (amber_core::RepoPattern::Exact(_) | amber_core::RepoPattern::Owner(_))) => Ok(Self(pattern)),
+            _ => Err(ApiError::NameInvalid(format!(
+                "{:?} is neither a repository nor OWNER/* (an owner's default)",
+                crate::auth::bounded(&scope)
+            ))),
+        }
+    }
+}

@@ -4,7 +4,7 @@
 use amber_core::audit::Event;
 use amber_core::dsse::Envelope;
 use amber_core::manifest::{self, ManifestPayload, ManifestRequest, PushedBy};
-use amber_core::wire::TagList;
+use amber_core::wire::{ReasonRequest, TagList, TagStatus};
 use amber_core::{Action, Digest, RepoName, Tag};
 use axum::extract::{Query, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
@@ -18,7 +18,8 @@ use super::paths::{DigestParam, Repo, TagParam};
 use crate::audit;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::meta::{Bound, MetaStore, TagRecord};
+use crate::lifecycle;
+use crate::meta::{Bound, Hold, MetaStore, TagChange, TagRecord};
 use crate::state::AppState;
 
 pub const MANIFEST_DIGEST_HEADER: HeaderName = HeaderName::from_static("amber-manifest-digest");
@@ -52,7 +53,22 @@ fn parse_request(body: &[u8]) -> ApiResult<ManifestRequest> {
     request.normalise().map_err(|e| ApiError::ManifestInvalid(e.to_string()))
 }
 
-/// The answer when the tag is already bound: the same content is a safe retry.
+/// `410` (a read) or `409` (a bind) for an expired tag, with its tombstone.
+fn expired(repo: &RepoName, tag: &Tag, record: &TagRecord, on_bind: bool) -> ApiResult<()> {
+    match &record.expiry {
+        Some(expiry) => Err(ApiError::TagExpired {
+            repo: repo.clone(),
+            tag: tag.clone(),
+            tombstone: Box::new(expiry.tombstone.clone()),
+            on_bind,
+            what: if on_bind { "its name is never bound again" } else { "see the tombstone" },
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The answer when the tag is already bound: the same content is a safe
+/// retry, unless the tag has expired.
 async fn existing_binding(
     state: &AppState,
     repo: &RepoName,
@@ -60,6 +76,7 @@ async fn existing_binding(
     record: TagRecord,
     request: &ManifestRequest,
 ) -> ApiResult<Response> {
+    expired(repo, tag, &record, true)?;
     let envelope = state
         .meta
         .manifest(repo, &record.digest)
@@ -122,12 +139,26 @@ pub async fn put_tag(
         Event::TagBound { repository: repo.clone(), tag: tag.clone(), digest },
     ];
     let draft = audit::Draft::shared(&state.signer, caller.actor(), events);
-    match state.meta.bind_tag(&repo, &tag, &digest, &envelope, created_at, draft).await? {
+    let files: Vec<(Digest, u64)> = request.files.iter().map(|f| (f.digest, f.size)).collect();
+    match state.meta.bind_tag(&repo, &tag, &digest, &envelope, &files, created_at, draft).await? {
         Bound::Created => {
             tracing::info!(%repo, %tag, %digest, token = %token.id, "tag bound");
             envelope_response(StatusCode::CREATED, &digest, envelope)
         }
         Bound::Existing(record) => existing_binding(&state, &repo, &tag, record, &request).await,
+        // Unlinked by retention since the check above.
+        Bound::BlobsGone(gone) => Err(ApiError::ManifestBlobUnknown(
+            request
+                .files
+                .iter()
+                .filter(|f| gone.contains(&f.digest))
+                .map(|f| {
+                    serde_json::json!({
+                        "path": f.path, "digest": f.digest, "size": f.size, "stored_size": null,
+                    })
+                })
+                .collect(),
+        )),
     }
 }
 
@@ -138,7 +169,8 @@ pub async fn get_tag(
     TagParam(tag): TagParam,
 ) -> ApiResult<Response> {
     caller.require(Action::Pull, &repo)?;
-    let record = state.meta.tag(&repo, &tag).await?.ok_or(ApiError::TagUnknown(tag))?;
+    let record = state.meta.tag(&repo, &tag).await?.ok_or_else(|| ApiError::TagUnknown(tag.clone()))?;
+    expired(&repo, &tag, &record, false)?;
     let envelope = state.meta.manifest(&repo, &record.digest).await?.ok_or(ApiError::ManifestUnknown(record.digest))?;
     envelope_response(StatusCode::OK, &record.digest, envelope)
 }
@@ -151,7 +183,102 @@ pub async fn get_manifest(
 ) -> ApiResult<Response> {
     caller.require(Action::Pull, &repo)?;
     let envelope = state.meta.manifest(&repo, &digest).await?.ok_or(ApiError::ManifestUnknown(digest))?;
+    // The manifest names its tag (one manifest per binding): an expired
+    // tag's manifest is gone as well.
+    let payload: ManifestPayload =
+        serde_json::from_slice(&envelope.payload_bytes().map_err(ApiError::internal)?).map_err(ApiError::internal)?;
+    if let Some(record) = state.meta.tag(&repo, &payload.tag).await?
+        && record.digest == digest
+    {
+        expired(&repo, &payload.tag, &record, false)?;
+    }
     envelope_response(StatusCode::OK, &digest, envelope)
+}
+
+/// The operator's reason for a hold or an expiry: required, one line of text.
+async fn reason(state: &AppState, body: JsonBody) -> ApiResult<String> {
+    let request: ReasonRequest = body.json(state).await?;
+    let reason = request.reason.trim();
+    if reason.is_empty() || reason.len() > 1024 || reason.chars().any(char::is_control) {
+        return Err(ApiError::RequestInvalid("reason must be 1 to 1024 bytes of text on one line".into()));
+    }
+    Ok(reason.to_owned())
+}
+
+fn status(repo: &RepoName, tag: &Tag, record: &TagRecord) -> ApiJson<TagStatus> {
+    ApiJson(TagStatus {
+        repository: repo.clone(),
+        tag: tag.clone(),
+        digest: record.digest,
+        created_at: record.created_at,
+        state: record.state(),
+        held: record.hold.is_some(),
+        hold_reason: record.hold.as_ref().map(|h| h.reason.clone()),
+    })
+}
+
+pub async fn hold_tag(
+    State(state): State<AppState>,
+    caller: Caller,
+    Repo(repo): Repo,
+    TagParam(tag): TagParam,
+    body: JsonBody,
+) -> ApiResult<ApiJson<TagStatus>> {
+    caller.require_admin()?;
+    let reason = reason(&state, body).await?;
+    let at = OffsetDateTime::now_utc().replace_nanosecond(0).expect("0 is a valid nanosecond");
+    let hold = Hold { reason: reason.clone(), at, by: caller.actor() };
+    let event = Event::TagHeld { repository: repo.clone(), tag: tag.clone(), reason };
+    let draft = audit::Draft::shared(&state.signer, caller.actor(), vec![event]);
+    match state.meta.hold_tag(&repo, &tag, &hold, draft).await? {
+        TagChange::Changed(record) | TagChange::Unchanged(record) => Ok(status(&repo, &tag, &record)),
+        TagChange::Expired(record) => {
+            expired(&repo, &tag, &record, true)?;
+            Err(ApiError::internal(anyhow::anyhow!("an expired tag without its expiry")))
+        }
+        TagChange::Unknown => Err(ApiError::TagUnknown(tag)),
+        other => Err(ApiError::internal(anyhow::anyhow!("hold answered {other:?}"))),
+    }
+}
+
+pub async fn release_tag(
+    State(state): State<AppState>,
+    caller: Caller,
+    Repo(repo): Repo,
+    TagParam(tag): TagParam,
+) -> ApiResult<ApiJson<TagStatus>> {
+    caller.require_admin()?;
+    let event = Event::TagReleased { repository: repo.clone(), tag: tag.clone() };
+    let draft = audit::Draft::shared(&state.signer, caller.actor(), vec![event]);
+    match state.meta.release_tag(&repo, &tag, draft).await? {
+        TagChange::Changed(record) | TagChange::Unchanged(record) => Ok(status(&repo, &tag, &record)),
+        TagChange::Unknown => Err(ApiError::TagUnknown(tag)),
+        other => Err(ApiError::internal(anyhow::anyhow!("release answered {other:?}"))),
+    }
+}
+
+/// Expires one live tag now (a yanked release); answers its tombstone. An
+/// expired tag answers the tombstone it already has.
+pub async fn expire_tag(
+    State(state): State<AppState>,
+    caller: Caller,
+    Repo(repo): Repo,
+    TagParam(tag): TagParam,
+    body: JsonBody,
+) -> ApiResult<ApiJson<Envelope>> {
+    caller.require_admin()?;
+    let note = reason(&state, body).await?;
+    let record = state.meta.tag(&repo, &tag).await?.ok_or_else(|| ApiError::TagUnknown(tag.clone()))?;
+    let change = lifecycle::expire_tag(&state, &repo, &tag, &record, None, caller.actor(), Some(note)).await?;
+    match change {
+        TagChange::Changed(record) | TagChange::Unchanged(record) => record
+            .expiry
+            .map(|e| ApiJson(e.tombstone))
+            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("an expired tag without its expiry"))),
+        TagChange::Held(_) => Err(ApiError::TagHeld(tag)),
+        TagChange::Unknown => Err(ApiError::TagUnknown(tag)),
+        other => Err(ApiError::internal(anyhow::anyhow!("expiry answered {other:?}"))),
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -13,10 +13,10 @@ pub mod watchdog;
 
 use std::future::Future;
 
-use amber_core::audit::AuditEntry;
+use amber_core::audit::{Actor, AuditEntry};
 use amber_core::dsse::Envelope;
-use amber_core::wire::{KeyStatus, TagEntry, TokenInfo};
-use amber_core::{Digest, RepoName, Tag, TokenId};
+use amber_core::wire::{KeyStatus, PolicyInfo, TagEntry, TagState, TokenInfo};
+use amber_core::{Digest, RepoName, RepoPattern, Tag, TokenId};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -66,12 +66,54 @@ impl std::fmt::Debug for KeyRecord {
     }
 }
 
-/// A tag binding.
+/// A tag binding, with its hold and its expiry. The binding (`digest`,
+/// `created_at`) never changes; a hold comes and goes; an expiry is final.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TagRecord {
     pub digest: Digest,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<Hold>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiry: Option<Expiry>,
+}
+
+impl TagRecord {
+    pub fn bound(digest: Digest, created_at: OffsetDateTime) -> Self {
+        Self { digest, created_at, hold: None, expiry: None }
+    }
+
+    pub fn state(&self) -> TagState {
+        if self.expiry.is_some() { TagState::Expired } else { TagState::Live }
+    }
+
+    pub fn entry(&self, tag: Tag) -> TagEntry {
+        TagEntry {
+            tag,
+            digest: self.digest,
+            created_at: self.created_at,
+            state: self.state(),
+            held: self.hold.is_some(),
+        }
+    }
+}
+
+/// Why and by whom a tag is held.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    pub reason: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub by: Actor,
+}
+
+/// When a tag expired, and the signed tombstone that says so.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Expiry {
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub tombstone: Envelope,
 }
 
 /// The outcome of binding a tag.
@@ -80,6 +122,66 @@ pub enum Bound {
     Created,
     /// The tag was already bound (perhaps by a racing writer) to this.
     Existing(TagRecord),
+    /// These blobs are no longer linked in the repository (unlinked by
+    /// retention after the caller checked): nothing was bound.
+    BlobsGone(Vec<Digest>),
+}
+
+/// The outcome of a hold, a release or an expiry.
+#[derive(Clone, Debug)]
+pub enum TagChange {
+    /// Done; the record as it is now.
+    Changed(TagRecord),
+    /// Already so (held, not held, expired): nothing recorded.
+    Unchanged(TagRecord),
+    /// Refused: the tag is held (an expiry).
+    Held(TagRecord),
+    /// Refused: the tag has expired (a hold).
+    Expired(TagRecord),
+    /// Refused: the policy the expiry was decided by is no longer the one in
+    /// effect for the repository.
+    Stale,
+    Unknown,
+}
+
+/// The outcome of removing a blob link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unlink {
+    Unlinked,
+    /// A live manifest of the repository references the blob: kept.
+    Referenced,
+    /// Created at or after the cutoff: kept.
+    Fresh,
+    /// There was no such link.
+    Gone,
+}
+
+/// A tag as retention sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TagView {
+    pub tag: Tag,
+    pub manifest: Digest,
+    pub bound_at: OffsetDateTime,
+    pub held: bool,
+    pub expired: bool,
+}
+
+/// A blob link as retention sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkView {
+    pub digest: Digest,
+    pub size: u64,
+    pub created_at: OffsetDateTime,
+}
+
+/// One repository's tags, links, and which blobs each manifest references:
+/// everything a retention plan is made from.
+#[derive(Clone, Debug, Default)]
+pub struct RepoView {
+    pub tags: Vec<TagView>,
+    pub links: Vec<LinkView>,
+    /// `(manifest, blob)` for every file of every manifest of the repository.
+    pub references: Vec<(Digest, Digest)>,
 }
 
 /// What every metadata backend provides. Each implementation passes the same
@@ -153,17 +255,80 @@ pub trait MetaStore {
     /// Adds `key` only if there is no active key yet; returns whether it was added.
     fn init_key(&self, key: &KeyRecord) -> impl Future<Output = Result<bool, MetaError>> + Send;
 
-    /// Stores the manifest and binds the tag to it, unless the tag is bound;
-    /// appends `audit` in the same transaction as the binding.
+    /// Stores the manifest and binds the tag to it, unless the tag is bound
+    /// (live or expired) or one of `files` (digest, size) is not linked in
+    /// `repo` with that size at that moment; appends `audit` in the same
+    /// transaction as the binding. Checked in the transaction, so a racing
+    /// unlink either sees this manifest or makes the bind fail.
+    #[allow(clippy::too_many_arguments)]
     fn bind_tag(
         &self,
         repo: &RepoName,
         tag: &Tag,
         digest: &Digest,
         envelope: &Envelope,
+        files: &[(Digest, u64)],
         at: OffsetDateTime,
         audit: AuditBuild,
     ) -> impl Future<Output = Result<Bound, MetaError>> + Send;
+
+    /// Holds a live tag; a held tag never expires.
+    fn hold_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        hold: &Hold,
+        audit: AuditBuild,
+    ) -> impl Future<Output = Result<TagChange, MetaError>> + Send;
+    /// Releases a hold.
+    fn release_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        audit: AuditBuild,
+    ) -> impl Future<Output = Result<TagChange, MetaError>> + Send;
+    /// Expires a live, unheld tag, for good. With `policy`, only while that
+    /// policy (scope and digest) is still the one in effect for `repo`.
+    fn expire_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        expiry: &Expiry,
+        policy: Option<&PolicyInfo>,
+        audit: AuditBuild,
+    ) -> impl Future<Output = Result<TagChange, MetaError>> + Send;
+    /// Removes the link of `digest` in `repo` if it was created before
+    /// `created_before` and no live manifest of `repo` references it, checked
+    /// in the same transaction as the removal; appends `audit` if removed.
+    fn unlink_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        created_before: OffsetDateTime,
+        audit: AuditBuild,
+    ) -> impl Future<Output = Result<Unlink, MetaError>> + Send;
+    /// A repository's tags, links and manifest references, for retention.
+    fn retention_view(&self, repo: &RepoName) -> impl Future<Output = Result<RepoView, MetaError>> + Send;
+    /// Repositories that have a link or a tag, in name order, after `after`.
+    fn repositories(
+        &self,
+        after: Option<&RepoName>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<RepoName>, MetaError>> + Send;
+
+    /// Stores a retention policy (replacing the one of its scope) and appends
+    /// `audit` in the same transaction.
+    fn put_policy(&self, info: &PolicyInfo, audit: AuditBuild) -> impl Future<Output = Result<(), MetaError>> + Send;
+    /// Removes the policy of `scope` if its digest is `digest`; returns
+    /// whether it did (and appended `audit`).
+    fn delete_policy(
+        &self,
+        scope: &RepoPattern,
+        digest: &Digest,
+        audit: AuditBuild,
+    ) -> impl Future<Output = Result<bool, MetaError>> + Send;
+    /// Every stored policy, in scope order.
+    fn policies(&self) -> impl Future<Output = Result<Vec<PolicyInfo>, MetaError>> + Send;
     fn tag(&self, repo: &RepoName, tag: &Tag) -> impl Future<Output = Result<Option<TagRecord>, MetaError>> + Send;
     fn manifest(
         &self,
@@ -337,10 +502,51 @@ impl MetaStore for Meta {
         tag: &Tag,
         digest: &Digest,
         envelope: &Envelope,
+        files: &[(Digest, u64)],
         at: OffsetDateTime,
         audit: AuditBuild,
     ) -> Result<Bound, MetaError> {
-        dispatch!(self, s => s.bind_tag(repo, tag, digest, envelope, at, audit))
+        dispatch!(self, s => s.bind_tag(repo, tag, digest, envelope, files, at, audit))
+    }
+    async fn hold_tag(&self, repo: &RepoName, tag: &Tag, hold: &Hold, audit: AuditBuild) -> Result<TagChange, MetaError> {
+        dispatch!(self, s => s.hold_tag(repo, tag, hold, audit))
+    }
+    async fn release_tag(&self, repo: &RepoName, tag: &Tag, audit: AuditBuild) -> Result<TagChange, MetaError> {
+        dispatch!(self, s => s.release_tag(repo, tag, audit))
+    }
+    async fn expire_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        expiry: &Expiry,
+        policy: Option<&PolicyInfo>,
+        audit: AuditBuild,
+    ) -> Result<TagChange, MetaError> {
+        dispatch!(self, s => s.expire_tag(repo, tag, expiry, policy, audit))
+    }
+    async fn unlink_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        created_before: OffsetDateTime,
+        audit: AuditBuild,
+    ) -> Result<Unlink, MetaError> {
+        dispatch!(self, s => s.unlink_blob(repo, digest, created_before, audit))
+    }
+    async fn retention_view(&self, repo: &RepoName) -> Result<RepoView, MetaError> {
+        dispatch!(self, s => s.retention_view(repo))
+    }
+    async fn repositories(&self, after: Option<&RepoName>, limit: usize) -> Result<Vec<RepoName>, MetaError> {
+        dispatch!(self, s => s.repositories(after, limit))
+    }
+    async fn put_policy(&self, info: &PolicyInfo, audit: AuditBuild) -> Result<(), MetaError> {
+        dispatch!(self, s => s.put_policy(info, audit))
+    }
+    async fn delete_policy(&self, scope: &RepoPattern, digest: &Digest, audit: AuditBuild) -> Result<bool, MetaError> {
+        dispatch!(self, s => s.delete_policy(scope, digest, audit))
+    }
+    async fn policies(&self) -> Result<Vec<PolicyInfo>, MetaError> {
+        dispatch!(self, s => s.policies())
     }
     async fn tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<TagRecord>, MetaError> {
         dispatch!(self, s => s.tag(repo, tag))

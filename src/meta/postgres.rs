@@ -10,15 +10,16 @@ use std::time::Duration;
 
 use amber_core::audit::AuditEntry;
 use amber_core::dsse::Envelope;
-use amber_core::wire::{KeyStatus, TagEntry};
-use amber_core::{Digest, RepoName, Tag, TokenId};
+use amber_core::wire::{KeyStatus, PolicyInfo, TagEntry};
+use amber_core::{Digest, RepoName, RepoPattern, Tag, TokenId};
 use sqlx::PgConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::types::Json;
 use time::OffsetDateTime;
 
 use super::{
-    AuditBuild, Bound, BuildAudit, KeyRecord, MetaError, MetaStore, Revocation, Rotation, TagRecord, TokenRecord,
+    AuditBuild, Bound, BuildAudit, Expiry, Hold, KeyRecord, LinkView, MetaError, MetaStore, RepoView, Revocation,
+    Rotation, TagChange, TagRecord, TagView, TokenRecord, Unlink,
 };
 use crate::blobs::Stored;
 
@@ -118,6 +119,44 @@ async fn append_audit_in(tx: &mut PgConnection, build: &dyn BuildAudit) -> Resul
             .await?;
     }
     Ok(seq)
+}
+
+/// A tag with its hold and expiry: name, digest, bound at, hold, expiry.
+type TagRow = (String, Vec<u8>, OffsetDateTime, Option<Json<Hold>>, Option<Json<Expiry>>);
+
+const TAG_SELECT: &str = "SELECT t.tag, t.digest, t.created_at, h.hold, e.expiry FROM tags t
+    LEFT JOIN tag_holds h ON h.repository = t.repository AND h.tag = t.tag
+    LEFT JOIN tag_expiries e ON e.repository = t.repository AND e.tag = t.tag";
+
+fn tag_from_row((tag, digest, created_at, hold, expiry): TagRow) -> Result<(Tag, TagRecord), MetaError> {
+    let tag = tag.parse().map_err(|e: amber_core::name::NameError| MetaError::Corrupt(e.to_string()))?;
+    let record = TagRecord {
+        digest: digest_from(&digest)?,
+        created_at,
+        hold: hold.map(|Json(h)| h),
+        expiry: expiry.map(|Json(e)| e),
+    };
+    Ok((tag, record))
+}
+
+/// Locks a tag's binding row (a lock only: the row is never updated) for a
+/// change to its hold or expiry, and reads it with both.
+async fn lock_tag(tx: &mut PgConnection, repo: &RepoName, tag: &Tag) -> Result<Option<TagRecord>, MetaError> {
+    let locked: Option<(String,)> =
+        sqlx::query_as("SELECT tag FROM tags WHERE repository = $1 AND tag = $2 FOR NO KEY UPDATE")
+            .bind(repo.as_str())
+            .bind(tag.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+    if locked.is_none() {
+        return Ok(None);
+    }
+    let row: TagRow = sqlx::query_as(&format!("{TAG_SELECT} WHERE t.repository = $1 AND t.tag = $2"))
+        .bind(repo.as_str())
+        .bind(tag.as_str())
+        .fetch_one(&mut *tx)
+        .await?;
+    Ok(Some(tag_from_row(row)?.1))
 }
 
 impl MetaStore for PostgresMeta {
@@ -347,6 +386,7 @@ impl MetaStore for PostgresMeta {
         tag: &Tag,
         digest: &Digest,
         envelope: &Envelope,
+        files: &[(Digest, u64)],
         at: OffsetDateTime,
         audit: AuditBuild,
     ) -> Result<Bound, MetaError> {
@@ -367,25 +407,276 @@ impl MetaStore for PostgresMeta {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        if bound == 1 {
-            append_audit_in(&mut tx, &*audit).await?;
-            tx.commit().await?;
-            return Ok(Bound::Created);
+        if bound == 0 {
+            // Lost the race (or a retry): keep nothing of ours, report the winner.
+            tx.rollback().await?;
+            let existing = self.tag(repo, tag).await?.ok_or_else(|| MetaError::Corrupt("tag vanished".into()))?;
+            return Ok(Bound::Existing(existing));
         }
-        // Lost the race (or a retry): keep nothing of ours, report the winner.
-        tx.rollback().await?;
-        let existing = self.tag(repo, tag).await?.ok_or_else(|| MetaError::Corrupt("tag vanished".into()))?;
-        Ok(Bound::Existing(existing))
+        // FOR SHARE: an unlink of any of these links waits for this
+        // transaction and then sees the manifest; one that came first has
+        // removed the row, which is then missing here.
+        let blobs: Vec<Vec<u8>> = files.iter().map(|(d, _)| d.as_bytes().to_vec()).collect();
+        let linked: Vec<(Vec<u8>, i64)> = sqlx::query_as(
+            "SELECT digest, size FROM blob_links WHERE repository = $1 AND digest = ANY($2) ORDER BY digest FOR SHARE",
+        )
+        .bind(repo.as_str())
+        .bind(&blobs)
+        .fetch_all(&mut *tx)
+        .await?;
+        let linked: std::collections::HashMap<Vec<u8>, u64> =
+            linked.into_iter().map(|(d, size)| (d, size as u64)).collect();
+        let gone: Vec<Digest> = files
+            .iter()
+            .filter(|(d, size)| linked.get(&d.as_bytes()[..]) != Some(size))
+            .map(|(d, _)| *d)
+            .collect();
+        if !gone.is_empty() {
+            tx.rollback().await?;
+            return Ok(Bound::BlobsGone(gone));
+        }
+        sqlx::query(
+            "INSERT INTO manifest_blobs (repository, blob, manifest) SELECT $1, blob, $3 FROM unnest($2::bytea[]) AS blob ON CONFLICT DO NOTHING",
+        )
+        .bind(repo.as_str())
+        .bind(&blobs)
+        .bind(&digest.as_bytes()[..])
+        .execute(&mut *tx)
+        .await?;
+        append_audit_in(&mut tx, &*audit).await?;
+        tx.commit().await?;
+        Ok(Bound::Created)
+    }
+
+    async fn hold_tag(&self, repo: &RepoName, tag: &Tag, hold: &Hold, audit: AuditBuild) -> Result<TagChange, MetaError> {
+        let mut tx = self.pool.begin().await?;
+        let Some(mut record) = lock_tag(&mut tx, repo, tag).await? else { return Ok(TagChange::Unknown) };
+        if record.expiry.is_some() {
+            return Ok(TagChange::Expired(record));
+        }
+        if record.hold.is_some() {
+            return Ok(TagChange::Unchanged(record));
+        }
+        sqlx::query("INSERT INTO tag_holds (repository, tag, hold) VALUES ($1, $2, $3)")
+            .bind(repo.as_str())
+            .bind(tag.as_str())
+            .bind(Json(hold))
+            .execute(&mut *tx)
+            .await?;
+        append_audit_in(&mut tx, &*audit).await?;
+        tx.commit().await?;
+        record.hold = Some(hold.clone());
+        Ok(TagChange::Changed(record))
+    }
+
+    async fn release_tag(&self, repo: &RepoName, tag: &Tag, audit: AuditBuild) -> Result<TagChange, MetaError> {
+        let mut tx = self.pool.begin().await?;
+        let Some(mut record) = lock_tag(&mut tx, repo, tag).await? else { return Ok(TagChange::Unknown) };
+        if record.hold.take().is_none() {
+            return Ok(TagChange::Unchanged(record));
+        }
+        sqlx::query("DELETE FROM tag_holds WHERE repository = $1 AND tag = $2")
+            .bind(repo.as_str())
+            .bind(tag.as_str())
+            .execute(&mut *tx)
+            .await?;
+        append_audit_in(&mut tx, &*audit).await?;
+        tx.commit().await?;
+        Ok(TagChange::Changed(record))
+    }
+
+    async fn expire_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        expiry: &Expiry,
+        policy: Option<&PolicyInfo>,
+        audit: AuditBuild,
+    ) -> Result<TagChange, MetaError> {
+        let mut tx = self.pool.begin().await?;
+        let Some(mut record) = lock_tag(&mut tx, repo, tag).await? else { return Ok(TagChange::Unknown) };
+        if record.expiry.is_some() {
+            return Ok(TagChange::Unchanged(record));
+        }
+        if record.hold.is_some() {
+            return Ok(TagChange::Held(record));
+        }
+        if let Some(policy) = policy {
+            // Every change appends to the audit log, so with its head locked
+            // no policy change can commit before this one does: the policy
+            // read next is the one in effect when this expiry commits.
+            sqlx::query("SELECT 1 FROM audit_head WHERE singleton FOR UPDATE").execute(&mut *tx).await?;
+            let rows: Vec<(String, Json<PolicyInfo>)> =
+                sqlx::query_as("SELECT scope, info FROM retention_policies WHERE scope = $1 OR scope = $2")
+                    .bind(repo.as_str())
+                    .bind(format!("{}/*", repo.owner()))
+                    .fetch_all(&mut *tx)
+                    .await?;
+            let current = rows
+                .iter()
+                .find(|(scope, _)| scope == repo.as_str())
+                .or_else(|| rows.first())
+                .map(|(_, Json(info))| info);
+            if current.is_none_or(|c| c.scope != policy.scope || c.digest != policy.digest) {
+                return Ok(TagChange::Stale);
+            }
+        }
+        sqlx::query("INSERT INTO tag_expiries (repository, tag, expiry) VALUES ($1, $2, $3)")
+            .bind(repo.as_str())
+            .bind(tag.as_str())
+            .bind(Json(expiry))
+            .execute(&mut *tx)
+            .await?;
+        append_audit_in(&mut tx, &*audit).await?;
+        tx.commit().await?;
+        record.expiry = Some(expiry.clone());
+        Ok(TagChange::Changed(record))
+    }
+
+    async fn unlink_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        created_before: OffsetDateTime,
+        audit: AuditBuild,
+    ) -> Result<Unlink, MetaError> {
+        let mut tx = self.pool.begin().await?;
+        // FOR UPDATE waits for any bind holding the link FOR SHARE; the
+        // statements after it see what that bind committed.
+        let created: Option<(OffsetDateTime,)> =
+            sqlx::query_as("SELECT created_at FROM blob_links WHERE repository = $1 AND digest = $2 FOR UPDATE")
+                .bind(repo.as_str())
+                .bind(&digest.as_bytes()[..])
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((created_at,)) = created else { return Ok(Unlink::Gone) };
+        if created_at >= created_before {
+            return Ok(Unlink::Fresh);
+        }
+        let (referenced,): (bool,) = sqlx::query_as(
+            "SELECT EXISTS (SELECT 1 FROM manifest_blobs mb JOIN tags t ON t.repository = mb.repository AND t.digest = mb.manifest
+               WHERE mb.repository = $1 AND mb.blob = $2
+                 AND NOT EXISTS (SELECT 1 FROM tag_expiries e WHERE e.repository = t.repository AND e.tag = t.tag))",
+        )
+        .bind(repo.as_str())
+        .bind(&digest.as_bytes()[..])
+        .fetch_one(&mut *tx)
+        .await?;
+        if referenced {
+            return Ok(Unlink::Referenced);
+        }
+        sqlx::query("DELETE FROM blob_links WHERE repository = $1 AND digest = $2")
+            .bind(repo.as_str())
+            .bind(&digest.as_bytes()[..])
+            .execute(&mut *tx)
+            .await?;
+        append_audit_in(&mut tx, &*audit).await?;
+        tx.commit().await?;
+        Ok(Unlink::Unlinked)
+    }
+
+    async fn retention_view(&self, repo: &RepoName) -> Result<RepoView, MetaError> {
+        // One snapshot for the three reads, so the view is consistent.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY").execute(&mut *tx).await?;
+        let tags: Vec<(String, Vec<u8>, OffsetDateTime, bool, bool)> = sqlx::query_as(
+            "SELECT t.tag, t.digest, t.created_at, h.tag IS NOT NULL, e.tag IS NOT NULL FROM tags t
+               LEFT JOIN tag_holds h ON h.repository = t.repository AND h.tag = t.tag
+               LEFT JOIN tag_expiries e ON e.repository = t.repository AND e.tag = t.tag
+             WHERE t.repository = $1",
+        )
+        .bind(repo.as_str())
+        .fetch_all(&mut *tx)
+        .await?;
+        let links: Vec<(Vec<u8>, i64, OffsetDateTime)> =
+            sqlx::query_as("SELECT digest, size, created_at FROM blob_links WHERE repository = $1")
+                .bind(repo.as_str())
+                .fetch_all(&mut *tx)
+                .await?;
+        let references: Vec<(Vec<u8>, Vec<u8>)> =
+            sqlx::query_as("SELECT manifest, blob FROM manifest_blobs WHERE repository = $1")
+                .bind(repo.as_str())
+                .fetch_all(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        let mut view = RepoView::default();
+        for (tag, manifest, bound_at, held, expired) in tags {
+            view.tags.push(TagView {
+                tag: tag.parse().map_err(|e: amber_core::name::NameError| MetaError::Corrupt(e.to_string()))?,
+                manifest: digest_from(&manifest)?,
+                bound_at,
+                held,
+                expired,
+            });
+        }
+        for (digest, size, created_at) in links {
+            view.links.push(LinkView { digest: digest_from(&digest)?, size: size as u64, created_at });
+        }
+        for (manifest, blob) in references {
+            view.references.push((digest_from(&manifest)?, digest_from(&blob)?));
+        }
+        Ok(view)
+    }
+
+    async fn repositories(&self, after: Option<&RepoName>, limit: usize) -> Result<Vec<RepoName>, MetaError> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            r#"SELECT repository FROM (SELECT repository FROM blob_links UNION SELECT repository FROM tags) r
+               WHERE repository COLLATE "C" > $1 COLLATE "C" ORDER BY repository COLLATE "C" LIMIT $2"#,
+        )
+        .bind(after.map_or("", |a| a.as_str()))
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(name,)| name.parse().map_err(|e: amber_core::name::NameError| MetaError::Corrupt(e.to_string())))
+            .collect()
+    }
+
+    async fn put_policy(&self, info: &PolicyInfo, audit: AuditBuild) -> Result<(), MetaError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO retention_policies (scope, info) VALUES ($1, $2) ON CONFLICT (scope) DO UPDATE SET info = EXCLUDED.info",
+        )
+        .bind(info.scope.to_string())
+        .bind(Json(info))
+        .execute(&mut *tx)
+        .await?;
+        append_audit_in(&mut tx, &*audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delete_policy(&self, scope: &RepoPattern, digest: &Digest, audit: AuditBuild) -> Result<bool, MetaError> {
+        let mut tx = self.pool.begin().await?;
+        let deleted = sqlx::query("DELETE FROM retention_policies WHERE scope = $1 AND info->>'digest' = $2")
+            .bind(scope.to_string())
+            .bind(digest.to_string())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            return Ok(false);
+        }
+        append_audit_in(&mut tx, &*audit).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn policies(&self) -> Result<Vec<PolicyInfo>, MetaError> {
+        let rows: Vec<(Json<PolicyInfo>,)> =
+            sqlx::query_as(r#"SELECT info FROM retention_policies ORDER BY scope COLLATE "C""#)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(|(Json(info),)| info).collect())
     }
 
     async fn tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<TagRecord>, MetaError> {
-        let row: Option<(Vec<u8>, OffsetDateTime)> =
-            sqlx::query_as("SELECT digest, created_at FROM tags WHERE repository = $1 AND tag = $2")
-                .bind(repo.as_str())
-                .bind(tag.as_str())
-                .fetch_optional(&self.pool)
-                .await?;
-        row.map(|(digest, created_at)| Ok(TagRecord { digest: digest_from(&digest)?, created_at })).transpose()
+        let row: Option<TagRow> = sqlx::query_as(&format!("{TAG_SELECT} WHERE t.repository = $1 AND t.tag = $2"))
+            .bind(repo.as_str())
+            .bind(tag.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| tag_from_row(row).map(|(_, record)| record)).transpose()
     }
 
     async fn manifest(&self, repo: &RepoName, digest: &Digest) -> Result<Option<Envelope>, MetaError> {
@@ -400,22 +691,19 @@ impl MetaStore for PostgresMeta {
 
     async fn list_tags(&self, repo: &RepoName, after: Option<&str>, limit: usize) -> Result<Vec<TagEntry>, MetaError> {
         // COLLATE "C": byte order, the same order the embedded backend lists in.
-        let rows: Vec<(String, Vec<u8>, OffsetDateTime)> = sqlx::query_as(
-            r#"SELECT tag, digest, created_at FROM tags WHERE repository = $1 AND tag COLLATE "C" > $2 COLLATE "C"
-               ORDER BY tag COLLATE "C" LIMIT $3"#,
-        )
+        let rows: Vec<TagRow> = sqlx::query_as(&format!(
+            r#"{TAG_SELECT} WHERE t.repository = $1 AND t.tag COLLATE "C" > $2 COLLATE "C"
+               ORDER BY t.tag COLLATE "C" LIMIT $3"#
+        ))
         .bind(repo.as_str())
         .bind(after.unwrap_or(""))
         .bind(limit as i64)
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()
-            .map(|(tag, digest, created_at)| {
-                Ok(TagEntry {
-                    tag: tag.parse().map_err(|e: amber_core::name::NameError| MetaError::Corrupt(e.to_string()))?,
-                    digest: digest_from(&digest)?,
-                    created_at,
-                })
+            .map(|row| {
+                let (tag, record) = tag_from_row(row)?;
+                Ok(record.entry(tag))
             })
             .collect()
     }

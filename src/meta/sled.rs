@@ -2,18 +2,25 @@
 //!
 //! Trees and keys (the schema version lives under `schema` in the default tree):
 //! ```text
-//! links      repo \0 digest(32 bytes)  -> size, u64 big-endian
+//! links      repo \0 digest(32 bytes)  -> size u64 BE + created_at i64 BE (unix s)
 //! tokens     token id                  -> TokenRecord (JSON)
 //! secrets    secret hash (hex)         -> token id
 //! keys       key id                    -> KeyRecord (JSON)
-//! tags       repo \0 tag               -> TagRecord (JSON)
+//! tags       repo \0 tag               -> TagRecord (JSON: binding, hold, expiry)
 //! manifests  repo \0 digest(32 bytes)  -> DSSE envelope (JSON)
+//! refs       repo \0 blob(32) manifest(32) -> tag (the manifest's files)
+//! policies   scope (`owner/name`, `owner/*`) -> PolicyInfo (JSON)
 //! audit      seq, u64 big-endian       -> hash (64 hex) + entry bytes
 //! audit_head "head"                    -> seq u64 BE + hash (64 hex)
 //!            "checkpoint"              -> signed checkpoint envelope (JSON)
 //! ```
 //! `\0` cannot occur in a validated name, so prefixes never collide. Every write
-//! is followed by a flush before it is acknowledged.
+//! is followed by a flush before it is acknowledged. Schema 1 (links without
+//! their creation time, no `refs`) is upgraded in place at open.
+//!
+//! Writes are serialised by one lock (see `Trees::writing`), so a check made
+//! under it (no live manifest references a blob; every file of a manifest is
+//! linked) holds until the write it guards commits.
 //!
 //! sled is synchronous and, under a full disk, can block for good: every call
 //! runs on the blocking pool through a [`Watchdog`], and writes first check
@@ -26,8 +33,9 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use amber_core::audit::AuditEntry;
 use amber_core::dsse::Envelope;
-use amber_core::wire::{KeyStatus, TagEntry};
-use amber_core::{Digest, RepoName, Tag, TokenId};
+use amber_core::manifest::ManifestPayload;
+use amber_core::wire::{KeyStatus, PolicyInfo, TagEntry};
+use amber_core::{Digest, RepoName, RepoPattern, Tag, TokenId};
 use sled::transaction::{
     ConflictableTransactionError, ConflictableTransactionResult, TransactionError, TransactionalTree,
 };
@@ -36,14 +44,15 @@ use time::OffsetDateTime;
 
 use super::watchdog::Watchdog;
 use super::{
-    AuditBuild, Bound, BuildAudit, KeyRecord, MetaError, MetaStore, Revocation, Rotation, TagRecord, TokenRecord,
+    AuditBuild, Bound, BuildAudit, Expiry, Hold, KeyRecord, LinkView, MetaError, MetaStore, RepoView, Revocation,
+    Rotation, TagChange, TagRecord, TagView, TokenRecord, Unlink,
 };
 use crate::blobs::Stored;
 use crate::config::FreeSpace;
 use crate::space::{Purpose, SpaceReserve};
 
 const SCHEMA_KEY: &[u8] = b"schema";
-const SCHEMA_VERSION: &[u8] = b"1";
+const SCHEMA_VERSION: &[u8] = b"2";
 const AUDIT_HEAD: &[u8] = b"head";
 const AUDIT_CHECKPOINT: &[u8] = b"checkpoint";
 
@@ -72,6 +81,8 @@ struct Trees {
     keys: Tree,
     tags: Tree,
     manifests: Tree,
+    refs: Tree,
+    policies: Tree,
     audit: Tree,
     audit_head: Tree,
 }
@@ -99,6 +110,84 @@ fn repo_key(repo: &RepoName, suffix: &[u8]) -> Vec<u8> {
     key
 }
 
+/// A link's value: its size and when it was created.
+fn link_value(size: u64, created_at: OffsetDateTime) -> [u8; 16] {
+    let mut value = [0u8; 16];
+    value[..8].copy_from_slice(&size.to_be_bytes());
+    value[8..].copy_from_slice(&created_at.unix_timestamp().to_be_bytes());
+    value
+}
+
+fn parse_link(value: &[u8]) -> Result<(u64, OffsetDateTime), MetaError> {
+    let corrupt = || MetaError::Corrupt("blob link".into());
+    let bytes: [u8; 16] = value.try_into().map_err(|_| corrupt())?;
+    let size = u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes"));
+    let secs = i64::from_be_bytes(bytes[8..].try_into().expect("8 bytes"));
+    Ok((size, OffsetDateTime::from_unix_timestamp(secs).map_err(|_| corrupt())?))
+}
+
+/// The digest at the end of a `repo \0 digest` key.
+fn key_digest(key: &[u8], at: usize) -> Result<Digest, MetaError> {
+    let bytes: [u8; 32] =
+        key.get(at..at + 32).and_then(|b| b.try_into().ok()).ok_or_else(|| MetaError::Corrupt("key".into()))?;
+    Ok(Digest::from_bytes(bytes))
+}
+
+/// Schema 1 to 2: links gain a creation time (the time of the upgrade: the
+/// real one was not kept, and a later one only delays retention), and `refs`
+/// is built from the stored manifests. Each step is idempotent; the schema
+/// key is written last.
+fn upgrade_from_1(t: &Trees) -> Result<(), MetaError> {
+    let now = OffsetDateTime::now_utc();
+    for item in t.links.iter() {
+        let (key, value) = item?;
+        if let Ok(bytes) = <[u8; 8]>::try_from(value.as_ref()) {
+            t.links.insert(key, &link_value(u64::from_be_bytes(bytes), now)[..])?;
+        }
+    }
+    for item in t.manifests.iter() {
+        let (key, json) = item?;
+        let repo_len = key.len().checked_sub(33).ok_or_else(|| MetaError::Corrupt("manifest key".into()))?;
+        let manifest = key_digest(&key, repo_len + 1)?;
+        let envelope: Envelope = serde_json::from_slice(&json)?;
+        let bytes = envelope.payload_bytes().map_err(|e| MetaError::Corrupt(e.to_string()))?;
+        let payload: ManifestPayload = serde_json::from_slice(&bytes)?;
+        for file in &payload.files {
+            t.refs.insert(ref_key(&key[..repo_len], &file.digest, &manifest), payload.tag.as_str().as_bytes())?;
+        }
+    }
+    t.db.insert(SCHEMA_KEY, SCHEMA_VERSION)?;
+    t.db.flush()?;
+    Ok(())
+}
+
+/// `repo \0 blob manifest`: `repo_prefix` is the repository's name bytes.
+fn ref_key(repo_prefix: &[u8], blob: &Digest, manifest: &Digest) -> Vec<u8> {
+    let mut key = Vec::with_capacity(repo_prefix.len() + 65);
+    key.extend_from_slice(repo_prefix);
+    key.push(0);
+    key.extend_from_slice(blob.as_bytes());
+    key.extend_from_slice(manifest.as_bytes());
+    key
+}
+
+fn tag_record(tags: &Tree, key: &[u8]) -> Result<Option<TagRecord>, MetaError> {
+    match tags.get(key)? {
+        Some(json) => Ok(Some(serde_json::from_slice(&json)?)),
+        None => Ok(None),
+    }
+}
+
+/// The policy in effect for `repo`: its own, else its owner's default.
+fn effective_policy(policies: &Tree, repo: &RepoName) -> Result<Option<PolicyInfo>, MetaError> {
+    for scope in [repo.to_string(), format!("{}/*", repo.owner())] {
+        if let Some(json) = policies.get(scope.as_bytes())? {
+            return Ok(Some(serde_json::from_slice(&json)?));
+        }
+    }
+    Ok(None)
+}
+
 impl SledMeta {
     pub fn open(dir: &Path, min_free_space: FreeSpace) -> anyhow::Result<Self> {
         // sled's default cache is 1 GiB, and it fills it as metadata grows:
@@ -116,8 +205,9 @@ impl SledMeta {
             .cache_capacity(SLED_CACHE_BYTES)
             .open()
             .with_context(|| format!("opening sled database in {}", dir.display()))?;
-        match db.get(SCHEMA_KEY)? {
-            Some(v) if v.as_ref() == SCHEMA_VERSION => {}
+        let upgrade = match db.get(SCHEMA_KEY)? {
+            Some(v) if v.as_ref() == SCHEMA_VERSION => false,
+            Some(v) if v.as_ref() == b"1" => true,
             Some(v) => anyhow::bail!(
                 "metadata in {} has schema {:?}; this amberd reads schema {:?}",
                 dir.display(),
@@ -127,8 +217,9 @@ impl SledMeta {
             None => {
                 db.insert(SCHEMA_KEY, SCHEMA_VERSION)?;
                 db.flush()?;
+                false
             }
-        }
+        };
         let tokens = db.open_tree("tokens")?;
         let mut by_secret = HashMap::new();
         for item in tokens.iter() {
@@ -145,10 +236,18 @@ impl SledMeta {
             keys: db.open_tree("keys")?,
             tags: db.open_tree("tags")?,
             manifests: db.open_tree("manifests")?,
+            refs: db.open_tree("refs")?,
+            policies: db.open_tree("policies")?,
             audit: db.open_tree("audit")?,
             audit_head: db.open_tree("audit_head")?,
             db,
         };
+        if upgrade {
+            upgrade_from_1(&trees)?;
+        }
+        if upgrade {
+            upgrade_from_1(&trees).context("upgrading the metadata from schema 1")?;
+        }
         let space = SpaceReserve::new(dir, min_free_space);
         Ok(Self { trees: Arc::new(trees), space, watchdog: Watchdog::default() })
     }
@@ -190,6 +289,39 @@ impl SledMeta {
                 Ok(result)
             })
             .await
+    }
+}
+
+impl SledMeta {
+    /// Changes a tag's record (its hold or expiry; never its binding) under
+    /// the write lock: `change` returns the new record, or the outcome that
+    /// refuses the change. The new record and `audit` commit together.
+    async fn change_tag(
+        &self,
+        what: &'static str,
+        repo: &RepoName,
+        tag: &Tag,
+        audit: AuditBuild,
+        change: impl FnOnce(TagRecord, &Trees) -> Result<Result<TagRecord, TagChange>, MetaError> + Send + 'static,
+    ) -> Result<TagChange, MetaError> {
+        let key = repo_key(repo, tag.as_str().as_bytes());
+        self.write(what, move |t| {
+            let Some(record) = tag_record(&t.tags, &key)? else { return Ok(TagChange::Unknown) };
+            let record = match change(record, t)? {
+                Ok(record) => record,
+                Err(refused) => return Ok(refused),
+            };
+            let json = serde_json::to_vec(&record)?;
+            (&t.tags, &t.audit, &t.audit_head)
+                .transaction(|(tags, audit_tree, head)| {
+                    tags.insert(key.as_slice(), json.as_slice())?;
+                    append_audit_in(audit_tree, head, &*audit)?;
+                    Ok(())
+                })
+                .map_err(transaction_error)?;
+            Ok(TagChange::Changed(record))
+        })
+        .await
     }
 }
 
@@ -276,7 +408,7 @@ impl MetaStore for SledMeta {
                     if links.get(&key)?.is_some() {
                         return Ok(Stored::AlreadyPresent);
                     }
-                    links.insert(key.as_slice(), &size.to_be_bytes()[..])?;
+                    links.insert(key.as_slice(), &link_value(size, OffsetDateTime::now_utc())[..])?;
                     append_audit_in(audit_tree, head, &*audit)?;
                     Ok(Stored::Created)
                 })
@@ -291,8 +423,7 @@ impl MetaStore for SledMeta {
             let Some(value) = t.links.get(key)? else {
                 return Ok(None);
             };
-            let bytes: [u8; 8] = value.as_ref().try_into().map_err(|_| MetaError::Corrupt("blob link".into()))?;
-            Ok(Some(u64::from_be_bytes(bytes)))
+            Ok(Some(parse_link(&value)?.0))
         })
         .await
     }
@@ -530,41 +661,254 @@ impl MetaStore for SledMeta {
         tag: &Tag,
         digest: &Digest,
         envelope: &Envelope,
+        files: &[(Digest, u64)],
         at: OffsetDateTime,
         audit: AuditBuild,
     ) -> Result<Bound, MetaError> {
         let tag_key = repo_key(repo, tag.as_str().as_bytes());
         let manifest_key = repo_key(repo, digest.as_bytes());
-        let record = serde_json::to_vec(&TagRecord { digest: *digest, created_at: at })?;
+        let record = serde_json::to_vec(&TagRecord::bound(*digest, at))?;
         let envelope = serde_json::to_vec(envelope)?;
-        let existing = self
-            .write("bind_tag", move |t| {
-                (&t.tags, &t.manifests, &t.audit, &t.audit_head)
-                    .transaction(|(tags, manifests, audit_tree, head)| {
-                        if let Some(existing) = tags.get(&tag_key)? {
-                            return Ok(Some(existing));
-                        }
-                        manifests.insert(manifest_key.as_slice(), envelope.as_slice())?;
-                        tags.insert(tag_key.as_slice(), record.as_slice())?;
-                        append_audit_in(audit_tree, head, &*audit)?;
-                        Ok(None)
-                    })
-                    .map_err(transaction_error)
-            })
-            .await?;
-        match existing {
-            Some(json) => Ok(Bound::Existing(serde_json::from_slice(&json)?)),
-            None => Ok(Bound::Created),
-        }
+        let (repo, tag, manifest, files) = (repo.clone(), tag.clone(), *digest, files.to_vec());
+        self.write("bind_tag", move |t| {
+            if let Some(existing) = tag_record(&t.tags, &tag_key)? {
+                return Ok(Bound::Existing(existing));
+            }
+            // Under the write lock: no unlink can run between this check and the commit.
+            let mut gone = Vec::new();
+            for (blob, size) in &files {
+                match t.links.get(repo_key(&repo, blob.as_bytes()))? {
+                    Some(value) if parse_link(&value)?.0 == *size => {}
+                    _ => gone.push(*blob),
+                }
+            }
+            if !gone.is_empty() {
+                return Ok(Bound::BlobsGone(gone));
+            }
+            let refs: Vec<Vec<u8>> =
+                files.iter().map(|(blob, _)| ref_key(repo.as_str().as_bytes(), blob, &manifest)).collect();
+            (&t.tags, &t.manifests, &t.refs, &t.audit, &t.audit_head)
+                .transaction(|(tags, manifests, refs_tree, audit_tree, head)| {
+                    if let Some(existing) = tags.get(&tag_key)? {
+                        let existing = serde_json::from_slice(&existing)
+                            .map_err(|e| ConflictableTransactionError::Abort(MetaError::from(e)))?;
+                        return Ok(Bound::Existing(existing));
+                    }
+                    manifests.insert(manifest_key.as_slice(), envelope.as_slice())?;
+                    tags.insert(tag_key.as_slice(), record.as_slice())?;
+                    for key in &refs {
+                        refs_tree.insert(key.as_slice(), tag.as_str().as_bytes())?;
+                    }
+                    append_audit_in(audit_tree, head, &*audit)?;
+                    Ok(Bound::Created)
+                })
+                .map_err(transaction_error)
+        })
+        .await
+    }
+
+    async fn hold_tag(&self, repo: &RepoName, tag: &Tag, hold: &Hold, audit: AuditBuild) -> Result<TagChange, MetaError> {
+        let hold = hold.clone();
+        self.change_tag("hold_tag", repo, tag, audit, move |mut record, _| {
+            if record.expiry.is_some() {
+                return Ok(Err(TagChange::Expired(record)));
+            }
+            if record.hold.is_some() {
+                return Ok(Err(TagChange::Unchanged(record)));
+            }
+            record.hold = Some(hold);
+            Ok(Ok(record))
+        })
+        .await
+    }
+
+    async fn release_tag(&self, repo: &RepoName, tag: &Tag, audit: AuditBuild) -> Result<TagChange, MetaError> {
+        self.change_tag("release_tag", repo, tag, audit, |mut record, _| {
+            if record.hold.take().is_none() {
+                return Ok(Err(TagChange::Unchanged(record)));
+            }
+            Ok(Ok(record))
+        })
+        .await
+    }
+
+    async fn expire_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        expiry: &Expiry,
+        policy: Option<&PolicyInfo>,
+        audit: AuditBuild,
+    ) -> Result<TagChange, MetaError> {
+        let expiry = expiry.clone();
+        let policy = policy.map(|p| (p.scope.clone(), p.digest));
+        let repo_name = repo.clone();
+        self.change_tag("expire_tag", repo, tag, audit, move |mut record, t| {
+            if record.expiry.is_some() {
+                return Ok(Err(TagChange::Unchanged(record)));
+            }
+            if record.hold.is_some() {
+                return Ok(Err(TagChange::Held(record)));
+            }
+            if let Some((scope, digest)) = &policy {
+                let current = effective_policy(&t.policies, &repo_name)?;
+                if current.is_none_or(|c| &c.scope != scope || &c.digest != digest) {
+                    return Ok(Err(TagChange::Stale));
+                }
+            }
+            record.expiry = Some(expiry);
+            Ok(Ok(record))
+        })
+        .await
+    }
+
+    async fn unlink_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        created_before: OffsetDateTime,
+        audit: AuditBuild,
+    ) -> Result<Unlink, MetaError> {
+        let (repo, digest) = (repo.clone(), *digest);
+        self.write("unlink_blob", move |t| {
+            let link_key = repo_key(&repo, digest.as_bytes());
+            let Some(value) = t.links.get(&link_key)? else { return Ok(Unlink::Gone) };
+            if parse_link(&value)?.1 >= created_before {
+                return Ok(Unlink::Fresh);
+            }
+            // Under the write lock, so no bind commits between this check and the removal.
+            let prefix = repo_key(&repo, digest.as_bytes());
+            for item in t.refs.scan_prefix(&prefix) {
+                let (_, tag) = item?;
+                let tag = std::str::from_utf8(&tag).map_err(|e| MetaError::Corrupt(e.to_string()))?;
+                match tag_record(&t.tags, &repo_key(&repo, tag.as_bytes()))? {
+                    Some(record) if record.expiry.is_none() => return Ok(Unlink::Referenced),
+                    _ => {}
+                }
+            }
+            (&t.links, &t.audit, &t.audit_head)
+                .transaction(|(links, audit_tree, head)| {
+                    if links.remove(link_key.as_slice())?.is_none() {
+                        return Ok(Unlink::Gone);
+                    }
+                    append_audit_in(audit_tree, head, &*audit)?;
+                    Ok(Unlink::Unlinked)
+                })
+                .map_err(transaction_error)
+        })
+        .await
+    }
+
+    async fn retention_view(&self, repo: &RepoName) -> Result<RepoView, MetaError> {
+        let prefix = repo_key(repo, b"");
+        self.read("retention_view", move |t| {
+            let mut view = RepoView::default();
+            for item in t.tags.scan_prefix(&prefix) {
+                let (key, json) = item?;
+                let name = std::str::from_utf8(&key[prefix.len()..]).map_err(|e| MetaError::Corrupt(e.to_string()))?;
+                let record: TagRecord = serde_json::from_slice(&json)?;
+                view.tags.push(TagView {
+                    tag: name.parse().map_err(|e: amber_core::name::NameError| MetaError::Corrupt(e.to_string()))?,
+                    manifest: record.digest,
+                    bound_at: record.created_at,
+                    held: record.hold.is_some(),
+                    expired: record.expiry.is_some(),
+                });
+            }
+            for item in t.links.scan_prefix(&prefix) {
+                let (key, value) = item?;
+                let (size, created_at) = parse_link(&value)?;
+                view.links.push(LinkView { digest: key_digest(&key, prefix.len())?, size, created_at });
+            }
+            for item in t.refs.scan_prefix(&prefix) {
+                let (key, _) = item?;
+                view.references.push((key_digest(&key, prefix.len() + 32)?, key_digest(&key, prefix.len())?));
+            }
+            Ok(view)
+        })
+        .await
+    }
+
+    async fn repositories(&self, after: Option<&RepoName>, limit: usize) -> Result<Vec<RepoName>, MetaError> {
+        // The smallest key past every key of `after`: its name and \x01.
+        let start = after.map(|a| repo_key(a, b"")).map(|mut k| {
+            *k.last_mut().expect("a NUL at least") = 1;
+            k
+        });
+        self.read("repositories", move |t| {
+            let mut names = std::collections::BTreeSet::new();
+            // Each tree is walked by jumping from one repository to the next.
+            for tree in [&t.links, &t.tags] {
+                let mut from = start.clone().unwrap_or_default();
+                let mut found = 0;
+                while found < limit {
+                    let Some(item) = tree.range(from.clone()..).next() else { break };
+                    let (key, _) = item?;
+                    let end = key.iter().position(|b| *b == 0).ok_or_else(|| MetaError::Corrupt("key".into()))?;
+                    let name = std::str::from_utf8(&key[..end]).map_err(|e| MetaError::Corrupt(e.to_string()))?;
+                    names.insert(
+                        name.parse::<RepoName>()
+                            .map_err(|e: amber_core::name::NameError| MetaError::Corrupt(e.to_string()))?,
+                    );
+                    found += 1;
+                    from = key[..end].to_vec();
+                    from.push(1);
+                }
+            }
+            Ok(names.into_iter().take(limit).collect())
+        })
+        .await
+    }
+
+    async fn put_policy(&self, info: &PolicyInfo, audit: AuditBuild) -> Result<(), MetaError> {
+        let (scope, json) = (info.scope.to_string(), serde_json::to_vec(info)?);
+        self.write("put_policy", move |t| {
+            (&t.policies, &t.audit, &t.audit_head)
+                .transaction(|(policies, audit_tree, head)| {
+                    policies.insert(scope.as_bytes(), json.as_slice())?;
+                    append_audit_in(audit_tree, head, &*audit)?;
+                    Ok(())
+                })
+                .map_err(transaction_error)
+        })
+        .await
+    }
+
+    async fn delete_policy(&self, scope: &RepoPattern, digest: &Digest, audit: AuditBuild) -> Result<bool, MetaError> {
+        let (scope, digest) = (scope.to_string(), *digest);
+        self.write("delete_policy", move |t| {
+            (&t.policies, &t.audit, &t.audit_head)
+                .transaction(|(policies, audit_tree, head)| {
+                    let Some(json) = policies.get(scope.as_bytes())? else { return Ok(false) };
+                    let stored: PolicyInfo = serde_json::from_slice(&json)
+                        .map_err(|e| ConflictableTransactionError::Abort(MetaError::from(e)))?;
+                    if stored.digest != digest {
+                        return Ok(false);
+                    }
+                    policies.remove(scope.as_bytes())?;
+                    append_audit_in(audit_tree, head, &*audit)?;
+                    Ok(true)
+                })
+                .map_err(transaction_error)
+        })
+        .await
+    }
+
+    async fn policies(&self) -> Result<Vec<PolicyInfo>, MetaError> {
+        self.read("policies", |t| {
+            let mut all = Vec::new();
+            for item in t.policies.iter() {
+                let (_, json) = item?;
+                all.push(serde_json::from_slice(&json)?);
+            }
+            Ok(all)
+        })
+        .await
     }
 
     async fn tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<TagRecord>, MetaError> {
         let key = repo_key(repo, tag.as_str().as_bytes());
-        self.read("tag", move |t| match t.tags.get(key)? {
-            Some(json) => Ok(Some(serde_json::from_slice(&json)?)),
-            None => Ok(None),
-        })
-        .await
+        self.read("tag", move |t| tag_record(&t.tags, &key)).await
     }
 
     async fn manifest(&self, repo: &RepoName, digest: &Digest) -> Result<Option<Envelope>, MetaError> {
@@ -592,11 +936,9 @@ impl MetaStore for SledMeta {
                 }
                 let name = std::str::from_utf8(&key[prefix.len()..]).map_err(|e| MetaError::Corrupt(e.to_string()))?;
                 let record: TagRecord = serde_json::from_slice(&json)?;
-                entries.push(TagEntry {
-                    tag: name.parse().map_err(|e: amber_core::name::NameError| MetaError::Corrupt(e.to_string()))?,
-                    digest: record.digest,
-                    created_at: record.created_at,
-                });
+                entries.push(record.entry(
+                    name.parse().map_err(|e: amber_core::name::NameError| MetaError::Corrupt(e.to_string()))?,
+                ));
             }
             Ok(entries)
         })

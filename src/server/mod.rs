@@ -82,6 +82,30 @@ pub async fn serve(
             }
         }
     });
+    let retention = state.config.retention_interval.map(|every| {
+        let (state, stop) = (state.clone(), stop.clone());
+        tokio::spawn(async move {
+            let actor = crate::lifecycle::scheduled_actor();
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = ticks.tick() => {}
+                    () = stop.cancelled() => break,
+                }
+                // Stopping mid-run is safe: each expiry and unlink is its
+                // own transaction, and the next run does the rest.
+                tokio::select! {
+                    result = crate::lifecycle::run_all(&state, &actor) => {
+                        if let Err(err) = result {
+                            tracing::warn!(error = %err, "scheduled retention run failed; the next one retries");
+                        }
+                    }
+                    () = stop.cancelled() => break,
+                }
+            }
+        })
+    });
     let router = http::router(state.clone());
     connections::serve(listener, router, connection_limits, state.metrics.connections.clone(), stopping, drain).await;
     stop.cancel();
@@ -90,6 +114,9 @@ pub async fn serve(
             let _ = metrics.await;
         }
         let _ = housekeeping.await;
+        if let Some(retention) = retention {
+            let _ = retention.await;
+        }
         state.denials.flush(&state, true).await;
     };
     if tokio::time::timeout(FINAL_FLUSH, finish).await.is_err() {

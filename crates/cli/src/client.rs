@@ -9,8 +9,8 @@ use amber_core::audit::AuditPage;
 use amber_core::dsse::Envelope;
 use amber_core::manifest::{Expected, ManifestRequest};
 use amber_core::wire::{
-    BlobInfo, CreateTokenRequest, CreatedToken, ErrorBody, KeyList, MissingRequest, MissingResponse,
-    RotateTokenRequest, TokenInfo, TokenList,
+    BlobInfo, CreateTokenRequest, CreatedToken, ErrorBody, ExpiredBody, KeyList, MissingRequest, MissingResponse,
+    ReasonRequest, RetentionPlan, RetentionPolicy, RotateTokenRequest, TagList, TagStatus, TokenInfo, TokenList,
 };
 use amber_core::{Digest, RepoName, Tag};
 use futures_util::TryStreamExt;
@@ -47,10 +47,14 @@ async fn error_from(response: Response) -> CliError {
         Ok(body) => (body.error.code, body.error.message, body.error.detail),
         Err(_) => ("http_error".to_owned(), text.chars().take(200).collect(), None),
     };
-    if status == 401 || status == 403 {
-        CliError::Auth { status, code, message }
-    } else {
-        CliError::Api { status, code, message, detail }
+    match status {
+        401 | 403 => CliError::Auth { status, code, message },
+        410 if code == "tag_expired" => {
+            let tombstone = serde_json::from_str::<ExpiredBody>(&text).ok().map(|b| Box::new(b.tombstone));
+            CliError::Retired { message: format!("{code}: {message} (HTTP {status})"), tombstone }
+        }
+        409 => CliError::Conflict { status, code, message, detail },
+        _ => CliError::Api { status, code, message, detail },
     }
 }
 
@@ -233,6 +237,71 @@ impl Client {
         let created = response.status() == StatusCode::CREATED;
         let digest = manifest_digest(&response)?;
         Ok((response.json().await?, digest, created))
+    }
+
+    /// Every tag of `repo`, expired ones included.
+    pub async fn list_tags(&self, repo: &RepoName) -> Result<Vec<amber_core::wire::TagEntry>> {
+        let mut tags = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut path = format!("/v1/repos/{repo}/tags?limit=1000");
+            if let Some(after) = &after {
+                path.push_str(&format!("&after={after}"));
+            }
+            let page: TagList = self.get_json(&path).await?;
+            tags.extend(page.tags);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(tags),
+            }
+        }
+    }
+
+    pub async fn hold_tag(&self, repo: &RepoName, tag: &Tag, reason: &str) -> Result<TagStatus> {
+        let path = format!("/v1/repos/{repo}/tags/{tag}/hold");
+        let body = ReasonRequest { reason: reason.to_owned() };
+        Ok(self.send(Retry::Idempotent, || Ok(self.request(Method::PUT, &path).json(&body))).await?.json().await?)
+    }
+
+    pub async fn release_tag(&self, repo: &RepoName, tag: &Tag) -> Result<TagStatus> {
+        let path = format!("/v1/repos/{repo}/tags/{tag}/hold");
+        Ok(self.send(Retry::Idempotent, || Ok(self.request(Method::DELETE, &path))).await?.json().await?)
+    }
+
+    /// Expires a tag now; answers its tombstone (also on a retry).
+    pub async fn expire_tag(&self, repo: &RepoName, tag: &Tag, reason: &str) -> Result<Envelope> {
+        let path = format!("/v1/repos/{repo}/tags/{tag}/expire");
+        let body = ReasonRequest { reason: reason.to_owned() };
+        Ok(self.send(Retry::Idempotent, || Ok(self.request(Method::POST, &path).json(&body))).await?.json().await?)
+    }
+
+    /// `scope` is `OWNER/NAME` or `OWNER/*`.
+    pub async fn put_policy(&self, scope: &str, policy: &RetentionPolicy) -> Result<serde_json::Value> {
+        let path = format!("/v1/retention/{scope}");
+        Ok(self.send(Retry::Idempotent, || Ok(self.request(Method::PUT, &path).json(policy))).await?.json().await?)
+    }
+
+    /// The policy in effect for `scope`; every policy without one.
+    pub async fn get_policy(&self, scope: Option<&str>) -> Result<serde_json::Value> {
+        match scope {
+            Some(scope) => self.get_json(&format!("/v1/retention/{scope}")).await,
+            None => self.get_json("/v1/retention").await,
+        }
+    }
+
+    pub async fn delete_policy(&self, scope: &str) -> Result<serde_json::Value> {
+        let path = format!("/v1/retention/{scope}");
+        Ok(self.send(Retry::Once, || Ok(self.request(Method::DELETE, &path))).await?.json().await?)
+    }
+
+    pub async fn plan_retention(&self, scope: &str) -> Result<RetentionPlan> {
+        let path = format!("/v1/retention/{scope}/plan");
+        Ok(self.send(Retry::Idempotent, || Ok(self.request(Method::POST, &path))).await?.json().await?)
+    }
+
+    /// Runs every policy now (a retry is another run: as safe as the first).
+    pub async fn run_retention(&self) -> Result<RetentionPlan> {
+        Ok(self.send(Retry::Idempotent, || Ok(self.request(Method::POST, "/v1/retention/run"))).await?.json().await?)
     }
 
     /// The envelope a tag is bound to, or a manifest by digest. Unverified.

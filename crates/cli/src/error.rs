@@ -14,6 +14,14 @@ pub enum CliError {
     /// Something did not verify: signature, repository, tag, digest (exit 4).
     #[error("verification failed: {0}")]
     Verify(String),
+    /// The tag or manifest was retired: a signed tombstone says when and why
+    /// (exit 6). `amber pull` verifies the tombstone before saying so.
+    #[error("{message}")]
+    Retired { message: String, tombstone: Option<Box<amber_core::dsse::Envelope>> },
+    /// The change conflicts with what is stored: a tag bound to other
+    /// content, an expired or held tag (exit 7; retrying will not help).
+    #[error("{code}: {message} (HTTP {status})")]
+    Conflict { status: u16, code: String, message: String, detail: Option<serde_json::Value> },
     /// The server answered with another error (exit 5).
     #[error("{code}: {message} (HTTP {status})")]
     Api { status: u16, code: String, message: String, detail: Option<serde_json::Value> },
@@ -32,6 +40,8 @@ impl CliError {
             Self::Auth { .. } => 3,
             Self::Verify(_) => 4,
             Self::Api { .. } | Self::Transport(_) => 5,
+            Self::Retired { .. } => 6,
+            Self::Conflict { .. } => 7,
             Self::Io(_) => 1,
         })
     }

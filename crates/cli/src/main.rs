@@ -1,7 +1,9 @@
 //! `amber`: push and pull verified builds, manage tokens, verify the audit log.
 //!
 //! Exit codes: 0 success, 1 local I/O, 2 usage, 3 authentication or
-//! authorisation, 4 verification failed, 5 server or network error.
+//! authorisation, 4 verification failed, 5 server or network error, 6 the
+//! tag was retired (its tombstone verified), 7 conflict (a tag bound to other
+//! content, expired or held).
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -29,8 +31,13 @@ Examples:
   amber verify --key amber-keys.json envelope.json --dir ./release
   amber token create --name web-ci --pipeline acme/web --grant 'acme/web=push,pull' --expires-in 86400
   amber audit verify --key amber-keys.json
+  amber retention set 'acme/*' --keep-last 20 --keep-days 30 --keep-tags 'v*' --untagged-days 7
+  amber retention plan acme/web
+  amber tag hold acme/web:1.4.2 --reason 'audit 2026-Q4'
+  amber tag expire acme/web:1.4.1 --reason 'CVE-2026-1234'
 
-Exit codes: 0 ok, 1 local I/O, 2 usage, 3 auth, 4 verification failed, 5 server or network.";
+Exit codes: 0 ok, 1 local I/O, 2 usage, 3 auth, 4 verification failed, 5 server or network,
+6 retired (tombstone verified), 7 conflict.";
 
 /// amber: the client for Amber, the content-addressed artifact store.
 #[derive(Parser)]
@@ -96,6 +103,12 @@ enum Command {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Retention policies: which tags expire, which untagged blobs are unlinked (admin).
+    #[command(subcommand)]
+    Retention(RetentionCommand),
+    /// List a repository's tags; hold, release or expire one (admin).
+    #[command(subcommand)]
+    Tag(TagCommand),
     /// Measure a running amberd on this machine (loopback only).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -176,6 +189,57 @@ enum TokenCommand {
     },
     /// Revoke a token now.
     Revoke { id: String },
+}
+
+#[derive(Subcommand)]
+enum RetentionCommand {
+    /// Set the policy of OWNER/NAME, or of OWNER/* (the owner's default);
+    /// prints it with what a run would do now. With no --keep-* rule, every
+    /// tag is kept and only untagged blob links are cleaned.
+    Set {
+        /// OWNER/NAME or OWNER/*
+        scope: String,
+        /// Keep the N most recently bound live tags.
+        #[arg(long)]
+        keep_last: Option<u32>,
+        /// Keep tags bound less than N days ago.
+        #[arg(long)]
+        keep_days: Option<u32>,
+        /// Keep tags whose whole name matches GLOB (`*` matches any run); repeatable.
+        #[arg(long = "keep-tags", value_name = "GLOB")]
+        keep_tags: Vec<String>,
+        /// Unlink blobs no live tag references after N days (default 7; 0: at the next run).
+        #[arg(long)]
+        untagged_days: Option<u32>,
+    },
+    /// Show the policy in effect for OWNER/NAME (or OWNER/*); every policy without one.
+    Show { scope: Option<String> },
+    /// What a run would do now in OWNER/NAME (or every repository OWNER/* governs).
+    Plan { scope: String },
+    /// Run every policy now; prints what was done.
+    Run,
+    /// Remove the policy of OWNER/NAME or OWNER/*.
+    Delete { scope: String },
+}
+
+#[derive(Subcommand)]
+enum TagCommand {
+    /// Every tag of OWNER/NAME with its state (live, expired) and hold.
+    List { repository: String },
+    /// Hold OWNER/NAME:TAG: no policy or operator can expire it until released.
+    Hold {
+        reference: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Release the hold on OWNER/NAME:TAG.
+    Release { reference: String },
+    /// Expire OWNER/NAME:TAG now, for good (a yanked release); prints the signed tombstone.
+    Expire {
+        reference: String,
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -304,6 +368,8 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Whoami => print_json(&client.whoami().await?)?,
         Command::Health => client.healthz().await?,
         Command::Token(command) => token_command(&client, command).await?,
+        Command::Retention(command) => retention_command(&client, command).await?,
+        Command::Tag(command) => tag_command(&client, command).await?,
         Command::Bench(command) => bench_command(&client, &cli.url, command).await?,
         Command::Audit(AuditCommand::Verify { keys: key_files }) => {
             let keys = if key_files.is_empty() {
@@ -406,6 +472,92 @@ async fn bench_command(client: &Client, url: &str, command: BenchCommand) -> Res
             print_phases(&[push_phase, pull_phase], json)
         }
     }
+}
+
+fn tag_reference(text: &str) -> Result<(amber_core::RepoName, amber_core::Tag)> {
+    let reference = reference(text)?;
+    let tag = reference.tag().cloned().ok_or_else(|| CliError::Usage(format!("{text:?} is not OWNER/NAME:TAG")))?;
+    Ok((reference.repo, tag))
+}
+
+/// `OWNER/NAME` or `OWNER/*`, checked before anything is sent.
+fn scope(text: &str) -> Result<String> {
+    match text.parse::<amber_core::RepoPattern>() {
+        Ok(amber_core::RepoPattern::Exact(_) | amber_core::RepoPattern::Owner(_)) => Ok(text.to_owned()),
+        _ => Err(CliError::Usage(format!("{text:?} is neither OWNER/NAME nor OWNER/*"))),
+    }
+}
+
+fn print_plan(plan: &amber_core::wire::RetentionPlan, done: bool) {
+    let (expire, unlink) = if done { ("expired", "unlinked") } else { ("would expire", "would unlink") };
+    for e in &plan.expire {
+        eprintln!("{expire} {}:{} (bound {}, manifest {})", e.repository, e.tag, rfc3339(e.bound_at), e.manifest);
+    }
+    for u in &plan.unlink {
+        eprintln!("{unlink} {} in {} ({} bytes)", u.digest, u.repository, u.size);
+    }
+    eprintln!("{}: {} tag(s), {unlink}: {} blob link(s)", expire, plan.expire.len(), plan.unlink.len());
+}
+
+async fn retention_command(client: &Client, command: RetentionCommand) -> Result<()> {
+    match command {
+        RetentionCommand::Set { scope: text, keep_last, keep_days, keep_tags, untagged_days } => {
+            let policy = amber_core::wire::RetentionPolicy {
+                keep_days,
+                keep_last,
+                keep_tags: (!keep_tags.is_empty()).then_some(keep_tags),
+                untagged_days,
+            };
+            print_json(&client.put_policy(&scope(&text)?, &policy).await?)?;
+        }
+        RetentionCommand::Show { scope: text } => {
+            let scope = text.as_deref().map(scope).transpose()?;
+            print_json(&client.get_policy(scope.as_deref()).await?)?;
+        }
+        RetentionCommand::Plan { scope: text } => {
+            let plan = client.plan_retention(&scope(&text)?).await?;
+            print_plan(&plan, false);
+            print_json(&plan)?;
+        }
+        RetentionCommand::Run => {
+            let report = client.run_retention().await?;
+            print_plan(&report, true);
+            print_json(&report)?;
+        }
+        RetentionCommand::Delete { scope: text } => print_json(&client.delete_policy(&scope(&text)?).await?)?,
+    }
+    Ok(())
+}
+
+async fn tag_command(client: &Client, command: TagCommand) -> Result<()> {
+    match command {
+        TagCommand::List { repository } => {
+            let repo = repository.parse::<amber_core::RepoName>().map_err(|e| CliError::Usage(e.to_string()))?;
+            for t in client.list_tags(&repo).await? {
+                let state = match t.state {
+                    amber_core::wire::TagState::Live => "live",
+                    amber_core::wire::TagState::Expired => "expired",
+                };
+                let held = if t.held { " held" } else { "" };
+                println!("{}\t{}\t{state}{held}\t{}", t.tag, t.digest, rfc3339(t.created_at));
+            }
+        }
+        TagCommand::Hold { reference: text, reason } => {
+            let (repo, tag) = tag_reference(&text)?;
+            print_json(&client.hold_tag(&repo, &tag, &reason).await?)?;
+        }
+        TagCommand::Release { reference: text } => {
+            let (repo, tag) = tag_reference(&text)?;
+            print_json(&client.release_tag(&repo, &tag).await?)?;
+        }
+        TagCommand::Expire { reference: text, reason } => {
+            let (repo, tag) = tag_reference(&text)?;
+            let tombstone = client.expire_tag(&repo, &tag, &reason).await?;
+            eprintln!("{repo}:{tag} expired; its name is never bound again");
+            print_json(&tombstone)?;
+        }
+    }
+    Ok(())
 }
 
 async fn token_command(client: &Client, command: TokenCommand) -> Result<()> {

@@ -39,6 +39,34 @@ pub fn verify_envelope(
     manifest::verify(envelope, keys, repo, target).map_err(|e| CliError::Verify(e.to_string()))
 }
 
+/// The error for a retired tag or manifest, once its tombstone verified with
+/// the pinned keys for what was asked; a verification failure otherwise.
+pub fn retired(tombstone: &Envelope, keys: &[VerifyingKey], reference: &Reference) -> CliError {
+    let (tag, manifest) = match &reference.target {
+        Expected::Tag(tag) => (Some(tag), None),
+        Expected::Digest(digest) => (None, Some(digest)),
+    };
+    match amber_core::tombstone::verify(tombstone, keys, &reference.repo, tag, manifest) {
+        Ok(t) => {
+            let when = t.expired_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+            let by = t.expired_by.token_name.or(t.expired_by.token_id.map(|id| id.to_string())).unwrap_or_default();
+            let why = match (&t.policy, &t.note) {
+                (Some(policy), _) => format!("by retention policy {policy}"),
+                (None, Some(note)) => format!("by an operator: {note}"),
+                (None, None) => "by an operator".to_owned(),
+            };
+            CliError::Retired {
+                message: format!(
+                    "{}:{} (manifest {}) was retired at {when} {why} (expired by {by}); the signed tombstone verified",
+                    t.repository, t.tag, t.manifest
+                ),
+                tombstone: None,
+            }
+        }
+        Err(e) => CliError::Verify(format!("the server says this was retired, but its tombstone does not verify: {e}")),
+    }
+}
+
 pub async fn pull(
     client: &Client,
     reference: &Reference,
@@ -46,7 +74,10 @@ pub async fn pull(
     dir: &Path,
     quiet: bool,
 ) -> Result<PullReport> {
-    let envelope = client.get_envelope(&reference.repo, &reference.target).await?;
+    let envelope = match client.get_envelope(&reference.repo, &reference.target).await {
+        Err(CliError::Retired { tombstone: Some(tombstone), .. }) => return Err(retired(&tombstone, keys, reference)),
+        other => other?,
+    };
     let verified = verify_envelope(&envelope, keys, &reference.repo, &reference.target)?;
     std::fs::create_dir_all(dir).map_err(|e| CliError::io(format!("creating {}", dir.display()), e))?;
     let files = &verified.payload.files;

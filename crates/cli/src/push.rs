@@ -125,10 +125,16 @@ pub async fn push(
         annotations,
     };
     let (_, digest, created) = client.put_tag(repo, tag, &manifest).await.map_err(|err| match err {
-        CliError::Api { status: 409, code, detail, .. } => CliError::Api {
-            status: 409,
+        CliError::Conflict { status, code, detail, .. } if code == "tag_exists" => CliError::Conflict {
+            status,
             code,
             message: format!("{repo}:{tag} is already bound to other content; tags never move, so push a new tag"),
+            detail,
+        },
+        CliError::Conflict { status, code, detail, .. } if code == "tag_expired" => CliError::Conflict {
+            status,
+            code,
+            message: format!("{repo}:{tag} has expired; an expired tag's name is never bound again, so push a new tag"),
             detail,
         },
         other => other,

@@ -71,6 +71,44 @@ pub enum Event {
     KeyRotated {
         keyid: String,
     },
+    /// A tag's availability ended; `tombstone` is the digest of the signed
+    /// tombstone's payload.
+    TagExpired {
+        repository: RepoName,
+        tag: Tag,
+        manifest: Digest,
+        tombstone: Digest,
+        reason: crate::tombstone::Reason,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        policy: Option<Digest>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+    },
+    TagHeld {
+        repository: RepoName,
+        tag: Tag,
+        reason: String,
+    },
+    TagReleased {
+        repository: RepoName,
+        tag: Tag,
+    },
+    /// A blob link no live manifest referenced was removed by retention.
+    BlobUnlinked {
+        repository: RepoName,
+        digest: Digest,
+        size: u64,
+    },
+    /// A retention policy was stored (the whole policy, defaults filled in).
+    RetentionPolicySet {
+        scope: crate::name::RepoPattern,
+        policy: crate::wire::RetentionPolicy,
+        digest: Digest,
+    },
+    RetentionPolicyDeleted {
+        scope: crate::name::RepoPattern,
+        digest: Digest,
+    },
     RequestDenied {
         method: String,
         route: String,

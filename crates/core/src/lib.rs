@@ -8,6 +8,7 @@ pub mod dsse;
 pub mod manifest;
 pub mod name;
 pub mod token;
+pub mod tombstone;
 pub mod wire;
 
 pub use digest::Digest;

@@ -23,6 +23,103 @@ pub struct ErrorDetail {
     pub detail: Option<serde_json::Value>,
 }
 
+/// The body of `410`/`409 tag_expired`: the error and, next to it, the
+/// signed tombstone.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ExpiredBody {
+    pub error: ErrorDetail,
+    pub tombstone: crate::dsse::Envelope,
+}
+
+/// `PUT .../tags/{tag}/hold` and `POST .../tags/{tag}/expire`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReasonRequest {
+    pub reason: String,
+}
+
+/// A tag's state as the hold and release routes answer it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TagStatus {
+    pub repository: crate::name::RepoName,
+    pub tag: Tag,
+    pub digest: Digest,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    pub state: TagState,
+    pub held: bool,
+    /// Why it is held, when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_reason: Option<String>,
+}
+
+/// A retention policy as sent to `PUT /v1/retention/{owner}/{name}`; every
+/// field optional. Serialised in this field order (alphabetical), absent
+/// fields left out: the canonical JSON its digest is taken over.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionPolicy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_days: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_last: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_tags: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub untagged_days: Option<u32>,
+}
+
+/// A stored policy: where it applies (`owner/name` or `owner/*`), the policy
+/// with its defaults filled in, and its digest.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PolicyInfo {
+    pub scope: crate::name::RepoPattern,
+    pub policy: RetentionPolicy,
+    pub digest: Digest,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// The answer to `PUT /v1/retention/...`: the stored policy and what a run
+/// would do now.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PolicySet {
+    #[serde(flatten)]
+    pub info: PolicyInfo,
+    pub plan: RetentionPlan,
+}
+
+/// `GET /v1/retention/{owner}/{name}`: the policy in effect for a repository.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EffectivePolicy {
+    pub repository: crate::name::RepoName,
+    #[serde(flatten)]
+    pub info: PolicyInfo,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedExpiry {
+    pub repository: crate::name::RepoName,
+    pub tag: Tag,
+    pub manifest: Digest,
+    #[serde(with = "time::serde::rfc3339")]
+    pub bound_at: OffsetDateTime,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedUnlink {
+    pub repository: crate::name::RepoName,
+    pub digest: Digest,
+    pub size: u64,
+}
+
+/// What a retention run would do (a plan) or did (a report).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionPlan {
+    pub expire: Vec<PlannedExpiry>,
+    pub unlink: Vec<PlannedUnlink>,
+}
+
 /// Answer to a blob upload.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlobInfo {
@@ -142,12 +239,25 @@ impl KeyList {
     }
 }
 
+/// A tag's availability: `expired` is final, and its name is never bound again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TagState {
+    #[default]
+    Live,
+    Expired,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TagEntry {
     pub tag: Tag,
     pub digest: Digest,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    #[serde(default)]
+    pub state: TagState,
+    #[serde(default)]
+    pub held: bool,
 }
 
 /// One page of tags, in name order; `next` is the cursor for the following page.

@@ -1,0 +1,16 @@
+//! Lifecycle: retention. A tag's binding is permanent history; its
+//! availability may end, by a policy's run or by an operator, and that end is
+//! a signed tombstone and an audit entry. Blob links that no live manifest
+//! references are removed after `untagged_days` (their bytes are reclaimed
+//! elsewhere, later).
+//!
+//! `policy` checks policies and says which applies where; `plan` decides, from
+//! one repository's view, what a run would do; `run` does it through the
+//! metadata store, whose transactions re-check what a racing writer could
+//! change (a hold, the policy in effect, a new reference).
+
+pub mod plan;
+pub mod policy;
+mod run;
+
+pub use run::{expire_tag, plan_scope, run_all, scheduled_actor};

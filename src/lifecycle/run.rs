@@ -1,0 +1,160 @@
+//! Running retention: plans made from the store's view, then each expiry and
+//! unlink as its own transaction, re-checked there. A run may stop anywhere
+//! (a crash, a shutdown): what it did is done and audited, and the next run
+//! does the rest. Runs on several replicas at once expire each tag once.
+
+use std::sync::atomic::Ordering;
+
+use amber_core::audit::{Actor, Event};
+use amber_core::tombstone::{self, Reason, TombstonePayload};
+use amber_core::wire::{PolicyInfo, RetentionPlan};
+use amber_core::{Digest, RepoName, RepoPattern, Tag};
+use time::OffsetDateTime;
+
+use super::{plan, policy};
+use crate::audit::Draft;
+use crate::meta::{Expiry, MetaError, MetaStore, TagChange, TagRecord, Unlink};
+use crate::state::AppState;
+
+/// Who the scheduled runs act as in tombstones and the audit log.
+pub fn scheduled_actor() -> Actor {
+    Actor { token_id: None, token_name: Some("amberd retention schedule".into()) }
+}
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc().replace_nanosecond(0).expect("0 is a valid nanosecond")
+}
+
+/// Every repository with its policy in effect, when `scope` is that policy's
+/// scope (or for every policy, without one).
+async fn governed(state: &AppState, scope: Option<&RepoPattern>) -> Result<Vec<(RepoName, PolicyInfo)>, MetaError> {
+    let policies = state.meta.policies().await?;
+    if policies.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut governed = Vec::new();
+    let mut after: Option<RepoName> = None;
+    loop {
+        let page = state.meta.repositories(after.as_ref(), 1000).await?;
+        for repo in &page {
+            if let Some(info) = policy::effective(&policies, repo)
+                && scope.is_none_or(|s| s == &info.scope)
+            {
+                governed.push((repo.clone(), info.clone()));
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() == 1000 => after = Some(last.clone()),
+            _ => return Ok(governed),
+        }
+    }
+}
+
+/// What a run would do now: for an exact repository, under the policy in
+/// effect for it (its own or its owner's); for `owner/*`, in every repository
+/// the owner's default governs.
+pub async fn plan_scope(state: &AppState, scope: &RepoPattern) -> Result<RetentionPlan, MetaError> {
+    let now = now();
+    let targets = match scope {
+        RepoPattern::Exact(repo) => {
+            let policies = state.meta.policies().await?;
+            policy::effective(&policies, repo).map(|info| vec![(repo.clone(), info.clone())]).unwrap_or_default()
+        }
+        other => governed(state, Some(other)).await?,
+    };
+    let mut all = RetentionPlan::default();
+    for (repo, info) in targets {
+        let view = state.meta.retention_view(&repo).await?;
+        let planned = plan::plan(&repo, &info.policy, &view, now);
+        all.expire.extend(planned.expire);
+        all.unlink.extend(planned.unlink);
+    }
+    Ok(all)
+}
+
+/// Runs every policy now; answers what was done.
+pub async fn run_all(state: &AppState, actor: &Actor) -> Result<RetentionPlan, MetaError> {
+    let mut report = RetentionPlan::default();
+    for (repo, info) in governed(state, None).await? {
+        let done = run_repo(state, &repo, &info, actor).await?;
+        report.expire.extend(done.expire);
+        report.unlink.extend(done.unlink);
+    }
+    tracing::info!(expired = report.expire.len(), unlinked = report.unlink.len(), "retention run finished");
+    Ok(report)
+}
+
+async fn run_repo(
+    state: &AppState,
+    repo: &RepoName,
+    info: &PolicyInfo,
+    actor: &Actor,
+) -> Result<RetentionPlan, MetaError> {
+    let now = now();
+    let view = state.meta.retention_view(repo).await?;
+    let planned = plan::plan(repo, &info.policy, &view, now);
+    let mut done = RetentionPlan::default();
+    for expiry in planned.expire {
+        let Some(record) = state.meta.tag(repo, &expiry.tag).await? else { continue };
+        let change = expire_tag(state, repo, &expiry.tag, &record, Some(info), actor.clone(), None).await?;
+        // Anything else: held, policy changed, or expired by a racing run meanwhile.
+        if matches!(change, TagChange::Changed(_)) {
+            done.expire.push(expiry);
+        }
+    }
+    let cutoff = plan::unlink_cutoff(&info.policy, now);
+    for unlink in planned.unlink {
+        let event = Event::BlobUnlinked { repository: repo.clone(), digest: unlink.digest, size: unlink.size };
+        let draft = Draft::shared(&state.signer, actor.clone(), vec![event]);
+        if state.meta.unlink_blob(repo, &unlink.digest, cutoff, draft).await? == Unlink::Unlinked {
+            state.metrics.links_removed.fetch_add(1, Ordering::Relaxed);
+            done.unlink.push(unlink);
+        }
+    }
+    Ok(done)
+}
+
+/// Expires one tag: signs its tombstone and records the expiry with its audit
+/// entry. With `policy`, a policy's expiry (refused as stale if another
+/// policy is in effect by then); without, an operator's, with `note`.
+pub async fn expire_tag(
+    state: &AppState,
+    repo: &RepoName,
+    tag: &Tag,
+    record: &TagRecord,
+    policy: Option<&PolicyInfo>,
+    actor: Actor,
+    note: Option<String>,
+) -> Result<TagChange, MetaError> {
+    let at = now();
+    let payload = TombstonePayload {
+        schema: tombstone::SCHEMA.into(),
+        repository: repo.clone(),
+        tag: tag.clone(),
+        manifest: record.digest,
+        bound_at: record.created_at,
+        expired_at: at,
+        reason: if policy.is_some() { Reason::Policy } else { Reason::Operator },
+        policy: policy.map(|p| p.digest),
+        expired_by: actor.clone(),
+        note: note.clone(),
+    };
+    let bytes = payload.to_bytes();
+    let event = Event::TagExpired {
+        repository: repo.clone(),
+        tag: tag.clone(),
+        manifest: record.digest,
+        tombstone: Digest::of(&bytes),
+        reason: payload.reason,
+        policy: payload.policy,
+        note,
+    };
+    let expiry = Expiry { at, tombstone: state.signer.sign(tombstone::PAYLOAD_TYPE, &bytes) };
+    let draft = Draft::shared(&state.signer, actor, vec![event]);
+    let change = state.meta.expire_tag(repo, tag, &expiry, policy, draft).await?;
+    if matches!(change, TagChange::Changed(_)) {
+        state.metrics.retention_expired.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(%repo, %tag, reason = %payload.reason, "tag expired");
+    }
+    Ok(change)
+}
