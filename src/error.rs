@@ -50,7 +50,13 @@ pub enum ApiError {
     /// The tag's availability ended: `410` on a read, `409` on a bind (its
     /// name is never bound again). The body carries the signed tombstone.
     #[error("tag {tag} in {repo} has expired: {what}")]
-    TagExpired { repo: RepoName, tag: Tag, tombstone: Box<amber_core::dsse::Envelope>, on_bind: bool, what: &'static str },
+    TagExpired {
+        repo: RepoName,
+        tag: Tag,
+        tombstone: Box<amber_core::dsse::Envelope>,
+        on_bind: bool,
+        what: &'static str,
+    },
     #[error("tag {0} is held; release the hold first")]
     TagHeld(Tag),
     #[error("{0}")]

@@ -75,11 +75,7 @@ impl Metrics {
                 "Tags expired by this replica, by policy or by an operator.",
                 &self.retention_expired,
             ),
-            (
-                "amber_links_removed_total",
-                "Blob links removed by this replica's retention runs.",
-                &self.links_removed,
-            ),
+            ("amber_links_removed_total", "Blob links removed by this replica's retention runs.", &self.links_removed),
         ] {
             counter_header(&mut out, name, help);
             let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));

@@ -71,11 +71,17 @@ impl JsonBody {
     }
 }
 
-/// Parses JSON, refusing an object that names a key twice anywhere in the
-/// document (serde keeps the last silently, so two readers could disagree).
+/// Parses a JSON object, refusing an object that names a key twice anywhere
+/// in the document (serde keeps the last silently, so two readers could
+/// disagree) and any other top-level value: every request body of this API is
+/// an object, and serde would read a struct from an array too (`[]` as `{}`).
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, serde_json::Error> {
     use serde::Deserializer as _;
+    use serde::de::Error as _;
     serde_json::Deserializer::from_slice(bytes).deserialize_any(unique_keys::Check)?;
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(serde_json::Error::custom("the body must be a JSON object"));
+    }
     serde_json::from_slice(bytes)
 }
 
@@ -166,9 +172,17 @@ mod tests {
                 let keys = json.matches("\":").count();
                 prop_assert_eq!(strict.is_ok(), map.len() == keys || keys == 0);
             } else {
-                prop_assert_eq!(strict.is_ok(), plain.is_ok());
+                prop_assert!(strict.is_err(), "only objects are bodies");
             }
         }
+    }
+
+    #[test]
+    fn only_objects_are_bodies() {
+        for not_an_object in ["[]", "1", "\"x\"", "null", " [ ] ", ""] {
+            assert!(parse::<Value>(not_an_object.as_bytes()).is_err(), "{not_an_object:?}");
+        }
+        assert!(parse::<Value>(b" \n{}").is_ok());
     }
 
     #[test]

@@ -29,8 +29,8 @@ pub async fn put_policy(
 ) -> ApiResult<ApiJson<PolicySet>> {
     caller.require_admin()?;
     let bytes = body.bytes(&state).await?;
-    let sent: RetentionPolicy = super::json::parse(&bytes)
-        .map_err(|e| ApiError::RequestInvalid(format!("retention policy: {e}")))?;
+    let sent: RetentionPolicy =
+        super::json::parse(&bytes).map_err(|e| ApiError::RequestInvalid(format!("retention policy: {e}")))?;
     let policy = policy::normalise(sent).map_err(ApiError::RequestInvalid)?;
     let digest = policy::digest(&policy);
     let updated_at = OffsetDateTime::now_utc().replace_nanosecond(0).expect("0 is a valid nanosecond");
@@ -51,7 +51,11 @@ pub enum Shown {
     Stored(PolicyInfo),
 }
 
-pub async fn get_policy(State(state): State<AppState>, caller: Caller, Scope(scope): Scope) -> ApiResult<ApiJson<Shown>> {
+pub async fn get_policy(
+    State(state): State<AppState>,
+    caller: Caller,
+    Scope(scope): Scope,
+) -> ApiResult<ApiJson<Shown>> {
     match &scope {
         RepoPattern::Exact(repo) => {
             if caller.require_admin().is_err() {
@@ -100,7 +104,11 @@ pub async fn delete_policy(
     Err(ApiError::Unavailable)
 }
 
-pub async fn plan(State(state): State<AppState>, caller: Caller, Scope(scope): Scope) -> ApiResult<ApiJson<RetentionPlan>> {
+pub async fn plan(
+    State(state): State<AppState>,
+    caller: Caller,
+    Scope(scope): Scope,
+) -> ApiResult<ApiJson<RetentionPlan>> {
     caller.require_admin()?;
     let policies = state.meta.policies().await?;
     let applies = match &scope {

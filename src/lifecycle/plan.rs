@@ -22,7 +22,10 @@ fn kept(policy: &RetentionPolicy, tag: &TagView, rank: usize, now: OffsetDateTim
     tag.held
         || policy.keep_last.is_some_and(|n| rank < n as usize)
         || policy.keep_days.is_some_and(|days| now - tag.bound_at < Duration::days(i64::from(days)))
-        || policy.keep_tags.as_ref().is_some_and(|globs| globs.iter().any(|g| policy::glob_matches(g, tag.tag.as_str())))
+        || policy
+            .keep_tags
+            .as_ref()
+            .is_some_and(|globs| globs.iter().any(|g| policy::glob_matches(g, tag.tag.as_str())))
 }
 
 /// What `policy` does to `repo` at `now`: the live tags no rule keeps (only

@@ -104,11 +104,13 @@ mod tests {
 
     #[test]
     fn globs_match_whole_names() {
-        for (pattern, name) in [("v*", "v1.2"), ("*", "x"), ("release-*", "release-"), ("a*b*c", "aXbYc"), ("1.0", "1.0")]
+        for (pattern, name) in
+            [("v*", "v1.2"), ("*", "x"), ("release-*", "release-"), ("a*b*c", "aXbYc"), ("1.0", "1.0")]
         {
             assert!(glob_matches(pattern, name), "{pattern} {name}");
         }
-        for (pattern, name) in [("v*", "xv1"), ("release", "release-1"), ("*-rc", "1-rc2"), ("a*b", "ab-"), ("1.0", "1x0")]
+        for (pattern, name) in
+            [("v*", "xv1"), ("release", "release-1"), ("*-rc", "1-rc2"), ("a*b", "ab-"), ("1.0", "1x0")]
         {
             assert!(!glob_matches(pattern, name), "{pattern} {name}");
         }

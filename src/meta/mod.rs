@@ -508,7 +508,13 @@ impl MetaStore for Meta {
     ) -> Result<Bound, MetaError> {
         dispatch!(self, s => s.bind_tag(repo, tag, digest, envelope, files, at, audit))
     }
-    async fn hold_tag(&self, repo: &RepoName, tag: &Tag, hold: &Hold, audit: AuditBuild) -> Result<TagChange, MetaError> {
+    async fn hold_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        hold: &Hold,
+        audit: AuditBuild,
+    ) -> Result<TagChange, MetaError> {
         dispatch!(self, s => s.hold_tag(repo, tag, hold, audit))
     }
     async fn release_tag(&self, repo: &RepoName, tag: &Tag, audit: AuditBuild) -> Result<TagChange, MetaError> {

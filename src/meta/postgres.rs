@@ -426,11 +426,8 @@ impl MetaStore for PostgresMeta {
         .await?;
         let linked: std::collections::HashMap<Vec<u8>, u64> =
             linked.into_iter().map(|(d, size)| (d, size as u64)).collect();
-        let gone: Vec<Digest> = files
-            .iter()
-            .filter(|(d, size)| linked.get(&d.as_bytes()[..]) != Some(size))
-            .map(|(d, _)| *d)
-            .collect();
+        let gone: Vec<Digest> =
+            files.iter().filter(|(d, size)| linked.get(&d.as_bytes()[..]) != Some(size)).map(|(d, _)| *d).collect();
         if !gone.is_empty() {
             tx.rollback().await?;
             return Ok(Bound::BlobsGone(gone));
@@ -448,7 +445,13 @@ impl MetaStore for PostgresMeta {
         Ok(Bound::Created)
     }
 
-    async fn hold_tag(&self, repo: &RepoName, tag: &Tag, hold: &Hold, audit: AuditBuild) -> Result<TagChange, MetaError> {
+    async fn hold_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        hold: &Hold,
+        audit: AuditBuild,
+    ) -> Result<TagChange, MetaError> {
         let mut tx = self.pool.begin().await?;
         let Some(mut record) = lock_tag(&mut tx, repo, tag).await? else { return Ok(TagChange::Unknown) };
         if record.expiry.is_some() {

@@ -707,7 +707,13 @@ impl MetaStore for SledMeta {
         .await
     }
 
-    async fn hold_tag(&self, repo: &RepoName, tag: &Tag, hold: &Hold, audit: AuditBuild) -> Result<TagChange, MetaError> {
+    async fn hold_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        hold: &Hold,
+        audit: AuditBuild,
+    ) -> Result<TagChange, MetaError> {
         let hold = hold.clone();
         self.change_tag("hold_tag", repo, tag, audit, move |mut record, _| {
             if record.expiry.is_some() {
@@ -936,9 +942,11 @@ impl MetaStore for SledMeta {
                 }
                 let name = std::str::from_utf8(&key[prefix.len()..]).map_err(|e| MetaError::Corrupt(e.to_string()))?;
                 let record: TagRecord = serde_json::from_slice(&json)?;
-                entries.push(record.entry(
-                    name.parse().map_err(|e: amber_core::name::NameError| MetaError::Corrupt(e.to_string()))?,
-                ));
+                entries.push(
+                    record.entry(
+                        name.parse().map_err(|e: amber_core::name::NameError| MetaError::Corrupt(e.to_string()))?,
+                    ),
+                );
             }
             Ok(entries)
         })

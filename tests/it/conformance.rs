@@ -186,9 +186,9 @@ async fn meta_conformance(meta: Meta) {
         let (meta, a, tag) = (meta.clone(), a.clone(), tag.clone());
         let digest = Digest::of(&[n]);
         let audit = bound(&a, &tag, digest);
-        tokio::spawn(
-            async move { (digest, meta.bind_tag(&a, &tag, &digest, &envelope(n), &[], now(), audit).await.unwrap()) },
-        )
+        tokio::spawn(async move {
+            (digest, meta.bind_tag(&a, &tag, &digest, &envelope(n), &[], now(), audit).await.unwrap())
+        })
     });
     let outcomes: Vec<(Digest, Bound)> =
         futures_util::future::join_all(binds).await.into_iter().map(Result::unwrap).collect();

@@ -11,5 +11,6 @@ mod harness;
 mod manifests;
 mod openapi;
 mod replicas;
+mod retention;
 mod schemathesis;
 mod tokens;
