@@ -13,4 +13,4 @@ pub mod plan;
 pub mod policy;
 mod run;
 
-pub use run::{expire_tag, plan_scope, run_all, scheduled_actor};
+pub use run::{expire_tag, plan_scope, plan_scope_at, run_all, run_all_at, scheduled_actor};

@@ -54,7 +54,15 @@ async fn governed(state: &AppState, scope: Option<&RepoPattern>) -> Result<Vec<(
 /// effect for it (its own or its owner's); for `owner/*`, in every repository
 /// the owner's default governs.
 pub async fn plan_scope(state: &AppState, scope: &RepoPattern) -> Result<RetentionPlan, MetaError> {
-    let now = now();
+    plan_scope_at(state, scope, now()).await
+}
+
+/// [`plan_scope`] as decided at `now` (tests hold a plan and a run to one moment).
+pub async fn plan_scope_at(
+    state: &AppState,
+    scope: &RepoPattern,
+    now: OffsetDateTime,
+) -> Result<RetentionPlan, MetaError> {
     let targets = match scope {
         RepoPattern::Exact(repo) => {
             let policies = state.meta.policies().await?;
@@ -74,9 +82,14 @@ pub async fn plan_scope(state: &AppState, scope: &RepoPattern) -> Result<Retenti
 
 /// Runs every policy now; answers what was done.
 pub async fn run_all(state: &AppState, actor: &Actor) -> Result<RetentionPlan, MetaError> {
+    run_all_at(state, actor, now()).await
+}
+
+/// [`run_all`] as decided at `now`.
+pub async fn run_all_at(state: &AppState, actor: &Actor, now: OffsetDateTime) -> Result<RetentionPlan, MetaError> {
     let mut report = RetentionPlan::default();
     for (repo, info) in governed(state, None).await? {
-        let done = run_repo(state, &repo, &info, actor).await?;
+        let done = run_repo(state, &repo, &info, actor, now).await?;
         report.expire.extend(done.expire);
         report.unlink.extend(done.unlink);
     }
@@ -89,8 +102,8 @@ async fn run_repo(
     repo: &RepoName,
     info: &PolicyInfo,
     actor: &Actor,
+    now: OffsetDateTime,
 ) -> Result<RetentionPlan, MetaError> {
-    let now = now();
     let view = state.meta.retention_view(repo).await?;
     let planned = plan::plan(repo, &info.policy, &view, now);
     let mut done = RetentionPlan::default();

@@ -12,5 +12,6 @@ mod manifests;
 mod openapi;
 mod replicas;
 mod retention;
+mod retention_store;
 mod schemathesis;
 mod tokens;

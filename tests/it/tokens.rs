@@ -63,6 +63,11 @@ async fn authorization_matrix_has_no_unexpected_allow(backend: Backend) {
     let files = json!({"files": [{"path": "f", "digest": digest, "size": 500}]});
     let tag = server.request(Method::PUT, "/v1/repos/acme/web/tags/v1", &owner).json(&files).send().await.unwrap();
     let manifest = tag.headers()["amber-manifest-digest"].to_str().unwrap().to_owned();
+    // A tag for the admin's expiry, and a policy to read, plan and delete.
+    server.request(Method::PUT, "/v1/repos/acme/web/tags/v2", &owner).json(&files).send().await.unwrap();
+    let policy = json!({"keep_tags": ["v*"]});
+    let put = server.request(Method::PUT, "/v1/retention/acme/web", &server.admin).json(&policy).send().await.unwrap();
+    assert_eq!(put.status(), StatusCode::OK);
 
     let expired = create(&server, &[("acme/*", &["push", "pull"])], json!({"expires_in": 1})).await;
     let revoked = create(&server, &[("acme/*", &["push", "pull"])], json!({})).await;
@@ -267,6 +272,71 @@ async fn authorization_matrix_has_no_unexpected_allow(backend: Backend) {
                 "pull",
                 StatusCode::OK,
             ),
+            (
+                Method::PUT,
+                "/v1/repos/{owner}/{name}/tags/{tag}/hold",
+                "/v1/repos/acme/web/tags/v1/hold".into(),
+                Some(json!({"reason": "matrix"})),
+                None,
+                "admin",
+                StatusCode::OK,
+            ),
+            (
+                Method::DELETE,
+                "/v1/repos/{owner}/{name}/tags/{tag}/hold",
+                "/v1/repos/acme/web/tags/v1/hold".into(),
+                None,
+                None,
+                "admin",
+                StatusCode::OK,
+            ),
+            (
+                Method::POST,
+                "/v1/repos/{owner}/{name}/tags/{tag}/expire",
+                "/v1/repos/acme/web/tags/v2/expire".into(),
+                Some(json!({"reason": "matrix"})),
+                None,
+                "admin",
+                StatusCode::OK,
+            ),
+            (Method::GET, "/v1/retention", "/v1/retention".into(), None, None, "admin", StatusCode::OK),
+            (
+                Method::PUT,
+                "/v1/retention/{owner}/{name}",
+                "/v1/retention/acme/web".into(),
+                Some(policy.clone()),
+                None,
+                "admin",
+                StatusCode::OK,
+            ),
+            (
+                Method::GET,
+                "/v1/retention/{owner}/{name}",
+                "/v1/retention/acme/web".into(),
+                None,
+                None,
+                "pull or admin",
+                StatusCode::OK,
+            ),
+            (
+                Method::POST,
+                "/v1/retention/{owner}/{name}/plan",
+                "/v1/retention/acme/web/plan".into(),
+                None,
+                None,
+                "admin",
+                StatusCode::OK,
+            ),
+            (Method::POST, "/v1/retention/run", "/v1/retention/run".into(), None, None, "admin", StatusCode::OK),
+            (
+                Method::DELETE,
+                "/v1/retention/{owner}/{name}",
+                "/v1/retention/acme/web".into(),
+                None,
+                None,
+                "admin",
+                StatusCode::OK,
+            ),
         ];
         for Case { method, template, path, json_body, raw_body, needs, allowed } in cases.into_iter().map(Case::from) {
             covered.insert((method.to_string(), template.to_owned()));
@@ -286,6 +356,7 @@ async fn authorization_matrix_has_no_unexpected_allow(backend: Backend) {
                 "admin" => class.admin,
                 "push" => class.push,
                 "pull" => class.pull,
+                "pull or admin" => class.pull || class.admin,
                 _ => unreachable!(),
             };
             let expected = if class.invalid {
