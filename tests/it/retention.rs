@@ -373,15 +373,26 @@ async fn a_bind_racing_a_run_never_leaves_a_tag_without_its_blob(backend: Backen
     let server = TestServer::on(backend).await;
     let token = server.token(&[("acme/race", &["push", "pull"])]).await;
     set_policy(&server, "acme/race", json!({"untagged_days": 0})).await;
-    let mut files = Vec::new();
-    for round in 0..40u64 {
-        files.push(blob(&server, &token, "acme/race", 1000 + round).await);
-    }
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let (mut bound, mut refused) = (0, 0);
-    for (round, file) in files.iter().enumerate() {
+    let mut files = Vec::new();
+    // One blob per round, old enough (links are timed to the second) that
+    // the run may unlink it, and the only one it may: each round is a race.
+    for round in 0..16u64 {
+        let file = blob(&server, &token, "acme/race", 1000 + round).await;
+        tokio::time::sleep(std::time::Duration::from_millis(1050)).await;
         let tag = format!("r{round}");
-        let (put, _) = tokio::join!(bind(&server, &token, "acme/race", &tag, std::slice::from_ref(file)), run(&server));
+        // Jitter on both sides, so either may go first.
+        let jitter = || std::time::Duration::from_micros(rand::random::<u64>() % 4000);
+        let (bind_jitter, run_jitter) = (jitter(), jitter());
+        let bind_later = async {
+            tokio::time::sleep(bind_jitter).await;
+            bind(&server, &token, "acme/race", &tag, std::slice::from_ref(&file)).await
+        };
+        let run_later = async {
+            tokio::time::sleep(run_jitter).await;
+            run(&server).await
+        };
+        let (put, _) = tokio::join!(bind_later, run_later);
         match put.status() {
             StatusCode::CREATED => {
                 bound += 1;
@@ -403,11 +414,12 @@ async fn a_bind_racing_a_run_never_leaves_a_tag_without_its_blob(backend: Backen
             }
             other => panic!("round {round}: {other}"),
         }
+        files.push(file);
     }
     println!("{backend:?}: {bound} binds won, {refused} lost to the unlink");
     // After everything, a run unlinks nothing a live tag references.
     run(&server).await;
-    for round in 0..40 {
+    for round in 0..16 {
         let got =
             server.request(Method::GET, &format!("/v1/repos/acme/race/tags/r{round}"), &token).send().await.unwrap();
         if got.status() == StatusCode::OK {
@@ -538,4 +550,70 @@ async fn two_replicas_running_at_once_expire_each_tag_once() {
     assert_eq!(a.union(&b).cloned().collect::<BTreeSet<_>>(), planned);
     let events = events(&server).await;
     assert_eq!(events.iter().filter(|e| e["kind"] == "tag_expired").count(), 20);
+}
+
+/// A sled store written by the previous release (schema 1: links without
+/// their creation time, no manifest references) is upgraded at start: the
+/// references are rebuilt, so retention never unlinks a blob a live tag names.
+#[tokio::test]
+async fn a_schema_1_sled_store_is_upgraded_in_place() {
+    let mut server = TestServer::start().await;
+    let token = server.token(&[("acme/web", &["push", "pull"])]).await;
+    let named = blob(&server, &token, "acme/web", 600).await;
+    assert_eq!(bind(&server, &token, "acme/web", "v1", &[named.clone()]).await.status(), StatusCode::CREATED);
+    let loose = blob(&server, &token, "acme/web", 601).await;
+    server.with_stopped_meta(|db| {
+        db.insert("schema", "1").unwrap();
+        let links = db.open_tree("links").unwrap();
+        for item in links.iter() {
+            let (key, value) = item.unwrap();
+            links.insert(key, &value[..8]).unwrap();
+        }
+        db.drop_tree("refs").unwrap();
+    });
+    server.restart();
+    assert!(server.logs().contains("amberd listening"));
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    set_policy(&server, "acme/web", json!({"untagged_days": 0})).await;
+    let report = run(&server).await;
+    assert_eq!(report["unlink"].as_array().unwrap().len(), 1, "{report}");
+    assert_eq!(report["unlink"][0]["digest"], loose["digest"]);
+    let got = server.request(Method::GET, "/v1/repos/acme/web/tags/v1", &token).send().await.unwrap();
+    assert_eq!(got.status(), StatusCode::OK);
+    let head = server
+        .request(Method::HEAD, &format!("/v1/repos/acme/web/blobs/{}", named["digest"].as_str().unwrap()), &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
+}
+
+/// Migration 0002 builds `manifest_blobs` for manifests pushed before it
+/// from their signed payloads: the same rows a bind writes.
+#[tokio::test]
+async fn the_postgres_migration_derives_manifest_references_as_binds_do() {
+    let server = TestServer::on(Backend::S3Postgres).await;
+    let token = server.token(&[("acme/web", &["push", "pull"])]).await;
+    let (a, b) = (blob(&server, &token, "acme/web", 700).await, blob(&server, &token, "acme/web", 701).await);
+    let mut same = b.clone();
+    same["path"] = json!("again/f.bin");
+    assert_eq!(bind(&server, &token, "acme/web", "v1", &[a, b, same]).await.status(), StatusCode::CREATED);
+    let pg = &server.services.as_ref().unwrap().pg;
+    let migration = include_str!("../../migrations/0002_retention.sql");
+    let backfill = migration
+        .split(';')
+        .find(|statement| statement.contains("INSERT INTO manifest_blobs"))
+        .unwrap()
+        .split_once("SELECT")
+        .unwrap()
+        .1;
+    let rows = |from: &str| {
+        pg.sql(&format!(
+            "SELECT string_agg(r, ',' ORDER BY r) FROM (SELECT repository || ':' || encode(blob, 'hex') || ':' || encode(manifest, 'hex') AS r FROM {from}) AS rows"
+        ))
+    };
+    let derived = rows(&format!("(SELECT{backfill}) AS d(repository, blob, manifest)"));
+    let stored = rows("manifest_blobs");
+    assert_eq!(derived, stored);
+    assert_eq!(stored.trim().split(',').count(), 2, "one row per distinct blob: {stored}");
 }

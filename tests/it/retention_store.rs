@@ -171,7 +171,8 @@ fn run_property(pg: bool, count: u32) {
     let db = pg.then(PgDatabase::create);
     let state = runtime.block_on(state(dir.path(), db.as_ref()));
     let counter = std::sync::atomic::AtomicU64::new(0);
-    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig { cases: count, ..ProptestConfig::default() });
+    let mut runner =
+        proptest::test_runner::TestRunner::new(ProptestConfig { cases: count, ..ProptestConfig::default() });
     runner
         .run(&cases(), |case| {
             let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -206,9 +207,17 @@ async fn bind_races_unlink(pg: bool, rounds: u64) {
         let manifest = Digest::of(format!("m{round}").as_bytes());
         let envelope = envelope(round);
         let files = [(digest, 7u64)];
+        // A little jitter on either side, so both orders happen on both stores.
+        let (first, second) = (rand::random::<u64>() % 400, rand::random::<u64>() % 400);
         let (bind, unlink) = tokio::join!(
-            state.meta.bind_tag(&repo, &tag, &manifest, &envelope, &files, now(), audit()),
-            state.meta.unlink_blob(&repo, &digest, far, audit()),
+            async {
+                tokio::time::sleep(std::time::Duration::from_micros(first)).await;
+                state.meta.bind_tag(&repo, &tag, &manifest, &envelope, &files, now(), audit()).await
+            },
+            async {
+                tokio::time::sleep(std::time::Duration::from_micros(second)).await;
+                state.meta.unlink_blob(&repo, &digest, far, audit()).await
+            },
         );
         let linked = state.meta.blob_size(&repo, &digest).await.unwrap().is_some();
         match (bind.unwrap(), unlink.unwrap()) {
