@@ -92,9 +92,9 @@ mod tests {
         view
     }
 
-    fn expired(policy: RetentionPolicy, tags: &[(&str, i64, bool)]) -> Vec<String> {
+    fn expired(policy: &RetentionPolicy, tags: &[(&str, i64, bool)]) -> Vec<String> {
         let now = OffsetDateTime::UNIX_EPOCH + Duration::days(20_000);
-        let plan = plan(&"acme/web".parse().unwrap(), &policy, &view(tags, now), now);
+        let plan = plan(&"acme/web".parse().unwrap(), policy, &view(tags, now), now);
         plan.expire.iter().map(|e| e.tag.to_string()).collect()
     }
 
@@ -116,21 +116,21 @@ mod tests {
             untagged_days: Some(7),
         };
         // Held b2 survives every rule.
-        assert_eq!(expired(p(Some(2), None, None), TAGS), ["b1", "b3", "v1.0"]);
-        assert_eq!(expired(p(None, Some(15), None), TAGS), ["b1", "v1.0"]);
-        assert_eq!(expired(p(None, None, Some(&["v*"])), TAGS), ["b1", "b3", "b4", "b5"]);
-        assert_eq!(expired(p(Some(1), Some(3), Some(&["v*"])), TAGS), ["b1", "b3"]);
+        assert_eq!(expired(&p(Some(2), None, None), TAGS), ["b1", "b3", "v1.0"]);
+        assert_eq!(expired(&p(None, Some(15), None), TAGS), ["b1", "v1.0"]);
+        assert_eq!(expired(&p(None, None, Some(&["v*"])), TAGS), ["b1", "b3", "b4", "b5"]);
+        assert_eq!(expired(&p(Some(1), Some(3), Some(&["v*"])), TAGS), ["b1", "b3"]);
         // Whole-name globs: `b` keeps nothing, `*1` keeps b1 (and not v1.0).
-        assert_eq!(expired(p(None, None, Some(&["b", "*1"])), TAGS), ["b3", "b4", "b5", "v1.0"]);
+        assert_eq!(expired(&p(None, None, Some(&["b", "*1"])), TAGS), ["b3", "b4", "b5", "v1.0"]);
         // No keep rule: every tag is kept.
-        assert!(expired(p(None, None, None), TAGS).is_empty());
+        assert!(expired(&p(None, None, None), TAGS).is_empty());
     }
 
     #[test]
     fn keep_last_counts_live_tags_newest_first_ties_by_name() {
         let policy = RetentionPolicy { keep_last: Some(2), ..Default::default() };
         let same_second = [("a", 1, false), ("c", 1, false), ("b", 1, false)];
-        assert_eq!(expired(policy.clone(), &same_second), ["a"]);
+        assert_eq!(expired(&policy, &same_second), ["a"]);
         let now = OffsetDateTime::UNIX_EPOCH + Duration::days(20_000);
         let mut v = view(&[("old", 3, false), ("mid", 2, false), ("new", 1, false)], now);
         v.tags[2].expired = true; // "new" was yanked: it takes no place.

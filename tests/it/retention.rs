@@ -256,7 +256,10 @@ async fn untagged_links_go_and_referenced_ones_stay(backend: Backend) {
     let server = TestServer::on(backend).await;
     let token = server.token(&[("acme/web", &["push", "pull"])]).await;
     let referenced = blob(&server, &token, "acme/web", 300).await;
-    assert_eq!(bind(&server, &token, "acme/web", "v1", &[referenced.clone()]).await.status(), StatusCode::CREATED);
+    assert_eq!(
+        bind(&server, &token, "acme/web", "v1", std::slice::from_ref(&referenced)).await.status(),
+        StatusCode::CREATED
+    );
     let loose = blob(&server, &token, "acme/web", 301).await;
 
     // No keep rule: every tag is kept; untagged_days 0 unlinks at the next
@@ -419,11 +422,10 @@ async fn a_bind_racing_a_run_never_leaves_a_tag_without_its_blob(backend: Backen
     println!("{backend:?}: {bound} binds won, {refused} lost to the unlink");
     // After everything, a run unlinks nothing a live tag references.
     run(&server).await;
-    for round in 0..16 {
+    for (round, file) in files.iter().enumerate() {
         let got =
             server.request(Method::GET, &format!("/v1/repos/acme/race/tags/r{round}"), &token).send().await.unwrap();
         if got.status() == StatusCode::OK {
-            let file = &files[round];
             let get = server
                 .request(
                     Method::GET,
@@ -560,7 +562,10 @@ async fn a_schema_1_sled_store_is_upgraded_in_place() {
     let mut server = TestServer::start().await;
     let token = server.token(&[("acme/web", &["push", "pull"])]).await;
     let named = blob(&server, &token, "acme/web", 600).await;
-    assert_eq!(bind(&server, &token, "acme/web", "v1", &[named.clone()]).await.status(), StatusCode::CREATED);
+    assert_eq!(
+        bind(&server, &token, "acme/web", "v1", std::slice::from_ref(&named)).await.status(),
+        StatusCode::CREATED
+    );
     let loose = blob(&server, &token, "acme/web", 601).await;
     server.with_stopped_meta(|db| {
         db.insert("schema", "1").unwrap();
@@ -616,4 +621,25 @@ async fn the_postgres_migration_derives_manifest_references_as_binds_do() {
     let stored = rows("manifest_blobs");
     assert_eq!(derived, stored);
     assert_eq!(stored.trim().split(',').count(), 2, "one row per distinct blob: {stored}");
+}
+
+/// The server runs every policy on its own every `--retention-interval`.
+#[tokio::test]
+async fn policies_run_on_schedule() {
+    let server = TestServer::builder().arg("--retention-interval").arg("1").start().await;
+    let token = server.token(&[("acme/web", &["push", "pull"])]).await;
+    tags(&server, &token, "acme/web", &["t1", "t2"], 800).await;
+    set_policy(&server, "acme/web", json!({"keep_last": 1})).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let got = server.request(Method::GET, "/v1/repos/acme/web/tags/t1", &token).send().await.unwrap();
+        if got.status() == StatusCode::GONE {
+            let body: Value = got.json().await.unwrap();
+            assert_eq!(payload(&body["tombstone"])["expired_by"]["token_name"], "amberd retention schedule");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no scheduled run expired the tag");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    server.logs_with("retention run finished").await;
 }
