@@ -176,6 +176,11 @@ impl TestServer {
         self.token_with(grants, json!({})).await
     }
 
+    /// `GET /v1/keys`.
+    pub async fn keys(&self) -> Value {
+        self.http.get(self.url("/v1/keys")).send().await.unwrap().json().await.unwrap()
+    }
+
     pub fn logs(&self) -> String {
         self.log.lock().unwrap().clone()
     }
@@ -478,6 +483,13 @@ pub fn data(len: usize, seed: u64) -> Vec<u8> {
             state as u8
         })
         .collect()
+}
+
+/// The payload of a DSSE envelope, as JSON.
+pub fn payload(envelope: &Value) -> Value {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(envelope["payload"].as_str().unwrap()).unwrap();
+    serde_json::from_slice(&bytes).unwrap()
 }
 
 /// Verifies with Python's `cryptography`; returns the BLAKE3 hex of the payload.

@@ -7,7 +7,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::backends::Backend;
-use crate::harness::{TestServer, data, expect_error, independent_b3_bytes, verify_with_python};
+use crate::harness::{TestServer, data, expect_error, independent_b3_bytes, payload, verify_with_python};
 use crate::on_both_backends;
 
 /// Pushes `count` blobs to `repo` and returns manifest file entries for them.
@@ -28,16 +28,6 @@ async fn push_files(server: &TestServer, token: &str, repo: &str, count: usize, 
     files
 }
 
-async fn keys(server: &TestServer) -> Value {
-    server.http.get(server.url("/v1/keys")).send().await.unwrap().json().await.unwrap()
-}
-
-fn payload(envelope: &Value) -> Value {
-    use base64::Engine;
-    let bytes = base64::engine::general_purpose::STANDARD.decode(envelope["payload"].as_str().unwrap()).unwrap();
-    serde_json::from_slice(&bytes).unwrap()
-}
-
 async fn a_pushed_manifest_verifies_independently_and_binds_its_tag_once(backend: Backend) {
     let server = TestServer::on(backend).await;
     let token = server.token(&[("acme/web", &["push", "pull"])]).await;
@@ -52,7 +42,7 @@ async fn a_pushed_manifest_verifies_independently_and_binds_its_tag_once(backend
     let envelope: Value = put.json().await.unwrap();
     assert_eq!(envelope["payloadType"], "application/vnd.amber.manifest.v1+json");
 
-    let keys = keys(&server).await;
+    let keys = server.keys().await;
     assert_eq!(verify_with_python(&envelope, &keys).unwrap(), digest, "payload BLAKE3 is the manifest digest");
 
     let me: Value = server.request(Method::GET, "/v1/whoami", &token).send().await.unwrap().json().await.unwrap();
@@ -281,7 +271,7 @@ async fn rotated_keys_sign_new_manifests_and_old_ones_still_verify(backend: Back
         .json()
         .await
         .unwrap();
-    let old_keys = keys(&server).await;
+    let old_keys = server.keys().await;
     assert_eq!(old_keys["keys"].as_array().unwrap().len(), 1);
 
     assert!(server.terminate());
@@ -301,7 +291,7 @@ async fn rotated_keys_sign_new_manifests_and_old_ones_still_verify(backend: Back
     assert_eq!(new["signatures"][0]["keyid"], new_keyid.as_str());
     assert_ne!(old["signatures"][0]["keyid"], new["signatures"][0]["keyid"]);
 
-    let listed = keys(&server).await;
+    let listed = server.keys().await;
     let statuses: Vec<(String, String)> = listed["keys"]
         .as_array()
         .unwrap()
@@ -362,7 +352,7 @@ async fn an_operator_supplied_signing_key_signs_manifests() {
         .json()
         .await
         .unwrap();
-    let keys = keys(&server).await;
+    let keys = server.keys().await;
     let active: Vec<&Value> = keys["keys"].as_array().unwrap().iter().filter(|k| k["status"] == "active").collect();
     assert_eq!(active.len(), 1);
     assert_eq!(envelope["signatures"][0]["keyid"], active[0]["keyid"]);

@@ -9,7 +9,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::backends::Backend;
-use crate::harness::{TestServer, data, expect_error, independent_b3_bytes, verify_with_python};
+use crate::harness::{TestServer, data, expect_error, independent_b3_bytes, payload, verify_with_python};
 use crate::on_both_backends;
 
 /// Uploads a blob to `repo`; returns its manifest file entry.
@@ -24,6 +24,12 @@ async fn blob(server: &TestServer, token: &str, repo: &str, seed: u64) -> Value 
         .unwrap();
     assert!(put.status().is_success(), "{}", put.status());
     json!({"path": format!("f-{seed}.bin"), "digest": digest, "size": bytes.len()})
+}
+
+/// `GET` of a blob's bytes in `repo`: its status.
+async fn read_blob(server: &TestServer, token: &str, repo: &str, file: &Value) -> StatusCode {
+    let path = format!("/v1/repos/{repo}/blobs/{}", file["digest"].as_str().unwrap());
+    server.request(Method::GET, &path, token).send().await.unwrap().status()
 }
 
 async fn bind(server: &TestServer, token: &str, repo: &str, tag: &str, files: &[Value]) -> reqwest::Response {
@@ -91,16 +97,6 @@ async fn events(server: &TestServer) -> Vec<Value> {
     }
 }
 
-async fn keys(server: &TestServer) -> Value {
-    server.http.get(server.url("/v1/keys")).send().await.unwrap().json().await.unwrap()
-}
-
-fn payload(envelope: &Value) -> Value {
-    use base64::Engine;
-    let bytes = base64::engine::general_purpose::STANDARD.decode(envelope["payload"].as_str().unwrap()).unwrap();
-    serde_json::from_slice(&bytes).unwrap()
-}
-
 async fn keep_rules_expire_what_none_keeps_into_verifiable_tombstones(backend: Backend) {
     let server = TestServer::on(backend).await;
     let token = server.token(&[("acme/web", &["push", "pull"])]).await;
@@ -155,7 +151,7 @@ async fn keep_rules_expire_what_none_keeps_into_verifiable_tombstones(backend: B
     let body = expect_error(gone, StatusCode::GONE, "tag_expired").await;
     let tombstone = &body["tombstone"];
     assert_eq!(tombstone["payloadType"], "application/vnd.amber.tombstone.v1+json");
-    let tombstone_digest = verify_with_python(tombstone, &keys(&server).await).unwrap();
+    let tombstone_digest = verify_with_python(tombstone, &server.keys().await).unwrap();
     let t = payload(tombstone);
     assert_eq!(t["schema"], "amber.tombstone.v1");
     assert_eq!((t["repository"].as_str(), t["tag"].as_str()), (Some("acme/web"), Some("ci-02")));
@@ -235,7 +231,7 @@ async fn holds_beat_policies_and_operators_expire_by_hand(backend: Backend) {
     // The operator's expiry: reason operator, no policy, the note kept.
     let (status, tombstone) = admin(&server, Method::POST, &expire("a"), Some(json!({"reason": "CVE-2026-1"}))).await;
     assert_eq!(status, StatusCode::OK, "{tombstone}");
-    verify_with_python(&tombstone, &keys(&server).await).unwrap();
+    verify_with_python(&tombstone, &server.keys().await).unwrap();
     let t = payload(&tombstone);
     assert_eq!(
         (t["reason"].as_str(), t["policy"].is_null(), t["note"].as_str()),
@@ -399,16 +395,8 @@ async fn a_bind_racing_a_run_never_leaves_a_tag_without_its_blob(backend: Backen
         match put.status() {
             StatusCode::CREATED => {
                 bound += 1;
-                let get = server
-                    .request(
-                        Method::GET,
-                        &format!("/v1/repos/acme/race/blobs/{}", file["digest"].as_str().unwrap()),
-                        &token,
-                    )
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(get.status(), StatusCode::OK, "round {round}: a bound tag's blob is gone");
+                let read = read_blob(&server, &token, "acme/race", &file).await;
+                assert_eq!(read, StatusCode::OK, "round {round}: a bound tag's blob is gone");
             }
             StatusCode::BAD_REQUEST => {
                 refused += 1;
@@ -426,16 +414,7 @@ async fn a_bind_racing_a_run_never_leaves_a_tag_without_its_blob(backend: Backen
         let got =
             server.request(Method::GET, &format!("/v1/repos/acme/race/tags/r{round}"), &token).send().await.unwrap();
         if got.status() == StatusCode::OK {
-            let get = server
-                .request(
-                    Method::GET,
-                    &format!("/v1/repos/acme/race/blobs/{}", file["digest"].as_str().unwrap()),
-                    &token,
-                )
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(get.status(), StatusCode::OK, "round {round}");
+            assert_eq!(read_blob(&server, &token, "acme/race", file).await, StatusCode::OK, "round {round}");
         }
     }
 }
@@ -449,7 +428,7 @@ async fn amber_pull_reports_a_retired_tag_and_push_a_conflict(backend: Backend) 
     let pushed = server.amber(&token, &["push", "acme/web:1.0", path.to_str().unwrap()]).await;
     assert_eq!(pushed.code, 0, "{}", pushed.stderr);
     let keys_file = dir.path().join("keys.json");
-    std::fs::write(&keys_file, keys(&server).await.to_string()).unwrap();
+    std::fs::write(&keys_file, server.keys().await.to_string()).unwrap();
 
     let expired = server.amber(&server.admin, &["tag", "expire", "acme/web:1.0", "--reason", "yanked: CVE"]).await;
     assert_eq!(expired.code, 0, "{}", expired.stderr);
