@@ -64,6 +64,15 @@ pub struct Options {
     /// demand (`POST /v1/retention/run`) [default: 3600].
     #[arg(long, env = "AMBER_RETENTION_INTERVAL", global = true)]
     pub retention_interval: Option<u64>,
+    /// Seconds the stored bytes of a digest no repository links are kept
+    /// before reclaim deletes them; a new link within them keeps the bytes
+    /// [default: 86400].
+    #[arg(long, env = "AMBER_RECLAIM_GRACE", global = true)]
+    pub reclaim_grace: Option<u64>,
+    /// Seconds between reclaim runs; 0 runs it only on demand
+    /// (`POST /v1/reclaim/run`) [default: 3600].
+    #[arg(long, env = "AMBER_RECLAIM_INTERVAL", global = true)]
+    pub reclaim_interval: Option<u64>,
     /// Most connections open at once; idle ones are closed first to make room
     /// [default: half the file-descriptor limit].
     #[arg(long, env = "AMBER_MAX_CONNECTIONS", global = true)]
@@ -170,6 +179,8 @@ struct FileOptions {
     upload_memory: Option<u64>,
     min_free_space: Option<FreeSpace>,
     retention_interval: Option<u64>,
+    reclaim_grace: Option<u64>,
+    reclaim_interval: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -210,6 +221,10 @@ pub struct Config {
     pub limits: Limits,
     /// Between scheduled retention runs; `None`: only on demand.
     pub retention_interval: Option<Duration>,
+    /// How long unlinked bytes are kept before reclaim deletes them.
+    pub reclaim_grace: Duration,
+    /// Between scheduled reclaim runs; `None`: only on demand.
+    pub reclaim_interval: Option<Duration>,
 }
 
 const DAY: u64 = 24 * 60 * 60;
@@ -279,6 +294,11 @@ impl Config {
             max_token_lifetime,
             signing_key_file: options.signing_key_file.or(file.signing_key_file),
             retention_interval: match options.retention_interval.or(file.retention_interval).unwrap_or(3600) {
+                0 => None,
+                n => Some(Duration::from_secs(n)),
+            },
+            reclaim_grace: Duration::from_secs(options.reclaim_grace.or(file.reclaim_grace).unwrap_or(DAY)),
+            reclaim_interval: match options.reclaim_interval.or(file.reclaim_interval).unwrap_or(3600) {
                 0 => None,
                 n => Some(Duration::from_secs(n)),
             },

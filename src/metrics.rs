@@ -34,6 +34,10 @@ pub struct Metrics {
     pub retention_expired: AtomicU64,
     /// Blob links removed by retention.
     pub links_removed: AtomicU64,
+    /// Bytes deleted by reclaim runs.
+    pub reclaimed_bytes: AtomicU64,
+    /// Bytes waiting for reclaim, as the last run found them.
+    pub reclaim_pending_bytes: AtomicU64,
 }
 
 impl Metrics {
@@ -80,6 +84,12 @@ impl Metrics {
             counter_header(&mut out, name, help);
             let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
         }
+        let name = "amber_reclaim_pending_bytes";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Bytes no repository links, waiting for the grace (as of the last reclaim run here).\n# TYPE {name} gauge"
+        );
+        let _ = writeln!(out, "{name} {}", self.reclaim_pending_bytes.load(Ordering::Relaxed));
         let name = "amber_connections_open";
         let _ = writeln!(out, "# HELP {name} Connections open now.\n# TYPE {name} gauge");
         let _ = writeln!(out, "{name} {}", self.connections.open.load(Ordering::Relaxed));

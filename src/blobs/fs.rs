@@ -25,7 +25,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 
 use super::pool::BufferPool;
-use super::{BlobError, BlobStore, BodyStream, ByteStream, Stored, Upload, Written};
+use super::{BlobError, BlobStore, BodyStream, ByteStream, Object, Stored, Upload, Written};
 use crate::admission::Lent;
 use crate::config::FreeSpace;
 use crate::space::{Purpose, SpaceReserve};
@@ -202,8 +202,8 @@ impl Staged {
         Ok(())
     }
 
-    /// Checks the digest and links the staged bytes into place, durably.
-    fn finish(mut self) -> Result<Written, BlobError> {
+    /// Checks the digest and makes the staged bytes durable.
+    fn seal(mut self) -> Result<Sealed, BlobError> {
         if self.file.is_none() {
             self.write(&[])?; // an empty body is a blob too
         }
@@ -213,8 +213,23 @@ impl Staged {
         }
         let (file, staging) = self.file.take().expect("written above");
         file.sync_data()?;
-        let target = self.dirs.blob_path(&digest);
-        let stored = match fs::hard_link(&staging.path, &target) {
+        Ok(Sealed { dirs: self.dirs, staging, digest, size: self.written })
+    }
+}
+
+/// Verified, durable staged bytes, not yet under their digest.
+struct Sealed {
+    dirs: Arc<Dirs>,
+    staging: StagingFile,
+    digest: Digest,
+    size: u64,
+}
+
+impl Sealed {
+    /// Links the bytes into place, durably; finds them there if stored already.
+    fn link(self) -> Result<Written, BlobError> {
+        let target = self.dirs.blob_path(&self.digest);
+        let stored = match fs::hard_link(&self.staging.path, &target) {
             Ok(()) => {
                 sync_dir(target.parent().expect("blob paths have a shard directory"))?;
                 Stored::Created
@@ -222,7 +237,7 @@ impl Staged {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Stored::AlreadyPresent,
             Err(e) => return Err(e.into()),
         };
-        Ok(Written { digest, size: self.written, stored })
+        Ok(Written { digest: self.digest, size: self.size, stored })
     }
 }
 
@@ -315,12 +330,15 @@ impl BlobStore for FsBlobs {
             }
         }
         let mut writer = settled(&mut idle, &mut in_flight).await?;
-        let finished = tokio::task::spawn_blocking(move || {
+        let gate = writer.upload.gate.clone();
+        let sealed = joined(tokio::task::spawn_blocking(move || {
             writer.write(&batch)?;
             drop(lent);
-            writer.finish()
-        });
-        joined(finished).await
+            writer.seal()
+        }))
+        .await?;
+        super::enter(gate.as_ref(), sealed.digest).await?;
+        joined(tokio::task::spawn_blocking(move || sealed.link())).await
     }
 
     async fn read(&self, digest: Digest, size: u64, range: Option<Range<u64>>) -> Result<ByteStream, BlobError> {
@@ -362,6 +380,50 @@ impl BlobStore for FsBlobs {
                 .then(|| tokio::task::spawn_blocking(move || reader.next_chunk()));
             Some((item, next))
         })))
+    }
+
+    async fn delete(&self, digest: &Digest) -> Result<(), BlobError> {
+        let path = self.inner.blob_path(digest);
+        joined(tokio::task::spawn_blocking(move || {
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+            sync_dir(path.parent().expect("blob paths have a shard directory"))?;
+            Ok(())
+        }))
+        .await
+    }
+
+    async fn list(&self, after: Option<Digest>, limit: usize) -> Result<Vec<Object>, BlobError> {
+        let data = self.inner.data.clone();
+        joined(tokio::task::spawn_blocking(move || {
+            let after_hex = after.map(|d| d.hex());
+            let first_shard = after_hex.as_ref().map_or(0, |h| u8::from_str_radix(&h[..2], 16).unwrap_or(0));
+            let mut found = Vec::new();
+            for shard in first_shard..=255u8 {
+                let mut names = Vec::new();
+                for entry in fs::read_dir(data.join(format!("{shard:02x}")))? {
+                    let entry = entry?;
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    // Anything that is not a blob's name is not Amber's to list.
+                    let Ok(digest) = format!("blake3:{name}").parse::<Digest>() else { continue };
+                    if after_hex.as_ref().is_none_or(|a| name.as_str() > a.as_str()) {
+                        names.push((digest, entry.metadata()?.len()));
+                    }
+                }
+                names.sort_by_key(|(d, _)| d.hex());
+                for (digest, size) in names {
+                    found.push(Object { digest, size });
+                    if found.len() == limit {
+                        return Ok(found);
+                    }
+                }
+            }
+            Ok(found)
+        }))
+        .await
     }
 
     /// Ready when staging is there and the volume keeps the upload reserve.

@@ -70,6 +70,21 @@ pub struct Written {
     pub stored: Stored,
 }
 
+/// Passed once an upload's bytes hashed to their digest and before they are
+/// made visible under it (or found already there): the metadata store's
+/// lease on the digest, which keeps reclaim from deleting those bytes until
+/// the upload is linked, and waits while a deletion of them is under way.
+pub trait Gate: Send + Sync {
+    fn enter(&self, digest: Digest) -> Pin<Box<dyn Future<Output = Result<(), BlobError>> + Send + '_>>;
+}
+
+/// A stored object, as a listing of the store finds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Object {
+    pub digest: Digest,
+    pub size: u64,
+}
+
 /// What is known of an upload before its body arrives.
 #[derive(Clone)]
 pub struct Upload {
@@ -82,6 +97,16 @@ pub struct Upload {
     pub announced: Option<u64>,
     /// Lends the memory for the bytes a backend holds; past it, `Throttled`.
     pub memory: MemoryBudget,
+    /// Entered between verifying the digest and the final write.
+    pub gate: Option<std::sync::Arc<dyn Gate>>,
+}
+
+/// Enters `gate`, if there is one.
+async fn enter(gate: Option<&std::sync::Arc<dyn Gate>>, digest: Digest) -> Result<(), BlobError> {
+    match gate {
+        Some(gate) => gate.enter(digest).await,
+        None => Ok(()),
+    }
 }
 
 /// What every blob backend provides. Implementations are checked by the same
@@ -104,6 +129,13 @@ pub trait BlobStore {
 
     /// Fails when the store cannot serve (readiness).
     fn check(&self) -> impl Future<Output = Result<(), BlobError>> + Send;
+
+    /// Deletes the stored bytes of `digest`, durably; deleting what is not
+    /// there succeeds. Only reclaim calls this, for a digest it has marked.
+    fn delete(&self, digest: &Digest) -> impl Future<Output = Result<(), BlobError>> + Send;
+
+    /// Stored objects in digest order, strictly after `after`, at most `limit`.
+    fn list(&self, after: Option<Digest>, limit: usize) -> impl Future<Output = Result<Vec<Object>, BlobError>> + Send;
 }
 
 /// The configured blob backend.
@@ -143,6 +175,20 @@ impl BlobStore for Blobs {
         match self {
             Self::Fs(store) => store.check().await,
             Self::S3(store) => store.check().await,
+        }
+    }
+
+    async fn delete(&self, digest: &Digest) -> Result<(), BlobError> {
+        match self {
+            Self::Fs(store) => store.delete(digest).await,
+            Self::S3(store) => store.delete(digest).await,
+        }
+    }
+
+    async fn list(&self, after: Option<Digest>, limit: usize) -> Result<Vec<Object>, BlobError> {
+        match self {
+            Self::Fs(store) => store.list(after, limit).await,
+            Self::S3(store) => store.list(after, limit).await,
         }
     }
 }

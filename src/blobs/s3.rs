@@ -27,7 +27,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use tokio::task::JoinSet;
 
-use super::{BlobError, BlobStore, BodyStream, ByteStream, Stored, Upload, Written};
+use super::{BlobError, BlobStore, BodyStream, ByteStream, Object, Stored, Upload, Written};
 use crate::admission::Lent;
 
 const LAYOUT_VERSION: &str = "1";
@@ -429,7 +429,8 @@ impl BlobStore for S3Blobs {
         // Every upload is sent to S3, even of a digest already stored (the
         // conditional write then finds it there): the answer and its timing
         // must not tell whether some other repository holds the blob.
-        let Upload { expected, limit, memory, .. } = upload;
+        let Upload { expected, limit, memory, gate, .. } = upload;
+
         let target = match expected {
             Some(digest) => self.blob_key(&digest),
             None => self.key(&format!("staging/{:032x}", rand::random::<u128>())),
@@ -466,15 +467,24 @@ impl BlobStore for S3Blobs {
         if let Some(expected) = expected.filter(|e| *e != digest) {
             return Err(BlobError::Mismatch { expected, actual: digest }); // `multipart` aborts on drop
         }
+        // A known digest is written at its final key: the gate comes before
+        // that write; a computed one is staged, and the gate comes before
+        // its promotion.
         let stored = match multipart {
             Some(mut upload) => {
                 if part.len > 0 {
                     let (bytes, lent) = part.freeze();
                     upload.upload(bytes, lent).await?;
                 }
+                if expected.is_some() {
+                    super::enter(gate.as_ref(), digest).await?;
+                }
                 upload.complete(size).await?
             }
             None => {
+                if expected.is_some() {
+                    super::enter(gate.as_ref(), digest).await?;
+                }
                 let (bytes, _lent) = part.freeze();
                 let mut put = self.client.put_object().bucket(&self.bucket).key(&target).body(S3Body::from(bytes));
                 if expected.is_some() {
@@ -494,7 +504,10 @@ impl BlobStore for S3Blobs {
         };
         let stored = match expected {
             Some(_) => stored,
-            None => self.promote(&target, &digest, size).await?,
+            None => {
+                super::enter(gate.as_ref(), digest).await?;
+                self.promote(&target, &digest, size).await?
+            }
         };
         Ok(Written { digest, size, stored })
     }
@@ -557,5 +570,36 @@ impl BlobStore for S3Blobs {
     async fn check(&self) -> Result<(), BlobError> {
         self.client.head_bucket().bucket(&self.bucket).send().await.map_err(|e| failed("HeadBucket", &e))?;
         Ok(())
+    }
+
+    async fn delete(&self, digest: &Digest) -> Result<(), BlobError> {
+        // S3 answers 204 whether or not the key existed.
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(self.blob_key(digest))
+            .send()
+            .await
+            .map_err(|e| failed("DeleteObject", &e))?;
+        Ok(())
+    }
+
+    async fn list(&self, after: Option<Digest>, limit: usize) -> Result<Vec<Object>, BlobError> {
+        let prefix = self.key("blobs/");
+        let mut request =
+            self.client.list_objects_v2().bucket(&self.bucket).prefix(&prefix).max_keys(limit.min(1000) as i32);
+        if let Some(after) = after {
+            request = request.start_after(self.blob_key(&after));
+        }
+        let listed = request.send().await.map_err(|e| failed("ListObjectsV2", &e))?;
+        Ok(listed
+            .contents()
+            .iter()
+            .filter_map(|o| {
+                let hex = o.key()?.strip_prefix(&prefix)?;
+                let digest = format!("blake3:{hex}").parse::<Digest>().ok()?;
+                Some(Object { digest, size: o.size().unwrap_or(0).max(0) as u64 })
+            })
+            .collect())
     }
 }

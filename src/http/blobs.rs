@@ -19,6 +19,7 @@ use crate::audit;
 use crate::auth::Caller;
 use crate::blobs::{BlobError, BlobStore, BodyStream, Stored, Upload};
 use crate::error::{ApiError, ApiResult, BodyIdle};
+use crate::lifecycle::reclaim::UploadLease;
 use crate::meta::MetaStore;
 use crate::state::AppState;
 
@@ -70,9 +71,15 @@ async fn upload(
             retry_after: 1,
         }
     })?;
-    let upload = Upload { expected, limit, announced, memory: state.admission.memory.clone() };
+    let lease = UploadLease::new(state);
+    let gate: std::sync::Arc<dyn crate::blobs::Gate> = lease.clone();
+    let upload = Upload { expected, limit, announced, memory: state.admission.memory.clone(), gate: Some(gate) };
     let body = body_stream(body, state.config.limits.body_idle_timeout);
-    let written = state.blobs.put(upload, body).await.inspect_err(|err| match err {
+    let written = state.blobs.put(upload, body).await;
+    if written.is_err() {
+        lease.abandon().await;
+    }
+    let written = written.inspect_err(|err| match err {
         BlobError::NoSpace => {
             state.metrics.uploads_refused_no_space.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
@@ -83,7 +90,14 @@ async fn upload(
     })?;
     let event = Event::BlobPushed { repository: repo.clone(), digest: written.digest, size: written.size };
     let draft = audit::Draft::shared(&state.signer, caller.actor(), vec![event]);
-    let linked = state.meta.link_blob(repo, &written.digest, written.size, draft).await?;
+    let held = lease.take();
+    let linked = state.meta.link_blob(repo, &written.digest, written.size, held.as_ref(), draft).await;
+    if linked.is_err()
+        && let Some(held) = &held
+    {
+        let _ = state.meta.end_promote(held).await;
+    }
+    let linked = linked?;
     let status = match linked {
         Stored::Created => {
             state.metrics.blobs_stored.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -80,6 +80,7 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
         (Method::GET, POLICY, on(M::GET, retention::get_policy)),
         (Method::DELETE, POLICY, on(M::DELETE, retention::delete_policy)),
         (Method::POST, "/v1/retention/{owner}/{name}/plan", on(M::POST, retention::plan)),
+        (Method::POST, "/v1/reclaim/run", on(M::POST, retention::run_reclaim)),
     ]
 }
 

@@ -1,8 +1,8 @@
 //! Retention policy routes: set, show and remove a policy; plan a scope; run
-//! every policy now. The decisions live in `crate::lifecycle`.
+//! every policy now; run reclaim now. The decisions live in `crate::lifecycle`.
 
 use amber_core::audit::Event;
-use amber_core::wire::{EffectivePolicy, PolicyInfo, PolicySet, RetentionPlan, RetentionPolicy};
+use amber_core::wire::{EffectivePolicy, PolicyInfo, PolicySet, ReclaimReport, RetentionPlan, RetentionPolicy};
 use amber_core::{Action, RepoPattern};
 use axum::extract::State;
 use serde::Serialize;
@@ -119,6 +119,17 @@ pub async fn plan(
         return Err(no_policy(&scope));
     }
     Ok(ApiJson(lifecycle::plan_scope(&state, &scope).await?))
+}
+
+/// Runs reclaim now; answers what it did (`ran: false` if another run was under way).
+pub async fn run_reclaim(State(state): State<AppState>, caller: Caller) -> ApiResult<ApiJson<ReclaimReport>> {
+    caller.require_admin()?;
+    let report =
+        lifecycle::reclaim::run(&state, &caller.actor(), state.config.reclaim_grace).await.map_err(|e| match e {
+            lifecycle::reclaim::ReclaimError::Meta(e) => ApiError::from(e),
+            lifecycle::reclaim::ReclaimError::Blobs(e) => ApiError::from(e),
+        })?;
+    Ok(ApiJson(report))
 }
 
 pub async fn run(State(state): State<AppState>, caller: Caller) -> ApiResult<ApiJson<RetentionPlan>> {

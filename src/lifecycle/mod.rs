@@ -1,8 +1,8 @@
-//! Lifecycle: retention. A tag's binding is permanent history; its
+//! Lifecycle: retention and reclaim. A tag's binding is permanent history; its
 //! availability may end, by a policy's run or by an operator, and that end is
 //! a signed tombstone and an audit entry. Blob links that no live manifest
-//! references are removed after `untagged_days` (their bytes are reclaimed
-//! elsewhere, later).
+//! references are removed after `untagged_days`; bytes no repository links
+//! are deleted by `reclaim` after a grace.
 //!
 //! `policy` checks policies and says which applies where; `plan` decides, from
 //! one repository's view, what a run would do; `run` does it through the
@@ -11,6 +11,7 @@
 
 pub mod plan;
 pub mod policy;
+pub mod reclaim;
 mod run;
 
 pub use run::{expire_tag, plan_scope, plan_scope_at, run_all, run_all_at, scheduled_actor};

@@ -156,6 +156,38 @@ pub enum Unlink {
     Gone,
 }
 
+/// A promotion lease: while one is held on a digest, reclaim does not mark
+/// it, so its stored bytes stay until the upload that holds it is linked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease(pub String);
+
+impl Lease {
+    pub fn new() -> Self {
+        Self(format!("{:032x}", rand::random::<u128>()))
+    }
+}
+
+impl Default for Lease {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// How long a lease lasts if its upload never ends it (a crashed replica).
+pub const LEASE_LIFETIME: time::Duration = time::Duration::hours(1);
+
+/// A digest reclaim may delete: linked nowhere since before the cutoff, or
+/// already marked by a run that stopped before finishing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    pub digest: Digest,
+    pub size: u64,
+    pub marked: bool,
+}
+
+/// Held while a reclaim run goes; dropping it lets the next runner in.
+pub struct ReclaimLock(#[allow(dead_code)] Box<dyn Send + Sync>);
+
 /// A tag as retention sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TagView {
@@ -188,14 +220,52 @@ pub struct RepoView {
 /// conformance tests.
 pub trait MetaStore {
     /// Makes a stored blob visible in `repo`; if it was not yet, appends
-    /// `audit` in the same transaction.
+    /// `audit` in the same transaction. Ends `lease` and revives the digest
+    /// if it was waiting for reclaim, in that transaction too.
     fn link_blob(
         &self,
         repo: &RepoName,
         digest: &Digest,
         size: u64,
+        lease: Option<&Lease>,
         audit: AuditBuild,
     ) -> impl Future<Output = Result<Stored, MetaError>> + Send;
+
+    /// Takes a promotion lease on `digest`, unless reclaim has marked it
+    /// (its bytes are being deleted): then `None`, and the caller waits.
+    fn begin_promote(&self, digest: &Digest) -> impl Future<Output = Result<Option<Lease>, MetaError>> + Send;
+    /// Ends a lease whose upload did not link.
+    fn end_promote(&self, lease: &Lease) -> impl Future<Output = Result<(), MetaError>> + Send;
+    /// The reclaim runner's lock, if no other runner (on any replica) holds it.
+    fn reclaim_lock(&self) -> impl Future<Output = Result<Option<ReclaimLock>, MetaError>> + Send;
+    /// Records as waiting for reclaim each stored object that no repository
+    /// links, no lease covers and nothing records yet (bytes left by a crash
+    /// between storing and linking); returns how many.
+    fn note_orphans(&self, objects: &[crate::blobs::Object]) -> impl Future<Output = Result<u64, MetaError>> + Send;
+    /// Digests waiting since before `unlinked_before`, and marked ones; drops
+    /// expired leases.
+    fn reclaim_candidates(
+        &self,
+        unlinked_before: OffsetDateTime,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Candidate>, MetaError>> + Send;
+    /// Marks `digest` for deletion if it still waits since before
+    /// `unlinked_before` (or is marked), no repository links it and no lease
+    /// covers it; a digest linked again is dropped from the waiting list.
+    fn mark_reclaim(
+        &self,
+        digest: &Digest,
+        unlinked_before: OffsetDateTime,
+    ) -> impl Future<Output = Result<bool, MetaError>> + Send;
+    /// Records the deletion of marked digests whose bytes are gone, with
+    /// `audit` (skipped when `digests` is empty).
+    fn finish_reclaim(
+        &self,
+        digests: &[Digest],
+        audit: AuditBuild,
+    ) -> impl Future<Output = Result<(), MetaError>> + Send;
+    /// Digests waiting for reclaim, and their bytes.
+    fn reclaim_pending(&self) -> impl Future<Output = Result<(u64, u64), MetaError>> + Send;
     /// The size of a blob visible in `repo`, or `None`.
     fn blob_size(
         &self,
@@ -445,9 +515,38 @@ impl MetaStore for Meta {
         repo: &RepoName,
         digest: &Digest,
         size: u64,
+        lease: Option<&Lease>,
         audit: AuditBuild,
     ) -> Result<Stored, MetaError> {
-        dispatch!(self, s => s.link_blob(repo, digest, size, audit))
+        dispatch!(self, s => s.link_blob(repo, digest, size, lease, audit))
+    }
+    async fn begin_promote(&self, digest: &Digest) -> Result<Option<Lease>, MetaError> {
+        dispatch!(self, s => s.begin_promote(digest))
+    }
+    async fn end_promote(&self, lease: &Lease) -> Result<(), MetaError> {
+        dispatch!(self, s => s.end_promote(lease))
+    }
+    async fn reclaim_lock(&self) -> Result<Option<ReclaimLock>, MetaError> {
+        dispatch!(self, s => s.reclaim_lock())
+    }
+    async fn note_orphans(&self, objects: &[crate::blobs::Object]) -> Result<u64, MetaError> {
+        dispatch!(self, s => s.note_orphans(objects))
+    }
+    async fn reclaim_candidates(
+        &self,
+        unlinked_before: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<Candidate>, MetaError> {
+        dispatch!(self, s => s.reclaim_candidates(unlinked_before, limit))
+    }
+    async fn mark_reclaim(&self, digest: &Digest, unlinked_before: OffsetDateTime) -> Result<bool, MetaError> {
+        dispatch!(self, s => s.mark_reclaim(digest, unlinked_before))
+    }
+    async fn finish_reclaim(&self, digests: &[Digest], audit: AuditBuild) -> Result<(), MetaError> {
+        dispatch!(self, s => s.finish_reclaim(digests, audit))
+    }
+    async fn reclaim_pending(&self) -> Result<(u64, u64), MetaError> {
+        dispatch!(self, s => s.reclaim_pending())
     }
     async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, MetaError> {
         dispatch!(self, s => s.blob_size(repo, digest))

@@ -18,9 +18,10 @@ use sqlx::types::Json;
 use time::OffsetDateTime;
 
 use super::{
-    AuditBuild, Bound, BuildAudit, Expiry, Hold, KeyRecord, LinkView, MetaError, MetaStore, RepoView, Revocation,
-    Rotation, TagChange, TagRecord, TagView, TokenRecord, Unlink,
+    AuditBuild, Bound, BuildAudit, Candidate, Expiry, Hold, KeyRecord, LEASE_LIFETIME, Lease, LinkView, MetaError,
+    MetaStore, ReclaimLock, RepoView, Revocation, Rotation, TagChange, TagRecord, TagView, TokenRecord, Unlink,
 };
+use crate::blobs::Object;
 use crate::blobs::Stored;
 
 pub struct PostgresMeta {
@@ -139,6 +140,14 @@ fn tag_from_row((tag, digest, created_at, hold, expiry): TagRow) -> Result<(Tag,
     Ok((tag, record))
 }
 
+/// Serialises, across replicas, the changes that decide whether a digest's
+/// bytes may be deleted: a lease taken and a reclaim mark. (Digests that
+/// share a hash only wait for each other.)
+async fn lock_digest(tx: &mut PgConnection, digest: &Digest) -> Result<(), MetaError> {
+    sqlx::query("SELECT pg_advisory_xact_lock(7350, hashtext($1))").bind(digest.hex()).execute(&mut *tx).await?;
+    Ok(())
+}
+
 /// Locks a tag's binding row (a lock only: the row is never updated) for a
 /// change to its hold or expiry, and reads it with both.
 async fn lock_tag(tx: &mut PgConnection, repo: &RepoName, tag: &Tag) -> Result<Option<TagRecord>, MetaError> {
@@ -165,9 +174,18 @@ impl MetaStore for PostgresMeta {
         repo: &RepoName,
         digest: &Digest,
         size: u64,
+        lease: Option<&Lease>,
         audit: AuditBuild,
     ) -> Result<Stored, MetaError> {
         let mut tx = self.pool.begin().await?;
+        let marked: Option<(bool,)> = sqlx::query_as("SELECT marked FROM reclaim WHERE digest = $1")
+            .bind(&digest.as_bytes()[..])
+            .fetch_optional(&mut *tx)
+            .await?;
+        if marked.is_some_and(|(m,)| m) {
+            // Only an upload without a lease can get here: its bytes may be gone.
+            return Err(MetaError::Unavailable("the blob's bytes are being reclaimed".into()));
+        }
         let inserted =
             sqlx::query("INSERT INTO blob_links (repository, digest, size) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
                 .bind(repo.as_str())
@@ -176,13 +194,149 @@ impl MetaStore for PostgresMeta {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
+        // Linked again within the grace: no longer waiting for reclaim.
+        sqlx::query("DELETE FROM reclaim WHERE digest = $1 AND NOT marked")
+            .bind(&digest.as_bytes()[..])
+            .execute(&mut *tx)
+            .await?;
+        if let Some(lease) = lease {
+            sqlx::query("DELETE FROM blob_leases WHERE id = $1").bind(&lease.0).execute(&mut *tx).await?;
+        }
         if inserted == 0 {
-            tx.rollback().await?;
+            tx.commit().await?;
             return Ok(Stored::AlreadyPresent);
         }
         append_audit_in(&mut tx, &*audit).await?;
         tx.commit().await?;
         Ok(Stored::Created)
+    }
+
+    async fn begin_promote(&self, digest: &Digest) -> Result<Option<Lease>, MetaError> {
+        let mut tx = self.pool.begin().await?;
+        lock_digest(&mut tx, digest).await?;
+        let marked: Option<(bool,)> = sqlx::query_as("SELECT marked FROM reclaim WHERE digest = $1")
+            .bind(&digest.as_bytes()[..])
+            .fetch_optional(&mut *tx)
+            .await?;
+        if marked.is_some_and(|(m,)| m) {
+            return Ok(None);
+        }
+        let lease = Lease::new();
+        sqlx::query("INSERT INTO blob_leases (id, digest, expires_at) VALUES ($1, $2, now() + $3)")
+            .bind(&lease.0)
+            .bind(&digest.as_bytes()[..])
+            .bind(LEASE_LIFETIME)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(lease))
+    }
+
+    async fn end_promote(&self, lease: &Lease) -> Result<(), MetaError> {
+        sqlx::query("DELETE FROM blob_leases WHERE id = $1").bind(&lease.0).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn reclaim_lock(&self) -> Result<Option<ReclaimLock>, MetaError> {
+        // A session lock on a connection of its own, taken out of the pool:
+        // dropping the guard closes the connection, which releases it, and
+        // so does a crash.
+        let mut conn = self.pool.acquire().await?.detach();
+        let (locked,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock(7351, 0)").fetch_one(&mut conn).await?;
+        Ok(locked.then(|| ReclaimLock(Box::new(std::sync::Mutex::new(conn)))))
+    }
+
+    async fn note_orphans(&self, objects: &[Object]) -> Result<u64, MetaError> {
+        let digests: Vec<Vec<u8>> = objects.iter().map(|o| o.digest.as_bytes().to_vec()).collect();
+        let sizes: Vec<i64> = objects.iter().map(|o| o.size as i64).collect();
+        let noted = sqlx::query(
+            "INSERT INTO reclaim (digest, size, since)
+             SELECT o.d, o.s, now() FROM unnest($1::bytea[], $2::bigint[]) AS o(d, s)
+             WHERE NOT EXISTS (SELECT 1 FROM blob_links l WHERE l.digest = o.d)
+               AND NOT EXISTS (SELECT 1 FROM blob_leases b WHERE b.digest = o.d AND b.expires_at > now())
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&digests)
+        .bind(&sizes)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(noted)
+    }
+
+    async fn reclaim_candidates(
+        &self,
+        unlinked_before: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<Candidate>, MetaError> {
+        sqlx::query("DELETE FROM blob_leases WHERE expires_at < now()").execute(&self.pool).await?;
+        let rows: Vec<(Vec<u8>, i64, bool)> = sqlx::query_as(
+            "SELECT digest, size, marked FROM reclaim WHERE marked OR since < $1 ORDER BY marked DESC, since LIMIT $2",
+        )
+        .bind(unlinked_before)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(d, size, marked)| Ok(Candidate { digest: digest_from(&d)?, size: size as u64, marked }))
+            .collect()
+    }
+
+    async fn mark_reclaim(&self, digest: &Digest, unlinked_before: OffsetDateTime) -> Result<bool, MetaError> {
+        let mut tx = self.pool.begin().await?;
+        lock_digest(&mut tx, digest).await?;
+        let row: Option<(OffsetDateTime, bool)> =
+            sqlx::query_as("SELECT since, marked FROM reclaim WHERE digest = $1 FOR UPDATE")
+                .bind(&digest.as_bytes()[..])
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((since, marked)) = row else { return Ok(false) };
+        if marked {
+            return Ok(true);
+        }
+        if since >= unlinked_before {
+            return Ok(false);
+        }
+        let (linked, leased): (bool, bool) = sqlx::query_as(
+            "SELECT EXISTS (SELECT 1 FROM blob_links WHERE digest = $1),
+                    EXISTS (SELECT 1 FROM blob_leases WHERE digest = $1 AND expires_at > now())",
+        )
+        .bind(&digest.as_bytes()[..])
+        .fetch_one(&mut *tx)
+        .await?;
+        if linked {
+            sqlx::query("DELETE FROM reclaim WHERE digest = $1").bind(&digest.as_bytes()[..]).execute(&mut *tx).await?;
+            tx.commit().await?;
+            return Ok(false);
+        }
+        if leased {
+            return Ok(false);
+        }
+        sqlx::query("UPDATE reclaim SET marked = true WHERE digest = $1")
+            .bind(&digest.as_bytes()[..])
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn finish_reclaim(&self, digests: &[Digest], audit: AuditBuild) -> Result<(), MetaError> {
+        if digests.is_empty() {
+            return Ok(());
+        }
+        let bytes: Vec<Vec<u8>> = digests.iter().map(|d| d.as_bytes().to_vec()).collect();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM reclaim WHERE digest = ANY($1) AND marked").bind(&bytes).execute(&mut *tx).await?;
+        append_audit_in(&mut tx, &*audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn reclaim_pending(&self) -> Result<(u64, u64), MetaError> {
+        let (count, bytes): (i64, i64) = sqlx::query_as("SELECT count(*), coalesce(sum(size), 0)::bigint FROM reclaim")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((count as u64, bytes as u64))
     }
 
     async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, MetaError> {
@@ -568,11 +722,21 @@ impl MetaStore for PostgresMeta {
         if referenced {
             return Ok(Unlink::Referenced);
         }
-        sqlx::query("DELETE FROM blob_links WHERE repository = $1 AND digest = $2")
-            .bind(repo.as_str())
-            .bind(&digest.as_bytes()[..])
-            .execute(&mut *tx)
-            .await?;
+        let (size,): (i64,) =
+            sqlx::query_as("DELETE FROM blob_links WHERE repository = $1 AND digest = $2 RETURNING size")
+                .bind(repo.as_str())
+                .bind(&digest.as_bytes()[..])
+                .fetch_one(&mut *tx)
+                .await?;
+        // The last link gone: the bytes wait for reclaim from now.
+        sqlx::query(
+            "INSERT INTO reclaim (digest, size, since) SELECT $1, $2, now()
+             WHERE NOT EXISTS (SELECT 1 FROM blob_links WHERE digest = $1) ON CONFLICT DO NOTHING",
+        )
+        .bind(&digest.as_bytes()[..])
+        .bind(size)
+        .execute(&mut *tx)
+        .await?;
         append_audit_in(&mut tx, &*audit).await?;
         tx.commit().await?;
         Ok(Unlink::Unlinked)

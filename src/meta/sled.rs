@@ -10,13 +10,17 @@
 //! manifests  repo \0 digest(32 bytes)  -> DSSE envelope (JSON)
 //! refs       repo \0 blob(32) manifest(32) -> tag (the manifest's files)
 //! policies   scope (`owner/name`, `owner/*`) -> PolicyInfo (JSON)
+//! linked_by  digest(32) repo           -> () (every link, by digest)
+//! reclaim    digest(32)                -> Waiting (JSON: size, since, marked)
 //! audit      seq, u64 big-endian       -> hash (64 hex) + entry bytes
 //! audit_head "head"                    -> seq u64 BE + hash (64 hex)
 //!            "checkpoint"              -> signed checkpoint envelope (JSON)
 //! ```
 //! `\0` cannot occur in a validated name, so prefixes never collide. Every write
 //! is followed by a flush before it is acknowledged. Schema 1 (links without
-//! their creation time, no `refs`) is upgraded in place at open.
+//! their creation time, no `refs`) and schema 2 (no `linked_by`) are upgraded
+//! in place at open. Promotion leases are kept in memory: only this process
+//! uploads into this store, and a crash ends its uploads with it.
 //!
 //! Writes are serialised by one lock (see `Trees::writing`), so a check made
 //! under it (no live manifest references a blob; every file of a manifest is
@@ -44,15 +48,15 @@ use time::OffsetDateTime;
 
 use super::watchdog::Watchdog;
 use super::{
-    AuditBuild, Bound, BuildAudit, Expiry, Hold, KeyRecord, LinkView, MetaError, MetaStore, RepoView, Revocation,
-    Rotation, TagChange, TagRecord, TagView, TokenRecord, Unlink,
+    AuditBuild, Bound, BuildAudit, Candidate, Expiry, Hold, KeyRecord, Lease, LinkView, MetaError, MetaStore,
+    ReclaimLock, RepoView, Revocation, Rotation, TagChange, TagRecord, TagView, TokenRecord, Unlink,
 };
-use crate::blobs::Stored;
+use crate::blobs::{Object, Stored};
 use crate::config::FreeSpace;
 use crate::space::{Purpose, SpaceReserve};
 
 const SCHEMA_KEY: &[u8] = b"schema";
-const SCHEMA_VERSION: &[u8] = b"2";
+const SCHEMA_VERSION: &[u8] = b"3";
 const AUDIT_HEAD: &[u8] = b"head";
 const AUDIT_CHECKPOINT: &[u8] = b"checkpoint";
 
@@ -83,8 +87,23 @@ struct Trees {
     manifests: Tree,
     refs: Tree,
     policies: Tree,
+    linked_by: Tree,
+    reclaim: Tree,
+    /// Promotion leases in force: lease id -> digest.
+    leases: std::sync::Mutex<HashMap<String, Digest>>,
+    /// Held by the reclaim run.
+    runner: Arc<tokio::sync::Mutex<()>>,
     audit: Tree,
     audit_head: Tree,
+}
+
+/// A digest no repository links, waiting for reclaim.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+struct Waiting {
+    size: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    since: OffsetDateTime,
+    marked: bool,
 }
 
 impl From<sled::Error> for MetaError {
@@ -156,9 +175,40 @@ fn upgrade_from_1(t: &Trees) -> Result<(), MetaError> {
             t.refs.insert(ref_key(&key[..repo_len], &file.digest, &manifest), payload.tag.as_str().as_bytes())?;
         }
     }
+    Ok(())
+}
+
+/// Schema 2 to 3: `linked_by`, every link by digest. Idempotent; the schema
+/// key is written last.
+fn upgrade_from_2(t: &Trees) -> Result<(), MetaError> {
+    for item in t.links.iter() {
+        let (key, _) = item?;
+        let repo_len = key.len().checked_sub(33).ok_or_else(|| MetaError::Corrupt("link key".into()))?;
+        t.linked_by.insert(holder_key(&key_digest(&key, repo_len + 1)?, &key[..repo_len]), &[][..])?;
+    }
     t.db.insert(SCHEMA_KEY, SCHEMA_VERSION)?;
     t.db.flush()?;
     Ok(())
+}
+
+/// `digest repo`: a key of `linked_by`.
+fn holder_key(digest: &Digest, repo_prefix: &[u8]) -> Vec<u8> {
+    let mut key = digest.as_bytes().to_vec();
+    key.extend_from_slice(repo_prefix);
+    key
+}
+
+fn waiting(reclaim: &Tree, digest: &Digest) -> Result<Option<Waiting>, MetaError> {
+    match reclaim.get(digest.as_bytes())? {
+        Some(json) => Ok(Some(serde_json::from_slice(&json)?)),
+        None => Ok(None),
+    }
+}
+
+impl Trees {
+    fn leased(&self, digest: &Digest) -> bool {
+        self.leases.lock().unwrap_or_else(PoisonError::into_inner).values().any(|d| d == digest)
+    }
 }
 
 /// `repo \0 blob manifest`: `repo_prefix` is the repository's name bytes.
@@ -205,9 +255,10 @@ impl SledMeta {
             .cache_capacity(SLED_CACHE_BYTES)
             .open()
             .with_context(|| format!("opening sled database in {}", dir.display()))?;
-        let upgrade = match db.get(SCHEMA_KEY)? {
-            Some(v) if v.as_ref() == SCHEMA_VERSION => false,
-            Some(v) if v.as_ref() == b"1" => true,
+        let from = match db.get(SCHEMA_KEY)? {
+            Some(v) if v.as_ref() == SCHEMA_VERSION => None,
+            Some(v) if v.as_ref() == b"1" => Some(1),
+            Some(v) if v.as_ref() == b"2" => Some(2),
             Some(v) => anyhow::bail!(
                 "metadata in {} has schema {:?}; this amberd reads schema {:?}",
                 dir.display(),
@@ -217,7 +268,7 @@ impl SledMeta {
             None => {
                 db.insert(SCHEMA_KEY, SCHEMA_VERSION)?;
                 db.flush()?;
-                false
+                None
             }
         };
         let tokens = db.open_tree("tokens")?;
@@ -238,15 +289,19 @@ impl SledMeta {
             manifests: db.open_tree("manifests")?,
             refs: db.open_tree("refs")?,
             policies: db.open_tree("policies")?,
+            linked_by: db.open_tree("linked_by")?,
+            reclaim: db.open_tree("reclaim")?,
+            leases: std::sync::Mutex::new(HashMap::new()),
+            runner: Arc::new(tokio::sync::Mutex::new(())),
             audit: db.open_tree("audit")?,
             audit_head: db.open_tree("audit_head")?,
             db,
         };
-        if upgrade {
-            upgrade_from_1(&trees)?;
-        }
-        if upgrade {
+        if from == Some(1) {
             upgrade_from_1(&trees).context("upgrading the metadata from schema 1")?;
+        }
+        if from.is_some() {
+            upgrade_from_2(&trees).context("upgrading the metadata from schema 2")?;
         }
         let space = SpaceReserve::new(dir, min_free_space);
         Ok(Self { trees: Arc::new(trees), space, watchdog: Watchdog::default() })
@@ -397,22 +452,166 @@ impl MetaStore for SledMeta {
         repo: &RepoName,
         digest: &Digest,
         size: u64,
+        lease: Option<&Lease>,
         audit: AuditBuild,
     ) -> Result<Stored, MetaError> {
         let key = repo_key(repo, digest.as_bytes());
+        let holder = holder_key(digest, repo.as_str().as_bytes());
+        let (digest, lease) = (*digest, lease.cloned());
         // Flushed also when the link was there: a racing request may have
         // made it and not yet flushed it, and this answer promises it is durable.
         self.write("link_blob", move |t| {
-            (&t.links, &t.audit, &t.audit_head)
-                .transaction(|(links, audit_tree, head)| {
+            let linked = (&t.links, &t.linked_by, &t.reclaim, &t.audit, &t.audit_head)
+                .transaction(|(links, linked_by, reclaim, audit_tree, head)| {
+                    if let Some(json) = reclaim.get(digest.as_bytes())? {
+                        let waiting: Waiting = serde_json::from_slice(&json)
+                            .map_err(|e| ConflictableTransactionError::Abort(MetaError::from(e)))?;
+                        if waiting.marked {
+                            // Only an upload without a lease gets here: its bytes may be gone.
+                            return Err(ConflictableTransactionError::Abort(MetaError::Unavailable(
+                                "the blob's bytes are being reclaimed".into(),
+                            )));
+                        }
+                        // Linked again within the grace: no longer waiting.
+                        reclaim.remove(digest.as_bytes())?;
+                    }
                     if links.get(&key)?.is_some() {
                         return Ok(Stored::AlreadyPresent);
                     }
                     links.insert(key.as_slice(), &link_value(size, OffsetDateTime::now_utc())[..])?;
+                    linked_by.insert(holder.as_slice(), &[][..])?;
                     append_audit_in(audit_tree, head, &*audit)?;
                     Ok(Stored::Created)
                 })
+                .map_err(transaction_error);
+            if let Some(lease) = &lease {
+                t.leases.lock().unwrap_or_else(PoisonError::into_inner).remove(&lease.0);
+            }
+            linked
+        })
+        .await
+    }
+
+    async fn begin_promote(&self, digest: &Digest) -> Result<Option<Lease>, MetaError> {
+        let digest = *digest;
+        // Under the write lock, so no mark is between its check and this lease.
+        self.write("begin_promote", move |t| {
+            if waiting(&t.reclaim, &digest)?.is_some_and(|w| w.marked) {
+                return Ok(None);
+            }
+            let lease = Lease::new();
+            t.leases.lock().unwrap_or_else(PoisonError::into_inner).insert(lease.0.clone(), digest);
+            Ok(Some(lease))
+        })
+        .await
+    }
+
+    async fn end_promote(&self, lease: &Lease) -> Result<(), MetaError> {
+        self.trees.leases.lock().unwrap_or_else(PoisonError::into_inner).remove(&lease.0);
+        Ok(())
+    }
+
+    async fn reclaim_lock(&self) -> Result<Option<ReclaimLock>, MetaError> {
+        Ok(self.trees.runner.clone().try_lock_owned().ok().map(|guard| ReclaimLock(Box::new(guard))))
+    }
+
+    async fn note_orphans(&self, objects: &[Object]) -> Result<u64, MetaError> {
+        let objects = objects.to_vec();
+        self.write("note_orphans", move |t| {
+            let now = OffsetDateTime::now_utc();
+            let mut noted = 0;
+            for object in objects {
+                let d = object.digest;
+                if t.linked_by.scan_prefix(d.as_bytes()).next().is_some()
+                    || t.reclaim.get(d.as_bytes())?.is_some()
+                    || t.leased(&d)
+                {
+                    continue;
+                }
+                let waiting = Waiting { size: object.size, since: now, marked: false };
+                t.reclaim.insert(d.as_bytes(), serde_json::to_vec(&waiting)?)?;
+                noted += 1;
+            }
+            Ok(noted)
+        })
+        .await
+    }
+
+    async fn reclaim_candidates(
+        &self,
+        unlinked_before: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<Candidate>, MetaError> {
+        self.read("reclaim_candidates", move |t| {
+            let mut found = Vec::new();
+            for item in t.reclaim.iter() {
+                let (key, json) = item?;
+                let waiting: Waiting = serde_json::from_slice(&json)?;
+                if waiting.marked || waiting.since < unlinked_before {
+                    found.push(Candidate { digest: key_digest(&key, 0)?, size: waiting.size, marked: waiting.marked });
+                    if found.len() == limit {
+                        break;
+                    }
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn mark_reclaim(&self, digest: &Digest, unlinked_before: OffsetDateTime) -> Result<bool, MetaError> {
+        let digest = *digest;
+        self.write("mark_reclaim", move |t| {
+            let Some(mut waiting) = waiting(&t.reclaim, &digest)? else { return Ok(false) };
+            if waiting.marked {
+                return Ok(true);
+            }
+            if waiting.since >= unlinked_before {
+                return Ok(false);
+            }
+            if t.linked_by.scan_prefix(digest.as_bytes()).next().is_some() {
+                t.reclaim.remove(digest.as_bytes())?;
+                return Ok(false);
+            }
+            if t.leased(&digest) {
+                return Ok(false);
+            }
+            waiting.marked = true;
+            t.reclaim.insert(digest.as_bytes(), serde_json::to_vec(&waiting)?)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn finish_reclaim(&self, digests: &[Digest], audit: AuditBuild) -> Result<(), MetaError> {
+        if digests.is_empty() {
+            return Ok(());
+        }
+        let digests = digests.to_vec();
+        self.write("finish_reclaim", move |t| {
+            (&t.reclaim, &t.audit, &t.audit_head)
+                .transaction(|(reclaim, audit_tree, head)| {
+                    for digest in &digests {
+                        reclaim.remove(digest.as_bytes())?;
+                    }
+                    append_audit_in(audit_tree, head, &*audit)?;
+                    Ok(())
+                })
                 .map_err(transaction_error)
+        })
+        .await
+    }
+
+    async fn reclaim_pending(&self) -> Result<(u64, u64), MetaError> {
+        self.read("reclaim_pending", |t| {
+            let (mut count, mut bytes) = (0, 0);
+            for item in t.reclaim.iter() {
+                let (_, json) = item?;
+                let waiting: Waiting = serde_json::from_slice(&json)?;
+                count += 1;
+                bytes += waiting.size;
+            }
+            Ok((count, bytes))
         })
         .await
     }
@@ -792,10 +991,20 @@ impl MetaStore for SledMeta {
                     _ => {}
                 }
             }
-            (&t.links, &t.audit, &t.audit_head)
-                .transaction(|(links, audit_tree, head)| {
+            let holder = holder_key(&digest, repo.as_str().as_bytes());
+            // Under the write lock: no other link of the digest appears before the commit.
+            let last =
+                t.linked_by.scan_prefix(digest.as_bytes()).keys().all(|k| k.is_ok_and(|k| k == holder.as_slice()));
+            let size = parse_link(&value)?.0;
+            let waiting = serde_json::to_vec(&Waiting { size, since: OffsetDateTime::now_utc(), marked: false })?;
+            (&t.links, &t.linked_by, &t.reclaim, &t.audit, &t.audit_head)
+                .transaction(|(links, linked_by, reclaim, audit_tree, head)| {
                     if links.remove(link_key.as_slice())?.is_none() {
                         return Ok(Unlink::Gone);
+                    }
+                    linked_by.remove(holder.as_slice())?;
+                    if last && reclaim.get(digest.as_bytes())?.is_none() {
+                        reclaim.insert(digest.as_bytes(), waiting.as_slice())?;
                     }
                     append_audit_in(audit_tree, head, &*audit)?;
                     Ok(Unlink::Unlinked)

@@ -106,6 +106,29 @@ pub async fn serve(
             }
         })
     });
+    let reclaim = state.config.reclaim_interval.map(|every| {
+        let (state, stop) = (state.clone(), stop.clone());
+        tokio::spawn(async move {
+            let actor = crate::lifecycle::reclaim::scheduled_actor();
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = ticks.tick() => {}
+                    () = stop.cancelled() => break,
+                }
+                // Stopping mid-run is safe: marked digests are finished by the next run.
+                tokio::select! {
+                    result = crate::lifecycle::reclaim::run(&state, &actor, state.config.reclaim_grace) => {
+                        if let Err(err) = result {
+                            tracing::warn!(error = %err, "scheduled reclaim run failed; the next one retries");
+                        }
+                    }
+                    () = stop.cancelled() => break,
+                }
+            }
+        })
+    });
     let router = http::router(state.clone());
     connections::serve(listener, router, connection_limits, state.metrics.connections.clone(), stopping, drain).await;
     stop.cancel();
@@ -114,8 +137,8 @@ pub async fn serve(
             let _ = metrics.await;
         }
         let _ = housekeeping.await;
-        if let Some(retention) = retention {
-            let _ = retention.await;
+        for task in [retention, reclaim].into_iter().flatten() {
+            let _ = task.await;
         }
         state.denials.flush(&state, true).await;
     };

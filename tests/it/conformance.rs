@@ -101,8 +101,8 @@ async fn meta_conformance(meta: Meta) {
 
     // Links: write-once, per repository, each new one recorded with it.
     assert!(meta.blob_size(&a, &d).await.unwrap().is_none());
-    assert_eq!(meta.link_blob(&a, &d, 4, pushed(&a, d)).await.unwrap(), Stored::Created);
-    assert_eq!(meta.link_blob(&a, &d, 4, pushed(&a, d)).await.unwrap(), Stored::AlreadyPresent);
+    assert_eq!(meta.link_blob(&a, &d, 4, None, pushed(&a, d)).await.unwrap(), Stored::Created);
+    assert_eq!(meta.link_blob(&a, &d, 4, None, pushed(&a, d)).await.unwrap(), Stored::AlreadyPresent);
     assert_eq!(meta.audit_entries(0, 10).await.unwrap().len(), 1, "a link already there is not recorded again");
     assert_eq!(meta.blob_size(&a, &d).await.unwrap(), Some(4));
     assert!(meta.blob_size(&b, &d).await.unwrap().is_none());
@@ -273,7 +273,7 @@ async fn read_all(
 }
 
 fn upload(expected: Option<Digest>, limit: u64, announced: Option<usize>) -> Upload {
-    Upload { expected, limit, announced: announced.map(|n| n as u64), memory: MemoryBudget::new(64 << 20) }
+    Upload { expected, limit, announced: announced.map(|n| n as u64), memory: MemoryBudget::new(64 << 20), gate: None }
 }
 
 async fn blob_conformance(store: Blobs) {

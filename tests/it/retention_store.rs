@@ -95,7 +95,7 @@ async fn plan_and_run_agree(state: &AppState, n: u64, case: Case) -> Result<(), 
     let digests: Vec<(Digest, u64)> =
         (0..case.blobs).map(|b| (Digest::of(format!("{n}-{b}").as_bytes()), 10 + b as u64)).collect();
     for (digest, size) in &digests {
-        state.meta.link_blob(&repo, digest, *size, audit()).await.unwrap();
+        state.meta.link_blob(&repo, digest, *size, None, audit()).await.unwrap();
     }
     let mut held = BTreeSet::new();
     for (i, (age, hold, files)) in case.tags.iter().enumerate() {
@@ -202,7 +202,7 @@ async fn bind_races_unlink(pg: bool, rounds: u64) {
     let (mut bound, mut unlinked) = (0, 0);
     for round in 0..rounds {
         let digest = Digest::of(&round.to_le_bytes());
-        state.meta.link_blob(&repo, &digest, 7, audit()).await.unwrap();
+        state.meta.link_blob(&repo, &digest, 7, None, audit()).await.unwrap();
         let tag: Tag = format!("r{round}").parse().unwrap();
         let manifest = Digest::of(format!("m{round}").as_bytes());
         let envelope = envelope(round);

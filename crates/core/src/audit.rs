@@ -99,6 +99,12 @@ pub enum Event {
         digest: Digest,
         size: u64,
     },
+    /// A reclaim run deleted the stored bytes of these digests, which no
+    /// repository linked for longer than the grace.
+    BlobsReclaimed {
+        digests: Vec<Digest>,
+        bytes: u64,
+    },
     /// A retention policy was stored (the whole policy, defaults filled in).
     RetentionPolicySet {
         scope: crate::name::RepoPattern,

@@ -266,3 +266,15 @@ pub struct TagList {
     pub tags: Vec<TagEntry>,
     pub next: Option<String>,
 }
+
+/// `POST /v1/reclaim/run`: what a reclaim run did, and what still waits.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReclaimReport {
+    /// False when another run (on any replica) was under way: nothing done.
+    pub ran: bool,
+    pub deleted: u64,
+    pub bytes_freed: u64,
+    /// Digests no repository links, waiting for their grace to pass.
+    pub pending: u64,
+    pub pending_bytes: u64,
+}
