@@ -80,6 +80,11 @@ impl Metrics {
                 &self.retention_expired,
             ),
             ("amber_links_removed_total", "Blob links removed by this replica's retention runs.", &self.links_removed),
+            (
+                "amber_reclaimed_bytes_total",
+                "Stored bytes deleted by this replica's reclaim runs.",
+                &self.reclaimed_bytes,
+            ),
         ] {
             counter_header(&mut out, name, help);
             let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));

@@ -11,6 +11,7 @@ mod harness;
 mod manifests;
 mod openapi;
 mod replicas;
+mod reclaim;
 mod retention;
 mod retention_store;
 mod schemathesis;

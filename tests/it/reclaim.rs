@@ -1,0 +1,192 @@
+//! Reclaim over HTTP, on both backends: bytes no repository links are
+//! deleted after the grace and not before, a new link within the grace keeps
+//! them, an object a crash left unlinked is reclaimed too, and replicas run
+//! one at a time.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::backends::Backend;
+use crate::harness::{TestServer, data, independent_b3_bytes};
+use crate::on_both_backends;
+
+async fn upload(server: &TestServer, token: &str, repo: &str, bytes: &[u8]) -> (String, StatusCode) {
+    let digest = independent_b3_bytes(bytes);
+    let put = server
+        .request(Method::PUT, &format!("/v1/repos/{repo}/blobs/{digest}"), token)
+        .body(bytes.to_vec())
+        .send()
+        .await
+        .unwrap();
+    let status = put.status();
+    assert!(status.is_success(), "{status}");
+    (digest, status)
+}
+
+async fn admin_post(server: &TestServer, path: &str, body: Option<Value>) -> Value {
+    let mut request = server.request(Method::POST, path, &server.admin);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.unwrap()
+}
+
+async fn reclaim(server: &TestServer) -> Value {
+    admin_post(server, "/v1/reclaim/run", None).await
+}
+
+/// Unlinks every unreferenced link older than a second, by retention.
+async fn unlink_all(server: &TestServer, repo: &str) {
+    let policy = json!({"untagged_days": 0});
+    let put = server.request(Method::PUT, &format!("/v1/retention/{repo}"), &server.admin).json(&policy).send().await;
+    assert_eq!(put.unwrap().status(), StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    admin_post(server, "/v1/retention/run", None).await;
+}
+
+fn server(backend: Backend, grace: u64) -> crate::harness::Builder {
+    TestServer::builder()
+        .backend(backend)
+        .arg("--reclaim-grace")
+        .arg(grace.to_string())
+        .arg("--reclaim-interval")
+        .arg("0")
+        .arg("--retention-interval")
+        .arg("0")
+}
+
+async fn bytes_go_after_the_grace_and_a_new_link_keeps_them(backend: Backend) {
+    let server = server(backend, 2).start().await;
+    let token = server.token(&[("acme/*", &["push", "pull"])]).await;
+    let (a_bytes, b_bytes) = (data(3000, 1), data(5000, 2));
+    let (a, _) = upload(&server, &token, "acme/web", &a_bytes).await;
+    let (b, _) = upload(&server, &token, "acme/web", &b_bytes).await;
+    // A linked elsewhere too is never a candidate.
+    let (shared, _) = upload(&server, &token, "acme/web", &data(700, 3)).await;
+    upload(&server, &token, "acme/api", &data(700, 3)).await;
+    unlink_all(&server, "acme/web").await;
+
+    let report = reclaim(&server).await;
+    assert_eq!(report, json!({"ran": true, "deleted": 0, "bytes_freed": 0, "pending": 2, "pending_bytes": 8000}));
+    assert!(server.stored(&a).await && server.stored(&b).await, "within the grace nothing is deleted");
+    // B is uploaded again (to another repository) within the grace: kept.
+    let (_, status) = upload(&server, &token, "acme/api", &b_bytes).await;
+    assert_eq!(status, StatusCode::CREATED);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let report = reclaim(&server).await;
+    assert_eq!(report, json!({"ran": true, "deleted": 1, "bytes_freed": 3000, "pending": 0, "pending_bytes": 0}));
+    assert!(!server.stored(&a).await, "A's bytes are deleted");
+    assert!(server.stored(&b).await && server.stored(&shared).await);
+    let head = server.request(Method::HEAD, &format!("/v1/repos/acme/api/blobs/{b}"), &token).send().await.unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
+    let got = server.request(Method::GET, &format!("/v1/repos/acme/api/blobs/{b}"), &token).send().await.unwrap();
+    assert_eq!(got.bytes().await.unwrap().as_ref(), b_bytes.as_slice());
+
+    // Uploading A again stores its bytes again.
+    let (_, status) = upload(&server, &token, "acme/web", &a_bytes).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert!(server.stored(&a).await);
+    let got = server.request(Method::GET, &format!("/v1/repos/acme/web/blobs/{a}"), &token).send().await.unwrap();
+    assert_eq!(got.bytes().await.unwrap().as_ref(), a_bytes.as_slice());
+
+    // One audit entry for the run, naming what it deleted.
+    let (status, page) = {
+        let r = server.request(Method::GET, "/v1/audit?limit=1000", &server.admin).send().await.unwrap();
+        (r.status(), r.json::<Value>().await.unwrap())
+    };
+    assert_eq!(status, StatusCode::OK);
+    let reclaimed: Vec<Value> = page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| serde_json::from_str::<Value>(e["entry"].as_str().unwrap()).unwrap()["event"].clone())
+        .filter(|e| e["kind"] == "blobs_reclaimed")
+        .collect();
+    assert_eq!(reclaimed, vec![json!({"kind": "blobs_reclaimed", "digests": [a], "bytes": 3000})]);
+    let metrics = server.http.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("amber_reclaimed_bytes_total 3000"), "{metrics}");
+    assert!(metrics.contains("amber_reclaim_pending_bytes 0"), "{metrics}");
+}
+
+/// Bytes stored under their digest with no link (a crash between storing and
+/// linking leaves them) wait a grace, then go.
+async fn an_object_nothing_links_is_reclaimed(backend: Backend) {
+    let server = server(backend, 1).start().await;
+    let token = server.token(&[("acme/web", &["push", "pull"])]).await;
+    let orphan = data(4096, 9);
+    let digest = independent_b3_bytes(&orphan);
+    match &server.services {
+        None => std::fs::write(server.blob_file(&digest), &orphan).unwrap(),
+        Some(services) => {
+            let key = format!("amber/blobs/{}", digest.trim_start_matches("blake3:"));
+            services
+                .s3
+                .client()
+                .put_object()
+                .bucket(&services.bucket)
+                .key(key)
+                .body(orphan.clone().into())
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    let (kept, _) = upload(&server, &token, "acme/web", &data(100, 10)).await;
+    let report = reclaim(&server).await;
+    assert_eq!((report["deleted"].as_u64(), report["pending"].as_u64()), (Some(0), Some(1)), "{report}");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let report = reclaim(&server).await;
+    assert_eq!((report["deleted"].as_u64(), report["bytes_freed"].as_u64()), (Some(1), Some(4096)), "{report}");
+    assert!(!server.stored(&digest).await);
+    assert!(server.stored(&kept).await, "a linked blob stays");
+}
+
+on_both_backends!(bytes_go_after_the_grace_and_a_new_link_keeps_them, an_object_nothing_links_is_reclaimed);
+
+/// Two replicas asked to reclaim at once: one runs, or both run one after the
+/// other; every digest is deleted and recorded once.
+#[tokio::test]
+async fn replicas_reclaim_one_at_a_time() {
+    let server = server(Backend::S3Postgres, 0).start().await;
+    let replica = server.spawn_replica();
+    let token = server.token(&[("acme/web", &["push", "pull"])]).await;
+    let mut digests = Vec::new();
+    for i in 0..40 {
+        digests.push(upload(&server, &token, "acme/web", &data(200 + i, 100 + i as u64)).await.0);
+    }
+    unlink_all(&server, "acme/web").await;
+    let on_replica = async {
+        let r = server.http.post(replica.url("/v1/reclaim/run")).bearer_auth(&server.admin).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        r.json::<Value>().await.unwrap()
+    };
+    let (a, b) = tokio::join!(reclaim(&server), on_replica);
+    assert_eq!(a["deleted"].as_u64().unwrap() + b["deleted"].as_u64().unwrap(), 40, "{a} {b}");
+    for digest in &digests {
+        assert!(!server.stored(digest).await);
+    }
+    let page: Value = server
+        .request(Method::GET, "/v1/audit?limit=1000", &server.admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut recorded: Vec<String> = page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| serde_json::from_str::<Value>(e["entry"].as_str().unwrap()).unwrap()["event"].clone())
+        .filter(|e| e["kind"] == "blobs_reclaimed")
+        .flat_map(|e| e["digests"].as_array().unwrap().iter().map(|d| d.as_str().unwrap().to_owned()).collect::<Vec<_>>())
+        .collect();
+    recorded.sort();
+    let mut want = digests.clone();
+    want.sort();
+    assert_eq!(recorded, want, "each digest recorded once");
+}
