@@ -322,6 +322,23 @@ impl SledMeta {
         self.watchdog.run(what, move || call(&trees)).await
     }
 
+    /// Runs `call` under the write lock on the blocking pool, bounded in
+    /// time, writing nothing to disk: for changes kept in memory (leases)
+    /// that must not interleave with a write's checks.
+    async fn locked<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        call: impl FnOnce(&Trees) -> Result<T, MetaError> + Send + 'static,
+    ) -> Result<T, MetaError> {
+        let trees = self.trees.clone();
+        self.watchdog
+            .run(what, move || {
+                let _one_at_a_time = trees.writing.lock().unwrap_or_else(PoisonError::into_inner);
+                call(&trees)
+            })
+            .await
+    }
+
     /// Runs a write on the blocking pool, bounded in time, if the volume has
     /// room; then flushes it to disk before returning. A blocking `flush`:
     /// sled's `flush_async` can stall when many callers wait on it at once,
@@ -495,7 +512,7 @@ impl MetaStore for SledMeta {
     async fn begin_promote(&self, digest: &Digest) -> Result<Option<Lease>, MetaError> {
         let digest = *digest;
         // Under the write lock, so no mark is between its check and this lease.
-        self.write("begin_promote", move |t| {
+        self.locked("begin_promote", move |t| {
             if waiting(&t.reclaim, &digest)?.is_some_and(|w| w.marked) {
                 return Ok(None);
             }

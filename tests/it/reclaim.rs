@@ -169,21 +169,17 @@ async fn replicas_reclaim_one_at_a_time() {
     for digest in &digests {
         assert!(!server.stored(digest).await);
     }
-    let page: Value = server
-        .request(Method::GET, "/v1/audit?limit=1000", &server.admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: Value =
+        server.request(Method::GET, "/v1/audit?limit=1000", &server.admin).send().await.unwrap().json().await.unwrap();
     let mut recorded: Vec<String> = page["entries"]
         .as_array()
         .unwrap()
         .iter()
         .map(|e| serde_json::from_str::<Value>(e["entry"].as_str().unwrap()).unwrap()["event"].clone())
         .filter(|e| e["kind"] == "blobs_reclaimed")
-        .flat_map(|e| e["digests"].as_array().unwrap().iter().map(|d| d.as_str().unwrap().to_owned()).collect::<Vec<_>>())
+        .flat_map(|e| {
+            e["digests"].as_array().unwrap().iter().map(|d| d.as_str().unwrap().to_owned()).collect::<Vec<_>>()
+        })
         .collect();
     recorded.sort();
     let mut want = digests.clone();
