@@ -84,7 +84,6 @@ struct World {
     n: u64,
     digest: Digest,
     bytes: Bytes,
-    a: RepoName,
     b: RepoName,
     // Upload
     upload_step: usize,
@@ -125,7 +124,6 @@ impl World {
             n,
             digest,
             bytes,
-            a,
             b,
             upload_step: 0,
             lease: None,

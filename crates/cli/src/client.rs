@@ -304,6 +304,11 @@ impl Client {
         Ok(self.send(Retry::Idempotent, || Ok(self.request(Method::POST, "/v1/retention/run"))).await?.json().await?)
     }
 
+    /// Runs reclaim now.
+    pub async fn run_reclaim(&self) -> Result<amber_core::wire::ReclaimReport> {
+        Ok(self.send(Retry::Idempotent, || Ok(self.request(Method::POST, "/v1/reclaim/run"))).await?.json().await?)
+    }
+
     /// The envelope a tag is bound to, or a manifest by digest. Unverified.
     pub async fn get_envelope(&self, repo: &RepoName, target: &Expected) -> Result<Envelope> {
         let path = match target {

@@ -109,6 +109,9 @@ enum Command {
     /// List a repository's tags; hold, release or expire one (admin).
     #[command(subcommand)]
     Tag(TagCommand),
+    /// Delete stored bytes no repository has linked for the grace (admin).
+    #[command(subcommand)]
+    Reclaim(ReclaimCommand),
     /// Measure a running amberd on this machine (loopback only).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -220,6 +223,12 @@ enum RetentionCommand {
     Run,
     /// Remove the policy of OWNER/NAME or OWNER/*.
     Delete { scope: String },
+}
+
+#[derive(Subcommand)]
+enum ReclaimCommand {
+    /// Run reclaim now; prints what it deleted and what still waits.
+    Run,
 }
 
 #[derive(Subcommand)]
@@ -370,6 +379,18 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Token(command) => token_command(&client, command).await?,
         Command::Retention(command) => retention_command(&client, command).await?,
         Command::Tag(command) => tag_command(&client, command).await?,
+        Command::Reclaim(ReclaimCommand::Run) => {
+            let report = client.run_reclaim().await?;
+            if report.ran {
+                eprintln!(
+                    "deleted {} blob(s), {} bytes; {} ({} bytes) wait for the grace",
+                    report.deleted, report.bytes_freed, report.pending, report.pending_bytes
+                );
+            } else {
+                eprintln!("another reclaim run is under way; nothing done");
+            }
+            print_json(&report)?;
+        }
         Command::Bench(command) => bench_command(&client, &cli.url, command).await?,
         Command::Audit(AuditCommand::Verify { keys: key_files }) => {
             let keys = if key_files.is_empty() {
