@@ -73,6 +73,10 @@ pub struct Options {
     /// (`POST /v1/reclaim/run`) [default: 3600].
     #[arg(long, env = "AMBER_RECLAIM_INTERVAL", global = true)]
     pub reclaim_interval: Option<u64>,
+    /// Bytes a second the scrub reads back to verify stored blobs; 0 turns
+    /// it off [default: 33554432, 32 MiB/s].
+    #[arg(long, env = "AMBER_SCRUB_RATE", global = true)]
+    pub scrub_rate: Option<u64>,
     /// Most connections open at once; idle ones are closed first to make room
     /// [default: half the file-descriptor limit].
     #[arg(long, env = "AMBER_MAX_CONNECTIONS", global = true)]
@@ -181,6 +185,7 @@ struct FileOptions {
     retention_interval: Option<u64>,
     reclaim_grace: Option<u64>,
     reclaim_interval: Option<u64>,
+    scrub_rate: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -225,6 +230,8 @@ pub struct Config {
     pub reclaim_grace: Duration,
     /// Between scheduled reclaim runs; `None`: only on demand.
     pub reclaim_interval: Option<Duration>,
+    /// Bytes a second the scrub may read; 0: no scrub.
+    pub scrub_rate: u64,
 }
 
 const DAY: u64 = 24 * 60 * 60;
@@ -298,6 +305,7 @@ impl Config {
                 n => Some(Duration::from_secs(n)),
             },
             reclaim_grace: Duration::from_secs(options.reclaim_grace.or(file.reclaim_grace).unwrap_or(DAY)),
+            scrub_rate: options.scrub_rate.or(file.scrub_rate).unwrap_or(32 << 20),
             reclaim_interval: match options.reclaim_interval.or(file.reclaim_interval).unwrap_or(3600) {
                 0 => None,
                 n => Some(Duration::from_secs(n)),

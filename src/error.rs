@@ -217,7 +217,7 @@ impl From<BlobError> for ApiError {
                 tracing::warn!(%cause, "blob store unavailable");
                 Self::Unavailable
             }
-            BlobError::Corrupt(digest) => Self::BlobCorrupt(digest),
+            BlobError::Corrupt(digest) | BlobError::Missing(digest) => Self::BlobCorrupt(digest),
             BlobError::NotFound(digest) => Self::BlobUnknown(digest),
             other @ BlobError::Io(_) => Self::Internal(other.into()),
         }

@@ -38,10 +38,12 @@ pub struct Metrics {
     pub reclaimed_bytes: AtomicU64,
     /// Bytes waiting for reclaim, as the last run found them.
     pub reclaim_pending_bytes: AtomicU64,
+    /// Bytes the scrub read back and verified.
+    pub scrub_verified_bytes: AtomicU64,
 }
 
 impl Metrics {
-    fn render(&self) -> String {
+    fn render(&self, corrupt: usize) -> String {
         let mut out = String::new();
         let requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
         let name = "amber_http_requests_total";
@@ -85,10 +87,21 @@ impl Metrics {
                 "Stored bytes deleted by this replica's reclaim runs.",
                 &self.reclaimed_bytes,
             ),
+            (
+                "amber_scrub_verified_bytes_total",
+                "Stored bytes this replica's scrub read back and verified.",
+                &self.scrub_verified_bytes,
+            ),
         ] {
             counter_header(&mut out, name, help);
             let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
         }
+        let name = "amber_blobs_corrupt";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Stored blobs quarantined: they do not hash to their digest, or are gone.\n# TYPE {name} gauge"
+        );
+        let _ = writeln!(out, "{name} {corrupt}");
         let name = "amber_reclaim_pending_bytes";
         let _ = writeln!(
             out,
@@ -125,5 +138,5 @@ pub async fn record(State(state): State<AppState>, request: Request, next: Next)
 }
 
 pub async fn get_metrics(State(state): State<AppState>) -> impl IntoResponse {
-    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render(state.quarantine.len()))
 }

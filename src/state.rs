@@ -22,6 +22,8 @@ pub struct Inner {
     pub metrics: Metrics,
     pub denials: Denials,
     pub admission: Admission,
+    /// Quarantined digests, re-read from the store every few seconds.
+    pub quarantine: crate::lifecycle::scrub::QuarantineSet,
 }
 
 impl AppState {
@@ -33,7 +35,9 @@ impl AppState {
         let signer = Arc::new(Signer::load(&meta, config.signing_key_file.as_deref()).await?);
         let (metrics, denials) = (Metrics::default(), Denials::default());
         let admission = Admission::new(&config.limits);
-        Ok(Self(Arc::new(Inner { config, blobs, meta, signer, metrics, denials, admission })))
+        let quarantine = crate::lifecycle::scrub::QuarantineSet::default();
+        quarantine.refresh(&meta).await?;
+        Ok(Self(Arc::new(Inner { config, blobs, meta, signer, metrics, denials, admission, quarantine })))
     }
 }
 

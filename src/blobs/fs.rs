@@ -226,9 +226,16 @@ struct Sealed {
 }
 
 impl Sealed {
-    /// Links the bytes into place, durably; finds them there if stored already.
-    fn link(self) -> Result<Written, BlobError> {
+    /// Links the bytes into place, durably; finds them there if stored
+    /// already, unless told to `replace` them (quarantined bytes): then
+    /// renamed over them, atomically.
+    fn link(self, replace: bool) -> Result<Written, BlobError> {
         let target = self.dirs.blob_path(&self.digest);
+        if replace {
+            fs::rename(&self.staging.path, &target)?;
+            sync_dir(target.parent().expect("blob paths have a shard directory"))?;
+            return Ok(Written { digest: self.digest, size: self.size, stored: Stored::Created });
+        }
         let stored = match fs::hard_link(&self.staging.path, &target) {
             Ok(()) => {
                 sync_dir(target.parent().expect("blob paths have a shard directory"))?;
@@ -337,8 +344,8 @@ impl BlobStore for FsBlobs {
             writer.seal()
         }))
         .await?;
-        super::enter(gate.as_ref(), sealed.digest).await?;
-        joined(tokio::task::spawn_blocking(move || sealed.link())).await
+        let entered = super::enter(gate.as_ref(), sealed.digest).await?;
+        joined(tokio::task::spawn_blocking(move || sealed.link(entered.replace))).await
     }
 
     async fn read(&self, digest: Digest, size: u64, range: Option<Range<u64>>) -> Result<ByteStream, BlobError> {
@@ -353,7 +360,7 @@ impl BlobStore for FsBlobs {
                 Ok(file) => file,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     tracing::error!(%digest, "blob is linked in metadata but missing from storage");
-                    return Err(BlobError::Corrupt(digest));
+                    return Err(BlobError::Missing(digest));
                 }
                 Err(e) => return Err(e.into()),
             };

@@ -36,8 +36,11 @@ pub enum BlobError {
     TooLarge { limit: u64 },
     #[error("request body: {0}")]
     Client(std::io::Error),
-    #[error("stored blob {0} is missing or does not hash to its digest")]
+    #[error("stored blob {0} does not hash to its digest")]
     Corrupt(Digest),
+    /// Linked, but its stored bytes are gone.
+    #[error("stored blob {0} is missing")]
+    Missing(Digest),
     #[error("blob {0} not found")]
     NotFound(Digest),
     #[error("no space on the data volume")]
@@ -75,7 +78,15 @@ pub struct Written {
 /// lease on the digest, which keeps reclaim from deleting those bytes until
 /// the upload is linked, and waits while a deletion of them is under way.
 pub trait Gate: Send + Sync {
-    fn enter(&self, digest: Digest) -> Pin<Box<dyn Future<Output = Result<(), BlobError>> + Send + '_>>;
+    fn enter(&self, digest: Digest) -> Pin<Box<dyn Future<Output = Result<Entered, BlobError>> + Send + '_>>;
+}
+
+/// What the gate decided.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Entered {
+    /// The stored bytes are quarantined: replace them (these hashed right)
+    /// rather than keep what is there.
+    pub replace: bool,
 }
 
 /// A stored object, as a listing of the store finds it.
@@ -102,10 +113,10 @@ pub struct Upload {
 }
 
 /// Enters `gate`, if there is one.
-async fn enter(gate: Option<&std::sync::Arc<dyn Gate>>, digest: Digest) -> Result<(), BlobError> {
+async fn enter(gate: Option<&std::sync::Arc<dyn Gate>>, digest: Digest) -> Result<Entered, BlobError> {
     match gate {
         Some(gate) => gate.enter(digest).await,
-        None => Ok(()),
+        None => Ok(Entered::default()),
     }
 }
 

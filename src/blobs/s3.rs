@@ -222,21 +222,18 @@ impl S3Blobs {
     }
 
     /// Moves a staged object to its final key without ever replacing one.
-    async fn promote(&self, staged: &str, digest: &Digest, size: u64) -> Result<Stored, BlobError> {
+    /// With `replace` (quarantined bytes), writes over the object there.
+    async fn promote(&self, staged: &str, digest: &Digest, size: u64, replace: bool) -> Result<Stored, BlobError> {
         let target = self.blob_key(digest);
         let source = format!("{}/{staged}", self.bucket);
-        let stored = if self.exists(&target).await?.is_some() {
+        let stored = if !replace && self.exists(&target).await?.is_some() {
             Stored::AlreadyPresent
         } else if size <= COPY_LIMIT {
-            let copy = self
-                .client
-                .copy_object()
-                .bucket(&self.bucket)
-                .key(&target)
-                .copy_source(&source)
-                .if_none_match("*")
-                .send()
-                .await;
+            let mut copy = self.client.copy_object().bucket(&self.bucket).key(&target).copy_source(&source);
+            if !replace {
+                copy = copy.if_none_match("*");
+            }
+            let copy = copy.send().await;
             match copy {
                 Ok(_) => Stored::Created,
                 Err(e) if precondition_failed(&e) => Stored::AlreadyPresent,
@@ -244,6 +241,7 @@ impl S3Blobs {
             }
         } else {
             let mut upload = Multipart::start(self, &target).await?;
+            upload.replace = replace;
             let mut start = 0u64;
             let mut part_number = 1;
             while start < size {
@@ -310,6 +308,9 @@ struct Multipart {
     parts: Vec<CompletedPart>,
     in_flight: JoinSet<Result<CompletedPart, BlobError>>,
     finished: bool,
+    /// Complete over an existing object (quarantined bytes) instead of
+    /// leaving it be.
+    replace: bool,
 }
 
 impl Multipart {
@@ -330,6 +331,7 @@ impl Multipart {
             parts: Vec::new(),
             in_flight: JoinSet::new(),
             finished: false,
+            replace: false,
         })
     }
 
@@ -371,17 +373,18 @@ impl Multipart {
         }
         self.parts.sort_by_key(|p| p.part_number());
         let done = CompletedMultipartUpload::builder().set_parts(Some(std::mem::take(&mut self.parts))).build();
-        let completed = self
+        let mut complete = self
             .store
             .client
             .complete_multipart_upload()
             .bucket(&self.store.bucket)
             .key(&self.key)
             .upload_id(&self.id)
-            .multipart_upload(done)
-            .if_none_match("*")
-            .send()
-            .await;
+            .multipart_upload(done);
+        if !self.replace {
+            complete = complete.if_none_match("*");
+        }
+        let completed = complete.send().await;
         match completed {
             Ok(_) => {
                 self.finished = true;
@@ -477,17 +480,18 @@ impl BlobStore for S3Blobs {
                     upload.upload(bytes, lent).await?;
                 }
                 if expected.is_some() {
-                    super::enter(gate.as_ref(), digest).await?;
+                    upload.replace = super::enter(gate.as_ref(), digest).await?.replace;
                 }
                 upload.complete(size).await?
             }
             None => {
-                if expected.is_some() {
-                    super::enter(gate.as_ref(), digest).await?;
-                }
+                let replace = match expected {
+                    Some(_) => super::enter(gate.as_ref(), digest).await?.replace,
+                    None => false,
+                };
                 let (bytes, _lent) = part.freeze();
                 let mut put = self.client.put_object().bucket(&self.bucket).key(&target).body(S3Body::from(bytes));
-                if expected.is_some() {
+                if expected.is_some() && !replace {
                     put = put.if_none_match("*");
                 }
                 let sent = if self.sign_payload {
@@ -505,8 +509,8 @@ impl BlobStore for S3Blobs {
         let stored = match expected {
             Some(_) => stored,
             None => {
-                super::enter(gate.as_ref(), digest).await?;
-                self.promote(&target, &digest, size).await?
+                let replace = super::enter(gate.as_ref(), digest).await?.replace;
+                self.promote(&target, &digest, size, replace).await?
             }
         };
         Ok(Written { digest, size, stored })
@@ -521,7 +525,7 @@ impl BlobStore for S3Blobs {
             Ok(object) => object,
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
                 tracing::error!(%digest, "blob is linked in metadata but missing from S3");
-                return Err(BlobError::Corrupt(digest));
+                return Err(BlobError::Missing(digest));
             }
             Err(e) => return Err(failed("GetObject", &e)),
         };

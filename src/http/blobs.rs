@@ -98,6 +98,9 @@ async fn upload(
         let _ = state.meta.end_promote(held).await;
     }
     let linked = linked?;
+    if lease.replaced() {
+        crate::lifecycle::scrub::healed(state, written.digest, caller.actor()).await?;
+    }
     let status = match linked {
         Stored::Created => {
             state.metrics.blobs_stored.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -185,6 +188,9 @@ async fn plan_read(
 ) -> ApiResult<ReadPlan> {
     caller.require(Action::Pull, repo)?;
     let size = state.meta.blob_size(repo, digest).await?.ok_or(ApiError::BlobUnknown(*digest))?;
+    if state.quarantine.contains(digest) {
+        return Err(ApiError::BlobCorrupt(*digest));
+    }
     let mut headers = HeaderMap::new();
     blob_headers(digest, &mut headers);
     if not_modified(request, digest) {
@@ -210,7 +216,11 @@ pub async fn head_blob(
     DigestParam(digest): DigestParam,
     request: HeaderMap,
 ) -> ApiResult<Response> {
-    let plan = plan_read(&state, &caller, &repo, &digest, &request).await?;
+    // A quarantined blob is absent, so that a client sends it again.
+    let plan = plan_read(&state, &caller, &repo, &digest, &request).await.map_err(|e| match e {
+        ApiError::BlobCorrupt(digest) => ApiError::BlobUnknown(digest),
+        other => other,
+    })?;
     Ok((plan.status, plan.headers).into_response())
 }
 
@@ -225,7 +235,21 @@ pub async fn get_blob(
     if plan.status == StatusCode::NOT_MODIFIED {
         return Ok((plan.status, plan.headers).into_response());
     }
-    let mut stream = state.blobs.read(digest, plan.size, plan.range).await?;
+    let read = state.blobs.read(digest, plan.size, plan.range).await;
+    if let Err(err @ (BlobError::Corrupt(_) | BlobError::Missing(_))) = &read {
+        crate::lifecycle::scrub::quarantine(&state, digest, err).await;
+    }
+    // A read that finds the bytes wrong quarantines them.
+    let found = state.clone();
+    let mut stream = Box::pin(read?.then(move |item| {
+        let state = found.clone();
+        async move {
+            if let Err(err @ (BlobError::Corrupt(_) | BlobError::Missing(_))) = &item {
+                crate::lifecycle::scrub::quarantine(&state, digest, err).await;
+            }
+            item
+        }
+    }));
     // A blob that fits in one chunk is verified before any header goes out.
     let first = stream.next().await;
     if let Some(Err(err)) = first {
@@ -249,7 +273,10 @@ pub async fn missing_blobs(
     let mut seen = std::collections::HashSet::new();
     let mut missing = Vec::new();
     for digest in request.digests {
-        if seen.insert(digest) && state.meta.blob_size(&repo, &digest).await?.is_none() {
+        // Quarantined bytes are missing too: the client sends them again, which heals them.
+        if seen.insert(digest)
+            && (state.quarantine.contains(&digest) || state.meta.blob_size(&repo, &digest).await?.is_none())
+        {
             missing.push(digest);
         }
     }

@@ -4,9 +4,9 @@
 mod audit;
 mod blobs;
 mod json;
+mod lifecycle;
 mod page;
 mod paths;
-mod retention;
 mod system;
 mod tags;
 pub mod tokens;
@@ -74,13 +74,14 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
         (Method::PUT, HOLD, on(M::PUT, tags::hold_tag)),
         (Method::DELETE, HOLD, on(M::DELETE, tags::release_tag)),
         (Method::POST, "/v1/repos/{owner}/{name}/tags/{tag}/expire", on(M::POST, tags::expire_tag)),
-        (Method::GET, "/v1/retention", on(M::GET, retention::list_policies)),
-        (Method::POST, "/v1/retention/run", on(M::POST, retention::run)),
-        (Method::PUT, POLICY, on(M::PUT, retention::put_policy)),
-        (Method::GET, POLICY, on(M::GET, retention::get_policy)),
-        (Method::DELETE, POLICY, on(M::DELETE, retention::delete_policy)),
-        (Method::POST, "/v1/retention/{owner}/{name}/plan", on(M::POST, retention::plan)),
-        (Method::POST, "/v1/reclaim/run", on(M::POST, retention::run_reclaim)),
+        (Method::GET, "/v1/retention", on(M::GET, lifecycle::list_policies)),
+        (Method::POST, "/v1/retention/run", on(M::POST, lifecycle::run)),
+        (Method::PUT, POLICY, on(M::PUT, lifecycle::put_policy)),
+        (Method::GET, POLICY, on(M::GET, lifecycle::get_policy)),
+        (Method::DELETE, POLICY, on(M::DELETE, lifecycle::delete_policy)),
+        (Method::POST, "/v1/retention/{owner}/{name}/plan", on(M::POST, lifecycle::plan)),
+        (Method::POST, "/v1/reclaim/run", on(M::POST, lifecycle::run_reclaim)),
+        (Method::GET, "/v1/scrub", on(M::GET, lifecycle::get_scrub)),
     ]
 }
 

@@ -1,4 +1,4 @@
-//! Lifecycle: retention and reclaim. A tag's binding is permanent history; its
+//! Lifecycle: retention, reclaim and scrub. A tag's binding is permanent history; its
 //! availability may end, by a policy's run or by an operator, and that end is
 //! a signed tombstone and an audit entry. Blob links that no live manifest
 //! references are removed after `untagged_days`; bytes no repository links
@@ -13,5 +13,6 @@ pub mod plan;
 pub mod policy;
 pub mod reclaim;
 mod run;
+pub mod scrub;
 
 pub use run::{expire_tag, plan_scope, plan_scope_at, run_all, run_all_at, scheduled_actor};

@@ -23,7 +23,7 @@ use amber_core::wire::ReclaimReport;
 use time::OffsetDateTime;
 
 use crate::audit::Draft;
-use crate::blobs::{BlobError, BlobStore, Gate};
+use crate::blobs::{BlobError, BlobStore, Entered, Gate};
 use crate::meta::{Lease, MetaError, MetaStore};
 use crate::state::AppState;
 
@@ -36,11 +36,18 @@ const PAGE: usize = 1000;
 pub struct UploadLease {
     state: AppState,
     lease: Mutex<Option<Lease>>,
+    /// The gate told the store to replace quarantined bytes.
+    replacing: std::sync::atomic::AtomicBool,
 }
 
 impl UploadLease {
     pub fn new(state: &AppState) -> Arc<Self> {
-        Arc::new(Self { state: state.clone(), lease: Mutex::new(None) })
+        Arc::new(Self { state: state.clone(), lease: Mutex::new(None), replacing: Default::default() })
+    }
+
+    /// True when this upload replaced quarantined bytes: once linked, it heals them.
+    pub fn replaced(&self) -> bool {
+        self.replacing.load(Ordering::Relaxed)
     }
 
     /// The lease taken at the gate, for the link to end.
@@ -59,14 +66,17 @@ impl UploadLease {
 }
 
 impl Gate for UploadLease {
-    fn enter(&self, digest: Digest) -> std::pin::Pin<Box<dyn Future<Output = Result<(), BlobError>> + Send + '_>> {
+    fn enter(&self, digest: Digest) -> std::pin::Pin<Box<dyn Future<Output = Result<Entered, BlobError>> + Send + '_>> {
         Box::pin(async move {
             let deadline = tokio::time::Instant::now() + MARKED_WAIT;
             loop {
                 match self.state.meta.begin_promote(&digest).await {
                     Ok(Some(lease)) => {
                         *self.lease.lock().unwrap_or_else(PoisonError::into_inner) = Some(lease);
-                        return Ok(());
+                        // Quarantined bytes are replaced by these, which hashed right.
+                        let replace = self.state.quarantine.contains(&digest);
+                        self.replacing.store(replace, Ordering::Relaxed);
+                        return Ok(Entered { replace });
                     }
                     Ok(None) if tokio::time::Instant::now() < deadline => {
                         tokio::time::sleep(Duration::from_millis(100)).await;

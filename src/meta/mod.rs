@@ -188,6 +188,31 @@ pub struct Candidate {
 /// Held while a reclaim run goes; dropping it lets the next runner in.
 pub struct ReclaimLock(#[allow(dead_code)] Box<dyn Send + Sync>);
 
+/// A stored blob found not to hash to its digest, or gone: never served,
+/// reported absent so that clients send it again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quarantined {
+    pub digest: Digest,
+    /// `mismatch` (the bytes do not hash to the digest) or `missing`.
+    pub reason: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub found_at: OffsetDateTime,
+}
+
+/// Where the scrub is: kept in the store so that a restart, or another
+/// replica, goes on from there.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScrubProgress {
+    /// The last digest verified in the pass under way.
+    pub cursor: Option<Digest>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub pass_started: Option<OffsetDateTime>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub last_full_pass: Option<OffsetDateTime>,
+    pub verified_blobs: u64,
+    pub verified_bytes: u64,
+}
+
 /// A tag as retention sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TagView {
@@ -266,6 +291,28 @@ pub trait MetaStore {
     ) -> impl Future<Output = Result<(), MetaError>> + Send;
     /// Digests waiting for reclaim, and their bytes.
     fn reclaim_pending(&self) -> impl Future<Output = Result<(u64, u64), MetaError>> + Send;
+
+    /// Distinct linked digests with their size, in digest order after `after`.
+    fn linked_digests(
+        &self,
+        after: Option<&Digest>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<(Digest, u64)>, MetaError>> + Send;
+    /// Quarantines a digest, with `audit`, unless it is already; returns whether it was new.
+    fn quarantine(
+        &self,
+        entry: &Quarantined,
+        audit: AuditBuild,
+    ) -> impl Future<Output = Result<bool, MetaError>> + Send;
+    /// Lifts the quarantine of a digest whose bytes were replaced by ones
+    /// that hash right, with `audit`; returns whether it was quarantined.
+    fn heal(&self, digest: &Digest, audit: AuditBuild) -> impl Future<Output = Result<bool, MetaError>> + Send;
+    /// Every quarantined digest.
+    fn quarantined(&self) -> impl Future<Output = Result<Vec<Quarantined>, MetaError>> + Send;
+    fn scrub_progress(&self) -> impl Future<Output = Result<ScrubProgress, MetaError>> + Send;
+    fn save_scrub_progress(&self, progress: &ScrubProgress) -> impl Future<Output = Result<(), MetaError>> + Send;
+    /// The scrubber's lock, if no other scrubber (on any replica) holds it.
+    fn scrub_lock(&self) -> impl Future<Output = Result<Option<ReclaimLock>, MetaError>> + Send;
     /// The size of a blob visible in `repo`, or `None`.
     fn blob_size(
         &self,
@@ -547,6 +594,27 @@ impl MetaStore for Meta {
     }
     async fn reclaim_pending(&self) -> Result<(u64, u64), MetaError> {
         dispatch!(self, s => s.reclaim_pending())
+    }
+    async fn linked_digests(&self, after: Option<&Digest>, limit: usize) -> Result<Vec<(Digest, u64)>, MetaError> {
+        dispatch!(self, s => s.linked_digests(after, limit))
+    }
+    async fn quarantine(&self, entry: &Quarantined, audit: AuditBuild) -> Result<bool, MetaError> {
+        dispatch!(self, s => s.quarantine(entry, audit))
+    }
+    async fn heal(&self, digest: &Digest, audit: AuditBuild) -> Result<bool, MetaError> {
+        dispatch!(self, s => s.heal(digest, audit))
+    }
+    async fn quarantined(&self) -> Result<Vec<Quarantined>, MetaError> {
+        dispatch!(self, s => s.quarantined())
+    }
+    async fn scrub_progress(&self) -> Result<ScrubProgress, MetaError> {
+        dispatch!(self, s => s.scrub_progress())
+    }
+    async fn save_scrub_progress(&self, progress: &ScrubProgress) -> Result<(), MetaError> {
+        dispatch!(self, s => s.save_scrub_progress(progress))
+    }
+    async fn scrub_lock(&self) -> Result<Option<ReclaimLock>, MetaError> {
+        dispatch!(self, s => s.scrub_lock())
     }
     async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, MetaError> {
         dispatch!(self, s => s.blob_size(repo, digest))

@@ -19,7 +19,8 @@ use time::OffsetDateTime;
 
 use super::{
     AuditBuild, Bound, BuildAudit, Candidate, Expiry, Hold, KeyRecord, LEASE_LIFETIME, Lease, LinkView, MetaError,
-    MetaStore, ReclaimLock, RepoView, Revocation, Rotation, TagChange, TagRecord, TagView, TokenRecord, Unlink,
+    MetaStore, Quarantined, ReclaimLock, RepoView, Revocation, Rotation, ScrubProgress, TagChange, TagRecord, TagView,
+    TokenRecord, Unlink,
 };
 use crate::blobs::Object;
 use crate::blobs::Stored;
@@ -327,9 +328,88 @@ impl MetaStore for PostgresMeta {
         let bytes: Vec<Vec<u8>> = digests.iter().map(|d| d.as_bytes().to_vec()).collect();
         let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM reclaim WHERE digest = ANY($1) AND marked").bind(&bytes).execute(&mut *tx).await?;
+        // Deleted bytes are no longer corrupt bytes.
+        sqlx::query("DELETE FROM quarantine WHERE digest = ANY($1)").bind(&bytes).execute(&mut *tx).await?;
         append_audit_in(&mut tx, &*audit).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn linked_digests(&self, after: Option<&Digest>, limit: usize) -> Result<Vec<(Digest, u64)>, MetaError> {
+        let rows: Vec<(Vec<u8>, i64)> = sqlx::query_as(
+            "SELECT DISTINCT ON (digest) digest, size FROM blob_links WHERE digest > $1 ORDER BY digest LIMIT $2",
+        )
+        .bind(after.map_or_else(Vec::new, |d| d.as_bytes().to_vec()))
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(|(d, size)| Ok((digest_from(&d)?, size as u64))).collect()
+    }
+
+    async fn quarantine(&self, entry: &Quarantined, audit: AuditBuild) -> Result<bool, MetaError> {
+        let mut tx = self.pool.begin().await?;
+        let inserted =
+            sqlx::query("INSERT INTO quarantine (digest, reason, found_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+                .bind(&entry.digest.as_bytes()[..])
+                .bind(&entry.reason)
+                .bind(entry.found_at)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        if inserted == 0 {
+            return Ok(false);
+        }
+        append_audit_in(&mut tx, &*audit).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn heal(&self, digest: &Digest, audit: AuditBuild) -> Result<bool, MetaError> {
+        let mut tx = self.pool.begin().await?;
+        let removed = sqlx::query("DELETE FROM quarantine WHERE digest = $1")
+            .bind(&digest.as_bytes()[..])
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if removed == 0 {
+            return Ok(false);
+        }
+        append_audit_in(&mut tx, &*audit).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn quarantined(&self) -> Result<Vec<Quarantined>, MetaError> {
+        let rows: Vec<(Vec<u8>, String, OffsetDateTime)> =
+            sqlx::query_as("SELECT digest, reason, found_at FROM quarantine ORDER BY found_at, digest")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter()
+            .map(|(d, reason, found_at)| Ok(Quarantined { digest: digest_from(&d)?, reason, found_at }))
+            .collect()
+    }
+
+    async fn scrub_progress(&self) -> Result<ScrubProgress, MetaError> {
+        let row: Option<(Json<ScrubProgress>,)> =
+            sqlx::query_as("SELECT progress FROM scrub_progress WHERE singleton").fetch_optional(&self.pool).await?;
+        Ok(row.map(|(Json(p),)| p).unwrap_or_default())
+    }
+
+    async fn save_scrub_progress(&self, progress: &ScrubProgress) -> Result<(), MetaError> {
+        sqlx::query(
+            "INSERT INTO scrub_progress (singleton, progress) VALUES (true, $1)
+             ON CONFLICT (singleton) DO UPDATE SET progress = EXCLUDED.progress",
+        )
+        .bind(Json(progress))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn scrub_lock(&self) -> Result<Option<ReclaimLock>, MetaError> {
+        let mut conn = self.pool.acquire().await?.detach();
+        let (locked,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock(7351, 1)").fetch_one(&mut conn).await?;
+        Ok(locked.then(|| ReclaimLock(Box::new(std::sync::Mutex::new(conn)))))
     }
 
     async fn reclaim_pending(&self) -> Result<(u64, u64), MetaError> {

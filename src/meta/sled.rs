@@ -12,6 +12,8 @@
 //! policies   scope (`owner/name`, `owner/*`) -> PolicyInfo (JSON)
 //! linked_by  digest(32) repo           -> () (every link, by digest)
 //! reclaim    digest(32)                -> Waiting (JSON: size, since, marked)
+//! quarantine digest(32)                -> Quarantined (JSON)
+//!            (default tree) "scrub"    -> ScrubProgress (JSON)
 //! audit      seq, u64 big-endian       -> hash (64 hex) + entry bytes
 //! audit_head "head"                    -> seq u64 BE + hash (64 hex)
 //!            "checkpoint"              -> signed checkpoint envelope (JSON)
@@ -49,7 +51,8 @@ use time::OffsetDateTime;
 use super::watchdog::Watchdog;
 use super::{
     AuditBuild, Bound, BuildAudit, Candidate, Expiry, Hold, KeyRecord, Lease, LinkView, MetaError, MetaStore,
-    ReclaimLock, RepoView, Revocation, Rotation, TagChange, TagRecord, TagView, TokenRecord, Unlink,
+    Quarantined, ReclaimLock, RepoView, Revocation, Rotation, ScrubProgress, TagChange, TagRecord, TagView,
+    TokenRecord, Unlink,
 };
 use crate::blobs::{Object, Stored};
 use crate::config::FreeSpace;
@@ -59,6 +62,7 @@ const SCHEMA_KEY: &[u8] = b"schema";
 const SCHEMA_VERSION: &[u8] = b"3";
 const AUDIT_HEAD: &[u8] = b"head";
 const AUDIT_CHECKPOINT: &[u8] = b"checkpoint";
+const SCRUB_KEY: &[u8] = b"scrub";
 
 pub struct SledMeta {
     trees: Arc<Trees>,
@@ -91,8 +95,11 @@ struct Trees {
     reclaim: Tree,
     /// Promotion leases in force: lease id -> digest.
     leases: std::sync::Mutex<HashMap<String, Digest>>,
+    quarantine: Tree,
     /// Held by the reclaim run.
     runner: Arc<tokio::sync::Mutex<()>>,
+    /// Held by the scrubber.
+    scrubber: Arc<tokio::sync::Mutex<()>>,
     audit: Tree,
     audit_head: Tree,
 }
@@ -189,6 +196,27 @@ fn upgrade_from_2(t: &Trees) -> Result<(), MetaError> {
     t.db.insert(SCHEMA_KEY, SCHEMA_VERSION)?;
     t.db.flush()?;
     Ok(())
+}
+
+/// The smallest key greater than every key starting with `prefix`.
+fn next_prefix(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut next = prefix.to_vec();
+    while let Some(last) = next.pop() {
+        if last < 0xff {
+            next.push(last + 1);
+            return Some(next);
+        }
+    }
+    None
+}
+
+/// `repo \0 suffix` from the repository's name bytes.
+fn repo_key_bytes(repo: &[u8], suffix: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(repo.len() + 1 + suffix.len());
+    key.extend_from_slice(repo);
+    key.push(0);
+    key.extend_from_slice(suffix);
+    key
 }
 
 /// `digest repo`: a key of `linked_by`.
@@ -292,7 +320,9 @@ impl SledMeta {
             linked_by: db.open_tree("linked_by")?,
             reclaim: db.open_tree("reclaim")?,
             leases: std::sync::Mutex::new(HashMap::new()),
+            quarantine: db.open_tree("quarantine")?,
             runner: Arc::new(tokio::sync::Mutex::new(())),
+            scrubber: Arc::new(tokio::sync::Mutex::new(())),
             audit: db.open_tree("audit")?,
             audit_head: db.open_tree("audit_head")?,
             db,
@@ -606,10 +636,12 @@ impl MetaStore for SledMeta {
         }
         let digests = digests.to_vec();
         self.write("finish_reclaim", move |t| {
-            (&t.reclaim, &t.audit, &t.audit_head)
-                .transaction(|(reclaim, audit_tree, head)| {
+            (&t.reclaim, &t.quarantine, &t.audit, &t.audit_head)
+                .transaction(|(reclaim, quarantine, audit_tree, head)| {
                     for digest in &digests {
                         reclaim.remove(digest.as_bytes())?;
+                        // Deleted bytes are no longer corrupt bytes.
+                        quarantine.remove(digest.as_bytes())?;
                     }
                     append_audit_in(audit_tree, head, &*audit)?;
                     Ok(())
@@ -617,6 +649,98 @@ impl MetaStore for SledMeta {
                 .map_err(transaction_error)
         })
         .await
+    }
+
+    async fn linked_digests(&self, after: Option<&Digest>, limit: usize) -> Result<Vec<(Digest, u64)>, MetaError> {
+        // The smallest key past every key of `after`: the digest plus one.
+        let start = after.and_then(|d| next_prefix(d.as_bytes()));
+        if after.is_some() && start.is_none() {
+            return Ok(Vec::new());
+        }
+        self.read("linked_digests", move |t| {
+            let mut found: Vec<(Digest, u64)> = Vec::new();
+            let mut from = start.unwrap_or_default();
+            while found.len() < limit {
+                let Some(item) = t.linked_by.range(from.clone()..).next() else { break };
+                let (key, _) = item?;
+                let digest = key_digest(&key, 0)?;
+                if let Some(value) = t.links.get(repo_key_bytes(&key[32..], digest.as_bytes()))? {
+                    found.push((digest, parse_link(&value)?.0));
+                }
+                match next_prefix(digest.as_bytes()) {
+                    Some(next) => from = next,
+                    None => break,
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn quarantine(&self, entry: &Quarantined, audit: AuditBuild) -> Result<bool, MetaError> {
+        let (key, json) = (entry.digest.as_bytes().to_vec(), serde_json::to_vec(entry)?);
+        self.write("quarantine", move |t| {
+            (&t.quarantine, &t.audit, &t.audit_head)
+                .transaction(|(quarantine, audit_tree, head)| {
+                    if quarantine.get(&key)?.is_some() {
+                        return Ok(false);
+                    }
+                    quarantine.insert(key.as_slice(), json.as_slice())?;
+                    append_audit_in(audit_tree, head, &*audit)?;
+                    Ok(true)
+                })
+                .map_err(transaction_error)
+        })
+        .await
+    }
+
+    async fn heal(&self, digest: &Digest, audit: AuditBuild) -> Result<bool, MetaError> {
+        let key = digest.as_bytes().to_vec();
+        self.write("heal", move |t| {
+            (&t.quarantine, &t.audit, &t.audit_head)
+                .transaction(|(quarantine, audit_tree, head)| {
+                    if quarantine.remove(key.as_slice())?.is_none() {
+                        return Ok(false);
+                    }
+                    append_audit_in(audit_tree, head, &*audit)?;
+                    Ok(true)
+                })
+                .map_err(transaction_error)
+        })
+        .await
+    }
+
+    async fn quarantined(&self) -> Result<Vec<Quarantined>, MetaError> {
+        self.read("quarantined", |t| {
+            let mut all = Vec::new();
+            for item in t.quarantine.iter() {
+                let (_, json) = item?;
+                all.push(serde_json::from_slice(&json)?);
+            }
+            Ok(all)
+        })
+        .await
+    }
+
+    async fn scrub_progress(&self) -> Result<ScrubProgress, MetaError> {
+        self.read("scrub_progress", |t| match t.db.get(SCRUB_KEY)? {
+            Some(json) => Ok(serde_json::from_slice(&json)?),
+            None => Ok(ScrubProgress::default()),
+        })
+        .await
+    }
+
+    async fn save_scrub_progress(&self, progress: &ScrubProgress) -> Result<(), MetaError> {
+        let json = serde_json::to_vec(progress)?;
+        self.write("save_scrub_progress", move |t| {
+            t.db.insert(SCRUB_KEY, json)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn scrub_lock(&self) -> Result<Option<ReclaimLock>, MetaError> {
+        Ok(self.trees.scrubber.clone().try_lock_owned().ok().map(|guard| ReclaimLock(Box::new(guard))))
     }
 
     async fn reclaim_pending(&self) -> Result<(u64, u64), MetaError> {

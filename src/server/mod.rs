@@ -76,6 +76,10 @@ pub async fn serve(
                         if let Err(err) = state.signer.refresh(&state.meta).await {
                             tracing::warn!(error = %err, "could not re-read the signing keys; signing with those last read");
                         }
+                        // What other replicas quarantined or healed.
+                        if let Err(err) = state.quarantine.refresh(&state.meta).await {
+                            tracing::warn!(error = %err, "could not re-read the quarantined blobs");
+                        }
                     }
                     () = stop.cancelled() => break,
                 }
@@ -129,6 +133,9 @@ pub async fn serve(
             }
         })
     });
+    let scrub = (state.config.scrub_rate > 0).then(|| {
+        tokio::spawn(crate::lifecycle::scrub::scrub_forever(state.clone(), state.config.scrub_rate, stop.clone()))
+    });
     let router = http::router(state.clone());
     connections::serve(listener, router, connection_limits, state.metrics.connections.clone(), stopping, drain).await;
     stop.cancel();
@@ -137,7 +144,7 @@ pub async fn serve(
             let _ = metrics.await;
         }
         let _ = housekeeping.await;
-        for task in [retention, reclaim].into_iter().flatten() {
+        for task in [retention, reclaim, scrub].into_iter().flatten() {
             let _ = task.await;
         }
         state.denials.flush(&state, true).await;

@@ -323,6 +323,34 @@ impl TestServer {
         }
     }
 
+    /// Rewrites a stored blob's bytes behind the server's back with what
+    /// `edit` makes of them; `None` deletes it.
+    pub async fn tamper(&self, digest: &str, edit: impl FnOnce(Vec<u8>) -> Option<Vec<u8>>) {
+        match &self.services {
+            None => {
+                let file = self.blob_file(digest);
+                match edit(std::fs::read(&file).unwrap()) {
+                    Some(bytes) => std::fs::write(&file, bytes).unwrap(),
+                    None => std::fs::remove_file(&file).unwrap(),
+                }
+            }
+            Some(services) => {
+                let client = services.s3.client();
+                let key = format!("amber/blobs/{}", digest.trim_start_matches("blake3:"));
+                let object = client.get_object().bucket(&services.bucket).key(&key).send().await.unwrap();
+                let bytes = object.body.collect().await.unwrap().into_bytes().to_vec();
+                match edit(bytes) {
+                    Some(bytes) => {
+                        client.put_object().bucket(&services.bucket).key(&key).body(bytes.into()).send().await.unwrap();
+                    }
+                    None => {
+                        client.delete_object().bucket(&services.bucket).key(&key).send().await.unwrap();
+                    }
+                }
+            }
+        }
+    }
+
     /// Every byte the server keeps at rest: the data directory and, on
     /// PostgreSQL, a `pg_dump`.
     pub fn persisted(&self) -> Vec<(String, Vec<u8>)> {

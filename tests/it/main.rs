@@ -16,4 +16,5 @@ mod replicas;
 mod retention;
 mod retention_store;
 mod schemathesis;
+mod scrub;
 mod tokens;

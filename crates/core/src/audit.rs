@@ -105,6 +105,16 @@ pub enum Event {
         digests: Vec<Digest>,
         bytes: u64,
     },
+    /// The scrub (or a read) found a stored blob that does not hash to its
+    /// digest (`mismatch`) or is gone (`missing`); it is quarantined.
+    BlobCorrupt {
+        digest: Digest,
+        reason: String,
+    },
+    /// An upload replaced a quarantined blob's bytes with ones that hash right.
+    BlobRepaired {
+        digest: Digest,
+    },
     /// A retention policy was stored (the whole policy, defaults filled in).
     RetentionPolicySet {
         scope: crate::name::RepoPattern,

@@ -1,5 +1,6 @@
-//! Retention policy routes: set, show and remove a policy; plan a scope; run
-//! every policy now; run reclaim now. The decisions live in `crate::lifecycle`.
+//! Lifecycle routes: retention policies (set, show, remove, plan, run),
+//! reclaim (run now) and the scrub (progress and quarantined blobs). The
+//! decisions live in `crate::lifecycle`.
 
 use amber_core::audit::Event;
 use amber_core::wire::{EffectivePolicy, PolicyInfo, PolicySet, ReclaimReport, RetentionPlan, RetentionPolicy};
@@ -130,6 +131,23 @@ pub async fn run_reclaim(State(state): State<AppState>, caller: Caller) -> ApiRe
             lifecycle::reclaim::ReclaimError::Blobs(e) => ApiError::from(e),
         })?;
     Ok(ApiJson(report))
+}
+
+/// `GET /v1/scrub`: how far the scrub is, and what it quarantined.
+#[derive(Serialize)]
+pub struct ScrubStatus {
+    /// Bytes a second; 0 when the scrub is off.
+    rate: u64,
+    #[serde(flatten)]
+    progress: crate::meta::ScrubProgress,
+    corrupt: Vec<crate::meta::Quarantined>,
+}
+
+pub async fn get_scrub(State(state): State<AppState>, caller: Caller) -> ApiResult<ApiJson<ScrubStatus>> {
+    caller.require_admin()?;
+    let progress = state.meta.scrub_progress().await?;
+    let corrupt = state.meta.quarantined().await?;
+    Ok(ApiJson(ScrubStatus { rate: state.config.scrub_rate, progress, corrupt }))
 }
 
 pub async fn run(State(state): State<AppState>, caller: Caller) -> ApiResult<ApiJson<RetentionPlan>> {

@@ -1,0 +1,171 @@
+//! Scrub: finding rot. Every linked blob is read back and re-hashed,
+//! continuously, at most `--scrub-rate` bytes a second, one scrubber at a
+//! time across replicas, going on from where the last one stopped. A blob
+//! that does not hash to its digest, or whose bytes are gone, is quarantined:
+//! never served, reported absent by `HEAD` and `blobs/missing` so that
+//! clients send it again, and healed by that upload.
+
+use std::collections::HashSet;
+use std::sync::RwLock;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use amber_core::Digest;
+use amber_core::audit::{Actor, Event};
+use futures_util::StreamExt;
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+
+use crate::audit::Draft;
+use crate::blobs::{BlobError, BlobStore};
+use crate::meta::{Meta, MetaError, MetaStore, Quarantined};
+use crate::state::AppState;
+
+/// Digests verified between saves of the progress.
+const PAGE: usize = 100;
+/// Rest between full passes, and before trying again for the lock.
+const PAUSE: Duration = Duration::from_secs(5);
+
+/// The quarantined digests, kept in memory on every replica: every read asks.
+#[derive(Default)]
+pub struct QuarantineSet(RwLock<HashSet<Digest>>);
+
+impl QuarantineSet {
+    pub fn contains(&self, digest: &Digest) -> bool {
+        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).contains(digest)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn set(&self, digest: Digest, present: bool) {
+        let mut set = self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if present {
+            set.insert(digest);
+        } else {
+            set.remove(&digest);
+        }
+    }
+
+    /// Re-reads the set from the store (what other replicas found, or healed).
+    pub async fn refresh(&self, meta: &Meta) -> Result<(), MetaError> {
+        let all: HashSet<Digest> = meta.quarantined().await?.into_iter().map(|q| q.digest).collect();
+        *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = all;
+        Ok(())
+    }
+}
+
+fn scrubber() -> Actor {
+    Actor { token_id: None, token_name: Some("amberd scrub".into()) }
+}
+
+/// Quarantines `digest` (found not to hash, or gone): recorded and audited
+/// once, served never again until healed.
+pub async fn quarantine(state: &AppState, digest: Digest, error: &BlobError) {
+    let reason = if matches!(error, BlobError::Missing(_)) { "missing" } else { "mismatch" };
+    state.quarantine.set(digest, true);
+    let entry = Quarantined { digest, reason: reason.into(), found_at: OffsetDateTime::now_utc() };
+    let event = Event::BlobCorrupt { digest, reason: reason.into() };
+    match state.meta.quarantine(&entry, Draft::shared(&state.signer, scrubber(), vec![event])).await {
+        Ok(true) => tracing::error!(%digest, reason, "stored blob quarantined; an upload of the same bytes heals it"),
+        Ok(false) => {}
+        Err(err) => tracing::warn!(%digest, error = %err, "recording a quarantine failed; the scrub finds it again"),
+    }
+}
+
+/// Lifts the quarantine once an upload replaced the bytes with ones that
+/// hash right.
+pub async fn healed(state: &AppState, digest: Digest, actor: Actor) -> Result<(), MetaError> {
+    let event = Event::BlobRepaired { digest };
+    if state.meta.heal(&digest, Draft::shared(&state.signer, actor, vec![event])).await? {
+        tracing::info!(%digest, "quarantined blob healed by an upload");
+    }
+    state.quarantine.set(digest, false);
+    Ok(())
+}
+
+/// Reads a blob whole, verifying it; the bytes read.
+async fn verify(state: &AppState, digest: Digest, size: u64) -> Result<u64, BlobError> {
+    let mut stream = state.blobs.read(digest, size, None).await?;
+    let mut read = 0;
+    while let Some(chunk) = stream.next().await {
+        read += chunk?.len() as u64;
+    }
+    Ok(read)
+}
+
+/// Scrubs until `stop`, at most `rate` bytes a second.
+pub async fn scrub_forever(state: AppState, rate: u64, stop: CancellationToken) {
+    loop {
+        let held = match state.meta.scrub_lock().await {
+            Ok(Some(lock)) => Some(lock),
+            Ok(None) => None,
+            Err(err) => {
+                tracing::warn!(error = %err, "the scrub could not take its lock");
+                None
+            }
+        };
+        if let Some(_lock) = held
+            && let Err(err) = scrub_pass(&state, rate, &stop).await
+        {
+            tracing::warn!(error = %err, "the scrub stopped; it goes on from its last saved place");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(PAUSE) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Goes on with the pass under way (or starts one) to its end.
+async fn scrub_pass(state: &AppState, rate: u64, stop: &CancellationToken) -> Result<(), MetaError> {
+    let mut progress = state.meta.scrub_progress().await?;
+    progress.pass_started.get_or_insert_with(OffsetDateTime::now_utc);
+    let (started, mut read) = (Instant::now(), 0u64);
+    loop {
+        let page = state.meta.linked_digests(progress.cursor.as_ref(), PAGE).await?;
+        if page.is_empty() {
+            progress.cursor = None;
+            progress.pass_started = None;
+            progress.last_full_pass = Some(OffsetDateTime::now_utc());
+            return state.meta.save_scrub_progress(&progress).await;
+        }
+        for (digest, size) in page {
+            if stop.is_cancelled() {
+                return state.meta.save_scrub_progress(&progress).await;
+            }
+            if !state.quarantine.contains(&digest) {
+                match verify(state, digest, size).await {
+                    Ok(bytes) => {
+                        read += bytes;
+                        progress.verified_blobs += 1;
+                        progress.verified_bytes += bytes;
+                        state.metrics.scrub_verified_bytes.fetch_add(bytes, Ordering::Relaxed);
+                    }
+                    Err(err @ (BlobError::Corrupt(_) | BlobError::Missing(_))) => quarantine(state, digest, &err).await,
+                    // The store is unwell, not the blob: stop, and come back.
+                    Err(err) => {
+                        state.meta.save_scrub_progress(&progress).await?;
+                        tracing::warn!(%digest, error = %err, "the scrub could not read a blob; it retries later");
+                        return Ok(());
+                    }
+                }
+            }
+            progress.cursor = Some(digest);
+            // At most `rate` bytes a second, on average since this pass began here.
+            let due = Duration::from_secs_f64(read as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = stop.cancelled() => return state.meta.save_scrub_progress(&progress).await,
+                }
+            }
+        }
+        state.meta.save_scrub_progress(&progress).await?;
+    }
+}

@@ -1,0 +1,141 @@
+//! Scrub over HTTP, on both backends: stored files flipped, truncated and
+//! deleted behind the server's back are quarantined within one pass, never
+//! served (whole or by range), reported absent so that clients re-send, and
+//! healed by that upload.
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::backends::Backend;
+use crate::harness::{TestServer, data, expect_error, independent_b3_bytes};
+use crate::on_both_backends;
+
+async fn put(server: &TestServer, token: &str, bytes: &[u8]) -> (String, StatusCode) {
+    let digest = independent_b3_bytes(bytes);
+    let response = server
+        .request(Method::PUT, &format!("/v1/repos/acme/web/blobs/{digest}"), token)
+        .body(bytes.to_vec())
+        .send()
+        .await
+        .unwrap();
+    (digest, response.status())
+}
+
+async fn scrub(server: &TestServer) -> Value {
+    let response = server.request(Method::GET, "/v1/scrub", &server.admin).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.unwrap()
+}
+
+async fn rot_is_quarantined_never_served_and_healed_by_upload(backend: Backend) {
+    let server = TestServer::builder().backend(backend).arg("--scrub-rate").arg("100000000").start().await;
+    let token = server.token(&[("acme/web", &["push", "pull"])]).await;
+    let blobs: Vec<Vec<u8>> = vec![data(700_000, 1), data(5000, 2), data(6000, 3), data(7000, 4)];
+    let mut digests = Vec::new();
+    for bytes in &blobs {
+        let (digest, status) = put(&server, &token, bytes).await;
+        assert_eq!(status, StatusCode::CREATED);
+        digests.push(digest);
+    }
+    let (flipped, truncated, deleted, intact) = (&digests[0], &digests[1], &digests[2], &digests[3]);
+    server
+        .tamper(flipped, |mut b| {
+            b[600_000] ^= 1;
+            Some(b)
+        })
+        .await;
+    server
+        .tamper(truncated, |mut b| {
+            b.truncate(100);
+            Some(b)
+        })
+        .await;
+    server.tamper(deleted, |_| None).await;
+
+    // Within one pass (the first starts at once, the next 5 s after).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let status = scrub(&server).await;
+        if status["corrupt"].as_array().unwrap().len() == 3 {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "not all quarantined: {status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let reasons: std::collections::BTreeMap<String, String> = status["corrupt"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["digest"].as_str().unwrap().to_owned(), c["reason"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(reasons[flipped], "mismatch");
+    assert_eq!(reasons[truncated], "mismatch");
+    assert_eq!(reasons[deleted], "missing");
+    assert!(status["verified_blobs"].as_u64().unwrap() >= 1, "{status}");
+
+    // Never served, whole or by a range that avoids the flipped byte; absent to HEAD and missing.
+    let blob = |d: &str| format!("/v1/repos/acme/web/blobs/{d}");
+    for digest in [flipped, truncated, deleted] {
+        let get = server.request(Method::GET, &blob(digest), &token).send().await.unwrap();
+        expect_error(get, StatusCode::INTERNAL_SERVER_ERROR, "blob_corrupt").await;
+        let range =
+            server.request(Method::GET, &blob(digest), &token).header("range", "bytes=0-9").send().await.unwrap();
+        expect_error(range, StatusCode::INTERNAL_SERVER_ERROR, "blob_corrupt").await;
+        let head = server.request(Method::HEAD, &blob(digest), &token).send().await.unwrap();
+        assert_eq!(head.status(), StatusCode::NOT_FOUND);
+    }
+    let missing: Value = server
+        .request(Method::POST, "/v1/repos/acme/web/blobs/missing", &token)
+        .json(&json!({"digests": digests}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut want = vec![flipped.clone(), truncated.clone(), deleted.clone()];
+    want.sort();
+    let mut got: Vec<String> =
+        missing["missing"].as_array().unwrap().iter().map(|d| d.as_str().unwrap().to_owned()).collect();
+    got.sort();
+    assert_eq!(got, want);
+    let get = server.request(Method::GET, &blob(intact), &token).send().await.unwrap();
+    assert_eq!(get.status(), StatusCode::OK);
+    let metrics = server.http.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("amber_blobs_corrupt 3"), "{metrics}");
+
+    // Healing: the client sends them again.
+    for bytes in &blobs[..3] {
+        let (_, status) = put(&server, &token, bytes).await;
+        assert!(status.is_success(), "{status}");
+    }
+    for (digest, bytes) in digests.iter().zip(&blobs) {
+        let get = server.request(Method::GET, &blob(digest), &token).send().await.unwrap();
+        assert_eq!(get.status(), StatusCode::OK);
+        assert_eq!(get.bytes().await.unwrap().as_ref(), bytes.as_slice());
+        let head = server.request(Method::HEAD, &blob(digest), &token).send().await.unwrap();
+        assert_eq!(head.status(), StatusCode::OK);
+    }
+    assert_eq!(scrub(&server).await["corrupt"], json!([]));
+    let page: Value =
+        server.request(Method::GET, "/v1/audit?limit=1000", &server.admin).send().await.unwrap().json().await.unwrap();
+    let kinds: Vec<String> = page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            serde_json::from_str::<Value>(e["entry"].as_str().unwrap()).unwrap()["event"]["kind"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(kinds.iter().filter(|k| *k == "blob_corrupt").count(), 3);
+    assert_eq!(kinds.iter().filter(|k| *k == "blob_repaired").count(), 3);
+    let metrics = server.http.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("amber_blobs_corrupt 0"), "{metrics}");
+}
+
+on_both_backends!(rot_is_quarantined_never_served_and_healed_by_upload);
