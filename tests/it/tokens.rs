@@ -329,6 +329,7 @@ async fn authorization_matrix_has_no_unexpected_allow(backend: Backend) {
             ),
             (Method::POST, "/v1/retention/run", "/v1/retention/run".into(), None, None, "admin", StatusCode::OK),
             (Method::POST, "/v1/reclaim/run", "/v1/reclaim/run".into(), None, None, "admin", StatusCode::OK),
+            (Method::GET, "/v1/scrub", "/v1/scrub".into(), None, None, "admin", StatusCode::OK),
             (
                 Method::DELETE,
                 "/v1/retention/{owner}/{name}",
