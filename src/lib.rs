@@ -6,6 +6,7 @@ pub mod auth;
 pub mod blobs;
 pub mod config;
 pub mod error;
+pub mod failpoint;
 pub mod http;
 pub mod lifecycle;
 pub mod meta;

@@ -56,6 +56,19 @@ enum Command {
     /// Manage signing keys on a stopped server's data.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Check the stored blobs against the metadata: every link has its bytes,
+    /// every stored object is linked or waiting for reclaim, nothing is
+    /// quarantined. Exits 1 on any fault. On sled, the server must be stopped;
+    /// on PostgreSQL and S3 it may run beside the replicas.
+    Fsck {
+        /// Also read back every linked blob and check that it hashes to its digest.
+        #[arg(long)]
+        verify: bool,
+        /// Record stored objects nothing links as waiting for reclaim, and
+        /// delete those past --reclaim-grace; never anything linked.
+        #[arg(long)]
+        repair: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -125,6 +138,26 @@ async fn main() -> anyhow::Result<()> {
             audit::record(&meta, &signer, Actor::operator(), Event::KeyRotated { keyid: keyid.clone() }).await?;
             tracing::info!(%keyid, "new active signing key");
             println!("{keyid}");
+            Ok(())
+        }
+        Command::Fsck { verify, repair } => {
+            let state = AppState::open(config).await?;
+            let report = amber_server::lifecycle::fsck::fsck(&state, verify, repair).await?;
+            for fault in &report.faults {
+                println!("{fault}");
+            }
+            println!(
+                "{} linked, {} stored, {} verified, {} waiting for reclaim, {} reclaimed; {} fault(s)",
+                report.linked,
+                report.stored,
+                report.verified,
+                report.waiting,
+                report.reclaimed,
+                report.faults.len()
+            );
+            if !report.faults.is_empty() {
+                std::process::exit(1);
+            }
             Ok(())
         }
         Command::Keys(KeysCommand::Export) => {

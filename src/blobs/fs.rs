@@ -417,12 +417,14 @@ impl BlobStore for FsBlobs {
                     // Anything that is not a blob's name is not Amber's to list.
                     let Ok(digest) = format!("blake3:{name}").parse::<Digest>() else { continue };
                     if after_hex.as_ref().is_none_or(|a| name.as_str() > a.as_str()) {
-                        names.push((digest, entry.metadata()?.len()));
+                        let metadata = entry.metadata()?;
+                        let modified = metadata.modified().ok().map(time::OffsetDateTime::from);
+                        names.push((digest, metadata.len(), modified));
                     }
                 }
-                names.sort_by_key(|(d, _)| d.hex());
-                for (digest, size) in names {
-                    found.push(Object { digest, size });
+                names.sort_by_key(|(d, _, _)| d.hex());
+                for (digest, size, modified) in names {
+                    found.push(Object { digest, size, modified });
                     if found.len() == limit {
                         return Ok(found);
                     }

@@ -94,6 +94,8 @@ pub struct Entered {
 pub struct Object {
     pub digest: Digest,
     pub size: u64,
+    /// When the bytes were last written, if the store says.
+    pub modified: Option<time::OffsetDateTime>,
 }
 
 /// What is known of an upload before its body arrives.

@@ -602,7 +602,8 @@ impl BlobStore for S3Blobs {
             .filter_map(|o| {
                 let hex = o.key()?.strip_prefix(&prefix)?;
                 let digest = format!("blake3:{hex}").parse::<Digest>().ok()?;
-                Some(Object { digest, size: o.size().unwrap_or(0).max(0) as u64 })
+                let modified = o.last_modified().and_then(|t| time::OffsetDateTime::from_unix_timestamp(t.secs()).ok());
+                Some(Object { digest, size: o.size().unwrap_or(0).max(0) as u64, modified })
             })
             .collect())
     }

@@ -9,6 +9,7 @@
 //! metadata store, whose transactions re-check what a racing writer could
 //! change (a hold, the policy in effect, a new reference).
 
+pub mod fsck;
 pub mod plan;
 pub mod policy;
 pub mod reclaim;

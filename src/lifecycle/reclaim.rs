@@ -131,15 +131,21 @@ pub async fn run(state: &AppState, actor: &Actor, grace: Duration) -> Result<Rec
     let (mut deleted, mut bytes_freed) = (0u64, 0u64);
     loop {
         let candidates = state.meta.reclaim_candidates(cutoff, PAGE).await?;
+        crate::failpoint::hit("reclaim.after_select");
         let mut marked = Vec::new();
         for candidate in &candidates {
             if state.meta.mark_reclaim(&candidate.digest, cutoff).await? {
                 marked.push(candidate.clone());
             }
         }
-        for candidate in &marked {
+        crate::failpoint::hit("reclaim.after_mark");
+        for (i, candidate) in marked.iter().enumerate() {
             state.blobs.delete(&candidate.digest).await?;
+            if i == marked.len() / 2 {
+                crate::failpoint::hit("reclaim.mid_delete");
+            }
         }
+        crate::failpoint::hit("reclaim.after_delete");
         let digests: Vec<Digest> = marked.iter().map(|c| c.digest).collect();
         let bytes: u64 = marked.iter().map(|c| c.size).sum();
         let event = Event::BlobsReclaimed { digests: digests.clone(), bytes };

@@ -250,15 +250,20 @@ impl MetaStore for PostgresMeta {
     async fn note_orphans(&self, objects: &[Object]) -> Result<u64, MetaError> {
         let digests: Vec<Vec<u8>> = objects.iter().map(|o| o.digest.as_bytes().to_vec()).collect();
         let sizes: Vec<i64> = objects.iter().map(|o| o.size as i64).collect();
+        let modified: Vec<Option<OffsetDateTime>> = objects.iter().map(|o| o.modified).collect();
+        // Waiting since the bytes were written: a crash's leftovers from long
+        // ago need not wait another grace.
         let noted = sqlx::query(
             "INSERT INTO reclaim (digest, size, since)
-             SELECT o.d, o.s, now() FROM unnest($1::bytea[], $2::bigint[]) AS o(d, s)
+             SELECT o.d, o.s, least(coalesce(o.m, now()), now())
+             FROM unnest($1::bytea[], $2::bigint[], $3::timestamptz[]) AS o(d, s, m)
              WHERE NOT EXISTS (SELECT 1 FROM blob_links l WHERE l.digest = o.d)
                AND NOT EXISTS (SELECT 1 FROM blob_leases b WHERE b.digest = o.d AND b.expires_at > now())
              ON CONFLICT DO NOTHING",
         )
         .bind(&digests)
         .bind(&sizes)
+        .bind(&modified)
         .execute(&self.pool)
         .await?
         .rows_affected();
@@ -275,7 +280,7 @@ impl MetaStore for PostgresMeta {
             "SELECT digest, size, marked FROM reclaim WHERE marked OR since < $1 ORDER BY marked DESC, since LIMIT $2",
         )
         .bind(unlinked_before)
-        .bind(limit as i64)
+        .bind(limit.min(i64::MAX as usize) as i64)
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()

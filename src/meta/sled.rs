@@ -575,7 +575,10 @@ impl MetaStore for SledMeta {
                 {
                     continue;
                 }
-                let waiting = Waiting { size: object.size, since: now, marked: false };
+                // Waiting since the bytes were written: a crash's leftovers
+                // from long ago need not wait another grace.
+                let since = object.modified.map_or(now, |m| m.min(now));
+                let waiting = Waiting { size: object.size, since, marked: false };
                 t.reclaim.insert(d.as_bytes(), serde_json::to_vec(&waiting)?)?;
                 noted += 1;
             }

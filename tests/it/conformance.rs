@@ -327,7 +327,7 @@ async fn blob_conformance(store: Blobs) {
             store.put(upload(Some(digest), (len - 1) as u64, None), body(&bytes, 65536)).await,
             Err(BlobError::TooLarge { .. })
         ));
-        assert!(matches!(read_all(&store, digest, len as u64, None).await, Err(BlobError::Corrupt(_))));
+        assert!(matches!(read_all(&store, digest, len as u64, None).await, Err(BlobError::Missing(_))));
     }
 
     // A body that breaks off stores nothing.
@@ -339,7 +339,7 @@ async fn blob_conformance(store: Blobs) {
     );
     let announced = upload(Some(digest), limit, Some(bytes.len()));
     assert!(matches!(store.put(announced, broken).await, Err(BlobError::Client(_))));
-    assert!(matches!(read_all(&store, digest, bytes.len() as u64, None).await, Err(BlobError::Corrupt(_))));
+    assert!(matches!(read_all(&store, digest, bytes.len() as u64, None).await, Err(BlobError::Missing(_))));
 
     // Concurrent uploads of one blob: all succeed, exactly one creates it.
     let bytes = Arc::new(data(12 << 20, 8));

@@ -71,7 +71,8 @@ impl Builder {
             Backend::S3Postgres => {
                 let services = Services::start().await;
                 self.args.extend(services.args());
-                let env = services.s3.env();
+                let mut env = services.s3.env();
+                env.append(&mut self.env);
                 (Some(services), env)
             }
         };
@@ -254,6 +255,29 @@ impl TestServer {
         let dir = tempfile::tempdir().unwrap();
         let (child, addr) = spawn(dir.path(), &self.extra_args, &self.env, &log);
         Replica { child, addr, _dir: dir }
+    }
+
+    /// Sets (or, with `None`, removes) an environment variable for the next
+    /// start of amberd.
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.env.retain(|(k, _)| k != key);
+        if let Some(value) = value {
+            self.env.push((key.to_owned(), value.to_owned()));
+        }
+    }
+
+    /// Runs an `amberd` subcommand on the data directory; its exit code and output.
+    pub fn amberd_status(&self, args: &[&str]) -> (i32, String) {
+        let out = Command::new(AMBERD)
+            .args(args)
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .args(&self.extra_args)
+            .envs(self.env.iter().cloned())
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.code().unwrap_or(-1), text)
     }
 
     /// Runs an `amberd` subcommand on the data directory (server stopped).

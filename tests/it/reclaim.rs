@@ -186,3 +186,171 @@ async fn replicas_reclaim_one_at_a_time() {
     want.sort();
     assert_eq!(recorded, want, "each digest recorded once");
 }
+
+/// `kill -9` (an abort) at each step of a reclaim run: after a restart the
+/// linked blobs are intact, and the next run deletes and records the rest,
+/// each digest once.
+async fn a_crash_at_any_step_of_a_run_is_finished_by_the_next(backend: Backend) {
+    for point in ["reclaim.after_select", "reclaim.after_mark", "reclaim.mid_delete", "reclaim.after_delete"] {
+        let mut server = server(backend, 0).env("AMBER_FAILPOINT", point).start().await;
+        let token = server.token(&[("acme/web", &["push", "pull"])]).await;
+        let mut loose = Vec::new();
+        for i in 0..6 {
+            loose.push(upload(&server, &token, "acme/web", &data(300 + i, 200 + i as u64)).await.0);
+        }
+        unlink_all(&server, "acme/web").await;
+        let kept_bytes = data(999, 299);
+        let (kept, _) = upload(&server, &token, "acme/web", &kept_bytes).await;
+        let died = server.request(Method::POST, "/v1/reclaim/run", &server.admin).send().await;
+        assert!(died.is_err(), "{point}: the run should have crashed the server");
+        server.kill9();
+        server.set_env("AMBER_FAILPOINT", None);
+        server.restart();
+        let got =
+            server.request(Method::GET, &format!("/v1/repos/acme/web/blobs/{kept}"), &token).send().await.unwrap();
+        assert_eq!(got.status(), StatusCode::OK, "{point}");
+        assert_eq!(got.bytes().await.unwrap().as_ref(), kept_bytes.as_slice(), "{point}");
+        let report = reclaim(&server).await;
+        assert_eq!((report["pending"].as_u64(), report["ran"].as_bool()), (Some(0), Some(true)), "{point}: {report}");
+        for digest in &loose {
+            assert!(!server.stored(digest).await, "{point}: {digest} left behind");
+        }
+        assert!(server.stored(&kept).await);
+        let page: Value = server
+            .request(Method::GET, "/v1/audit?limit=1000", &server.admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let mut recorded: Vec<String> = page["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| serde_json::from_str::<Value>(e["entry"].as_str().unwrap()).unwrap()["event"].clone())
+            .filter(|e| e["kind"] == "blobs_reclaimed")
+            .flat_map(|e| {
+                e["digests"].as_array().unwrap().iter().map(|d| d.as_str().unwrap().to_owned()).collect::<Vec<_>>()
+            })
+            .collect();
+        recorded.sort();
+        let mut want = loose.clone();
+        want.sort();
+        assert_eq!(recorded, want, "{point}: each deletion recorded once");
+    }
+}
+
+/// `amberd fsck` exits 0 on a clean store and 1 on each kind of fault;
+/// `--repair` reclaims an orphan past the grace and touches nothing linked.
+async fn fsck_finds_each_kind_of_fault(backend: Backend) {
+    let mut server = server(backend, 0).arg("--scrub-rate").arg("0").start().await;
+    let token = server.token(&[("acme/web", &["push", "pull"])]).await;
+    let blobs: Vec<Vec<u8>> = (0..4).map(|i| data(1000 + i, 300 + i as u64)).collect();
+    let mut digests = Vec::new();
+    for bytes in &blobs {
+        digests.push(upload(&server, &token, "acme/web", bytes).await.0);
+    }
+    // On sled the server must be stopped; beside S3 + PostgreSQL it may run.
+    let stop = |server: &mut TestServer| {
+        if server.services.is_none() {
+            assert!(server.terminate());
+        }
+    };
+    let start = |server: &mut TestServer| {
+        if server.services.is_none() {
+            server.restart();
+        }
+    };
+    stop(&mut server);
+    let (code, out) = server.amberd_status(&["fsck", "--verify"]);
+    assert_eq!(code, 0, "a clean store: {out}");
+    assert!(out.contains("4 linked, 4 stored, 4 verified"), "{out}");
+    start(&mut server);
+
+    server
+        .tamper(&digests[0], |mut b| {
+            b[10] ^= 1;
+            Some(b)
+        })
+        .await;
+    server
+        .tamper(&digests[1], |mut b| {
+            b.truncate(10);
+            Some(b)
+        })
+        .await;
+    server.tamper(&digests[2], |_| None).await;
+    let orphan = data(2000, 399);
+    let orphan_digest = independent_b3_bytes(&orphan);
+    match &server.services {
+        None => std::fs::write(server.blob_file(&orphan_digest), &orphan).unwrap(),
+        Some(services) => {
+            let key = format!("amber/blobs/{}", orphan_digest.trim_start_matches("blake3:"));
+            services
+                .s3
+                .client()
+                .put_object()
+                .bucket(&services.bucket)
+                .key(key)
+                .body(orphan.into())
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    stop(&mut server);
+    let (code, out) = server.amberd_status(&["fsck"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&format!("wrong size: {}", digests[1])), "{out}");
+    assert!(out.contains(&format!("missing: {}", digests[2])), "{out}");
+    assert!(out.contains(&format!("orphan: {orphan_digest}")), "{out}");
+    assert!(!out.contains(&format!("mismatch: {}", digests[0])), "without --verify nothing is hashed: {out}");
+    let (code, out) = server.amberd_status(&["fsck", "--verify"]);
+    assert_eq!(code, 1);
+    assert!(out.contains(&format!("mismatch: {}", digests[0])), "{out}");
+
+    // --repair quarantines what is wrong (so clients re-send it) and
+    // reclaims the orphan (grace 0), and deletes nothing linked.
+    let (code, out) = server.amberd_status(&["fsck", "--verify", "--repair"]);
+    assert_eq!(code, 1, "the linked faults remain until re-sent: {out}");
+    assert!(!out.contains("orphan: "), "{out}");
+    assert!(!server.stored(&orphan_digest).await);
+    assert!(server.stored(&digests[0]).await && server.stored(&digests[1]).await && server.stored(&digests[3]).await);
+    start(&mut server);
+
+    // Told they are missing, the client sends them again: the store is
+    // clean. (A running server learns of a quarantine within 5 s.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let missing: Value = server
+            .request(Method::POST, "/v1/repos/acme/web/blobs/missing", &token)
+            .json(&json!({"digests": digests}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if missing["missing"].as_array().unwrap().len() == 3 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{missing}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for i in 0..3 {
+        let response = server
+            .request(Method::PUT, &format!("/v1/repos/acme/web/blobs/{}", digests[i]), &token)
+            .body(blobs[i].clone())
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+    }
+    stop(&mut server);
+    let (code, out) = server.amberd_status(&["fsck", "--verify"]);
+    assert_eq!(code, 0, "healed: {out}");
+    assert!(out.contains("4 linked, 4 stored, 4 verified"), "{out}");
+}
+
+on_both_backends!(a_crash_at_any_step_of_a_run_is_finished_by_the_next, fsck_finds_each_kind_of_fault);
