@@ -235,6 +235,7 @@ def main():
         server.wait(timeout=60)
         log.close()
         text = open(os.path.join(data_dir, "amberd.log")).read()
+        shutil.copy(os.path.join(data_dir, "amberd.log"), os.path.join(tempfile.gettempdir(), "amber-soak-last.log"))
         result = {
             "backend": "s3+postgres" if args.s3pg else "embedded",
             "reclaim": not args.no_reclaim,
