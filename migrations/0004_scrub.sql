@@ -12,3 +12,9 @@ CREATE TABLE scrub_progress (
     singleton  BOOLEAN PRIMARY KEY DEFAULT true CHECK (singleton),
     progress   JSONB   NOT NULL
 );
+
+-- When the scrub last read each blob back and found it hashing right.
+CREATE TABLE blob_checks (
+    digest       BYTEA       PRIMARY KEY CHECK (length(digest) = 32),
+    verified_at  TIMESTAMPTZ NOT NULL
+);

@@ -1,6 +1,9 @@
 //! Scrub: finding rot. Every linked blob is read back and re-hashed,
 //! continuously, at most `--scrub-rate` bytes a second, one scrubber at a
-//! time across replicas, going on from where the last one stopped. A blob
+//! time across replicas, going on from where the last one stopped, and the
+//! time each blob was last found right is recorded. Passes go in digest
+//! order, so the blob due next is the one checked longest ago (an upload is
+//! verified as it arrives). A blob
 //! that does not hash to its digest, or whose bytes are gone, is quarantined:
 //! never served, reported absent by `HEAD` and `blobs/missing` so that
 //! clients send it again, and healed by that upload.
@@ -135,13 +138,16 @@ async fn scrub_pass(state: &AppState, rate: u64, stop: &CancellationToken) -> Re
             progress.last_full_pass = Some(OffsetDateTime::now_utc());
             return state.meta.save_scrub_progress(&progress).await;
         }
+        let mut verified = Vec::with_capacity(page.len());
         for (digest, size) in page {
             if stop.is_cancelled() {
+                state.meta.record_verified(&verified, OffsetDateTime::now_utc()).await?;
                 return state.meta.save_scrub_progress(&progress).await;
             }
             if !state.quarantine.contains(&digest) {
                 match verify(state, digest, size).await {
                     Ok(bytes) => {
+                        verified.push(digest);
                         read += bytes;
                         progress.verified_blobs += 1;
                         progress.verified_bytes += bytes;
@@ -150,6 +156,7 @@ async fn scrub_pass(state: &AppState, rate: u64, stop: &CancellationToken) -> Re
                     Err(err @ (BlobError::Corrupt(_) | BlobError::Missing(_))) => quarantine(state, digest, &err).await,
                     // The store is unwell, not the blob: stop, and come back.
                     Err(err) => {
+                        state.meta.record_verified(&verified, OffsetDateTime::now_utc()).await?;
                         state.meta.save_scrub_progress(&progress).await?;
                         tracing::warn!(%digest, error = %err, "the scrub could not read a blob; it retries later");
                         return Ok(());
@@ -162,10 +169,14 @@ async fn scrub_pass(state: &AppState, rate: u64, stop: &CancellationToken) -> Re
             if let Some(wait) = due.checked_sub(started.elapsed()) {
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
-                    () = stop.cancelled() => return state.meta.save_scrub_progress(&progress).await,
+                    () = stop.cancelled() => {
+                        state.meta.record_verified(&verified, OffsetDateTime::now_utc()).await?;
+                        return state.meta.save_scrub_progress(&progress).await;
+                    }
                 }
             }
         }
+        state.meta.record_verified(&verified, OffsetDateTime::now_utc()).await?;
         state.meta.save_scrub_progress(&progress).await?;
     }
 }

@@ -310,6 +310,14 @@ pub trait MetaStore {
     /// Every quarantined digest.
     fn quarantined(&self) -> impl Future<Output = Result<Vec<Quarantined>, MetaError>> + Send;
     fn scrub_progress(&self) -> impl Future<Output = Result<ScrubProgress, MetaError>> + Send;
+    /// Records that these blobs were read back and hashed right at `at`.
+    fn record_verified(
+        &self,
+        digests: &[Digest],
+        at: OffsetDateTime,
+    ) -> impl Future<Output = Result<(), MetaError>> + Send;
+    /// When the scrub last found `digest` hashing right, if ever.
+    fn last_verified(&self, digest: &Digest) -> impl Future<Output = Result<Option<OffsetDateTime>, MetaError>> + Send;
     fn save_scrub_progress(&self, progress: &ScrubProgress) -> impl Future<Output = Result<(), MetaError>> + Send;
     /// The scrubber's lock, if no other scrubber (on any replica) holds it.
     fn scrub_lock(&self) -> impl Future<Output = Result<Option<ReclaimLock>, MetaError>> + Send;
@@ -609,6 +617,12 @@ impl MetaStore for Meta {
     }
     async fn scrub_progress(&self) -> Result<ScrubProgress, MetaError> {
         dispatch!(self, s => s.scrub_progress())
+    }
+    async fn record_verified(&self, digests: &[Digest], at: OffsetDateTime) -> Result<(), MetaError> {
+        dispatch!(self, s => s.record_verified(digests, at))
+    }
+    async fn last_verified(&self, digest: &Digest) -> Result<Option<OffsetDateTime>, MetaError> {
+        dispatch!(self, s => s.last_verified(digest))
     }
     async fn save_scrub_progress(&self, progress: &ScrubProgress) -> Result<(), MetaError> {
         dispatch!(self, s => s.save_scrub_progress(progress))

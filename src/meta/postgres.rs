@@ -400,6 +400,27 @@ impl MetaStore for PostgresMeta {
         Ok(row.map(|(Json(p),)| p).unwrap_or_default())
     }
 
+    async fn record_verified(&self, digests: &[Digest], at: OffsetDateTime) -> Result<(), MetaError> {
+        let bytes: Vec<Vec<u8>> = digests.iter().map(|d| d.as_bytes().to_vec()).collect();
+        sqlx::query(
+            "INSERT INTO blob_checks (digest, verified_at) SELECT d, $2 FROM unnest($1::bytea[]) AS d
+             ON CONFLICT (digest) DO UPDATE SET verified_at = EXCLUDED.verified_at",
+        )
+        .bind(&bytes)
+        .bind(at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn last_verified(&self, digest: &Digest) -> Result<Option<OffsetDateTime>, MetaError> {
+        let row: Option<(OffsetDateTime,)> = sqlx::query_as("SELECT verified_at FROM blob_checks WHERE digest = $1")
+            .bind(&digest.as_bytes()[..])
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|(at,)| at))
+    }
+
     async fn save_scrub_progress(&self, progress: &ScrubProgress) -> Result<(), MetaError> {
         sqlx::query(
             "INSERT INTO scrub_progress (singleton, progress) VALUES (true, $1)

@@ -13,6 +13,7 @@
 //! linked_by  digest(32) repo           -> () (every link, by digest)
 //! reclaim    digest(32)                -> Waiting (JSON: size, since, marked)
 //! quarantine digest(32)                -> Quarantined (JSON)
+//! verified   digest(32)                -> when the scrub last found it right, i64 BE (unix s)
 //!            (default tree) "scrub"    -> ScrubProgress (JSON)
 //! audit      seq, u64 big-endian       -> hash (64 hex) + entry bytes
 //! audit_head "head"                    -> seq u64 BE + hash (64 hex)
@@ -96,6 +97,7 @@ struct Trees {
     /// Promotion leases in force: lease id -> digest.
     leases: std::sync::Mutex<HashMap<String, Digest>>,
     quarantine: Tree,
+    verified: Tree,
     /// Held by the reclaim run.
     runner: Arc<tokio::sync::Mutex<()>>,
     /// Held by the scrubber.
@@ -321,6 +323,7 @@ impl SledMeta {
             reclaim: db.open_tree("reclaim")?,
             leases: std::sync::Mutex::new(HashMap::new()),
             quarantine: db.open_tree("quarantine")?,
+            verified: db.open_tree("verified")?,
             runner: Arc::new(tokio::sync::Mutex::new(())),
             scrubber: Arc::new(tokio::sync::Mutex::new(())),
             audit: db.open_tree("audit")?,
@@ -729,6 +732,33 @@ impl MetaStore for SledMeta {
         self.read("scrub_progress", |t| match t.db.get(SCRUB_KEY)? {
             Some(json) => Ok(serde_json::from_slice(&json)?),
             None => Ok(ScrubProgress::default()),
+        })
+        .await
+    }
+
+    async fn record_verified(&self, digests: &[Digest], at: OffsetDateTime) -> Result<(), MetaError> {
+        let digests = digests.to_vec();
+        // Flushed with the next write (the scrub saves its progress right after).
+        self.locked("record_verified", move |t| {
+            let mut batch = sled::Batch::default();
+            for digest in &digests {
+                batch.insert(digest.as_bytes(), &at.unix_timestamp().to_be_bytes()[..]);
+            }
+            t.verified.apply_batch(batch)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn last_verified(&self, digest: &Digest) -> Result<Option<OffsetDateTime>, MetaError> {
+        let key = digest.as_bytes().to_vec();
+        self.read("last_verified", move |t| match t.verified.get(key)? {
+            Some(v) => {
+                let secs =
+                    i64::from_be_bytes(v.as_ref().try_into().map_err(|_| MetaError::Corrupt("verified".into()))?);
+                Ok(Some(OffsetDateTime::from_unix_timestamp(secs).map_err(|e| MetaError::Corrupt(e.to_string()))?))
+            }
+            None => Ok(None),
         })
         .await
     }

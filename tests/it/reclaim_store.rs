@@ -289,3 +289,21 @@ async fn random_interleavings_keep_acknowledged_blobs_readable_on_postgres() {
         run_schedule(&state, n, schedule).await;
     }
 }
+
+/// The scrub records when each blob was last found right, on both stores.
+#[tokio::test]
+async fn the_time_each_blob_was_last_verified_is_kept() {
+    let db = PgDatabase::create();
+    for pg in [None, Some(&db)] {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(dir.path(), pg).await;
+        let (a, b) = (Digest::of(b"a"), Digest::of(b"b"));
+        assert_eq!(state.meta.last_verified(&a).await.unwrap(), None);
+        let first = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() - Duration::hours(1);
+        state.meta.record_verified(&[a, b], first).await.unwrap();
+        let later = first + Duration::minutes(30);
+        state.meta.record_verified(&[b], later).await.unwrap();
+        assert_eq!(state.meta.last_verified(&a).await.unwrap(), Some(first));
+        assert_eq!(state.meta.last_verified(&b).await.unwrap(), Some(later));
+    }
+}
