@@ -73,8 +73,9 @@ pub struct Options {
     /// (`POST /v1/reclaim/run`) [default: 3600].
     #[arg(long, env = "AMBER_RECLAIM_INTERVAL", global = true)]
     pub reclaim_interval: Option<u64>,
-    /// Bytes a second the scrub reads back to verify stored blobs; 0 turns
-    /// it off [default: 33554432, 32 MiB/s].
+    /// Bytes a second the scrub reads back to verify stored blobs, each blob
+    /// counting 64 KiB more than its size; 0 turns it off [default: 33554432,
+    /// 32 MiB/s].
     #[arg(long, env = "AMBER_SCRUB_RATE", global = true)]
     pub scrub_rate: Option<u64>,
     /// Most connections open at once; idle ones are closed first to make room
