@@ -317,6 +317,11 @@ async fn fsck_finds_each_kind_of_fault(backend: Backend) {
     assert!(!out.contains("orphan: "), "{out}");
     assert!(!server.stored(&orphan_digest).await);
     assert!(server.stored(&digests[0]).await && server.stored(&digests[1]).await && server.stored(&digests[3]).await);
+    let (code, out) = server.amberd_status(&["fsck"]);
+    assert_eq!(code, 1);
+    for digest in &digests[..3] {
+        assert!(out.contains(&format!("quarantined: {digest}")), "{out}");
+    }
     start(&mut server);
 
     // Told they are missing, the client sends them again: the store is
