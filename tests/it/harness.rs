@@ -177,6 +177,26 @@ impl TestServer {
         self.token_with(grants, json!({})).await
     }
 
+    /// Every audit event, in order (as the admin reads them).
+    pub async fn audit_events(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut after = 0;
+        loop {
+            let path = format!("/v1/audit?after={after}&limit=1000");
+            let response = self.request(Method::GET, &path, &self.admin).send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            let page: Value = response.json().await.unwrap();
+            for entry in page["entries"].as_array().unwrap() {
+                let body: Value = serde_json::from_str(entry["entry"].as_str().unwrap()).unwrap();
+                out.push(body["event"].clone());
+            }
+            match page["next"].as_u64() {
+                Some(next) => after = next,
+                None => return out,
+            }
+        }
+    }
+
     /// `GET /v1/keys`.
     pub async fn keys(&self) -> Value {
         self.http.get(self.url("/v1/keys")).send().await.unwrap().json().await.unwrap()

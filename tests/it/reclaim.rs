@@ -48,6 +48,21 @@ async fn unlink_all(server: &TestServer, repo: &str) {
     admin_post(server, "/v1/retention/run", None).await;
 }
 
+/// Every digest the audit log records as reclaimed, sorted (repeats kept).
+async fn reclaimed_digests(server: &TestServer) -> Vec<String> {
+    let mut recorded: Vec<String> = server
+        .audit_events()
+        .await
+        .iter()
+        .filter(|e| e["kind"] == "blobs_reclaimed")
+        .flat_map(|e| {
+            e["digests"].as_array().unwrap().iter().map(|d| d.as_str().unwrap().to_owned()).collect::<Vec<_>>()
+        })
+        .collect();
+    recorded.sort();
+    recorded
+}
+
 fn server(backend: Backend, grace: u64) -> crate::harness::Builder {
     TestServer::builder()
         .backend(backend)
@@ -94,18 +109,8 @@ async fn bytes_go_after_the_grace_and_a_new_link_keeps_them(backend: Backend) {
     assert_eq!(got.bytes().await.unwrap().as_ref(), a_bytes.as_slice());
 
     // One audit entry for the run, naming what it deleted.
-    let (status, page) = {
-        let r = server.request(Method::GET, "/v1/audit?limit=1000", &server.admin).send().await.unwrap();
-        (r.status(), r.json::<Value>().await.unwrap())
-    };
-    assert_eq!(status, StatusCode::OK);
-    let reclaimed: Vec<Value> = page["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| serde_json::from_str::<Value>(e["entry"].as_str().unwrap()).unwrap()["event"].clone())
-        .filter(|e| e["kind"] == "blobs_reclaimed")
-        .collect();
+    let reclaimed: Vec<Value> =
+        server.audit_events().await.into_iter().filter(|e| e["kind"] == "blobs_reclaimed").collect();
     assert_eq!(reclaimed, vec![json!({"kind": "blobs_reclaimed", "digests": [a], "bytes": 3000})]);
     let metrics = server.http.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("amber_reclaimed_bytes_total 3000"), "{metrics}");
@@ -169,19 +174,7 @@ async fn replicas_reclaim_one_at_a_time() {
     for digest in &digests {
         assert!(!server.stored(digest).await);
     }
-    let page: Value =
-        server.request(Method::GET, "/v1/audit?limit=1000", &server.admin).send().await.unwrap().json().await.unwrap();
-    let mut recorded: Vec<String> = page["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| serde_json::from_str::<Value>(e["entry"].as_str().unwrap()).unwrap()["event"].clone())
-        .filter(|e| e["kind"] == "blobs_reclaimed")
-        .flat_map(|e| {
-            e["digests"].as_array().unwrap().iter().map(|d| d.as_str().unwrap().to_owned()).collect::<Vec<_>>()
-        })
-        .collect();
-    recorded.sort();
+    let recorded = reclaimed_digests(&server).await;
     let mut want = digests.clone();
     want.sort();
     assert_eq!(recorded, want, "each digest recorded once");
@@ -216,25 +209,7 @@ async fn a_crash_at_any_step_of_a_run_is_finished_by_the_next(backend: Backend) 
             assert!(!server.stored(digest).await, "{point}: {digest} left behind");
         }
         assert!(server.stored(&kept).await);
-        let page: Value = server
-            .request(Method::GET, "/v1/audit?limit=1000", &server.admin)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let mut recorded: Vec<String> = page["entries"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| serde_json::from_str::<Value>(e["entry"].as_str().unwrap()).unwrap()["event"].clone())
-            .filter(|e| e["kind"] == "blobs_reclaimed")
-            .flat_map(|e| {
-                e["digests"].as_array().unwrap().iter().map(|d| d.as_str().unwrap().to_owned()).collect::<Vec<_>>()
-            })
-            .collect();
-        recorded.sort();
+        let recorded = reclaimed_digests(&server).await;
         let mut want = loose.clone();
         want.sort();
         assert_eq!(recorded, want, "{point}: each deletion recorded once");

@@ -79,24 +79,6 @@ fn expired_names(report: &Value) -> BTreeSet<String> {
     report["expire"].as_array().unwrap().iter().map(|e| e["tag"].as_str().unwrap().to_owned()).collect()
 }
 
-/// Every audit event, in order.
-async fn events(server: &TestServer) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut after = 0;
-    loop {
-        let (status, page) = admin(server, Method::GET, &format!("/v1/audit?after={after}&limit=1000"), None).await;
-        assert_eq!(status, StatusCode::OK);
-        for entry in page["entries"].as_array().unwrap() {
-            let body: Value = serde_json::from_str(entry["entry"].as_str().unwrap()).unwrap();
-            out.push(body["event"].clone());
-        }
-        match page["next"].as_u64() {
-            Some(next) => after = next,
-            None => return out,
-        }
-    }
-}
-
 async fn keep_rules_expire_what_none_keeps_into_verifiable_tombstones(backend: Backend) {
     let server = TestServer::on(backend).await;
     let token = server.token(&[("acme/web", &["push", "pull"])]).await;
@@ -176,7 +158,7 @@ async fn keep_rules_expire_what_none_keeps_into_verifiable_tombstones(backend: B
     expect_error(bind(&server, &token, "acme/web", "ci-02", &[other]).await, StatusCode::CONFLICT, "tag_expired").await;
 
     // Each expiry is audited once, with its tombstone's digest and the policy.
-    let events = events(&server).await;
+    let events = server.audit_events().await;
     let expiries: Vec<&Value> = events.iter().filter(|e| e["kind"] == "tag_expired").collect();
     assert_eq!(expiries.len(), 2);
     let ci02 = expiries.iter().find(|e| e["tag"] == "ci-02").unwrap();
@@ -242,7 +224,7 @@ async fn holds_beat_policies_and_operators_expire_by_hand(backend: Backend) {
     let (status, body) = admin(&server, Method::PUT, &hold("a"), Some(json!({"reason": "too late"}))).await;
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("tag_expired")));
     assert!(body["tombstone"].is_object());
-    let events = events(&server).await;
+    let events = server.audit_events().await;
     assert_eq!(events.iter().filter(|e| e["kind"] == "tag_released").count(), 1);
     assert_eq!(events.iter().filter(|e| e["kind"] == "tag_held").count(), 1);
     assert_eq!(events.iter().filter(|e| e["kind"] == "tag_expired" && e["reason"] == "operator").count(), 1);
@@ -284,7 +266,7 @@ async fn untagged_links_go_and_referenced_ones_stay(backend: Backend) {
             .unwrap(),
     );
     assert_eq!(missing["missing"], json!([loose["digest"]]), "the client is told to send it again");
-    let events = events(&server).await;
+    let events = server.audit_events().await;
     assert_eq!(events.iter().filter(|e| e["kind"] == "blob_unlinked").count(), 1);
 
     // An expired tag's blobs go at the next run after it expired.
@@ -360,7 +342,7 @@ async fn the_repository_policy_beats_the_owner_default(backend: Backend) {
     assert_eq!(expired_names(&run(&server).await), ["t1", "t2"].map(String::from).into());
     let (_, all) = admin(&server, Method::GET, "/v1/retention", None).await;
     assert_eq!(all["policies"].as_array().unwrap().len(), 1);
-    let events = events(&server).await;
+    let events = server.audit_events().await;
     assert_eq!(events.iter().filter(|e| e["kind"] == "retention_policy_deleted").count(), 1);
     let listed: Value = get("/v1/repos/other/x/tags", &token).await.unwrap().json().await.unwrap();
     assert!(listed["tags"].as_array().unwrap().iter().all(|t| t["state"] == "live"), "other owners untouched");
@@ -529,7 +511,7 @@ async fn two_replicas_running_at_once_expire_each_tag_once() {
     let (a, b) = (expired_names(&a), expired_names(&b));
     assert!(a.is_disjoint(&b), "both replicas expired {:?}", a.intersection(&b).collect::<Vec<_>>());
     assert_eq!(a.union(&b).cloned().collect::<BTreeSet<_>>(), planned);
-    let events = events(&server).await;
+    let events = server.audit_events().await;
     assert_eq!(events.iter().filter(|e| e["kind"] == "tag_expired").count(), 20);
 }
 

@@ -119,19 +119,8 @@ async fn rot_is_quarantined_never_served_and_healed_by_upload(backend: Backend) 
         assert_eq!(head.status(), StatusCode::OK);
     }
     assert_eq!(scrub(&server).await["corrupt"], json!([]));
-    let page: Value =
-        server.request(Method::GET, "/v1/audit?limit=1000", &server.admin).send().await.unwrap().json().await.unwrap();
-    let kinds: Vec<String> = page["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            serde_json::from_str::<Value>(e["entry"].as_str().unwrap()).unwrap()["event"]["kind"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
+    let kinds: Vec<String> =
+        server.audit_events().await.iter().map(|e| e["kind"].as_str().unwrap().to_owned()).collect();
     assert_eq!(kinds.iter().filter(|k| *k == "blob_corrupt").count(), 3);
     assert_eq!(kinds.iter().filter(|k| *k == "blob_repaired").count(), 3);
     let metrics = server.http.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
