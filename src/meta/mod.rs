@@ -185,8 +185,9 @@ pub struct Candidate {
     pub marked: bool,
 }
 
-/// Held while a reclaim run goes; dropping it lets the next runner in.
-pub struct ReclaimLock(#[allow(dead_code)] Box<dyn Send + Sync>);
+/// Held while a reclaim run or the scrub goes; dropping it lets the next
+/// runner in (on any replica).
+pub struct RunnerLock(#[allow(dead_code)] Box<dyn Send + Sync>);
 
 /// A stored blob found not to hash to its digest, or gone: never served,
 /// reported absent so that clients send it again.
@@ -262,7 +263,7 @@ pub trait MetaStore {
     /// Ends a lease whose upload did not link.
     fn end_promote(&self, lease: &Lease) -> impl Future<Output = Result<(), MetaError>> + Send;
     /// The reclaim runner's lock, if no other runner (on any replica) holds it.
-    fn reclaim_lock(&self) -> impl Future<Output = Result<Option<ReclaimLock>, MetaError>> + Send;
+    fn reclaim_lock(&self) -> impl Future<Output = Result<Option<RunnerLock>, MetaError>> + Send;
     /// Records as waiting for reclaim each stored object that no repository
     /// links, no lease covers and nothing records yet (bytes left by a crash
     /// between storing and linking); returns how many.
@@ -320,7 +321,7 @@ pub trait MetaStore {
     fn last_verified(&self, digest: &Digest) -> impl Future<Output = Result<Option<OffsetDateTime>, MetaError>> + Send;
     fn save_scrub_progress(&self, progress: &ScrubProgress) -> impl Future<Output = Result<(), MetaError>> + Send;
     /// The scrubber's lock, if no other scrubber (on any replica) holds it.
-    fn scrub_lock(&self) -> impl Future<Output = Result<Option<ReclaimLock>, MetaError>> + Send;
+    fn scrub_lock(&self) -> impl Future<Output = Result<Option<RunnerLock>, MetaError>> + Send;
     /// The size of a blob visible in `repo`, or `None`.
     fn blob_size(
         &self,
@@ -581,7 +582,7 @@ impl MetaStore for Meta {
     async fn end_promote(&self, lease: &Lease) -> Result<(), MetaError> {
         dispatch!(self, s => s.end_promote(lease))
     }
-    async fn reclaim_lock(&self) -> Result<Option<ReclaimLock>, MetaError> {
+    async fn reclaim_lock(&self) -> Result<Option<RunnerLock>, MetaError> {
         dispatch!(self, s => s.reclaim_lock())
     }
     async fn note_orphans(&self, objects: &[crate::blobs::Object]) -> Result<u64, MetaError> {
@@ -627,7 +628,7 @@ impl MetaStore for Meta {
     async fn save_scrub_progress(&self, progress: &ScrubProgress) -> Result<(), MetaError> {
         dispatch!(self, s => s.save_scrub_progress(progress))
     }
-    async fn scrub_lock(&self) -> Result<Option<ReclaimLock>, MetaError> {
+    async fn scrub_lock(&self) -> Result<Option<RunnerLock>, MetaError> {
         dispatch!(self, s => s.scrub_lock())
     }
     async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, MetaError> {

@@ -19,7 +19,7 @@ use time::OffsetDateTime;
 
 use super::{
     AuditBuild, Bound, BuildAudit, Candidate, Expiry, Hold, KeyRecord, LEASE_LIFETIME, Lease, LinkView, MetaError,
-    MetaStore, Quarantined, ReclaimLock, RepoView, Revocation, Rotation, ScrubProgress, TagChange, TagRecord, TagView,
+    MetaStore, Quarantined, RepoView, Revocation, Rotation, RunnerLock, ScrubProgress, TagChange, TagRecord, TagView,
     TokenRecord, Unlink,
 };
 use crate::blobs::Object;
@@ -238,13 +238,13 @@ impl MetaStore for PostgresMeta {
         Ok(())
     }
 
-    async fn reclaim_lock(&self) -> Result<Option<ReclaimLock>, MetaError> {
+    async fn reclaim_lock(&self) -> Result<Option<RunnerLock>, MetaError> {
         // A session lock on a connection of its own, taken out of the pool:
         // dropping the guard closes the connection, which releases it, and
         // so does a crash.
         let mut conn = self.pool.acquire().await?.detach();
         let (locked,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock(7351, 0)").fetch_one(&mut conn).await?;
-        Ok(locked.then(|| ReclaimLock(Box::new(std::sync::Mutex::new(conn)))))
+        Ok(locked.then(|| RunnerLock(Box::new(std::sync::Mutex::new(conn)))))
     }
 
     async fn note_orphans(&self, objects: &[Object]) -> Result<u64, MetaError> {
@@ -432,10 +432,10 @@ impl MetaStore for PostgresMeta {
         Ok(())
     }
 
-    async fn scrub_lock(&self) -> Result<Option<ReclaimLock>, MetaError> {
+    async fn scrub_lock(&self) -> Result<Option<RunnerLock>, MetaError> {
         let mut conn = self.pool.acquire().await?.detach();
         let (locked,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock(7351, 1)").fetch_one(&mut conn).await?;
-        Ok(locked.then(|| ReclaimLock(Box::new(std::sync::Mutex::new(conn)))))
+        Ok(locked.then(|| RunnerLock(Box::new(std::sync::Mutex::new(conn)))))
     }
 
     async fn reclaim_pending(&self) -> Result<(u64, u64), MetaError> {

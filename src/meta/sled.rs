@@ -52,8 +52,8 @@ use time::OffsetDateTime;
 use super::watchdog::Watchdog;
 use super::{
     AuditBuild, Bound, BuildAudit, Candidate, Expiry, Hold, KeyRecord, Lease, LinkView, MetaError, MetaStore,
-    Quarantined, ReclaimLock, RepoView, Revocation, Rotation, ScrubProgress, TagChange, TagRecord, TagView,
-    TokenRecord, Unlink,
+    Quarantined, RepoView, Revocation, Rotation, RunnerLock, ScrubProgress, TagChange, TagRecord, TagView, TokenRecord,
+    Unlink,
 };
 use crate::blobs::{Object, Stored};
 use crate::config::FreeSpace;
@@ -561,8 +561,8 @@ impl MetaStore for SledMeta {
         Ok(())
     }
 
-    async fn reclaim_lock(&self) -> Result<Option<ReclaimLock>, MetaError> {
-        Ok(self.trees.runner.clone().try_lock_owned().ok().map(|guard| ReclaimLock(Box::new(guard))))
+    async fn reclaim_lock(&self) -> Result<Option<RunnerLock>, MetaError> {
+        Ok(self.trees.runner.clone().try_lock_owned().ok().map(|guard| RunnerLock(Box::new(guard))))
     }
 
     async fn note_orphans(&self, objects: &[Object]) -> Result<u64, MetaError> {
@@ -772,8 +772,8 @@ impl MetaStore for SledMeta {
         .await
     }
 
-    async fn scrub_lock(&self) -> Result<Option<ReclaimLock>, MetaError> {
-        Ok(self.trees.scrubber.clone().try_lock_owned().ok().map(|guard| ReclaimLock(Box::new(guard))))
+    async fn scrub_lock(&self) -> Result<Option<RunnerLock>, MetaError> {
+        Ok(self.trees.scrubber.clone().try_lock_owned().ok().map(|guard| RunnerLock(Box::new(guard))))
     }
 
     async fn reclaim_pending(&self) -> Result<(u64, u64), MetaError> {
