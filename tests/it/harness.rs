@@ -288,30 +288,36 @@ impl TestServer {
 
     /// Runs an `amberd` subcommand on the data directory; its exit code and output.
     pub fn amberd_status(&self, args: &[&str]) -> (i32, String) {
-        let out = Command::new(AMBERD)
-            .args(args)
-            .arg("--data-dir")
-            .arg(self.dir.path())
-            .args(&self.extra_args)
-            .envs(self.env.iter().cloned())
-            .output()
-            .unwrap();
+        let out = self.amberd_output(args);
         let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         (out.status.code().unwrap_or(-1), text)
     }
 
     /// Runs an `amberd` subcommand on the data directory (server stopped).
     pub fn amberd(&self, args: &[&str]) -> String {
-        let out = Command::new(AMBERD)
+        let out = self.amberd_output(args);
+        assert!(out.status.success(), "amberd {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn amberd_output(&self, args: &[&str]) -> std::process::Output {
+        Command::new(AMBERD)
             .args(args)
             .arg("--data-dir")
             .arg(self.dir.path())
             .args(&self.extra_args)
             .envs(self.env.iter().cloned())
             .output()
-            .unwrap();
-        assert!(out.status.success(), "amberd {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
+            .unwrap()
+    }
+
+    /// `POST .../blobs/missing` in `repo`: the digests it answers missing.
+    pub async fn missing(&self, token: &str, repo: &str, digests: &[Value]) -> Value {
+        let path = format!("/v1/repos/{repo}/blobs/missing");
+        let response =
+            self.request(Method::POST, &path, token).json(&json!({"digests": digests})).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json::<Value>().await.unwrap()["missing"].clone()
     }
 
     /// Asserts that no upload is left half-done: nothing staged, no open

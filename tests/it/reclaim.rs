@@ -303,16 +303,9 @@ async fn fsck_finds_each_kind_of_fault(backend: Backend) {
     // clean. (A running server learns of a quarantine within 5 s.)
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let missing: Value = server
-            .request(Method::POST, "/v1/repos/acme/web/blobs/missing", &token)
-            .json(&json!({"digests": digests}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if missing["missing"].as_array().unwrap().len() == 3 {
+        let asked: Vec<Value> = digests.iter().map(|d| json!(d)).collect();
+        let missing = server.missing(&token, "acme/web", &asked).await;
+        if missing.as_array().unwrap().len() == 3 {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "{missing}");

@@ -253,19 +253,8 @@ async fn untagged_links_go_and_referenced_ones_stay(backend: Backend) {
         |d: &Value| server.request(Method::HEAD, &format!("/v1/repos/acme/web/blobs/{}", d.as_str().unwrap()), &token);
     assert_eq!(head(&loose["digest"]).send().await.unwrap().status(), StatusCode::NOT_FOUND);
     assert_eq!(head(&referenced["digest"]).send().await.unwrap().status(), StatusCode::OK);
-    let (_, missing) = (
-        (),
-        server
-            .request(Method::POST, "/v1/repos/acme/web/blobs/missing", &token)
-            .json(&json!({"digests": [loose["digest"], referenced["digest"]]}))
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap(),
-    );
-    assert_eq!(missing["missing"], json!([loose["digest"]]), "the client is told to send it again");
+    let missing = server.missing(&token, "acme/web", &[loose["digest"].clone(), referenced["digest"].clone()]).await;
+    assert_eq!(missing, json!([loose["digest"]]), "the client is told to send it again");
     let events = server.audit_events().await;
     assert_eq!(events.iter().filter(|e| e["kind"] == "blob_unlinked").count(), 1);
 
