@@ -187,6 +187,8 @@ struct FileOptions {
     reclaim_grace: Option<u64>,
     reclaim_interval: Option<u64>,
     scrub_rate: Option<u64>,
+    #[serde(default)]
+    oidc: crate::oidc::OidcConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -233,6 +235,8 @@ pub struct Config {
     pub reclaim_interval: Option<Duration>,
     /// Bytes a second the scrub may read; 0: no scrub.
     pub scrub_rate: u64,
+    /// Issuers of CI ID tokens trusted for trusted publishing (TOML only).
+    pub oidc: crate::oidc::OidcConfig,
 }
 
 const DAY: u64 = 24 * 60 * 60;
@@ -287,6 +291,7 @@ impl Config {
         if limits.max_connections == Some(0) || limits.max_uploads == 0 || limits.max_uploads_per_token == 0 {
             bail!("max_connections, max_uploads and max_uploads_per_token must be at least 1");
         }
+        file.oidc.validate()?;
         if limits.upload_memory < 16 << 20 {
             bail!("upload_memory must be at least 16 MiB (one S3 part and its successor)");
         }
@@ -311,6 +316,7 @@ impl Config {
                 0 => None,
                 n => Some(Duration::from_secs(n)),
             },
+            oidc: file.oidc,
         })
     }
 }

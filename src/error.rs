@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::blobs::BlobError;
 use crate::meta::MetaError;
+use crate::oidc::OidcError;
 
 /// Why a request was refused, for the audit log (a response extension): the
 /// reason, and apart from it the repository named, so that denials naming
@@ -63,6 +64,8 @@ pub enum ApiError {
     PolicyUnknown(String),
     #[error("no such token")]
     TokenUnknown,
+    #[error("no such publisher")]
+    PublisherUnknown,
     #[error("{0}")]
     TokenInactive(&'static str),
     #[error("{0}")]
@@ -83,6 +86,9 @@ pub enum ApiError {
     Unavailable,
     #[error("the request body exceeds the limit of {limit} bytes")]
     RequestTooLarge { limit: usize },
+    /// An ID token exchange was refused.
+    #[error(transparent)]
+    Oidc(#[from] crate::oidc::OidcError),
     /// Anything the client cannot fix. The cause is logged, never sent.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -91,6 +97,11 @@ pub enum ApiError {
 impl ApiError {
     pub fn internal(err: impl Into<anyhow::Error>) -> Self {
         Self::Internal(err.into())
+    }
+
+    /// The stable error code.
+    pub fn code(&self) -> &'static str {
+        self.status_and_code().1
     }
 
     fn status_and_code(&self) -> (StatusCode, &'static str) {
@@ -114,6 +125,7 @@ impl ApiError {
             Self::TagHeld(_) => (S::CONFLICT, "tag_held"),
             Self::PolicyUnknown(_) => (S::NOT_FOUND, "policy_unknown"),
             Self::TokenUnknown => (S::NOT_FOUND, "token_unknown"),
+            Self::PublisherUnknown => (S::NOT_FOUND, "publisher_unknown"),
             Self::TokenInactive(_) => (S::CONFLICT, "token_inactive"),
             Self::RequestInvalid(_) => (S::BAD_REQUEST, "request_invalid"),
             Self::NotFound => (S::NOT_FOUND, "not_found"),
@@ -124,6 +136,10 @@ impl ApiError {
             Self::InsufficientStorage => (S::INSUFFICIENT_STORAGE, "insufficient_storage"),
             Self::Unavailable => (S::SERVICE_UNAVAILABLE, "unavailable"),
             Self::RequestTooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "request_too_large"),
+            Self::Oidc(OidcError::Invalid { .. }) => (S::UNAUTHORIZED, "oidc_invalid"),
+            Self::Oidc(OidcError::Replayed) => (S::UNAUTHORIZED, "oidc_replayed"),
+            Self::Oidc(OidcError::NoPublisher { .. }) => (S::FORBIDDEN, "oidc_no_publisher"),
+            Self::Oidc(OidcError::Unavailable(_)) => (S::SERVICE_UNAVAILABLE, "oidc_unavailable"),
             Self::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -163,6 +179,17 @@ impl IntoResponse for ApiError {
                 let reason = format!("token lacks {action}");
                 response.extensions_mut().insert(DenialReason { reason, repository: Some(repo.clone()) });
             }
+            // The kind of refusal only, never what the token said, so that
+            // varied forged tokens are still one kind of denial.
+            Self::Oidc(refusal) => {
+                let (reason, repository) = match refusal {
+                    OidcError::Invalid { check, .. } => (format!("oidc_invalid: {check}"), None),
+                    OidcError::Replayed => ("oidc_replayed".to_owned(), None),
+                    OidcError::NoPublisher { repository, .. } => ("oidc_no_publisher".to_owned(), repository.clone()),
+                    OidcError::Unavailable(_) => ("oidc_unavailable".to_owned(), None),
+                };
+                response.extensions_mut().insert(DenialReason { reason, repository });
+            }
             _ => {}
         }
         if let Self::RangeInvalid { size, .. } = &self
@@ -173,6 +200,7 @@ impl IntoResponse for ApiError {
         let retry_after = match &self {
             Self::TooManyRequests { retry_after, .. } => Some(*retry_after),
             Self::Unavailable => Some(5),
+            Self::Oidc(OidcError::Unavailable(_)) => Some(60),
             Self::InsufficientStorage => Some(60),
             _ => None,
         };
@@ -243,6 +271,7 @@ pub const ERROR_CODES: &[&str] = &[
     "tag_held",
     "policy_unknown",
     "token_unknown",
+    "publisher_unknown",
     "token_inactive",
     "request_invalid",
     "not_found",
@@ -253,6 +282,10 @@ pub const ERROR_CODES: &[&str] = &[
     "insufficient_storage",
     "unavailable",
     "request_too_large",
+    "oidc_invalid",
+    "oidc_replayed",
+    "oidc_no_publisher",
+    "oidc_unavailable",
     "internal",
 ];
 

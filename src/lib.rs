@@ -11,6 +11,7 @@ pub mod http;
 pub mod lifecycle;
 pub mod meta;
 pub mod metrics;
+pub mod oidc;
 pub mod server;
 pub mod signing;
 pub mod space;

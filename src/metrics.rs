@@ -40,9 +40,15 @@ pub struct Metrics {
     pub reclaim_pending_bytes: AtomicU64,
     /// Bytes the scrub read back and verified.
     pub scrub_verified_bytes: AtomicU64,
+    /// ID token exchanges, by outcome (`minted` or the error code).
+    oidc_exchanges: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
+    pub fn oidc_exchange(&self, outcome: &'static str) {
+        *self.oidc_exchanges.lock().unwrap_or_else(|e| e.into_inner()).entry(outcome).or_default() += 1;
+    }
+
     fn render(&self, corrupt: usize) -> String {
         let mut out = String::new();
         let requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
@@ -95,6 +101,11 @@ impl Metrics {
         ] {
             counter_header(&mut out, name, help);
             let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+        }
+        let name = "amber_oidc_exchanges_total";
+        counter_header(&mut out, name, "ID token exchanges, by outcome: minted, or the error code.");
+        for (outcome, count) in self.oidc_exchanges.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = writeln!(out, "{name}{{outcome=\"{outcome}\"}} {count}");
         }
         let name = "amber_blobs_corrupt";
         let _ = writeln!(

@@ -24,6 +24,8 @@ pub struct Inner {
     pub admission: Admission,
     /// Quarantined digests, re-read from the store every few seconds.
     pub quarantine: crate::lifecycle::scrub::QuarantineSet,
+    /// Trusted issuers of CI ID tokens, and their keys.
+    pub oidc: crate::oidc::Oidc,
 }
 
 impl AppState {
@@ -37,7 +39,8 @@ impl AppState {
         let admission = Admission::new(&config.limits);
         let quarantine = crate::lifecycle::scrub::QuarantineSet::default();
         quarantine.refresh(&meta).await?;
-        Ok(Self(Arc::new(Inner { config, blobs, meta, signer, metrics, denials, admission, quarantine })))
+        let oidc = crate::oidc::Oidc::new(&config.oidc)?;
+        Ok(Self(Arc::new(Inner { config, blobs, meta, signer, metrics, denials, admission, quarantine, oidc })))
     }
 }
 

@@ -35,7 +35,8 @@ fn check_label(what: &str, value: &str) -> ApiResult<()> {
     Ok(())
 }
 
-fn check_grants(grants: &mut [Grant]) -> ApiResult<()> {
+/// Applies the grant rules above; sorts and de-duplicates each grant's actions.
+pub fn check_grants(grants: &mut [Grant]) -> ApiResult<()> {
     if grants.is_empty() {
         return Err(ApiError::RequestInvalid("a token needs at least one grant".into()));
     }
@@ -96,6 +97,7 @@ pub async fn issue_token(
         revoked_at: None,
         rotated_from: None,
         rotated_to: None,
+        ci: None,
     };
     let draft = Draft::shared(signer, actor, vec![token_created(&info)]);
     let record = TokenRecord { info: info.clone(), secret_hash: secret_hash(&secret) };

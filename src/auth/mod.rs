@@ -23,7 +23,7 @@ use base64::Engine;
 use time::{Duration, OffsetDateTime};
 
 pub use denials::{Denial, Denials, WINDOW as DENIAL_WINDOW, bounded};
-pub use issue::{TokenSpec, issue_token};
+pub use issue::{TokenSpec, check_grants, issue_token};
 
 use crate::error::{ApiError, ApiResult, DenialReason};
 use crate::meta::{MetaStore, TokenRecord};

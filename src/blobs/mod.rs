@@ -94,7 +94,8 @@ pub struct Entered {
 pub struct Object {
     pub digest: Digest,
     pub size: u64,
-    /// When the bytes were last written, if the store says.
+    /// When the bytes were last written, if the store says; never earlier
+    /// than the truth (a store that rounds gives the end of its interval).
     pub modified: Option<time::OffsetDateTime>,
 }
 

@@ -602,7 +602,16 @@ impl BlobStore for S3Blobs {
             .filter_map(|o| {
                 let hex = o.key()?.strip_prefix(&prefix)?;
                 let digest = format!("blake3:{hex}").parse::<Digest>().ok()?;
-                let modified = o.last_modified().and_then(|t| time::OffsetDateTime::from_unix_timestamp(t.secs()).ok());
+                // S3 lists whole seconds: the bytes may have been written up
+                // to a second after the time it shows, and an orphan's grace
+                // must never start early.
+                let modified = o.last_modified().and_then(|t| {
+                    let nanos = match t.subsec_nanos() {
+                        0 => i128::from(t.secs() + 1) * 1_000_000_000,
+                        n => i128::from(t.secs()) * 1_000_000_000 + i128::from(n),
+                    };
+                    time::OffsetDateTime::from_unix_timestamp_nanos(nanos).ok()
+                });
                 Some(Object { digest, size: o.size().unwrap_or(0).max(0) as u64, modified })
             })
             .collect())

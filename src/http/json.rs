@@ -42,6 +42,12 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
 impl JsonBody {
     /// Reads the whole body, at most [`JSON_BODY_LIMIT`] bytes.
     pub async fn bytes(self, state: &AppState) -> Result<Bytes, ApiError> {
+        self.bytes_within(state, JSON_BODY_LIMIT).await
+    }
+
+    /// Reads the whole body, at most `limit` bytes (routes anyone may call
+    /// keep theirs small).
+    pub async fn bytes_within(self, state: &AppState, limit: usize) -> Result<Bytes, ApiError> {
         let mut stream = self.0.into_data_stream();
         let (mut buffer, mut lent) = (BytesMut::new(), crate::admission::Lent::default());
         while let Some(chunk) = stream.next().await {
@@ -52,8 +58,8 @@ impl JsonBody {
                     ApiError::RequestInvalid(format!("reading the body failed: {e}"))
                 }
             })?;
-            if buffer.len() + chunk.len() > JSON_BODY_LIMIT {
-                return Err(ApiError::RequestTooLarge { limit: JSON_BODY_LIMIT });
+            if buffer.len() + chunk.len() > limit {
+                return Err(ApiError::RequestTooLarge { limit });
             }
             let more = state.admission.memory.borrow(chunk.len()).await;
             lent.merge(
@@ -66,7 +72,12 @@ impl JsonBody {
 
     /// Reads and parses the body.
     pub async fn json<T: DeserializeOwned>(self, state: &AppState) -> Result<T, ApiError> {
-        let bytes = self.bytes(state).await?;
+        self.json_within(state, JSON_BODY_LIMIT).await
+    }
+
+    /// Reads and parses a body of at most `limit` bytes.
+    pub async fn json_within<T: DeserializeOwned>(self, state: &AppState, limit: usize) -> Result<T, ApiError> {
+        let bytes = self.bytes_within(state, limit).await?;
         parse(&bytes).map_err(|e| ApiError::RequestInvalid(format!("invalid JSON body: {e}")))
     }
 }

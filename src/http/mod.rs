@@ -3,8 +3,9 @@
 
 mod audit;
 mod blobs;
-mod json;
+pub(crate) mod json;
 mod lifecycle;
+mod oidc;
 mod page;
 mod paths;
 mod system;
@@ -82,6 +83,11 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
         (Method::POST, "/v1/retention/{owner}/{name}/plan", on(M::POST, lifecycle::plan)),
         (Method::POST, "/v1/reclaim/run", on(M::POST, lifecycle::run_reclaim)),
         (Method::GET, "/v1/scrub", on(M::GET, lifecycle::get_scrub)),
+        (Method::POST, "/v1/oidc/token", on(M::POST, oidc::exchange)),
+        (Method::POST, "/v1/publishers", on(M::POST, oidc::create_publisher)),
+        (Method::GET, "/v1/publishers", on(M::GET, oidc::list_publishers)),
+        (Method::GET, "/v1/publishers/{id}", on(M::GET, oidc::show_publisher)),
+        (Method::DELETE, "/v1/publishers/{id}", on(M::DELETE, oidc::delete_publisher)),
     ]
 }
 

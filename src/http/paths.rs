@@ -69,6 +69,19 @@ impl<S: Send + Sync> FromRequestParts<S> for TokenIdParam {
     }
 }
 
+/// `{id}` of a publisher; an id that cannot exist is simply unknown.
+pub struct PublisherIdParam(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PublisherIdParam {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let params = params(parts, state).await?;
+        let id = param(&params, "id");
+        if amber_core::oidc::is_publisher_id(id) { Ok(Self(id.to_owned())) } else { Err(ApiError::PublisherUnknown) }
+    }
+}
+
 /// `{owner}/{name}` as a retention scope: a repository, or `owner/*` (the
 /// owner's default).
 pub struct Scope(pub amber_core::RepoPattern);

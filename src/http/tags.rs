@@ -127,6 +127,7 @@ pub async fn put_tag(
             token_id: token.id.clone(),
             token_name: token.name.clone(),
             pipeline: token.pipeline.clone(),
+            ci: token.ci.clone(),
         },
         files: request.files.clone(),
         annotations: request.annotations.clone(),

@@ -99,6 +99,12 @@ pub async fn rotate_token(
         return Err(ApiError::RequestInvalid(format!("grace_seconds must be at most {MAX_GRACE}")));
     }
     let old = state.meta.token(&id).await?.ok_or(ApiError::TokenUnknown)?;
+    if old.info.ci.is_some() {
+        // Its life is one CI run's: a new run exchanges a new ID token.
+        return Err(ApiError::TokenInactive(
+            "a token minted by trusted publishing is not rotated; exchange a new ID token",
+        ));
+    }
     let mut rng = rand::rngs::OsRng;
     let secret = TokenSecret::generate(&mut rng);
     let now = OffsetDateTime::now_utc().replace_nanosecond(0).expect("0 is a valid nanosecond");

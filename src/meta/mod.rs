@@ -364,6 +364,29 @@ pub trait MetaStore {
         audit: AuditBuild,
     ) -> impl Future<Output = Result<Rotation, MetaError>> + Send;
 
+    /// Records `replay` and stores `record`, minted for `publisher`, with
+    /// `audit`, all in one transaction, unless `(issuer, jti)` is recorded
+    /// already or the publisher is gone: of racing exchanges of one ID
+    /// token, on any replica, exactly one mints. Forgets replays past their
+    /// `until` on the way.
+    fn exchange_token(
+        &self,
+        record: &TokenRecord,
+        publisher: &str,
+        replay: &Replay,
+        audit: AuditBuild,
+    ) -> impl Future<Output = Result<Exchange, MetaError>> + Send;
+    /// Stores a new publisher with its audit entry.
+    fn insert_publisher(
+        &self,
+        publisher: &amber_core::oidc::Publisher,
+        audit: AuditBuild,
+    ) -> impl Future<Output = Result<(), MetaError>> + Send;
+    /// Every publisher, in id order.
+    fn publishers(&self) -> impl Future<Output = Result<Vec<amber_core::oidc::Publisher>, MetaError>> + Send;
+    /// Deletes a publisher with its audit entry; false if there was none.
+    fn delete_publisher(&self, id: &str, audit: AuditBuild) -> impl Future<Output = Result<bool, MetaError>> + Send;
+
     /// Appends audit entries, all at once; returns the last one's sequence number.
     fn append_audit(&self, build: AuditBuild) -> impl Future<Output = Result<u64, MetaError>> + Send;
     /// Audit entries in order, strictly after sequence number `after`.
@@ -471,6 +494,26 @@ pub trait MetaStore {
 
     /// Fails when the store cannot serve (readiness).
     fn check(&self) -> impl Future<Output = Result<(), MetaError>> + Send;
+}
+
+/// An ID token consumed by an exchange: `(issuer, jti)` is refused again
+/// until `until` (its expiry plus the leeway, after which it is refused as
+/// expired anyway), and forgotten after.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Replay {
+    pub issuer: String,
+    pub jti: String,
+    pub until: OffsetDateTime,
+}
+
+/// The outcome of minting a token for an ID token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exchange {
+    Minted,
+    /// This ID token was exchanged before: nothing was minted.
+    Replayed,
+    /// The publisher was deleted meanwhile: nothing was minted.
+    PublisherGone,
 }
 
 /// The outcome of a rotation.
@@ -639,6 +682,28 @@ impl MetaStore for Meta {
     }
     async fn token(&self, id: &TokenId) -> Result<Option<TokenRecord>, MetaError> {
         dispatch!(self, s => s.token(id))
+    }
+    async fn exchange_token(
+        &self,
+        record: &TokenRecord,
+        publisher: &str,
+        replay: &Replay,
+        audit: AuditBuild,
+    ) -> Result<Exchange, MetaError> {
+        dispatch!(self, s => s.exchange_token(record, publisher, replay, audit))
+    }
+    async fn insert_publisher(
+        &self,
+        publisher: &amber_core::oidc::Publisher,
+        audit: AuditBuild,
+    ) -> Result<(), MetaError> {
+        dispatch!(self, s => s.insert_publisher(publisher, audit))
+    }
+    async fn publishers(&self) -> Result<Vec<amber_core::oidc::Publisher>, MetaError> {
+        dispatch!(self, s => s.publishers())
+    }
+    async fn delete_publisher(&self, id: &str, audit: AuditBuild) -> Result<bool, MetaError> {
+        dispatch!(self, s => s.delete_publisher(id, audit))
     }
     async fn token_by_hash(&self, secret_hash: &str) -> Result<Option<TokenRecord>, MetaError> {
         dispatch!(self, s => s.token_by_hash(secret_hash))

@@ -18,9 +18,9 @@ use sqlx::types::Json;
 use time::OffsetDateTime;
 
 use super::{
-    AuditBuild, Bound, BuildAudit, Candidate, Expiry, Hold, KeyRecord, LEASE_LIFETIME, Lease, LinkView, MetaError,
-    MetaStore, Quarantined, RepoView, Revocation, Rotation, RunnerLock, ScrubProgress, TagChange, TagRecord, TagView,
-    TokenRecord, Unlink,
+    AuditBuild, Bound, BuildAudit, Candidate, Exchange, Expiry, Hold, KeyRecord, LEASE_LIFETIME, Lease, LinkView,
+    MetaError, MetaStore, Quarantined, Replay, RepoView, Revocation, Rotation, RunnerLock, ScrubProgress, TagChange,
+    TagRecord, TagView, TokenRecord, Unlink,
 };
 use crate::blobs::Object;
 use crate::blobs::Stored;
@@ -471,6 +471,98 @@ impl MetaStore for PostgresMeta {
         append_audit_in(&mut tx, &*audit).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn exchange_token(
+        &self,
+        record: &TokenRecord,
+        publisher: &str,
+        replay: &Replay,
+        audit: AuditBuild,
+    ) -> Result<Exchange, MetaError> {
+        let mut tx = self.pool.begin().await?;
+        // Bounded, and cheap by the index: the table holds only ID tokens
+        // that could still pass the time checks.
+        sqlx::query(
+            "DELETE FROM oidc_replays WHERE (issuer, jti) IN \
+             (SELECT issuer, jti FROM oidc_replays WHERE until < now() LIMIT 64)",
+        )
+        .execute(&mut *tx)
+        .await?;
+        // A racing exchange of the same ID token waits here for this
+        // transaction, then finds the row: one of them mints.
+        let recorded =
+            sqlx::query("INSERT INTO oidc_replays (issuer, jti, until) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+                .bind(&replay.issuer)
+                .bind(&replay.jti)
+                .bind(replay.until)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        if recorded == 0 {
+            tx.rollback().await?;
+            return Ok(Exchange::Replayed);
+        }
+        let present: Option<(String,)> = sqlx::query_as("SELECT id FROM publishers WHERE id = $1 FOR SHARE")
+            .bind(publisher)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if present.is_none() {
+            tx.rollback().await?;
+            return Ok(Exchange::PublisherGone);
+        }
+        sqlx::query("INSERT INTO tokens (id, secret_hash, info) VALUES ($1, $2, $3)")
+            .bind(record.info.id.as_str())
+            .bind(&record.secret_hash)
+            .bind(Json(&record.info))
+            .execute(&mut *tx)
+            .await?;
+        append_audit_in(&mut tx, &*audit).await?;
+        tx.commit().await?;
+        Ok(Exchange::Minted)
+    }
+
+    async fn insert_publisher(
+        &self,
+        publisher: &amber_core::oidc::Publisher,
+        audit: AuditBuild,
+    ) -> Result<(), MetaError> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO publishers (id, publisher, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(&publisher.id)
+        .bind(Json(publisher))
+        .bind(publisher.created_at)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            tx.rollback().await?;
+            return Err(MetaError::Conflict("publisher".into()));
+        }
+        append_audit_in(&mut tx, &*audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn publishers(&self) -> Result<Vec<amber_core::oidc::Publisher>, MetaError> {
+        let rows: Vec<(Json<amber_core::oidc::Publisher>,)> =
+            sqlx::query_as("SELECT publisher FROM publishers ORDER BY id").fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(|(Json(p),)| p).collect())
+    }
+
+    async fn delete_publisher(&self, id: &str, audit: AuditBuild) -> Result<bool, MetaError> {
+        let mut tx = self.pool.begin().await?;
+        let deleted =
+            sqlx::query("DELETE FROM publishers WHERE id = $1").bind(id).execute(&mut *tx).await?.rows_affected();
+        if deleted == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        append_audit_in(&mut tx, &*audit).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn token(&self, id: &TokenId) -> Result<Option<TokenRecord>, MetaError> {

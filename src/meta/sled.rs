@@ -14,6 +14,9 @@
 //! reclaim    digest(32)                -> Waiting (JSON: size, since, marked)
 //! quarantine digest(32)                -> Quarantined (JSON)
 //! verified   digest(32)                -> when the scrub last found it right, i64 BE (unix s)
+//! publishers publisher id              -> Publisher (JSON)
+//! replays    issuer \0 jti             -> until, i64 BE (unix s): ID tokens exchanged
+//! replays_by_time until i64 BE, issuer \0 jti -> () (to forget them in order)
 //!            (default tree) "scrub"    -> ScrubProgress (JSON)
 //! audit      seq, u64 big-endian       -> hash (64 hex) + entry bytes
 //! audit_head "head"                    -> seq u64 BE + hash (64 hex)
@@ -51,9 +54,9 @@ use time::OffsetDateTime;
 
 use super::watchdog::Watchdog;
 use super::{
-    AuditBuild, Bound, BuildAudit, Candidate, Expiry, Hold, KeyRecord, Lease, LinkView, MetaError, MetaStore,
-    Quarantined, RepoView, Revocation, Rotation, RunnerLock, ScrubProgress, TagChange, TagRecord, TagView, TokenRecord,
-    Unlink,
+    AuditBuild, Bound, BuildAudit, Candidate, Exchange, Expiry, Hold, KeyRecord, Lease, LinkView, MetaError, MetaStore,
+    Quarantined, Replay, RepoView, Revocation, Rotation, RunnerLock, ScrubProgress, TagChange, TagRecord, TagView,
+    TokenRecord, Unlink,
 };
 use crate::blobs::{Object, Stored};
 use crate::config::FreeSpace;
@@ -98,6 +101,9 @@ struct Trees {
     leases: std::sync::Mutex<HashMap<String, Digest>>,
     quarantine: Tree,
     verified: Tree,
+    publishers: Tree,
+    replays: Tree,
+    replays_by_time: Tree,
     /// Held by the reclaim run.
     runner: Arc<tokio::sync::Mutex<()>>,
     /// Held by the scrubber.
@@ -324,6 +330,9 @@ impl SledMeta {
             leases: std::sync::Mutex::new(HashMap::new()),
             quarantine: db.open_tree("quarantine")?,
             verified: db.open_tree("verified")?,
+            publishers: db.open_tree("publishers")?,
+            replays: db.open_tree("replays")?,
+            replays_by_time: db.open_tree("replays_by_time")?,
             runner: Arc::new(tokio::sync::Mutex::new(())),
             scrubber: Arc::new(tokio::sync::Mutex::new(())),
             audit: db.open_tree("audit")?,
@@ -477,6 +486,18 @@ impl Trees {
     fn remember(&self, record: TokenRecord) {
         self.by_secret.write().unwrap_or_else(PoisonError::into_inner).insert(record.secret_hash.clone(), record);
     }
+}
+
+/// Forgets, a bounded number at a time, ID tokens whose replay records
+/// ran out before `now` (under the write lock).
+fn forget_replays(t: &Trees, now: OffsetDateTime) -> Result<(), MetaError> {
+    let end = now.unix_timestamp().to_be_bytes();
+    for item in t.replays_by_time.range(..&end[..]).take(64) {
+        let (by_time, _) = item?;
+        t.replays.remove(&by_time[8..])?;
+        t.replays_by_time.remove(by_time)?;
+    }
+    Ok(())
 }
 
 fn token_json(tokens: &Tree, id: impl AsRef<[u8]>) -> Result<Option<TokenRecord>, MetaError> {
@@ -822,6 +843,97 @@ impl MetaStore for SledMeta {
                 t.remember(record);
             }
             inserted
+        })
+        .await
+    }
+
+    async fn exchange_token(
+        &self,
+        record: &TokenRecord,
+        publisher: &str,
+        replay: &Replay,
+        audit: AuditBuild,
+    ) -> Result<Exchange, MetaError> {
+        let id = record.info.id.as_str().as_bytes().to_vec();
+        let secret_hash = record.secret_hash.clone();
+        let json = serde_json::to_vec(record)?;
+        let record = record.clone();
+        let publisher = publisher.as_bytes().to_vec();
+        let mut key = replay.issuer.as_bytes().to_vec();
+        key.push(0);
+        key.extend_from_slice(replay.jti.as_bytes());
+        let until = replay.until.unix_timestamp().to_be_bytes();
+        let mut by_time = until.to_vec();
+        by_time.extend_from_slice(&key);
+        self.write("exchange_token", move |t| {
+            forget_replays(t, OffsetDateTime::now_utc())?;
+            let trees = (&t.tokens, &t.secrets, &t.publishers, &t.replays, &t.replays_by_time, &t.audit, &t.audit_head);
+            let outcome = trees
+                .transaction(|(tokens, secrets, publishers, replays, replays_by_time, audit_tree, head)| {
+                    if replays.get(&key)?.is_some() {
+                        return Ok(Exchange::Replayed);
+                    }
+                    if publishers.get(&publisher)?.is_none() {
+                        return Ok(Exchange::PublisherGone);
+                    }
+                    if tokens.get(&id)?.is_some() || secrets.get(secret_hash.as_bytes())?.is_some() {
+                        return Err(ConflictableTransactionError::Abort(MetaError::Conflict("token".into())));
+                    }
+                    replays.insert(key.as_slice(), &until[..])?;
+                    replays_by_time.insert(by_time.as_slice(), &[][..])?;
+                    tokens.insert(id.as_slice(), json.as_slice())?;
+                    secrets.insert(secret_hash.as_bytes(), id.as_slice())?;
+                    append_audit_in(audit_tree, head, &*audit)?;
+                    Ok(Exchange::Minted)
+                })
+                .map_err(transaction_error)?;
+            if outcome == Exchange::Minted {
+                t.remember(record);
+            }
+            Ok(outcome)
+        })
+        .await
+    }
+
+    async fn insert_publisher(
+        &self,
+        publisher: &amber_core::oidc::Publisher,
+        audit: AuditBuild,
+    ) -> Result<(), MetaError> {
+        let id = publisher.id.as_bytes().to_vec();
+        let json = serde_json::to_vec(publisher)?;
+        self.write("insert_publisher", move |t| {
+            (&t.publishers, &t.audit, &t.audit_head)
+                .transaction(|(publishers, audit_tree, head)| {
+                    if publishers.get(&id)?.is_some() {
+                        return Err(ConflictableTransactionError::Abort(MetaError::Conflict("publisher".into())));
+                    }
+                    publishers.insert(id.as_slice(), json.as_slice())?;
+                    append_audit_in(audit_tree, head, &*audit)?;
+                    Ok(())
+                })
+                .map_err(transaction_error)
+        })
+        .await
+    }
+
+    async fn publishers(&self) -> Result<Vec<amber_core::oidc::Publisher>, MetaError> {
+        self.read("publishers", |t| t.publishers.iter().map(|item| Ok(serde_json::from_slice(&item?.1)?)).collect())
+            .await
+    }
+
+    async fn delete_publisher(&self, id: &str, audit: AuditBuild) -> Result<bool, MetaError> {
+        let id = id.as_bytes().to_vec();
+        self.write("delete_publisher", move |t| {
+            (&t.publishers, &t.audit, &t.audit_head)
+                .transaction(|(publishers, audit_tree, head)| {
+                    if publishers.remove(id.as_slice())?.is_none() {
+                        return Ok(false);
+                    }
+                    append_audit_in(audit_tree, head, &*audit)?;
+                    Ok(true)
+                })
+                .map_err(transaction_error)
         })
         .await
     }

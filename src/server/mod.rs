@@ -133,6 +133,10 @@ pub async fn serve(
             }
         })
     });
+    let oidc_keys = (!state.config.oidc.issuers.is_empty()).then(|| {
+        let (state, stop) = (state.clone(), stop.clone());
+        tokio::spawn(async move { state.oidc.refresh_forever(stop).await })
+    });
     let scrub = (state.config.scrub_rate > 0).then(|| {
         tokio::spawn(crate::lifecycle::scrub::scrub_forever(state.clone(), state.config.scrub_rate, stop.clone()))
     });
@@ -144,7 +148,7 @@ pub async fn serve(
             let _ = metrics.await;
         }
         let _ = housekeeping.await;
-        for task in [retention, reclaim, scrub].into_iter().flatten() {
+        for task in [retention, reclaim, scrub, oidc_keys].into_iter().flatten() {
             let _ = task.await;
         }
         state.denials.flush(&state, true).await;

@@ -43,6 +43,7 @@ fn token(id_byte: u8, hash: &str) -> TokenRecord {
             revoked_at: None,
             rotated_from: None,
             rotated_to: None,
+            ci: None,
         },
         secret_hash: hash.into(),
     }

@@ -330,6 +330,36 @@ async fn authorization_matrix_has_no_unexpected_allow(backend: Backend) {
             (Method::POST, "/v1/retention/run", "/v1/retention/run".into(), None, None, "admin", StatusCode::OK),
             (Method::POST, "/v1/reclaim/run", "/v1/reclaim/run".into(), None, None, "admin", StatusCode::OK),
             (Method::GET, "/v1/scrub", "/v1/scrub".into(), None, None, "admin", StatusCode::OK),
+            // No issuer is configured here: an admin's publisher is refused
+            // as invalid, after the grant check.
+            (
+                Method::POST,
+                "/v1/publishers",
+                "/v1/publishers".into(),
+                Some(json!({"name": "p", "issuer": "github", "grants": [{"repos": "acme/web", "actions": ["pull"]}]})),
+                None,
+                "admin",
+                StatusCode::BAD_REQUEST,
+            ),
+            (Method::GET, "/v1/publishers", "/v1/publishers".into(), None, None, "admin", StatusCode::OK),
+            (
+                Method::GET,
+                "/v1/publishers/{id}",
+                "/v1/publishers/pub_000000000000000000000000".into(),
+                None,
+                None,
+                "admin",
+                StatusCode::NOT_FOUND,
+            ),
+            (
+                Method::DELETE,
+                "/v1/publishers/{id}",
+                "/v1/publishers/pub_000000000000000000000000".into(),
+                None,
+                None,
+                "admin",
+                StatusCode::NOT_FOUND,
+            ),
             (
                 Method::DELETE,
                 "/v1/retention/{owner}/{name}",
@@ -374,7 +404,8 @@ async fn authorization_matrix_has_no_unexpected_allow(backend: Backend) {
         }
     }
     assert!(unexpected.is_empty(), "{} unexpected outcomes:\n{}", unexpected.len(), unexpected.join("\n"));
-    let public = ["/healthz", "/readyz", "/metrics", "/v1/keys"];
+    // The exchange takes an ID token instead (tests/it/oidc.rs).
+    let public = ["/healthz", "/readyz", "/metrics", "/v1/keys", "/v1/oidc/token"];
     let routes: BTreeSet<(String, String)> = amber_server::http::routes()
         .into_iter()
         .filter(|(_, path, _)| !public.contains(path))

@@ -8,6 +8,7 @@ use std::time::Duration;
 use amber_core::audit::AuditPage;
 use amber_core::dsse::Envelope;
 use amber_core::manifest::{Expected, ManifestRequest};
+use amber_core::oidc::{ExchangeRequest, ExchangedToken, Publisher, PublisherList};
 use amber_core::wire::{
     BlobInfo, CreateTokenRequest, CreatedToken, ErrorBody, ExpiredBody, KeyList, MissingRequest, MissingResponse,
     ReasonRequest, RetentionPlan, RetentionPolicy, RotateTokenRequest, TagList, TagStatus, TokenInfo, TokenList,
@@ -126,6 +127,35 @@ impl Client {
 
     pub async fn keys(&self) -> Result<KeyList> {
         self.get_json("/v1/keys").await
+    }
+
+    /// Exchanges a CI ID token for a token (no `Authorization` is sent).
+    /// Not retried: an ID token is exchanged once, so a lost answer could
+    /// only be answered `oidc_replayed`.
+    pub async fn exchange_id_token(&self, id_token: &str) -> Result<ExchangedToken> {
+        let body = ExchangeRequest { id_token: id_token.to_owned() };
+        let url = format!("{}/v1/oidc/token", self.base);
+        let response = self.send(Retry::Once, || Ok(self.http.post(&url).json(&body))).await?;
+        Ok(response.json().await?)
+    }
+
+    pub async fn create_publisher(&self, request: &serde_json::Value) -> Result<Publisher> {
+        let response =
+            self.send(Retry::Once, || Ok(self.request(Method::POST, "/v1/publishers").json(request))).await?;
+        Ok(response.json().await?)
+    }
+
+    pub async fn list_publishers(&self) -> Result<PublisherList> {
+        self.get_json("/v1/publishers").await
+    }
+
+    pub async fn show_publisher(&self, id: &str) -> Result<Publisher> {
+        self.get_json(&format!("/v1/publishers/{id}")).await
+    }
+
+    pub async fn delete_publisher(&self, id: &str) -> Result<Publisher> {
+        let path = format!("/v1/publishers/{id}");
+        Ok(self.send(Retry::Idempotent, || Ok(self.request(Method::DELETE, &path))).await?.json().await?)
     }
 
     pub async fn create_token(&self, request: &CreateTokenRequest) -> Result<CreatedToken> {

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod client;
 pub mod error;
 pub mod keys;
+pub mod oidc;
 pub mod pull;
 pub mod push;
 pub mod reference;

@@ -35,6 +35,8 @@ Examples:
   amber retention plan acme/web
   amber tag hold acme/web:1.4.2 --reason 'audit 2026-Q4'
   amber tag expire acme/web:1.4.1 --reason 'CVE-2026-1234'
+  amber publisher create publisher.json
+  amber push acme/web:1.4.2 dist/   # in CI with no AMBER_TOKEN: exchanges the run's ID token
 
 Exit codes: 0 ok, 1 local I/O, 2 usage, 3 auth, 4 verification failed, 5 server or network,
 6 retired (tombstone verified), 7 conflict.";
@@ -47,6 +49,8 @@ struct Cli {
     #[arg(long, env = "AMBER_URL", default_value = "http://127.0.0.1:7350", global = true)]
     url: String,
     /// Token secret (prefer the environment variable, so it stays out of process lists).
+    /// Unset in CI, `push` and `pull` exchange the run's ID token for one
+    /// (GitHub Actions with `id-token: write`, or AMBER_ID_TOKEN).
     #[arg(long, env = "AMBER_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
     #[command(subcommand)]
@@ -112,6 +116,12 @@ enum Command {
     /// Delete stored bytes no repository has linked for the grace (admin).
     #[command(subcommand)]
     Reclaim(ReclaimCommand),
+    /// Trusted publishing: exchange this CI run's ID token for a token.
+    #[command(subcommand)]
+    Oidc(OidcCommand),
+    /// Publishers: which CI runs may exchange ID tokens, for what (admin).
+    #[command(subcommand)]
+    Publisher(PublisherCommand),
     /// Measure a running amberd on this machine (loopback only).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -226,6 +236,30 @@ enum RetentionCommand {
 }
 
 #[derive(Subcommand)]
+enum OidcCommand {
+    /// Exchange this run's ID token (from the GitHub Actions runtime, with
+    /// the audience AMBER_OIDC_AUDIENCE, default `amber`; else AMBER_ID_TOKEN)
+    /// and print the minted token's secret.
+    Token {
+        /// Print the whole answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum PublisherCommand {
+    /// Create a publisher from its JSON (a file, or - for stdin); prints it with its id.
+    Create { file: PathBuf },
+    /// List every publisher.
+    List,
+    /// Show one publisher.
+    Show { id: String },
+    /// Delete a publisher; tokens it minted live out their short lives.
+    Delete { id: String },
+}
+
+#[derive(Subcommand)]
 enum ReclaimCommand {
     /// Run reclaim now; prints what it deleted and what still waits.
     Run,
@@ -261,6 +295,30 @@ enum AuditCommand {
     },
 }
 
+async fn publisher_command(client: &Client, command: PublisherCommand) -> Result<()> {
+    match command {
+        PublisherCommand::Create { file } => {
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin()).map_err(|e| CliError::io("reading stdin", e))?
+            } else {
+                std::fs::read_to_string(&file).map_err(|e| CliError::io(format!("reading {}", file.display()), e))?
+            };
+            let request: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| CliError::Usage(format!("{}: not JSON: {e}", file.display())))?;
+            let publisher = client.create_publisher(&request).await?;
+            eprintln!("created publisher {} ({})", publisher.id, publisher.name);
+            print_json(&publisher)
+        }
+        PublisherCommand::List => print_json(&client.list_publishers().await?.publishers),
+        PublisherCommand::Show { id } => print_json(&client.show_publisher(&id).await?),
+        PublisherCommand::Delete { id } => {
+            let publisher = client.delete_publisher(&id).await?;
+            eprintln!("deleted publisher {} ({})", publisher.id, publisher.name);
+            Ok(())
+        }
+    }
+}
+
 fn parse_grant(text: &str) -> Result<Grant> {
     let (repos, actions) =
         text.split_once('=').ok_or_else(|| CliError::Usage(format!("grant {text:?} is not PATTERN=ACTIONS")))?;
@@ -290,8 +348,25 @@ fn reference(text: &str) -> Result<Reference> {
     text.parse().map_err(CliError::Usage)
 }
 
+/// The token to use: `AMBER_TOKEN`, or, for a push or pull in CI without
+/// one, a token minted from this run's ID token.
+async fn token_for(cli: &Cli) -> Result<Option<String>> {
+    if cli.token.is_some() || !matches!(cli.command, Command::Push { .. } | Command::Pull { .. }) {
+        return Ok(cli.token.clone());
+    }
+    let Some(id_token) = amber_cli::oidc::id_token_from_env().await? else { return Ok(None) };
+    let minted = Client::new(&cli.url, None)?.exchange_id_token(&id_token).await?;
+    eprintln!(
+        "amber: exchanged this run's ID token for token {} (publisher {}, until {})",
+        minted.info.id,
+        minted.publisher,
+        rfc3339(minted.info.expires_at)
+    );
+    Ok(Some(minted.token))
+}
+
 async fn run(cli: Cli) -> Result<()> {
-    let client = Client::new(&cli.url, cli.token.clone())?;
+    let client = Client::new(&cli.url, token_for(&cli).await?)?;
     match cli.command {
         Command::Push { reference: text, paths, annotations, json } => {
             let reference = reference(&text)?;
@@ -333,6 +408,13 @@ async fn run(cli: Cli) -> Result<()> {
                 print_json(&report)?;
             } else {
                 eprintln!("verified {} files ({} bytes) signed by key {}", report.files, report.bytes, report.keyid);
+                if let Some(ci) = &report.pushed_by.ci {
+                    eprintln!(
+                        "pushed by CI run {} at commit {}",
+                        report.pushed_by.pipeline.as_deref().unwrap_or("?"),
+                        ci.sha.as_deref().unwrap_or("?")
+                    );
+                }
                 println!("{}", report.digest);
             }
         }
@@ -392,6 +474,27 @@ async fn run(cli: Cli) -> Result<()> {
             print_json(&report)?;
         }
         Command::Bench(command) => bench_command(&client, &cli.url, command).await?,
+        Command::Oidc(OidcCommand::Token { json }) => {
+            let id_token = amber_cli::oidc::id_token_from_env().await?.ok_or_else(|| {
+                CliError::Usage(
+                    "no ID token: on GitHub Actions give the job `permissions: id-token: write`; elsewhere set AMBER_ID_TOKEN"
+                        .into(),
+                )
+            })?;
+            let minted = client.exchange_id_token(&id_token).await?;
+            if json {
+                print_json(&minted)?;
+            } else {
+                eprintln!(
+                    "token {} of publisher {}, until {}",
+                    minted.info.id,
+                    minted.publisher,
+                    rfc3339(minted.info.expires_at)
+                );
+                println!("{}", minted.token);
+            }
+        }
+        Command::Publisher(command) => publisher_command(&client, command).await?,
         Command::Audit(AuditCommand::Verify { keys: key_files }) => {
             let keys = if key_files.is_empty() {
                 client.keys().await?.verifying_keys().map_err(CliError::Verify)?

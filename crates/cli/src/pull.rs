@@ -28,6 +28,9 @@ pub struct PullReport {
     pub files: usize,
     pub bytes: u64,
     pub keyid: String,
+    /// Who pushed, from the signed payload (with the verified CI run, for a
+    /// trusted-publishing push).
+    pub pushed_by: amber_core::manifest::PushedBy,
 }
 
 pub fn verify_envelope(
@@ -98,6 +101,7 @@ pub async fn pull(
         files: files.len(),
         bytes: files.iter().map(|f| f.size).sum(),
         keyid: envelope.signatures.first().map(|s| s.keyid.clone()).unwrap_or_default(),
+        pushed_by: verified.payload.pushed_by.clone(),
     })
 }
 

@@ -125,6 +125,26 @@ pub enum Event {
         scope: crate::name::RepoPattern,
         digest: Digest,
     },
+    /// A publisher (trust policy for CI ID tokens) was created; the whole
+    /// configuration.
+    PublisherCreated {
+        publisher: crate::oidc::Publisher,
+    },
+    PublisherDeleted {
+        publisher: crate::oidc::Publisher,
+    },
+    /// An ID token was exchanged for a token: the verified claims, the key
+    /// that signed it and the token minted.
+    TokenExchanged {
+        token_id: TokenId,
+        publisher: String,
+        kid: String,
+        jti: String,
+        ci: crate::oidc::CiIdentity,
+        grants: Vec<Grant>,
+        #[serde(with = "time::serde::rfc3339")]
+        expires_at: OffsetDateTime,
+    },
     RequestDenied {
         method: String,
         route: String,

@@ -7,6 +7,7 @@ pub mod digest;
 pub mod dsse;
 pub mod manifest;
 pub mod name;
+pub mod oidc;
 pub mod token;
 pub mod tombstone;
 pub mod wire;

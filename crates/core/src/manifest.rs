@@ -191,6 +191,10 @@ pub struct PushedBy {
     pub token_id: TokenId,
     pub token_name: String,
     pub pipeline: Option<String>,
+    /// The CI run that pushed, as verified from its ID token (trusted
+    /// publishing); absent for a token an operator created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ci: Option<crate::oidc::CiIdentity>,
 }
 
 /// The signed statement: the server's facts plus the client's files and annotations.
@@ -343,6 +347,7 @@ mod tests {
                 token_id: "tok_000000000000000000000000".parse().unwrap(),
                 token_name: "ci".into(),
                 pipeline: None,
+                ci: None,
             },
             files: vec![file("a")],
             annotations: BTreeMap::new(),

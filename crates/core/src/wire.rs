@@ -171,6 +171,10 @@ pub struct TokenInfo {
     /// The token that replaced this one by rotation (this one then expires after its grace).
     #[serde(default)]
     pub rotated_to: Option<TokenId>,
+    /// For a token minted by trusted publishing: the verified claims of the
+    /// ID token it was exchanged for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ci: Option<crate::oidc::CiIdentity>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
