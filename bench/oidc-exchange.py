@@ -5,9 +5,10 @@
    Python's `cryptography`, discovery and JWKS served by http.server; the
    ID tokens are assembled and signed here, by nothing Amber wrote), a
    fresh amberd (embedded backends) trusting it, one publisher; after a
-   warm-up, COUNT exchanges of distinct ID tokens at CONCURRENCY over
-   persistent connections. Prints exchanges/s, p50 and p99, and amberd's
-   peak RSS.
+   warm-up, COUNT exchanges of distinct ID tokens at CONCURRENCY, driven
+   by `amber bench exchange` (a Rust client). Prints exchanges/s, p50 and
+   p99, amberd's CPU per exchange and peak RSS; then the same for valid ID
+   tokens no publisher trusts (`refused`: every check, nothing written).
 2. The cost to a 4 KiB push: `amber bench small` (concurrency 16) with an
    operator-made token (A) and with a minted one (B), in ABBA order on the
    same server; prints each round and the median push p99 ratio B/A.
@@ -72,12 +73,12 @@ class Issuer:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.serial = 0
 
-    def id_token(self):
+    def id_token(self, repository_id="1"):
         self.serial += 1
         now = int(time.time())
         claims = {"iss": self.url, "aud": "amber", "iat": now, "nbf": now, "exp": now + 600,
                   "jti": f"bench-{self.serial}-{os.urandom(4).hex()}",
-                  "repository": "bench/blobs", "repository_id": "1", "repository_owner_id": "2",
+                  "repository": "bench/blobs", "repository_id": repository_id, "repository_owner_id": "2",
                   "workflow_ref": "bench/blobs/.github/workflows/bench.yml@refs/heads/main",
                   "ref": "refs/heads/main", "sha": "f" * 40, "event_name": "push", "run_id": str(self.serial),
                   "run_attempt": "1"}
@@ -85,11 +86,6 @@ class Issuer:
             b64(json.dumps(claims).encode())
         signature = self.key.sign(message.encode(), padding.PKCS1v15(), hashes.SHA256())
         return message + "." + b64(signature)
-
-
-def percentile(values, p):
-    values = sorted(values)
-    return values[min(len(values) - 1, int(len(values) * p))]
 
 
 def exchange(conn, id_token):
@@ -100,27 +96,17 @@ def exchange(conn, id_token):
     return json.loads(body)
 
 
-def exchanges(port, tokens, concurrency):
-    latencies, lock = [], threading.Lock()
-    chunks = [tokens[i::concurrency] for i in range(concurrency)]
-
-    def worker(chunk):
-        conn = http.client.HTTPConnection("127.0.0.1", port)
-        mine = []
-        for token in chunk:
-            started = time.perf_counter()
-            exchange(conn, token)
-            mine.append(time.perf_counter() - started)
-        with lock:
-            latencies.extend(mine)
-
-    started = time.perf_counter()
-    threads = [threading.Thread(target=worker, args=(c,)) for c in chunks]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return len(tokens) / (time.perf_counter() - started), latencies
+def exchanges(amber, env, pid, tokens, concurrency, refused=False):
+    """`amber bench exchange` (a Rust client, so the client is not what is measured)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".jwt") as f:
+        f.write("\n".join(tokens))
+        f.flush()
+        args = [amber, "bench", "exchange", "--id-tokens", f.name, "--concurrency", str(concurrency),
+                "--server-pid", str(pid), "--json"] + (["--refused"] if refused else [])
+        out = subprocess.run(args, env=env, check=True, capture_output=True, text=True).stdout
+    phase = json.loads(out.splitlines()[0])
+    assert phase["errors"] == 0, phase
+    return phase
 
 
 def peak_rss_mib(pid):
@@ -145,6 +131,7 @@ def main():
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--push-count", type=int, default=10000)
+    ap.add_argument("--meta", help="metadata URL (postgres://...); default the embedded sled store")
     args = ap.parse_args()
     issuer = Issuer()
     data_dir = tempfile.mkdtemp(prefix="amber-oidc-bench-")
@@ -154,12 +141,14 @@ def main():
         f.write(f'[[oidc.issuers]]\nname = "bench"\nurl = "{issuer.url}"\nkind = "github"\nallow_insecure_http = true\n')
     server = None
     try:
-        admin = subprocess.run([amberd, "token", "create", "--admin", "--name", "b", "--data-dir", data_dir],
+        admin = subprocess.run([amberd, "token", "create", "--admin", "--name", "b", "--data-dir", data_dir]
+                               + (["--meta", args.meta] if args.meta else []),
                                check=True, capture_output=True, text=True).stdout.strip()
         port = free_port()
         log = open(os.path.join(data_dir, "log"), "w")
         server = subprocess.Popen([amberd, "--listen", f"127.0.0.1:{port}", "--data-dir", data_dir,
-                                   "--config", config, "--scrub-rate", "0"], stdout=log, stderr=log)
+                                   "--config", config, "--scrub-rate", "0"] + (["--meta", args.meta] if args.meta else []),
+                                  stdout=log, stderr=log)
         for _ in range(100):
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
@@ -177,19 +166,21 @@ def main():
         assert r.status == 201, r.read()
         r.read()
 
-        warm = [issuer.id_token() for _ in range(200)]
-        exchanges(port, warm, args.concurrency)
-        tokens = [issuer.id_token() for _ in range(args.count)]
-        rate, latencies = exchanges(port, tokens, args.concurrency)
-        ms = [l * 1e3 for l in latencies]
-        print(json.dumps({"phase": "exchange", "count": args.count, "concurrency": args.concurrency,
-                          "per_s": round(rate), "p50_ms": round(percentile(ms, 0.50), 2),
-                          "p99_ms": round(percentile(ms, 0.99), 2), "max_ms": round(max(ms), 2),
-                          "peak_rss_mib": round(peak_rss_mib(server.pid), 1)}), flush=True)
+        exchanges(amber, env, server.pid, [issuer.id_token() for _ in range(200)], args.concurrency)
+        for kind in ("exchange", "refused"):
+            tokens = [issuer.id_token("1" if kind == "exchange" else "999") for _ in range(args.count)]
+            phase = exchanges(amber, env, server.pid, tokens, args.concurrency, refused=kind == "refused")
+            # "refused": the same checks with nothing to write (no publisher trusts these).
+            print(json.dumps({"phase": kind, "count": phase["ops"], "concurrency": args.concurrency,
+                              "per_s": round(phase["ops_per_s"]), "p50_ms": round(phase["p50_ms"], 2),
+                              "p99_ms": round(phase["p99_ms"], 2),
+                              "server_cpu_us": round(phase["server_cpu"] or 0),
+                              "peak_rss_mib": phase["server_peak_rss_mib"]}), flush=True)
 
         operator = subprocess.run([amber, "token", "create", "--name", "b", "--grant", "bench/*=push,pull"],
                                   env=env, check=True, capture_output=True, text=True).stdout.strip()
-        minted = exchange(conn, issuer.id_token())["token"]
+        # A fresh connection: the first has been idle past the header timeout.
+        minted = exchange(http.client.HTTPConnection("127.0.0.1", port), issuer.id_token())["token"]
         ratios = {"A": [], "B": []}
         for i in range(args.rounds):
             for kind in ("AB" if i % 2 == 0 else "BA"):
@@ -198,6 +189,8 @@ def main():
                 print(json.dumps({"phase": "push", "round": i, "token": "operator" if kind == "A" else "minted",
                                   "ops_per_s": round(push["ops_per_s"]), "p50_ms": push["p50_ms"],
                                   "p99_ms": push["p99_ms"]}), flush=True)
+        if not args.rounds:
+            return
         print(json.dumps({"push_p99_ratio_minted_over_operator":
                           round(statistics.median(ratios["B"]) / statistics.median(ratios["A"]), 3),
                           "peak_rss_mib": round(peak_rss_mib(server.pid), 1)}), flush=True)

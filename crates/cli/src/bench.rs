@@ -197,6 +197,34 @@ pub async fn small(
     phases
 }
 
+/// ID token exchanges: each of `id_tokens` sent once, `concurrency` at a
+/// time. With `refused`, each is expected to be refused with `403` (a
+/// valid ID token no publisher trusts: the verification without the
+/// minting write) and counted when it is.
+pub async fn exchanges(
+    client: &Client,
+    id_tokens: Vec<String>,
+    concurrency: usize,
+    refused: bool,
+    server: Server,
+) -> Phase {
+    let (client, id_tokens) = (client.clone(), Arc::new(id_tokens));
+    let count = id_tokens.len();
+    let timing = Timing::start(server);
+    let (latencies, errors) = run_concurrently(count, concurrency, move |i| {
+        let (client, id_tokens) = (client.clone(), id_tokens.clone());
+        async move {
+            match (client.exchange_id_token(&id_tokens[i]).await, refused) {
+                (Ok(_), false) | (Err(CliError::Auth { status: 403, .. }), true) => Ok(()),
+                (Ok(_), true) => Err(CliError::Verify("an exchange expected to be refused minted".into())),
+                (Err(err), _) => Err(err),
+            }
+        }
+    })
+    .await;
+    timing.finish("oidc", if refused { "refused" } else { "exchange" }, latencies, errors, 0, false)
+}
+
 /// One large blob from `file`: upload, then download (verified by the server as it streams).
 pub async fn large(client: &Client, repo: &RepoName, file: &Path, server: Server) -> Result<Vec<Phase>> {
     let size = std::fs::metadata(file).map_err(|e| CliError::io(file.display(), e))?.len();

@@ -156,6 +156,20 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Exchange ID tokens (one per line of FILE, each sent once) for tokens.
+    Exchange {
+        #[arg(long = "id-tokens", value_name = "FILE")]
+        id_tokens: PathBuf,
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// The ID tokens are valid but no publisher trusts them: count `403`s.
+        #[arg(long)]
+        refused: bool,
+        #[arg(long)]
+        server_pid: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Push then pull a CI-shaped tree of mixed sizes with `amber push` and `amber pull`.
     Tree {
         #[arg(long, default_value = "bench/tree")]
@@ -558,6 +572,13 @@ async fn bench_command(client: &Client, url: &str, command: BenchCommand) -> Res
             let phases =
                 bench::small(client, &repo(&r)?, count, size, concurrency.max(1), bench::Server(server_pid)).await;
             print_phases(&phases, json)
+        }
+        BenchCommand::Exchange { id_tokens, concurrency, refused, server_pid, json } => {
+            let text = std::fs::read_to_string(&id_tokens)
+                .map_err(|e| CliError::io(format!("reading {}", id_tokens.display()), e))?;
+            let tokens: Vec<String> = text.lines().filter(|l| !l.trim().is_empty()).map(str::to_owned).collect();
+            let phase = bench::exchanges(client, tokens, concurrency.max(1), refused, bench::Server(server_pid)).await;
+            print_phases(&[phase], json)
         }
         BenchCommand::Large { repo: r, size_mib, server_pid, json } => {
             let dir = tempfile::tempdir().map_err(|e| CliError::io("temp dir", e))?;
