@@ -22,7 +22,6 @@ import http.server
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import tempfile
@@ -32,15 +31,11 @@ import time
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from local import free_port, wait_for
+
 
 def b64(data):
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Issuer:
@@ -149,12 +144,7 @@ def main():
         server = subprocess.Popen([amberd, "--listen", f"127.0.0.1:{port}", "--data-dir", data_dir,
                                    "--config", config, "--scrub-rate", "0"] + (["--meta", args.meta] if args.meta else []),
                                   stdout=log, stderr=log)
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_for(port)
         env = dict(os.environ, AMBER_URL=f"http://127.0.0.1:{port}", AMBER_TOKEN=admin)
         publisher = {"name": "bench", "issuer": "bench",
                      "github": {"repository": "bench/blobs", "repository_id": "1", "repository_owner_id": "2",

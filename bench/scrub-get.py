@@ -14,7 +14,6 @@ import http.client
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -23,11 +22,7 @@ import time
 
 import blake3
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from local import free_port, wait_for
 
 
 def round_once(args, scrub_on):
@@ -41,12 +36,7 @@ def round_once(args, scrub_on):
         log = open(os.path.join(data_dir, "log"), "w")
         server = subprocess.Popen([amberd, "--listen", f"127.0.0.1:{port}", "--data-dir", data_dir] + flags,
                                   stdout=log, stderr=log)
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_for(port)
         env = dict(os.environ, AMBER_URL=f"http://127.0.0.1:{port}", AMBER_TOKEN=admin)
         token = subprocess.run([amber, "token", "create", "--name", "b", "--grant", "bench/*=push,pull"],
                                env=env, check=True, capture_output=True, text=True).stdout.strip()

@@ -25,7 +25,6 @@ import os
 import random
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,13 +34,9 @@ import uuid
 
 import blake3
 
+from local import free_port, wait_for
+
 REPOS = [f"soak/app{i}" for i in range(4)]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Client:
@@ -203,12 +198,7 @@ def main():
     server = subprocess.Popen([args.amberd, "--listen", f"127.0.0.1:{port}", "--data-dir", data_dir] + extra + intervals,
                               env=dict(env, AMBER_LOG="info"), stdout=log, stderr=log)
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_for(port)
         admin_client = Client(port, admin)
         status, data = admin_client.request("POST", "/v1/tokens", json.dumps(
             {"name": "soak", "grants": [{"repos": "soak/*", "actions": ["push", "pull"]}]}), {"Content-Type": "application/json"})
