@@ -396,6 +396,7 @@ impl SledMeta {
                 space.check(Purpose::Metadata).map_err(|low| MetaError::NoSpace(low.to_string()))?;
                 let result = {
                     let _one_at_a_time = trees.writing.lock().unwrap_or_else(PoisonError::into_inner);
+                    crate::failpoint::stall("sled.write");
                     call(&trees)?
                 };
                 // Outside the lock, so that concurrent writers share a flush.

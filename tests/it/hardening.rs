@@ -630,3 +630,35 @@ async fn a_token_without_the_grant_cannot_make_the_server_read_a_body() {
         assert!(took < Duration::from_secs(2), "the denial waited for the body: {took:?}");
     }
 }
+
+/// A metadata write that never returns (sled stuck for good, as under a
+/// full disk before the reserve): the request gets `503` after the call
+/// timeout, `/healthz` says so, other calls fail at once instead of taking
+/// blocking threads, and the process exits 70 (`EX_SOFTWARE`) for its
+/// supervisor a minute later, instead of hanging.
+#[tokio::test]
+async fn a_wedged_store_is_reported_then_ends_the_process_with_70() {
+    // No background writer: the first write to reach the store is the test's.
+    let mut server = TestServer::builder()
+        .arg("--scrub-rate=0")
+        .arg("--retention-interval=0")
+        .arg("--reclaim-interval=0")
+        .start()
+        .await;
+    server.set_env("AMBER_FAILPOINT", Some("sled.write"));
+    server.restart();
+    let started = Instant::now();
+    let body = serde_json::json!({"name": "x", "grants": [{"repos": "acme/web", "actions": ["pull"]}]});
+    let stuck = server.request(Method::POST, "/v1/tokens", &server.admin).json(&body).send().await.unwrap();
+    expect_error(stuck, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
+    assert!(started.elapsed() >= Duration::from_secs(9), "answered after the call timeout");
+    let health = server.http.get(server.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let quick = Instant::now();
+    let again = server.request(Method::POST, "/v1/tokens", &server.admin).json(&body).send().await.unwrap();
+    expect_error(again, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
+    assert!(quick.elapsed() < Duration::from_secs(2), "a second call fails at once");
+    let code = server.wait_exit(Duration::from_secs(90));
+    assert_eq!(code, Some(70), "{}", server.logs());
+    assert!(started.elapsed() >= Duration::from_secs(65), "exited only once the call was wedged");
+}

@@ -240,6 +240,18 @@ impl TestServer {
         self.status_kib("VmHWM:")
     }
 
+    /// Waits up to `limit` for amberd to exit by itself; its exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        None
+    }
+
     pub fn kill9(&mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
