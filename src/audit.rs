@@ -1,5 +1,6 @@
 //! Recording audit events: each is appended to the hash chain together with a
-//! freshly signed checkpoint of the new head (format in `amber_core::audit`).
+//! freshly signed checkpoint of the new head (format in `amber_core::audit`),
+//! and, salted, becomes the next leaf of the transparency log (`src/log/`).
 //!
 //! A blob link or a tag binding commits in one metadata transaction with its
 //! entries ([`Draft`]), so a crash cannot keep the change and lose its record.
@@ -40,11 +41,16 @@ impl BuildAudit for Draft {
         let mut entries = Vec::with_capacity(self.events.len());
         let mut prev = prev.to_owned();
         for (seq, event) in (seq..).zip(&self.events) {
-            let body = EntryBody { seq, prev, at: self.at, actor: self.actor.clone(), event: event.clone() };
+            let salt = Some(hex_salt());
+            let body = EntryBody { seq, prev, at: self.at, actor: self.actor.clone(), event: event.clone(), salt };
             let bytes = serde_json::to_vec(&body).expect("audit entries always serialise");
             let hash = entry_hash(&bytes);
             prev = hash.clone();
-            entries.push(NewAuditEntry { bytes, hash });
+            let tag_bound = match event {
+                Event::TagBound { repository, tag, .. } => Some((repository.clone(), tag.clone())),
+                _ => None,
+            };
+            entries.push(NewAuditEntry { bytes, hash, tag_bound });
         }
         let last = seq + self.events.len() as u64 - 1;
         let checkpoint = Checkpoint { schema: CHECKPOINT_SCHEMA.into(), seq: last, hash: prev, created_at: self.at };
@@ -52,6 +58,14 @@ impl BuildAudit for Draft {
             self.signer.sign(CHECKPOINT_PAYLOAD_TYPE, &serde_json::to_vec(&checkpoint).expect("checkpoints serialise"));
         NewAudit { entries, checkpoint }
     }
+}
+
+/// A fresh salt: identical events get different leaves in the log.
+fn hex_salt() -> String {
+    use rand::RngCore;
+    let mut salt = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut salt);
+    salt.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Records one event on its own; returns its sequence number.

@@ -44,6 +44,17 @@ pub struct Options {
     /// Ed25519 signing key (PKCS#8 PEM) supplied by the operator instead of the stored keys.
     #[arg(long, env = "AMBER_SIGNING_KEY_FILE", global = true)]
     pub signing_key_file: Option<PathBuf>,
+    /// The transparency log's origin: a schema-less URL unique to this store,
+    /// e.g. `amber.example.com/log`; the key name of the log key. Choose it
+    /// before the first checkpoint: clients pin it [default: amber.localhost/log].
+    #[arg(long, env = "AMBER_LOG_ORIGIN", global = true)]
+    pub log_origin: Option<String>,
+    /// Milliseconds between signed checkpoints of a growing log [default: 500].
+    #[arg(long, env = "AMBER_LOG_INTERVAL", global = true)]
+    pub log_interval: Option<u64>,
+    /// Ed25519 log key (PKCS#8 PEM) supplied by the operator instead of the stored log keys.
+    #[arg(long, env = "AMBER_LOG_KEY_FILE", global = true)]
+    pub log_key_file: Option<PathBuf>,
     /// Seconds a client has to send a request's headers, from the connection
     /// opening or the previous response [default: 10].
     #[arg(long, env = "AMBER_HEADER_TIMEOUT", global = true)]
@@ -174,6 +185,9 @@ struct FileOptions {
     max_blob_size: Option<u64>,
     max_token_lifetime: Option<u64>,
     signing_key_file: Option<PathBuf>,
+    log_origin: Option<String>,
+    log_interval: Option<u64>,
+    log_key_file: Option<PathBuf>,
     header_timeout: Option<u64>,
     body_idle_timeout: Option<u64>,
     idle_timeout: Option<u64>,
@@ -226,6 +240,7 @@ pub struct Config {
     /// Lifetime of a token created without `expires_in`.
     pub default_token_lifetime: Duration,
     pub signing_key_file: Option<PathBuf>,
+    pub log: LogConfig,
     pub limits: Limits,
     /// Between scheduled retention runs; `None`: only on demand.
     pub retention_interval: Option<Duration>,
@@ -238,6 +253,16 @@ pub struct Config {
     /// Issuers of CI ID tokens trusted for trusted publishing (TOML only).
     pub oidc: crate::oidc::OidcConfig,
 }
+
+/// The transparency log's identity and pace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogConfig {
+    pub origin: String,
+    pub interval: Duration,
+    pub key_file: Option<PathBuf>,
+}
+
+pub const DEFAULT_LOG_ORIGIN: &str = "amber.localhost/log";
 
 const DAY: u64 = 24 * 60 * 60;
 
@@ -292,6 +317,20 @@ impl Config {
             bail!("max_connections, max_uploads and max_uploads_per_token must be at least 1");
         }
         file.oidc.validate()?;
+        let log = LogConfig {
+            origin: options.log_origin.or(file.log_origin).unwrap_or_else(|| DEFAULT_LOG_ORIGIN.to_owned()),
+            interval: Duration::from_millis(options.log_interval.or(file.log_interval).unwrap_or(500)),
+            key_file: options.log_key_file.or(file.log_key_file),
+        };
+        if !amber_core::log::is_valid_origin(&log.origin) || log.origin.contains("://") || log.origin.ends_with('/') {
+            bail!(
+                "log_origin {:?} must be a schema-less URL with no trailing slash, spaces or '+' (e.g. amber.example.com/log)",
+                log.origin
+            );
+        }
+        if log.interval < Duration::from_millis(10) || log.interval > Duration::from_secs(60) {
+            bail!("log_interval must be between 10 and 60000 milliseconds");
+        }
         if limits.upload_memory < 16 << 20 {
             bail!("upload_memory must be at least 16 MiB (one S3 part and its successor)");
         }
@@ -306,6 +345,7 @@ impl Config {
             default_token_lifetime: max_token_lifetime.min(Duration::from_secs(90 * DAY)),
             max_token_lifetime,
             signing_key_file: options.signing_key_file.or(file.signing_key_file),
+            log,
             retention_interval: match options.retention_interval.or(file.retention_interval).unwrap_or(3600) {
                 0 => None,
                 n => Some(Duration::from_secs(n)),

@@ -225,6 +225,7 @@ impl From<MetaError> for ApiError {
                 tracing::warn!(%cause, "metadata write refused");
                 Self::InsufficientStorage
             }
+            err @ MetaError::EntryTooLarge(_) => Self::RequestInvalid(format!("{err}: make the change smaller")),
             other => Self::Internal(other.into()),
         }
     }

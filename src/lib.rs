@@ -9,6 +9,7 @@ pub mod error;
 pub mod failpoint;
 pub mod http;
 pub mod lifecycle;
+pub mod log;
 pub mod meta;
 pub mod metrics;
 pub mod oidc;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use amber_core::audit::{Actor, Event};
+use amber_core::wire::KeyPurpose;
 use amber_core::{Action, Grant, RepoPattern};
 use amber_server::audit;
 use amber_server::auth::{TokenSpec, issue_token};
@@ -90,8 +91,14 @@ enum TokenCommand {
 #[derive(Subcommand)]
 enum KeysCommand {
     /// Add a new active signing key; earlier keys are retired but still verify.
-    Rotate,
-    /// Print the public keys as JSON, the form `amber --key` pins.
+    Rotate {
+        /// Rotate the transparency log's key instead of the manifest key.
+        /// Clients pin the log key: give them the new one first.
+        #[arg(long)]
+        log: bool,
+    },
+    /// Print the public keys (manifest and log keys) as JSON, the form
+    /// `amber --key` pins.
     Export,
 }
 
@@ -131,9 +138,10 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", secret.expose());
             Ok(())
         }
-        Command::Keys(KeysCommand::Rotate) => {
+        Command::Keys(KeysCommand::Rotate { log }) => {
             let meta = Meta::open(&config.meta, config.limits.min_free_space).await?;
-            let keyid = signing::rotate(&meta).await?;
+            let purpose = if log { KeyPurpose::Log } else { KeyPurpose::Manifest };
+            let keyid = signing::rotate(&meta, purpose).await?;
             let signer = Arc::new(Signer::load(&meta, config.signing_key_file.as_deref()).await?);
             audit::record(&meta, &signer, Actor::operator(), Event::KeyRotated { keyid: keyid.clone() }).await?;
             tracing::info!(%keyid, "new active signing key");
@@ -163,7 +171,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Keys(KeysCommand::Export) => {
             let meta = Meta::open(&config.meta, config.limits.min_free_space).await?;
             let signer = Arc::new(Signer::load(&meta, config.signing_key_file.as_deref()).await?);
-            println!("{}", serde_json::to_string_pretty(&signer.key_list())?);
+            let log = Signer::load_log(&meta, &config.log.origin, config.log.key_file.as_deref()).await?;
+            let mut keys = signer.key_list();
+            keys.keys.extend(log.key_list().keys);
+            println!("{}", serde_json::to_string_pretty(&keys)?);
             Ok(())
         }
     }

@@ -1,4 +1,6 @@
-//! Manifest signing keys.
+//! Signing keys: the manifest keys (manifests, tombstones, the audit chain's
+//! DSSE checkpoint) and, apart, the transparency log's key (its checkpoints),
+//! each a [`Signer`] of one [`KeyPurpose`].
 //!
 //! Keys live in the metadata store, so every replica signs with the same key:
 //! the first server to start generates one. `amberd keys rotate` adds a new
@@ -12,7 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use amber_core::dsse::{self, Envelope};
-use amber_core::wire::{KeyList, KeyStatus, PublicKeyInfo};
+use amber_core::wire::{KeyList, KeyPurpose, KeyStatus, PublicKeyInfo};
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use base64::Engine;
@@ -25,6 +27,9 @@ use crate::meta::{KeyRecord, Meta, MetaStore};
 
 /// The keys a server signs with, swapped whole when the store's keys change.
 pub struct Signer {
+    purpose: KeyPurpose,
+    /// The log's origin: the key name of the log key's signed notes.
+    origin: Option<String>,
     /// The operator's PEM key, which signs instead of the store's active key.
     file_key: Option<FileKey>,
     current: ArcSwap<KeySet>,
@@ -47,13 +52,14 @@ fn summary(records: &[KeyRecord]) -> Vec<(String, KeyStatus)> {
     records.iter().map(|r| (r.keyid.clone(), r.status)).collect()
 }
 
-fn new_key_record() -> (KeyRecord, SigningKey) {
+fn new_key_record(purpose: KeyPurpose) -> (KeyRecord, SigningKey) {
     let key = SigningKey::generate(&mut rand::rngs::OsRng);
     let record = KeyRecord {
         keyid: dsse::key_id(&key.verifying_key()),
         private_key: B64.encode(key.to_bytes()),
         created_at: OffsetDateTime::now_utc().replace_nanosecond(0).expect("0 is a valid nanosecond"),
         status: KeyStatus::Active,
+        purpose,
     };
     (record, key)
 }
@@ -67,20 +73,29 @@ fn decode(record: &KeyRecord) -> anyhow::Result<SigningKey> {
     Ok(SigningKey::from_bytes(&seed))
 }
 
-fn public_info(record: &KeyRecord, key: &SigningKey, status: KeyStatus) -> PublicKeyInfo {
+fn public_info(record: &KeyRecord, key: &SigningKey, status: KeyStatus, origin: Option<&str>) -> PublicKeyInfo {
     PublicKeyInfo {
         keyid: record.keyid.clone(),
         algorithm: "ed25519".into(),
         public_key: B64.encode(key.verifying_key().as_bytes()),
         created_at: record.created_at,
         status,
+        purpose: record.purpose,
+        vkey: origin.map(|origin| amber_core::log::vkey(origin, &key.verifying_key())),
     }
 }
 
 impl KeySet {
     /// The store's keys, with the operator's file key (if any) signing in
     /// place of the store's active key.
-    fn build(records: &[KeyRecord], file_key: Option<&FileKey>) -> anyhow::Result<Self> {
+    fn build(
+        records: &[KeyRecord],
+        file_key: Option<&FileKey>,
+        purpose: KeyPurpose,
+        origin: Option<&str>,
+    ) -> anyhow::Result<Self> {
+        let records: Vec<KeyRecord> = records.iter().filter(|r| r.purpose == purpose).cloned().collect();
+        let records = records.as_slice();
         let mut keys = Vec::new();
         let mut active = None;
         for record in records {
@@ -89,17 +104,22 @@ impl KeySet {
             if status == KeyStatus::Active {
                 active = Some(key.clone());
             }
-            keys.push(public_info(record, &key, status));
+            keys.push(public_info(record, &key, status, origin));
         }
         if let Some(file) = file_key {
             let keyid = dsse::key_id(&file.key.verifying_key());
             keys.retain(|k| k.keyid != keyid);
-            let record =
-                KeyRecord { keyid, private_key: String::new(), created_at: file.created_at, status: KeyStatus::Active };
-            keys.push(public_info(&record, &file.key, KeyStatus::Active));
+            let record = KeyRecord {
+                keyid,
+                private_key: String::new(),
+                created_at: file.created_at,
+                status: KeyStatus::Active,
+                purpose,
+            };
+            keys.push(public_info(&record, &file.key, KeyStatus::Active, origin));
             active = Some(file.key.clone());
         }
-        let active = active.context("no active signing key")?;
+        let active = active.with_context(|| format!("no active {} signing key", purpose.as_str()))?;
         Ok(Self { active, keys: KeyList { keys }, built_from: summary(records) })
     }
 
@@ -109,7 +129,22 @@ impl KeySet {
 }
 
 impl Signer {
+    /// The manifest keys.
     pub async fn load(meta: &Meta, key_file: Option<&Path>) -> anyhow::Result<Self> {
+        Self::load_for(meta, KeyPurpose::Manifest, None, key_file).await
+    }
+
+    /// The log key, whose notes are signed under the key name `origin`.
+    pub async fn load_log(meta: &Meta, origin: &str, key_file: Option<&Path>) -> anyhow::Result<Self> {
+        Self::load_for(meta, KeyPurpose::Log, Some(origin.to_owned()), key_file).await
+    }
+
+    async fn load_for(
+        meta: &Meta,
+        purpose: KeyPurpose,
+        origin: Option<String>,
+        key_file: Option<&Path>,
+    ) -> anyhow::Result<Self> {
         let file_key = key_file
             .map(|path| -> anyhow::Result<FileKey> {
                 let key = SigningKey::read_pkcs8_pem_file(path)
@@ -118,26 +153,27 @@ impl Signer {
             })
             .transpose()?;
         let mut records = meta.keys().await?;
-        if file_key.is_none() && !records.iter().any(|k| k.status == KeyStatus::Active) {
-            let (record, _) = new_key_record();
+        if file_key.is_none() && !records.iter().any(|k| k.status == KeyStatus::Active && k.purpose == purpose) {
+            let (record, _) = new_key_record(purpose);
             if meta.init_key(&record).await? {
-                tracing::info!(keyid = %record.keyid, "generated the first signing key");
+                tracing::info!(keyid = %record.keyid, purpose = purpose.as_str(), "generated the first signing key");
             }
             records = meta.keys().await?;
         }
-        let current = ArcSwap::from_pointee(KeySet::build(&records, file_key.as_ref())?);
-        Ok(Self { file_key, current })
+        let current = ArcSwap::from_pointee(KeySet::build(&records, file_key.as_ref(), purpose, origin.as_deref())?);
+        Ok(Self { purpose, origin, file_key, current })
     }
 
     /// Re-reads the store's keys. Replicas share one store, so a key that
     /// `amberd keys rotate` added while they run is published and signs from
     /// the next refresh on, without a restart.
     pub async fn refresh(&self, meta: &Meta) -> anyhow::Result<()> {
-        let records = meta.keys().await?;
+        let mut records = meta.keys().await?;
+        records.retain(|r| r.purpose == self.purpose);
         if self.current.load().built_from == summary(&records) {
             return Ok(());
         }
-        let fresh = Arc::new(KeySet::build(&records, self.file_key.as_ref())?);
+        let fresh = Arc::new(KeySet::build(&records, self.file_key.as_ref(), self.purpose, self.origin.as_deref())?);
         // Keys are only ever added, so of two racing refreshes the one that
         // read fewer keys read earlier and must not replace the other's set.
         let previous = self.current.rcu(|current| {
@@ -151,7 +187,13 @@ impl Signer {
     }
 
     pub fn sign(&self, payload_type: &str, payload: &[u8]) -> Envelope {
+        debug_assert_eq!(self.purpose, KeyPurpose::Manifest, "a log key signs only checkpoints");
         dsse::sign(payload_type, payload, &self.current.load().active)
+    }
+
+    /// The active key, for signed notes (the log's checkpoints).
+    pub fn active_key(&self) -> SigningKey {
+        self.current.load().active.clone()
     }
 
     /// Every key this server signs or signed with, for `GET /v1/keys`.
@@ -160,9 +202,10 @@ impl Signer {
     }
 }
 
-/// Adds a new active key and retires the others (`amberd keys rotate`).
-pub async fn rotate(meta: &Meta) -> anyhow::Result<String> {
-    let (record, _) = new_key_record();
+/// Adds a new active key of `purpose` and retires the others of that
+/// purpose (`amberd keys rotate [--log]`).
+pub async fn rotate(meta: &Meta, purpose: KeyPurpose) -> anyhow::Result<String> {
+    let (record, _) = new_key_record(purpose);
     meta.activate_key(&record).await?;
     Ok(record.keyid)
 }

@@ -26,6 +26,8 @@ pub struct Inner {
     pub quarantine: crate::lifecycle::scrub::QuarantineSet,
     /// Trusted issuers of CI ID tokens, and their keys.
     pub oidc: crate::oidc::Oidc,
+    /// The transparency log: its key and checkpoints.
+    pub log: Arc<crate::log::Log>,
 }
 
 impl AppState {
@@ -40,7 +42,8 @@ impl AppState {
         let quarantine = crate::lifecycle::scrub::QuarantineSet::default();
         quarantine.refresh(&meta).await?;
         let oidc = crate::oidc::Oidc::new(&config.oidc)?;
-        Ok(Self(Arc::new(Inner { config, blobs, meta, signer, metrics, denials, admission, quarantine, oidc })))
+        let log = Arc::new(crate::log::Log::open(&meta, &config.log).await?);
+        Ok(Self(Arc::new(Inner { config, blobs, meta, signer, metrics, denials, admission, quarantine, oidc, log })))
     }
 }
 

@@ -5,6 +5,7 @@ mod audit;
 mod blobs;
 pub(crate) mod json;
 mod lifecycle;
+mod log;
 mod oidc;
 mod page;
 mod paths;
@@ -63,6 +64,10 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
         (Method::POST, "/v1/tokens/{id}/rotate", on(M::POST, tokens::rotate_token)),
         (Method::DELETE, "/v1/tokens/{id}", on(M::DELETE, tokens::revoke_token)),
         (Method::GET, "/v1/audit", on(M::GET, audit::get_audit)),
+        (Method::GET, "/v1/log/checkpoint", on(M::GET, log::get_checkpoint)),
+        (Method::GET, "/v1/log/tile/{*path}", on(M::GET, log::get_tile)),
+        (Method::GET, "/v1/log/proof", on(M::GET, log::get_inclusion)),
+        (Method::GET, "/v1/log/consistency", on(M::GET, log::get_consistency)),
         (Method::PUT, BLOB, on(M::PUT, blobs::put_blob)),
         (Method::POST, "/v1/repos/{owner}/{name}/blobs", on(M::POST, blobs::post_blob)),
         (Method::HEAD, BLOB, on(M::HEAD, blobs::head_blob)),
@@ -72,6 +77,7 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
         (Method::GET, TAG, on(M::GET, tags::get_tag)),
         (Method::GET, "/v1/repos/{owner}/{name}/tags", on(M::GET, tags::list_tags)),
         (Method::GET, "/v1/repos/{owner}/{name}/manifests/{digest}", on(M::GET, tags::get_manifest)),
+        (Method::GET, "/v1/repos/{owner}/{name}/tags/{tag}/receipt", on(M::GET, log::get_receipt)),
         (Method::PUT, HOLD, on(M::PUT, tags::hold_tag)),
         (Method::DELETE, HOLD, on(M::DELETE, tags::release_tag)),
         (Method::POST, "/v1/repos/{owner}/{name}/tags/{tag}/expire", on(M::POST, tags::expire_tag)),

@@ -48,8 +48,13 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str)
 /// Read afresh from the store, so a key another replica already signs with
 /// is listed here too; if the store does not answer, the keys last read are.
 pub async fn list_keys(State(state): State<AppState>) -> ApiJson<KeyList> {
-    if let Err(err) = state.signer.refresh(&state.meta).await {
-        tracing::warn!(error = %err, "serving the signing keys last read");
+    let log = state.log.signer();
+    for signer in [&state.signer, log] {
+        if let Err(err) = signer.refresh(&state.meta).await {
+            tracing::warn!(error = %err, "serving the signing keys last read");
+        }
     }
-    ApiJson(state.signer.key_list())
+    let mut keys = state.signer.key_list();
+    keys.keys.extend(log.key_list().keys);
+    ApiJson(keys)
 }

@@ -85,10 +85,19 @@ async fn existing_binding(
     let payload: ManifestPayload =
         serde_json::from_slice(&envelope.payload_bytes().map_err(ApiError::internal)?).map_err(ApiError::internal)?;
     if payload.same_content(request) {
-        envelope_response(StatusCode::OK, &record.digest, envelope)
+        with_log_index(state, repo, tag, envelope_response(StatusCode::OK, &record.digest, envelope)?).await
     } else {
         Err(ApiError::TagExists { repo: repo.clone(), tag: tag.clone(), digest: record.digest })
     }
+}
+
+/// `Amber-Log-Index`: the log index of the binding's `tag_bound` entry, the
+/// leaf `GET .../receipt` proves.
+async fn with_log_index(state: &AppState, repo: &RepoName, tag: &Tag, mut response: Response) -> ApiResult<Response> {
+    if let Some(index) = state.meta.tag_log_index(repo, tag).await? {
+        response.headers_mut().insert("amber-log-index", axum::http::HeaderValue::from(index));
+    }
+    Ok(response)
 }
 
 pub async fn put_tag(
@@ -144,7 +153,7 @@ pub async fn put_tag(
     match state.meta.bind_tag(&repo, &tag, &digest, &envelope, &files, created_at, draft).await? {
         Bound::Created => {
             tracing::info!(%repo, %tag, %digest, token = %token.id, "tag bound");
-            envelope_response(StatusCode::CREATED, &digest, envelope)
+            with_log_index(&state, &repo, &tag, envelope_response(StatusCode::CREATED, &digest, envelope)?).await
         }
         Bound::Existing(record) => existing_binding(&state, &repo, &tag, record, &request).await,
         // Unlinked by retention since the check above.

@@ -29,8 +29,9 @@ use crate::state::AppState;
 
 /// How long an upload waits for the deletion of its digest's bytes to end.
 const MARKED_WAIT: Duration = Duration::from_secs(10);
-/// Objects listed per call, and digests marked per batch.
-const PAGE: usize = 1000;
+/// Objects listed per call, and digests marked per batch: one batch is one
+/// audit entry, which must stay under the log's 65,535 bytes.
+const PAGE: usize = 500;
 
 /// The lease an upload holds from the gate until it is linked.
 pub struct UploadLease {

@@ -15,7 +15,8 @@ use std::future::Future;
 
 use amber_core::audit::{Actor, AuditEntry};
 use amber_core::dsse::Envelope;
-use amber_core::wire::{KeyStatus, PolicyInfo, TagEntry, TagState, TokenInfo};
+use amber_core::log::{Frontier, Hash};
+use amber_core::wire::{KeyPurpose, KeyStatus, PolicyInfo, TagEntry, TagState, TokenInfo};
 use amber_core::{Digest, RepoName, RepoPattern, Tag, TokenId};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -39,6 +40,9 @@ pub enum MetaError {
     /// The data volume is (nearly) full; nothing was written.
     #[error("no space for metadata: {0}")]
     NoSpace(String),
+    /// A change's audit entry is over the log's limit; nothing was written.
+    #[error("the audit entry of this change would be {0} bytes; the log takes at most 65,535")]
+    EntryTooLarge(usize),
 }
 
 /// A token as the server keeps it: its public fields and the hash of its secret.
@@ -58,11 +62,18 @@ pub struct KeyRecord {
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     pub status: KeyStatus,
+    /// Keys from before the log signed manifests.
+    #[serde(default)]
+    pub purpose: KeyPurpose,
 }
 
 impl std::fmt::Debug for KeyRecord {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyRecord").field("keyid", &self.keyid).field("status", &self.status).finish_non_exhaustive()
+        f.debug_struct("KeyRecord")
+            .field("keyid", &self.keyid)
+            .field("status", &self.status)
+            .field("purpose", &self.purpose)
+            .finish_non_exhaustive()
     }
 }
 
@@ -398,10 +409,30 @@ pub trait MetaStore {
     /// The signed checkpoint of the chain head (a DSSE envelope), if any.
     fn audit_checkpoint(&self) -> impl Future<Output = Result<Option<Envelope>, MetaError>> + Send;
 
+    /// The log's tree as durably stored: everything it covers survives a
+    /// crash, so a checkpoint of it is never contradicted later.
+    fn log_tree(&self) -> impl Future<Output = Result<Frontier, MetaError>> + Send;
+    /// Stored hashes of the log's tree, by `tlog` stored hash index, in the
+    /// order asked; an index not stored is `Corrupt`.
+    fn log_hashes(&self, indexes: Vec<u64>) -> impl Future<Output = Result<Vec<Hash>, MetaError>> + Send;
+    /// The newest signed log checkpoint: its tree size and note.
+    fn log_checkpoint(&self) -> impl Future<Output = Result<Option<(u64, String)>, MetaError>> + Send;
+    /// Keeps `note` as the newest checkpoint if its `size` is larger than the
+    /// one kept; returns whether it did.
+    fn put_log_checkpoint(&self, size: u64, note: &str) -> impl Future<Output = Result<bool, MetaError>> + Send;
+    /// The log index of the `tag_bound` entry of a tag.
+    fn tag_log_index(&self, repo: &RepoName, tag: &Tag) -> impl Future<Output = Result<Option<u64>, MetaError>> + Send;
+    /// Adds up to `limit` entries written before the log existed (or by an
+    /// older replica) to the tree; returns how many it added.
+    fn integrate_log(&self, limit: usize) -> impl Future<Output = Result<u64, MetaError>> + Send;
+
+    /// Every key of every purpose.
     fn keys(&self) -> impl Future<Output = Result<Vec<KeyRecord>, MetaError>> + Send;
-    /// Adds `key` as the only active key; every other key becomes retired.
+    /// Adds `key` as the only active key of its purpose; every other key of
+    /// that purpose becomes retired.
     fn activate_key(&self, key: &KeyRecord) -> impl Future<Output = Result<(), MetaError>> + Send;
-    /// Adds `key` only if there is no active key yet; returns whether it was added.
+    /// Adds `key` only if there is no active key of its purpose yet; returns
+    /// whether it was added.
     fn init_key(&self, key: &KeyRecord) -> impl Future<Output = Result<bool, MetaError>> + Send;
 
     /// Stores the manifest and binds the tag to it, unless the tag is bound
@@ -538,6 +569,25 @@ pub enum Revocation {
 pub struct NewAuditEntry {
     pub bytes: Vec<u8>,
     pub hash: String,
+    /// The tag this entry binds, so the store can find its log index.
+    pub tag_bound: Option<(RepoName, Tag)>,
+}
+
+/// The tag an entry's bytes bind, for entries read back from the store.
+pub(crate) fn tag_bound_in(bytes: &[u8]) -> Option<(RepoName, Tag)> {
+    match serde_json::from_slice::<amber_core::audit::EntryBody>(bytes).ok()?.event {
+        amber_core::audit::Event::TagBound { repository, tag, .. } => Some((repository, tag)),
+        _ => None,
+    }
+}
+
+/// Adds an entry to the log's tree: the stored hashes to write, in the same
+/// transaction as the entry.
+pub(crate) fn grow_log(frontier: &mut Frontier, bytes: &[u8]) -> Result<Vec<(u64, Hash)>, MetaError> {
+    if bytes.len() > amber_core::log::MAX_ENTRY_BYTES {
+        return Err(MetaError::EntryTooLarge(bytes.len()));
+    }
+    Ok(frontier.push(amber_core::log::leaf_hash(bytes)))
 }
 
 /// Audit entries ready to be stored: consecutive, each chained to the one
@@ -733,6 +783,24 @@ impl MetaStore for Meta {
     }
     async fn audit_checkpoint(&self) -> Result<Option<Envelope>, MetaError> {
         dispatch!(self, s => s.audit_checkpoint())
+    }
+    async fn log_tree(&self) -> Result<Frontier, MetaError> {
+        dispatch!(self, s => s.log_tree())
+    }
+    async fn log_hashes(&self, indexes: Vec<u64>) -> Result<Vec<Hash>, MetaError> {
+        dispatch!(self, s => s.log_hashes(indexes))
+    }
+    async fn log_checkpoint(&self) -> Result<Option<(u64, String)>, MetaError> {
+        dispatch!(self, s => s.log_checkpoint())
+    }
+    async fn put_log_checkpoint(&self, size: u64, note: &str) -> Result<bool, MetaError> {
+        dispatch!(self, s => s.put_log_checkpoint(size, note))
+    }
+    async fn tag_log_index(&self, repo: &RepoName, tag: &Tag) -> Result<Option<u64>, MetaError> {
+        dispatch!(self, s => s.tag_log_index(repo, tag))
+    }
+    async fn integrate_log(&self, limit: usize) -> Result<u64, MetaError> {
+        dispatch!(self, s => s.integrate_log(limit))
     }
     async fn keys(&self) -> Result<Vec<KeyRecord>, MetaError> {
         dispatch!(self, s => s.keys())

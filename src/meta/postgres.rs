@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use amber_core::audit::AuditEntry;
 use amber_core::dsse::Envelope;
-use amber_core::wire::{KeyStatus, PolicyInfo, TagEntry};
+use amber_core::log::{Frontier, Hash};
+use amber_core::wire::{KeyPurpose, KeyStatus, PolicyInfo, TagEntry};
 use amber_core::{Digest, RepoName, RepoPattern, Tag, TokenId};
 use sqlx::PgConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -80,29 +81,44 @@ impl PostgresMeta {
     }
 }
 
-type KeyRow = (String, String, OffsetDateTime, String);
+type KeyRow = (String, String, OffsetDateTime, String, String);
 
-fn key_from_row((keyid, private_key, created_at, status): KeyRow) -> Result<KeyRecord, MetaError> {
+fn key_from_row((keyid, private_key, created_at, status, purpose): KeyRow) -> Result<KeyRecord, MetaError> {
     let status = match status.as_str() {
         "active" => KeyStatus::Active,
         "retired" => KeyStatus::Retired,
         other => return Err(MetaError::Corrupt(format!("key status {other:?}"))),
     };
-    Ok(KeyRecord { keyid, private_key, created_at, status })
+    let purpose = match purpose.as_str() {
+        "manifest" => KeyPurpose::Manifest,
+        "log" => KeyPurpose::Log,
+        other => return Err(MetaError::Corrupt(format!("key purpose {other:?}"))),
+    };
+    Ok(KeyRecord { keyid, private_key, created_at, status, purpose })
 }
 
-/// Appends `build`'s entries to the chain within the caller's transaction;
-/// returns the last entry's sequence number. The head row lock it takes
-/// serialises appenders across every replica until the transaction ends, so
-/// callers take it last, after their own rows.
+/// Appends `build`'s entries to the chain within the caller's transaction,
+/// and grows the log's tree with them; returns the last entry's sequence
+/// number. The head row lock it takes serialises appenders across every
+/// replica until the transaction ends, so callers take it last, after their
+/// own rows; sequence numbers (log indexes) are thereby given in commit order,
+/// with no gaps a reader could see.
 async fn append_audit_in(tx: &mut PgConnection, build: &dyn BuildAudit) -> Result<u64, MetaError> {
-    let (last, prev): (i64, String) =
-        sqlx::query_as("SELECT seq, hash FROM audit_head WHERE singleton FOR UPDATE").fetch_one(&mut *tx).await?;
+    let (last, prev, tree): (i64, String, Vec<u8>) =
+        sqlx::query_as("SELECT seq, hash, log_tree FROM audit_head WHERE singleton FOR UPDATE")
+            .fetch_one(&mut *tx)
+            .await?;
+    let mut tree = Frontier::from_bytes(&tree).map_err(|e| MetaError::Corrupt(e.to_string()))?;
+    if tree.size() < last as u64 {
+        integrate_in(tx, &mut tree, u64::MAX).await?;
+    }
     let new = build.build(last as u64 + 1, &prev);
     let mut seq = last as u64;
     let mut head_hash = None;
+    let mut growth = LogGrowth::default();
     for entry in new.entries {
         seq += 1;
+        growth.add(&mut tree, &entry.bytes, entry.tag_bound.as_ref(), seq - 1)?;
         let entry_text = String::from_utf8(entry.bytes).map_err(|e| MetaError::Corrupt(e.to_string()))?;
         sqlx::query("INSERT INTO audit_log (seq, hash, entry) VALUES ($1, $2, $3)")
             .bind(seq as i64)
@@ -113,14 +129,95 @@ async fn append_audit_in(tx: &mut PgConnection, build: &dyn BuildAudit) -> Resul
         head_hash = Some(entry.hash);
     }
     if let Some(hash) = head_hash {
-        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2, checkpoint = $3 WHERE singleton")
+        growth.store(tx).await?;
+        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2, checkpoint = $3, log_tree = $4 WHERE singleton")
             .bind(seq as i64)
             .bind(hash)
             .bind(serde_json::to_string(&new.checkpoint)?)
+            .bind(tree.to_bytes())
             .execute(&mut *tx)
             .await?;
     }
     Ok(seq)
+}
+
+/// What entries add to the log: stored hashes and tag indexes, written in
+/// one statement each.
+#[derive(Default)]
+struct LogGrowth {
+    indexes: Vec<i64>,
+    hashes: Vec<Vec<u8>>,
+    tags: Vec<(String, String, i64)>,
+}
+
+impl LogGrowth {
+    fn add(
+        &mut self,
+        tree: &mut Frontier,
+        bytes: &[u8],
+        tag: Option<&(RepoName, Tag)>,
+        index: u64,
+    ) -> Result<(), MetaError> {
+        for (i, hash) in super::grow_log(tree, bytes)? {
+            self.indexes.push(i as i64);
+            self.hashes.push(hash.0.to_vec());
+        }
+        if let Some((repo, tag)) = tag {
+            self.tags.push((repo.to_string(), tag.to_string(), index as i64));
+        }
+        Ok(())
+    }
+
+    async fn store(self, tx: &mut PgConnection) -> Result<(), MetaError> {
+        sqlx::query("INSERT INTO log_hashes (idx, hash) SELECT * FROM UNNEST($1::BIGINT[], $2::BYTEA[])")
+            .bind(&self.indexes)
+            .bind(&self.hashes)
+            .execute(&mut *tx)
+            .await?;
+        for (repo, tag, index) in self.tags {
+            sqlx::query("INSERT INTO tag_log (repository, tag, log_index) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+                .bind(repo)
+                .bind(tag)
+                .bind(index)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Adds up to `limit` stored entries the tree does not cover yet (history
+/// from before the log, or from an older replica) to `tree`, within the
+/// caller's transaction, which holds the head's lock; stores what they add
+/// but not the tree itself.
+async fn integrate_in(tx: &mut PgConnection, tree: &mut Frontier, limit: u64) -> Result<u64, MetaError> {
+    let mut added = 0u64;
+    while added < limit {
+        let batch = (limit - added).min(1000) as i64;
+        let rows: Vec<(i64, String)> =
+            sqlx::query_as("SELECT seq, entry FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2")
+                .bind(tree.size() as i64)
+                .bind(batch)
+                .fetch_all(&mut *tx)
+                .await?;
+        if rows.is_empty() {
+            break;
+        }
+        let mut growth = LogGrowth::default();
+        for (seq, entry) in &rows {
+            if *seq as u64 != tree.size() + 1 {
+                return Err(MetaError::Corrupt(format!("audit entry {} is missing", tree.size() + 1)));
+            }
+            let tag = super::tag_bound_in(entry.as_bytes());
+            growth.add(tree, entry.as_bytes(), tag.as_ref(), *seq as u64 - 1)?;
+        }
+        growth.store(tx).await?;
+        added += rows.len() as u64;
+        if (rows.len() as i64) < batch {
+            break;
+        }
+    }
+    Ok(added)
 }
 
 /// A tag with its hold and expiry: name, digest, bound at, hold, expiry.
@@ -683,7 +780,10 @@ impl MetaStore for PostgresMeta {
                 .bind(limit as i64)
                 .fetch_all(&self.pool)
                 .await?;
-        Ok(rows.into_iter().map(|(seq, hash, entry)| AuditEntry { seq: seq as u64, hash, entry }).collect())
+        Ok(rows
+            .into_iter()
+            .map(|(seq, hash, entry)| AuditEntry { seq: seq as u64, hash, entry, log_index: seq as u64 - 1 })
+            .collect())
     }
 
     async fn audit_checkpoint(&self) -> Result<Option<Envelope>, MetaError> {
@@ -695,9 +795,80 @@ impl MetaStore for PostgresMeta {
         }
     }
 
+    async fn log_tree(&self) -> Result<Frontier, MetaError> {
+        // Committed is durable here: any tree read can be signed.
+        let (tree,): (Vec<u8>,) =
+            sqlx::query_as("SELECT log_tree FROM audit_head WHERE singleton").fetch_one(&self.pool).await?;
+        Frontier::from_bytes(&tree).map_err(|e| MetaError::Corrupt(e.to_string()))
+    }
+
+    async fn log_hashes(&self, indexes: Vec<u64>) -> Result<Vec<Hash>, MetaError> {
+        let wanted: Vec<i64> = indexes.iter().map(|&i| i as i64).collect();
+        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as("SELECT idx, hash FROM log_hashes WHERE idx = ANY($1)")
+            .bind(&wanted)
+            .fetch_all(&self.pool)
+            .await?;
+        let found: std::collections::HashMap<i64, Vec<u8>> = rows.into_iter().collect();
+        wanted
+            .iter()
+            .map(|i| {
+                found
+                    .get(i)
+                    .and_then(|h| <[u8; 32]>::try_from(h.as_slice()).ok())
+                    .map(Hash)
+                    .ok_or_else(|| MetaError::Corrupt(format!("log hash {i}")))
+            })
+            .collect()
+    }
+
+    async fn log_checkpoint(&self) -> Result<Option<(u64, String)>, MetaError> {
+        let row: Option<(i64, String)> =
+            sqlx::query_as("SELECT size, note FROM log_checkpoint WHERE singleton").fetch_optional(&self.pool).await?;
+        Ok(row.map(|(size, note)| (size as u64, note)))
+    }
+
+    async fn put_log_checkpoint(&self, size: u64, note: &str) -> Result<bool, MetaError> {
+        let stored = sqlx::query(
+            "INSERT INTO log_checkpoint (size, note) VALUES ($1, $2)
+             ON CONFLICT (singleton) DO UPDATE SET size = EXCLUDED.size, note = EXCLUDED.note
+             WHERE log_checkpoint.size < EXCLUDED.size",
+        )
+        .bind(size as i64)
+        .bind(note)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(stored == 1)
+    }
+
+    async fn tag_log_index(&self, repo: &RepoName, tag: &Tag) -> Result<Option<u64>, MetaError> {
+        let row: Option<(i64,)> = sqlx::query_as("SELECT log_index FROM tag_log WHERE repository = $1 AND tag = $2")
+            .bind(repo.as_str())
+            .bind(tag.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|(i,)| i as u64))
+    }
+
+    async fn integrate_log(&self, limit: usize) -> Result<u64, MetaError> {
+        let mut tx = self.pool.begin().await?;
+        let (tree,): (Vec<u8>,) =
+            sqlx::query_as("SELECT log_tree FROM audit_head WHERE singleton FOR UPDATE").fetch_one(&mut *tx).await?;
+        let mut tree = Frontier::from_bytes(&tree).map_err(|e| MetaError::Corrupt(e.to_string()))?;
+        let added = integrate_in(&mut tx, &mut tree, limit as u64).await?;
+        if added > 0 {
+            sqlx::query("UPDATE audit_head SET log_tree = $1 WHERE singleton")
+                .bind(tree.to_bytes())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(added)
+    }
+
     async fn keys(&self) -> Result<Vec<KeyRecord>, MetaError> {
         let rows: Vec<KeyRow> = sqlx::query_as(
-            "SELECT keyid, private_key, created_at, status FROM signing_keys ORDER BY created_at, keyid",
+            "SELECT keyid, private_key, created_at, status, purpose FROM signing_keys ORDER BY created_at, keyid",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -706,12 +877,18 @@ impl MetaStore for PostgresMeta {
 
     async fn activate_key(&self, key: &KeyRecord) -> Result<(), MetaError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE signing_keys SET status = 'retired' WHERE status = 'active'").execute(&mut *tx).await?;
-        sqlx::query("INSERT INTO signing_keys (keyid, private_key, created_at, status) VALUES ($1, $2, $3, 'active')")
-            .bind(&key.keyid)
-            .bind(&key.private_key)
-            .bind(key.created_at)
+        sqlx::query("UPDATE signing_keys SET status = 'retired' WHERE status = 'active' AND purpose = $1")
+            .bind(key.purpose.as_str())
             .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO signing_keys (keyid, private_key, created_at, status, purpose) VALUES ($1, $2, $3, 'active', $4)",
+        )
+        .bind(&key.keyid)
+        .bind(&key.private_key)
+        .bind(key.created_at)
+        .bind(key.purpose.as_str())
+        .execute(&mut *tx)
             .await?;
         tx.commit().await?;
         Ok(())
@@ -720,12 +897,14 @@ impl MetaStore for PostgresMeta {
     async fn init_key(&self, key: &KeyRecord) -> Result<bool, MetaError> {
         // The unique index on the active key makes racing replicas agree on one.
         let inserted = sqlx::query(
-            "INSERT INTO signing_keys (keyid, private_key, created_at, status) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            "INSERT INTO signing_keys (keyid, private_key, created_at, status, purpose) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT DO NOTHING",
         )
         .bind(&key.keyid)
         .bind(&key.private_key)
         .bind(key.created_at)
         .bind(status_text(key.status))
+        .bind(key.purpose.as_str())
         .execute(&self.pool)
         .await?
         .rows_affected();

@@ -21,7 +21,13 @@
 //! audit      seq, u64 big-endian       -> hash (64 hex) + entry bytes
 //! audit_head "head"                    -> seq u64 BE + hash (64 hex)
 //!            "checkpoint"              -> signed checkpoint envelope (JSON)
+//!            "log"                     -> the log's tree (`Frontier::to_bytes`)
+//!            "log_checkpoint"          -> tree size u64 BE + signed note
+//!            \0 'h' index u64 BE       -> a stored hash of the tree (32 bytes)
+//!            \0 't' repo \0 tag        -> log index u64 BE of its tag_bound entry
 //! ```
+//! The log's tree lives beside the chain's head so that every transaction
+//! that appends an entry, holding those two trees, also grows the tree.
 //! `\0` cannot occur in a validated name, so prefixes never collide. Every write
 //! is followed by a flush before it is acknowledged. Schema 1 (links without
 //! their creation time, no `refs`) and schema 2 (no `linked_by`) are upgraded
@@ -43,6 +49,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use amber_core::audit::AuditEntry;
 use amber_core::dsse::Envelope;
+use amber_core::log::{Frontier, Hash};
 use amber_core::manifest::ManifestPayload;
 use amber_core::wire::{KeyStatus, PolicyInfo, TagEntry};
 use amber_core::{Digest, RepoName, RepoPattern, Tag, TokenId};
@@ -66,6 +73,8 @@ const SCHEMA_KEY: &[u8] = b"schema";
 const SCHEMA_VERSION: &[u8] = b"3";
 const AUDIT_HEAD: &[u8] = b"head";
 const AUDIT_CHECKPOINT: &[u8] = b"checkpoint";
+const LOG_TREE: &[u8] = b"log";
+const LOG_CHECKPOINT: &[u8] = b"log_checkpoint";
 const SCRUB_KEY: &[u8] = b"scrub";
 
 pub struct SledMeta {
@@ -441,7 +450,8 @@ impl SledMeta {
 }
 
 /// Appends `build`'s entries to the chain, inside a transaction that holds the
-/// `audit` and `audit_head` trees; returns the last entry's sequence number.
+/// `audit` and `audit_head` trees, and grows the log's tree with them; returns
+/// the last entry's sequence number.
 fn append_audit_in(
     audit: &TransactionalTree,
     head: &TransactionalTree,
@@ -455,11 +465,17 @@ fn append_audit_in(
         Some(_) => return Err(abort(MetaError::Corrupt("audit head".into()))),
         None => (0, amber_core::audit::GENESIS.to_owned()),
     };
+    let mut tree = integrate_in(audit, head, u64::MAX)?;
     let new = build.build(last + 1, &prev);
     let mut seq = last;
     let mut head_hash = None;
     for entry in new.entries {
         seq += 1;
+        let hashes = super::grow_log(&mut tree, &entry.bytes).map_err(abort)?;
+        store_log_hashes(head, &hashes)?;
+        if let Some((repo, tag)) = &entry.tag_bound {
+            head.insert(tag_log_key(repo, tag), &(seq - 1).to_be_bytes())?;
+        }
         let mut value = entry.hash.clone().into_bytes();
         value.extend_from_slice(&entry.bytes);
         audit.insert(&seq.to_be_bytes(), value)?;
@@ -471,8 +487,64 @@ fn append_audit_in(
     let mut new_head = seq.to_be_bytes().to_vec();
     new_head.extend_from_slice(hash.as_bytes());
     head.insert(AUDIT_HEAD, new_head)?;
+    head.insert(LOG_TREE, tree.to_bytes())?;
     head.insert(AUDIT_CHECKPOINT, serde_json::to_vec(&new.checkpoint).map_err(|e| abort(e.into()))?)?;
     Ok(seq)
+}
+
+fn log_hash_key(index: u64) -> [u8; 10] {
+    let mut key = [0u8; 10];
+    key[1] = b'h';
+    key[2..].copy_from_slice(&index.to_be_bytes());
+    key
+}
+
+fn tag_log_key(repo: &RepoName, tag: &Tag) -> Vec<u8> {
+    let mut key = b"\0t".to_vec();
+    key.extend_from_slice(&repo_key(repo, tag.as_str().as_bytes()));
+    key
+}
+
+fn store_log_hashes(head: &TransactionalTree, hashes: &[(u64, Hash)]) -> ConflictableTransactionResult<(), MetaError> {
+    for (index, hash) in hashes {
+        head.insert(&log_hash_key(*index), &hash.0)?;
+    }
+    Ok(())
+}
+
+fn read_tree(head: &TransactionalTree) -> ConflictableTransactionResult<Frontier, MetaError> {
+    match head.get(LOG_TREE)? {
+        Some(v) => {
+            Frontier::from_bytes(&v).map_err(|e| ConflictableTransactionError::Abort(MetaError::Corrupt(e.to_string())))
+        }
+        None => Ok(Frontier::default()),
+    }
+}
+
+/// Adds to the tree up to `limit` stored entries it does not cover yet (the
+/// history from before the log); returns the tree, written back if it grew.
+fn integrate_in(
+    audit: &TransactionalTree,
+    head: &TransactionalTree,
+    limit: u64,
+) -> ConflictableTransactionResult<Frontier, MetaError> {
+    let abort = |e: MetaError| ConflictableTransactionError::Abort(e);
+    let mut tree = read_tree(head)?;
+    let start = tree.size();
+    while tree.size() - start < limit {
+        let seq = tree.size() + 1;
+        let Some(value) = audit.get(seq.to_be_bytes())? else { break };
+        let bytes = value.get(64..).ok_or_else(|| abort(MetaError::Corrupt(format!("audit entry {seq}"))))?;
+        let hashes = super::grow_log(&mut tree, bytes).map_err(abort)?;
+        store_log_hashes(head, &hashes)?;
+        if let Some((repo, tag)) = super::tag_bound_in(bytes) {
+            head.insert(tag_log_key(&repo, &tag), &(seq - 1).to_be_bytes())?;
+        }
+    }
+    if tree.size() != start {
+        head.insert(LOG_TREE, tree.to_bytes())?;
+    }
+    Ok(tree)
 }
 
 fn transaction_error(err: TransactionError<MetaError>) -> MetaError {
@@ -1084,6 +1156,7 @@ impl MetaStore for SledMeta {
                     seq,
                     hash: String::from_utf8_lossy(&value[..64]).into_owned(),
                     entry: String::from_utf8_lossy(&value[64..]).into_owned(),
+                    log_index: seq - 1,
                 });
             }
             Ok(entries)
@@ -1099,6 +1172,82 @@ impl MetaStore for SledMeta {
         .await
     }
 
+    async fn log_tree(&self) -> Result<Frontier, MetaError> {
+        self.read("log_tree", |t| {
+            let tree = match t.audit_head.get(LOG_TREE)? {
+                Some(v) => Frontier::from_bytes(&v).map_err(|e| MetaError::Corrupt(e.to_string()))?,
+                None => Frontier::default(),
+            };
+            // Read, then flushed: what was read is on disk before anyone
+            // signs it. (Writers flush after their commit, outside the lock.)
+            t.db.flush()?;
+            Ok(tree)
+        })
+        .await
+    }
+
+    async fn log_hashes(&self, indexes: Vec<u64>) -> Result<Vec<Hash>, MetaError> {
+        self.read("log_hashes", move |t| {
+            indexes
+                .iter()
+                .map(|&i| match t.audit_head.get(log_hash_key(i))? {
+                    Some(v) if v.len() == 32 => Ok(Hash(v.as_ref().try_into().expect("32 bytes"))),
+                    _ => Err(MetaError::Corrupt(format!("log hash {i}"))),
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn log_checkpoint(&self) -> Result<Option<(u64, String)>, MetaError> {
+        self.read("log_checkpoint", |t| match t.audit_head.get(LOG_CHECKPOINT)? {
+            Some(v) if v.len() > 8 => Ok(Some((
+                u64::from_be_bytes(v[..8].try_into().expect("8 bytes")),
+                String::from_utf8_lossy(&v[8..]).into_owned(),
+            ))),
+            Some(_) => Err(MetaError::Corrupt("log checkpoint".into())),
+            None => Ok(None),
+        })
+        .await
+    }
+
+    async fn put_log_checkpoint(&self, size: u64, note: &str) -> Result<bool, MetaError> {
+        let mut value = size.to_be_bytes().to_vec();
+        value.extend_from_slice(note.as_bytes());
+        self.write("put_log_checkpoint", move |t| {
+            let held = t.audit_head.get(LOG_CHECKPOINT)?;
+            if held.as_ref().is_some_and(|v| v.len() >= 8 && u64::from_be_bytes(v[..8].try_into().expect("8")) >= size)
+            {
+                return Ok(false);
+            }
+            t.audit_head.insert(LOG_CHECKPOINT, value)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn tag_log_index(&self, repo: &RepoName, tag: &Tag) -> Result<Option<u64>, MetaError> {
+        let key = tag_log_key(repo, tag);
+        self.read("tag_log_index", move |t| match t.audit_head.get(key)? {
+            Some(v) if v.len() == 8 => Ok(Some(u64::from_be_bytes(v.as_ref().try_into().expect("8 bytes")))),
+            Some(_) => Err(MetaError::Corrupt("tag log index".into())),
+            None => Ok(None),
+        })
+        .await
+    }
+
+    async fn integrate_log(&self, limit: usize) -> Result<u64, MetaError> {
+        self.write("integrate_log", move |t| {
+            (&t.audit, &t.audit_head)
+                .transaction(|(audit, head)| {
+                    let before = read_tree(head)?.size();
+                    Ok(integrate_in(audit, head, limit as u64)?.size() - before)
+                })
+                .map_err(transaction_error)
+        })
+        .await
+    }
+
     async fn keys(&self) -> Result<Vec<KeyRecord>, MetaError> {
         self.read("keys", |t| all_keys(&t.keys)).await
     }
@@ -1110,6 +1259,7 @@ impl MetaStore for SledMeta {
             // before; only one process ever opens a sled store, and key
             // rotation runs offline.
             let mut records = all_keys(&t.keys)?;
+            records.retain(|k| k.purpose == key.purpose);
             for other in records.iter_mut() {
                 other.status = KeyStatus::Retired;
             }
@@ -1131,9 +1281,9 @@ impl MetaStore for SledMeta {
     }
 
     async fn init_key(&self, key: &KeyRecord) -> Result<bool, MetaError> {
-        let (keyid, json) = (key.keyid.clone(), serde_json::to_vec(key)?);
+        let (keyid, json, purpose) = (key.keyid.clone(), serde_json::to_vec(key)?, key.purpose);
         self.write("init_key", move |t| {
-            if all_keys(&t.keys)?.iter().any(|k| k.status == KeyStatus::Active) {
+            if all_keys(&t.keys)?.iter().any(|k| k.status == KeyStatus::Active && k.purpose == purpose) {
                 return Ok(false);
             }
             Ok(t.keys.compare_and_swap(keyid.as_bytes(), None as Option<&[u8]>, Some(json))?.is_ok())

@@ -73,8 +73,10 @@ pub async fn serve(
                 tokio::select! {
                     _ = denials.tick() => state.denials.flush(&state, false).await,
                     _ = keys.tick() => {
-                        if let Err(err) = state.signer.refresh(&state.meta).await {
-                            tracing::warn!(error = %err, "could not re-read the signing keys; signing with those last read");
+                        for signer in [&state.signer, state.log.signer()] {
+                            if let Err(err) = signer.refresh(&state.meta).await {
+                                tracing::warn!(error = %err, "could not re-read the signing keys; signing with those last read");
+                            }
                         }
                         // What other replicas quarantined or healed.
                         if let Err(err) = state.quarantine.refresh(&state.meta).await {
@@ -137,6 +139,15 @@ pub async fn serve(
         let (state, stop) = (state.clone(), stop.clone());
         tokio::spawn(async move { state.oidc.refresh_forever(stop).await })
     });
+    let log = tokio::spawn({
+        let (state, stop) = (state.clone(), stop.clone());
+        async move {
+            tokio::select! {
+                () = state.log.run(&state.meta) => {}
+                () = stop.cancelled() => {}
+            }
+        }
+    });
     let scrub = (state.config.scrub_rate > 0).then(|| {
         tokio::spawn(crate::lifecycle::scrub::scrub_forever(state.clone(), state.config.scrub_rate, stop.clone()))
     });
@@ -148,10 +159,14 @@ pub async fn serve(
             let _ = metrics.await;
         }
         let _ = housekeeping.await;
-        for task in [retention, reclaim, scrub, oidc_keys].into_iter().flatten() {
+        for task in [retention, reclaim, scrub, oidc_keys, Some(log)].into_iter().flatten() {
             let _ = task.await;
         }
         state.denials.flush(&state, true).await;
+        // What the last moments recorded, covered before the process ends.
+        if let Err(err) = state.log.sign_if_grown(&state.meta).await {
+            tracing::warn!(error = %err, "could not sign a last log checkpoint");
+        }
     };
     if tokio::time::timeout(FINAL_FLUSH, finish).await.is_err() {
         tracing::warn!("the last audit flush did not finish in time; repeats of recent denials may be uncounted");

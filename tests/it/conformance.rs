@@ -60,12 +60,22 @@ fn audit_of(signer: &ed25519_dalek::SigningKey, events: Vec<Event>) -> AuditBuil
         let mut prev = prev.to_owned();
         let mut entries = Vec::new();
         for (seq, event) in (first..).zip(&events) {
-            let body =
-                amber_core::audit::EntryBody { seq, prev, at: now(), actor: Actor::operator(), event: event.clone() };
+            let body = amber_core::audit::EntryBody {
+                seq,
+                prev,
+                at: now(),
+                actor: Actor::operator(),
+                event: event.clone(),
+                salt: Some(format!("{seq:064x}")),
+            };
             let bytes = serde_json::to_vec(&body).unwrap();
             let hash = amber_core::audit::entry_hash(&bytes);
             prev = hash.clone();
-            entries.push(NewAuditEntry { bytes, hash });
+            let tag_bound = match event {
+                Event::TagBound { repository, tag, .. } => Some((repository.clone(), tag.clone())),
+                _ => None,
+            };
+            entries.push(NewAuditEntry { bytes, hash, tag_bound });
         }
         let checkpoint = amber_core::audit::Checkpoint {
             schema: amber_core::audit::CHECKPOINT_SCHEMA.into(),
@@ -164,6 +174,7 @@ async fn meta_conformance(meta: Meta) {
         private_key: "x".into(),
         created_at: now() + time::Duration::seconds(n.into()),
         status,
+        purpose: amber_core::wire::KeyPurpose::Manifest,
     };
     let racers = (1..=8).map(|n| {
         let meta = meta.clone();

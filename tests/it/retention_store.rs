@@ -43,11 +43,12 @@ fn audit() -> AuditBuild {
             at: now(),
             actor: Actor::operator(),
             event: amber_core::audit::Event::KeyRotated { keyid: "test".into() },
+            salt: None,
         };
         let bytes = serde_json::to_vec(&body).unwrap();
         let hash = amber_core::audit::entry_hash(&bytes);
         let checkpoint = amber_core::dsse::sign("t", hash.as_bytes(), &signer);
-        NewAudit { entries: vec![NewAuditEntry { bytes, hash }], checkpoint }
+        NewAudit { entries: vec![NewAuditEntry { bytes, hash, tag_bound: None }], checkpoint }
     })
 }
 

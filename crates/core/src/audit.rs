@@ -182,6 +182,11 @@ pub struct EntryBody {
     pub at: OffsetDateTime,
     pub actor: Actor,
     pub event: Event,
+    /// 32 random bytes, hex: the entry's leaf hash in the transparency log
+    /// reveals nothing that can be guessed. Absent in entries from before
+    /// the log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub salt: Option<String>,
 }
 
 /// An entry as served: its hash and the exact bytes (as a JSON string) that hash to it.
@@ -190,6 +195,9 @@ pub struct AuditEntry {
     pub seq: u64,
     pub hash: String,
     pub entry: String,
+    /// Its leaf's index in the transparency log: `seq - 1`.
+    #[serde(default)]
+    pub log_index: u64,
 }
 
 /// `GET /v1/audit`: a page of entries and the latest signed checkpoint.
@@ -321,11 +329,12 @@ mod tests {
                     at: OffsetDateTime::UNIX_EPOCH,
                     actor: Actor::operator(),
                     event: Event::KeyRotated { keyid: format!("k{seq}") },
+                    salt: None,
                 };
                 let entry = serde_json::to_string(&body).unwrap();
                 let hash = entry_hash(entry.as_bytes());
                 prev = hash.clone();
-                AuditEntry { seq, hash, entry }
+                AuditEntry { seq, hash, entry, log_index: seq - 1 }
             })
             .collect()
     }

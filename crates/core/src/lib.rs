@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod digest;
 pub mod dsse;
+pub mod log;
 pub mod manifest;
 pub mod name;
 pub mod oidc;

@@ -207,6 +207,25 @@ pub enum KeyStatus {
     Retired,
 }
 
+/// What a key signs: manifests (and tombstones, and the audit chain's DSSE
+/// checkpoint), or the transparency log's checkpoints. A key signs one only.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyPurpose {
+    #[default]
+    Manifest,
+    Log,
+}
+
+impl KeyPurpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Manifest => "manifest",
+            Self::Log => "log",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublicKeyInfo {
     pub keyid: String,
@@ -216,6 +235,12 @@ pub struct PublicKeyInfo {
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     pub status: KeyStatus,
+    /// Missing in key files written before the log: those are manifest keys.
+    #[serde(default)]
+    pub purpose: KeyPurpose,
+    /// A log key's C2SP verifier key: `<origin>+<hex id>+<base64(0x01 || key)>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vkey: Option<String>,
 }
 
 /// `GET /v1/keys`, and the pinned-key file `amberd keys export` writes.
@@ -225,12 +250,14 @@ pub struct KeyList {
 }
 
 impl KeyList {
-    /// The Ed25519 keys, with ids recomputed from the key bytes (never trusted
-    /// from the file). Entries that are not valid Ed25519 keys are an error.
+    /// The manifest keys, with ids recomputed from the key bytes (never
+    /// trusted from the file). Entries that are not valid Ed25519 keys are an
+    /// error. A log key never verifies a manifest.
     pub fn verifying_keys(&self) -> Result<Vec<ed25519_dalek::VerifyingKey>, String> {
         use base64::Engine;
         self.keys
             .iter()
+            .filter(|k| k.purpose == KeyPurpose::Manifest)
             .map(|k| {
                 let bytes: [u8; 32] = base64::engine::general_purpose::STANDARD
                     .decode(&k.public_key)
@@ -240,6 +267,16 @@ impl KeyList {
                 ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|e| format!("key {}: {e}", k.keyid))
             })
             .collect()
+    }
+}
+
+impl KeyList {
+    /// The verifier keys of the log keys: active first, then retired ones,
+    /// whose checkpoints still verify.
+    pub fn log_vkeys(&self) -> Vec<String> {
+        let mut keys: Vec<&PublicKeyInfo> = self.keys.iter().filter(|k| k.purpose == KeyPurpose::Log).collect();
+        keys.sort_by_key(|k| k.status != KeyStatus::Active);
+        keys.into_iter().filter_map(|k| k.vkey.clone()).collect()
     }
 }
 

@@ -1,0 +1,177 @@
+//! The transparency log over the audit entries (formats in
+//! `amber_core::log`, contract in `design/transparency-log.md`).
+//!
+//! The metadata store grows the tree in the transaction of every entry
+//! (`MetaStore::append_audit` and every change that records one), so the
+//! tree is never behind what it records. Here: the log key, the task that
+//! signs a checkpoint when the tree has grown, proofs, tiles and receipts.
+//!
+//! **Invariant:** a checkpoint is signed only over a tree the store reports
+//! durable (`MetaStore::log_tree`), only if it is consistent with the newest
+//! checkpoint kept (checked with a proof from the stored hashes), and kept
+//! only if larger. Checkpoint text has no timestamp and Ed25519 is
+//! deterministic, so replicas signing the same tree sign the same bytes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use amber_core::log::{self as tlog, Checkpoint, Frontier, Hash, LogVerifier, ProofRequest, Receipt};
+use amber_core::{RepoName, Tag};
+
+use crate::config::LogConfig;
+use crate::error::{ApiError, ApiResult};
+use crate::meta::{Meta, MetaError, MetaStore};
+use crate::signing::Signer;
+
+/// Entries added to the tree per transaction while catching up on history.
+const CATCH_UP_BATCH: usize = 5000;
+/// Longest a receipt waits for a checkpoint that covers its entry.
+const RECEIPT_WAIT: Duration = Duration::from_millis(1500);
+
+pub struct Log {
+    origin: String,
+    interval: Duration,
+    signer: Arc<Signer>,
+}
+
+impl Log {
+    /// Loads (or makes) the log key, adds any entries the tree does not
+    /// cover yet (history from before the log), and signs the first
+    /// checkpoint if there is none.
+    pub async fn open(meta: &Meta, config: &LogConfig) -> anyhow::Result<Self> {
+        let signer = Arc::new(Signer::load_log(meta, &config.origin, config.key_file.as_deref()).await?);
+        let log = Self { origin: config.origin.clone(), interval: config.interval, signer };
+        let mut added = 0;
+        loop {
+            let n = meta.integrate_log(CATCH_UP_BATCH).await?;
+            if n == 0 {
+                break;
+            }
+            added += n;
+        }
+        if added > 0 {
+            tracing::info!(entries = added, "added the audit history to the transparency log");
+        }
+        if let Err(err) = log.sign_if_grown(meta).await {
+            tracing::warn!(error = %err, "could not sign a first log checkpoint; the signing task retries");
+        }
+        Ok(log)
+    }
+
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    pub fn signer(&self) -> &Arc<Signer> {
+        &self.signer
+    }
+
+    /// Signs and keeps a checkpoint of the durable tree if it is larger
+    /// than the one kept (or none is); returns the size signed.
+    pub async fn sign_if_grown(&self, meta: &Meta) -> anyhow::Result<Option<u64>> {
+        let held = meta.log_checkpoint().await?;
+        let tree = meta.log_tree().await?;
+        if held.as_ref().is_some_and(|(size, _)| *size >= tree.size()) {
+            return Ok(None);
+        }
+        let key = self.signer.active_key();
+        let note = tlog::sign_checkpoint(&self.origin, tree.size(), &tree.root(), &key);
+        if let Some((_, held_note)) = &held {
+            self.check_extends(meta, held_note, &tree).await?;
+        }
+        if meta.put_log_checkpoint(tree.size(), &note).await? {
+            tracing::debug!(size = tree.size(), "signed a log checkpoint");
+            Ok(Some(tree.size()))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Refuses to sign `tree` unless it extends the checkpoint kept: after a
+    /// store was rolled back, or its hashes damaged, the log stops growing
+    /// (and says why) rather than sign a second history.
+    async fn check_extends(&self, meta: &Meta, held_note: &str, tree: &Frontier) -> anyhow::Result<()> {
+        let held =
+            self.open_any_key(held_note).map_err(|e| anyhow::anyhow!("the kept checkpoint does not verify: {e}"))?;
+        let new = Checkpoint { origin: self.origin.clone(), size: tree.size(), root: tree.root(), note: String::new() };
+        let proof = self.proof(meta, ProofRequest::Consistency { old: held.size, size: tree.size() }).await?;
+        tlog::check_consistency(&held, &new, &proof).map_err(|e| {
+            tracing::error!(held = held.size, tree = tree.size(), error = %e, "REFUSING to sign a log checkpoint: the stored tree does not extend the last checkpoint");
+            anyhow::anyhow!("the stored tree does not extend the last signed checkpoint: {e}")
+        })
+    }
+
+    /// A checkpoint note this log signed with any of its keys, active or retired.
+    fn open_any_key(&self, note: &str) -> Result<Checkpoint, tlog::LogError> {
+        let mut last = tlog::LogError::Signature("no log key".into());
+        for vkey in self.signer.key_list().log_vkeys() {
+            match LogVerifier::new(&vkey).and_then(|v| v.open(note)) {
+                Ok(checkpoint) => return Ok(checkpoint),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// Signs checkpoints every interval until the server stops.
+    pub async fn run(&self, meta: &Meta) {
+        let mut failing = false;
+        loop {
+            tokio::time::sleep(self.interval).await;
+            match self.sign_if_grown(meta).await {
+                Ok(_) if failing => {
+                    failing = false;
+                    tracing::info!("signing log checkpoints again");
+                }
+                Ok(_) => {}
+                Err(err) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %err, "could not sign a log checkpoint; retrying");
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// The newest checkpoint: its size and note.
+    pub async fn checkpoint(&self, meta: &Meta) -> ApiResult<(u64, String)> {
+        meta.log_checkpoint().await?.ok_or(ApiError::Unavailable)
+    }
+
+    /// A proof built from the store's hashes (sizes checked by the caller).
+    pub async fn proof(&self, meta: &Meta, request: ProofRequest) -> Result<Vec<Hash>, MetaError> {
+        let hashes = meta.log_hashes(request.needed_hashes()).await?;
+        request.build(&hashes).map_err(|e| MetaError::Corrupt(format!("log proof: {e}")))
+    }
+
+    /// The receipt of a tag's binding: its entry, inclusion proof and the
+    /// newest checkpoint, waiting (a moment) for one that covers it.
+    pub async fn receipt(&self, meta: &Meta, repo: &RepoName, tag: &Tag) -> ApiResult<Receipt> {
+        let index = meta.tag_log_index(repo, tag).await?.ok_or_else(|| ApiError::TagUnknown(tag.clone()))?;
+        let deadline = tokio::time::Instant::now() + RECEIPT_WAIT;
+        let (size, checkpoint) = loop {
+            let (size, note) = self.checkpoint(meta).await?;
+            if size > index {
+                break (size, note);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(index, size, "no checkpoint covers a tag's entry yet");
+                return Err(ApiError::Unavailable);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let entry = meta
+            .audit_entries(index, 1)
+            .await?
+            .into_iter()
+            .next()
+            .filter(|e| e.log_index == index)
+            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("log entry {index} is missing")))?;
+        let proof = self.proof(meta, ProofRequest::Inclusion { index, size }).await?;
+        Ok(Receipt { entry: entry.entry.into_bytes(), index, proof, checkpoint })
+    }
+}
