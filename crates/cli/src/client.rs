@@ -113,6 +113,34 @@ impl Client {
         }
     }
 
+    async fn get_text(&self, path: &str) -> Result<String> {
+        Ok(self.send(Retry::Idempotent, || Ok(self.request(Method::GET, path))).await?.text().await?)
+    }
+
+    /// The log's newest signed checkpoint.
+    pub async fn log_checkpoint(&self) -> Result<String> {
+        self.get_text("/v1/log/checkpoint").await
+    }
+
+    /// The consistency proof from tree size `old` to `new`, one base64 hash a line.
+    pub async fn log_consistency(&self, old: u64, new: u64) -> Result<String> {
+        self.get_text(&format!("/v1/log/consistency?old={old}&new={new}")).await
+    }
+
+    /// A hash tile (`tile/...` path after `tile/`), raw bytes.
+    pub async fn log_tile(&self, path: &str) -> Result<bytes::Bytes> {
+        Ok(self
+            .send(Retry::Idempotent, || Ok(self.request(Method::GET, &format!("/v1/log/{path}"))))
+            .await?
+            .bytes()
+            .await?)
+    }
+
+    /// A tag's receipt: a `c2sp.org/tlog-proof@v1` of its `tag_bound` entry.
+    pub async fn tag_receipt(&self, repo: &RepoName, tag: &Tag) -> Result<String> {
+        self.get_text(&format!("/v1/repos/{repo}/tags/{tag}/receipt")).await
+    }
+
     async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         Ok(self.send(Retry::Idempotent, || Ok(self.request(Method::GET, path))).await?.json().await?)
     }

@@ -24,6 +24,35 @@ pub fn load(paths: &[impl AsRef<Path>]) -> Result<Vec<VerifyingKey>> {
     Ok(keys)
 }
 
+/// The log's verifier keys in the key files: the `vkey`s of the JSON's log
+/// keys, or lines of the form `<origin>+<hex id>+<base64>`. Empty when the
+/// files hold no log key (then no receipt is checked).
+pub fn load_log(paths: &[impl AsRef<Path>]) -> Result<Vec<String>> {
+    let mut vkeys = Vec::new();
+    for path in paths {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| CliError::io(format!("reading key file {}", path.display()), e))?;
+        if text.trim_start().starts_with('{') {
+            let list: KeyList = serde_json::from_str(&text)
+                .map_err(|e| CliError::Usage(format!("key file {}: {e}", path.display())))?;
+            vkeys.extend(list.log_vkeys());
+        } else {
+            vkeys.extend(text.lines().map(str::trim).filter(|l| is_vkey_line(l)).map(str::to_owned));
+        }
+    }
+    for vkey in &vkeys {
+        amber_core::log::LogVerifier::new(vkey).map_err(|e| CliError::Usage(format!("log key {vkey:?}: {e}")))?;
+    }
+    Ok(vkeys)
+}
+
+/// A signed-note verifier key: its key id must match its name and key, which
+/// a base64 public key (whose alphabet has `+` too) never does by chance.
+fn is_vkey_line(line: &str) -> bool {
+    !line.starts_with('#') && amber_core::log::LogVerifier::new(line).is_ok()
+}
+
 pub fn parse(text: &str) -> std::result::Result<Vec<VerifyingKey>, String> {
     if text.trim_start().starts_with('{') {
         let list: KeyList = serde_json::from_str(text).map_err(|e| e.to_string())?;
@@ -31,7 +60,7 @@ pub fn parse(text: &str) -> std::result::Result<Vec<VerifyingKey>, String> {
     }
     text.lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter(|l| !l.is_empty() && !l.starts_with('#') && !is_vkey_line(l))
         .map(|line| {
             let bytes: [u8; 32] = base64::engine::general_purpose::STANDARD
                 .decode(line)

@@ -78,9 +78,18 @@ enum Command {
         reference: String,
         #[arg(short = 'o', long = "output", value_name = "DIR")]
         dir: PathBuf,
-        /// Pinned public keys (the JSON of `amberd keys export`, or base64 keys one per line).
+        /// Pinned public keys (the JSON of `amberd keys export`, or base64 keys
+        /// one per line). When they include the log key, the tag's receipt is
+        /// checked too.
         #[arg(long = "key", value_name = "FILE", required = true)]
         keys: Vec<PathBuf>,
+        /// Where the newest verified checkpoint of each log is kept
+        /// [default: ~/.config/amber/log-state.json].
+        #[arg(long, value_name = "FILE", env = "AMBER_LOG_STATE")]
+        log_state: Option<PathBuf>,
+        /// Save the tag's receipt here, for `amber verify --receipt`.
+        #[arg(long, value_name = "FILE")]
+        save_receipt: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -96,6 +105,10 @@ enum Command {
         /// Check that DIR holds the manifest's files with their digests.
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Check this receipt (from `amber pull --save-receipt`) too: signed by
+        /// the pinned log key, and proving the envelope's binding is logged.
+        #[arg(long, value_name = "FILE")]
+        receipt: Option<PathBuf>,
     },
     /// Show the token in use: id, name, pipeline, grants, expiry.
     Whoami,
@@ -414,14 +427,33 @@ async fn run(cli: Cli) -> Result<()> {
                 println!("{}", report.digest);
             }
         }
-        Command::Pull { reference: text, dir, keys: key_files, json } => {
+        Command::Pull { reference: text, dir, keys: key_files, log_state, save_receipt, json } => {
             let reference = reference(&text)?;
             let keys = keys::load(&key_files)?;
-            let report = pull::pull(&client, &reference, &keys, &dir, json).await?;
+            let vkeys = keys::load_log(&key_files)?;
+            let log = if vkeys.is_empty() {
+                if save_receipt.is_some() {
+                    return Err(CliError::Usage("--save-receipt needs the log key in a --key file".into()));
+                }
+                None
+            } else {
+                let state = log_state.or_else(amber_cli::transparency::default_state_path).ok_or_else(|| {
+                    CliError::Usage("no home directory for the log state: pass --log-state FILE".into())
+                })?;
+                Some(pull::LogCheck { vkeys, state, save_receipt })
+            };
+            let report = pull::pull(&client, &reference, &keys, &dir, json, log.as_ref()).await?;
             if json {
                 print_json(&report)?;
             } else {
                 eprintln!("verified {} files ({} bytes) signed by key {}", report.files, report.bytes, report.keyid);
+                if let Some(log) = &report.log {
+                    let since = log.extends.map_or_else(
+                        || "first checkpoint held of this log".to_owned(),
+                        |n| format!("consistent with the {n} entries held before"),
+                    );
+                    eprintln!("logged as entry {} of {} ({}; {since})", log.index, log.tree_size, log.origin);
+                }
                 if let Some(ci) = &report.pushed_by.ci {
                     eprintln!(
                         "pushed by CI run {} at commit {}",
@@ -432,7 +464,7 @@ async fn run(cli: Cli) -> Result<()> {
                 println!("{}", report.digest);
             }
         }
-        Command::Verify { keys: key_files, envelope, reference: expected, dir } => {
+        Command::Verify { keys: key_files, envelope, reference: expected, dir, receipt } => {
             let keys = keys::load(&key_files)?;
             let text = std::fs::read_to_string(&envelope)
                 .map_err(|e| CliError::io(format!("reading {}", envelope.display()), e))?;
@@ -461,6 +493,23 @@ async fn run(cli: Cli) -> Result<()> {
                 verified.payload.files.len(),
                 rfc3339(verified.payload.created_at)
             );
+            if let Some(path) = receipt {
+                let vkeys = keys::load_log(&key_files)?;
+                if vkeys.is_empty() {
+                    return Err(CliError::Usage("--receipt needs the log key in a --key file".into()));
+                }
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| CliError::io(format!("reading {}", path.display()), e))?;
+                let payload = &verified.payload;
+                let checkpoint = amber_cli::transparency::check_receipt(
+                    &vkeys,
+                    &text,
+                    &payload.repository,
+                    &payload.tag,
+                    &verified.digest,
+                )?;
+                eprintln!("receipt ok: the binding is in log {} of {} entries", checkpoint.origin, checkpoint.size);
+            }
             if let Some(dir) = dir {
                 let problems = pull::check_dir(&verified, &dir);
                 if !problems.is_empty() {
@@ -510,17 +559,25 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Publisher(command) => publisher_command(&client, command).await?,
         Command::Audit(AuditCommand::Verify { keys: key_files }) => {
-            let keys = if key_files.is_empty() {
-                client.keys().await?.verifying_keys().map_err(CliError::Verify)?
+            let (keys, vkeys) = if key_files.is_empty() {
+                let list = client.keys().await?;
+                (list.verifying_keys().map_err(CliError::Verify)?, list.log_vkeys())
             } else {
-                keys::load(&key_files)?
+                (keys::load(&key_files)?, keys::load_log(&key_files)?)
             };
+            // Read before the entries: entries appended meanwhile only extend the tree.
+            let log_checkpoint = match vkeys.is_empty() {
+                true => None,
+                false => Some(amber_cli::transparency::open_checkpoint(&vkeys, &client.log_checkpoint().await?)?),
+            };
+            let mut tree = amber_cli::transparency::Rebuild::new(log_checkpoint.as_ref().map_or(0, |c| c.size));
             let mut verifier = ChainVerifier::default();
             let mut after = 0;
             let checkpoint = loop {
                 let page = client.audit_page(after).await?;
                 for entry in &page.entries {
                     verifier.push(entry).map_err(|e| CliError::Verify(format!("audit log broken at {e}")))?;
+                    tree.push(entry.entry.as_bytes());
                 }
                 match page.next {
                     Some(next) => after = next,
@@ -531,6 +588,13 @@ async fn run(cli: Cli) -> Result<()> {
                 .finish(checkpoint.as_ref(), &keys)
                 .map_err(|e| CliError::Verify(format!("audit log broken at {e}")))?;
             eprintln!("audit log intact: {} entries, head {}", summary.entries, summary.head);
+            if let Some(checkpoint) = &log_checkpoint {
+                tree.check(&client, checkpoint).await?;
+                eprintln!(
+                    "log tree rebuilt from the entries matches the signed checkpoint of {} ({} entries)",
+                    checkpoint.origin, checkpoint.size
+                );
+            }
         }
     }
     Ok(())
@@ -612,7 +676,7 @@ async fn bench_command(client: &Client, url: &str, command: BenchCommand) -> Res
             let reference = Reference { repo, target: Expected::Tag(tag) };
             let timing = bench::start(server);
             let started = std::time::Instant::now();
-            pull::pull(client, &reference, &keys, &dir.path().join("pulled"), true).await?;
+            pull::pull(client, &reference, &keys, &dir.path().join("pulled"), true, None).await?;
             let pull_phase = timing.finish("tree", "pull", vec![started.elapsed()], 0, bytes, true);
             print_phases(&[push_phase, pull_phase], json)
         }

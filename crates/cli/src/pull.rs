@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::client::Client;
 use crate::error::{CliError, Result};
 use crate::reference::Reference;
-use crate::tree;
+use crate::{transparency, tree};
 
 const DOWNLOAD_CONCURRENCY: usize = 4;
 
@@ -31,6 +31,26 @@ pub struct PullReport {
     /// Who pushed, from the signed payload (with the verified CI run, for a
     /// trusted-publishing push).
     pub pushed_by: amber_core::manifest::PushedBy,
+    /// The binding's place in the transparency log, when a log key is pinned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log: Option<LogReport>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LogReport {
+    pub origin: String,
+    pub index: u64,
+    pub tree_size: u64,
+    /// The size of the checkpoint held before, which this one extends.
+    pub extends: Option<u64>,
+}
+
+/// What `amber pull` checks in the log: the pinned log keys, where the
+/// newest checkpoint is kept, and where to save the receipt.
+pub struct LogCheck {
+    pub vkeys: Vec<String>,
+    pub state: PathBuf,
+    pub save_receipt: Option<PathBuf>,
 }
 
 pub fn verify_envelope(
@@ -76,12 +96,18 @@ pub async fn pull(
     keys: &[VerifyingKey],
     dir: &Path,
     quiet: bool,
+    log: Option<&LogCheck>,
 ) -> Result<PullReport> {
     let envelope = match client.get_envelope(&reference.repo, &reference.target).await {
         Err(CliError::Retired { tombstone: Some(tombstone), .. }) => return Err(retired(&tombstone, keys, reference)),
         other => other?,
     };
     let verified = verify_envelope(&envelope, keys, &reference.repo, &reference.target)?;
+    // Before any file is fetched: the binding must be in the one history.
+    let log = match log {
+        Some(check) => Some(check_log(client, check, &reference.repo, &verified).await?),
+        None => None,
+    };
     std::fs::create_dir_all(dir).map_err(|e| CliError::io(format!("creating {}", dir.display()), e))?;
     let files = &verified.payload.files;
     futures_util::stream::iter(files.iter().map(|entry| async move {
@@ -102,7 +128,25 @@ pub async fn pull(
         bytes: files.iter().map(|f| f.size).sum(),
         keyid: envelope.signatures.first().map(|s| s.keyid.clone()).unwrap_or_default(),
         pushed_by: verified.payload.pushed_by.clone(),
+        log,
     })
+}
+
+async fn check_log(
+    client: &Client,
+    check: &LogCheck,
+    repo: &RepoName,
+    verified: &VerifiedManifest,
+) -> Result<LogReport> {
+    let tag = &verified.payload.tag;
+    let text = client.tag_receipt(repo, tag).await?;
+    let checkpoint = transparency::check_receipt(&check.vkeys, &text, repo, tag, &verified.digest)?;
+    let index = amber_core::log::Receipt::parse(&text).map(|r| r.index).unwrap_or_default();
+    let extends = transparency::advance(client, &check.state, &checkpoint).await?;
+    if let Some(path) = &check.save_receipt {
+        std::fs::write(path, &text).map_err(|e| CliError::io(format!("writing {}", path.display()), e))?;
+    }
+    Ok(LogReport { origin: checkpoint.origin, index, tree_size: checkpoint.size, extends })
 }
 
 /// Where `entry` goes under `dir`, creating parent directories, and refusing

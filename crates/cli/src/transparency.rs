@@ -1,0 +1,219 @@
+//! The client's side of the transparency log: a tag's receipt proves that
+//! its binding is in the log, and the newest checkpoint seen of each log is
+//! kept (`--log-state`) so that a later checkpoint is accepted only with a
+//! consistency proof from it. A rolled-back or forked history is refused even
+//! when every signature on it is valid.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use amber_core::audit::{EntryBody, Event};
+use amber_core::log::{self as tlog, Checkpoint, LogVerifier, Receipt};
+use amber_core::{Digest, RepoName, Tag};
+use serde::{Deserialize, Serialize};
+
+use crate::client::Client;
+use crate::error::{CliError, Result};
+
+fn verify_error(e: impl std::fmt::Display) -> CliError {
+    CliError::Verify(format!("transparency log: {e}"))
+}
+
+/// Opens a checkpoint with whichever pinned log key signed it.
+pub fn open_checkpoint(vkeys: &[String], note: &str) -> Result<Checkpoint> {
+    let mut last = None;
+    for vkey in vkeys {
+        let verifier = LogVerifier::new(vkey).map_err(verify_error)?;
+        match verifier.open(note) {
+            Ok(checkpoint) => return Ok(checkpoint),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(verify_error(last.map_or_else(|| "no log key pinned".to_owned(), |e| e.to_string())))
+}
+
+/// Checks a receipt offline: the checkpoint's signature, that the entry is
+/// its leaf, and that the entry binds `repo:tag` to `digest`.
+pub fn check_receipt(vkeys: &[String], text: &str, repo: &RepoName, tag: &Tag, digest: &Digest) -> Result<Checkpoint> {
+    let receipt = Receipt::parse(text).map_err(verify_error)?;
+    let mut last = None;
+    let mut checkpoint = None;
+    for vkey in vkeys {
+        match LogVerifier::new(vkey).map_err(verify_error)?.open(&receipt.checkpoint) {
+            Ok(c) => {
+                checkpoint = Some(c);
+                break;
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    let checkpoint = checkpoint
+        .ok_or_else(|| verify_error(last.map_or_else(|| "no log key pinned".to_owned(), |e| e.to_string())))?;
+    tlog::check_inclusion(&checkpoint, receipt.index, tlog::leaf_hash(&receipt.entry), &receipt.proof)
+        .map_err(verify_error)?;
+    let body: EntryBody = serde_json::from_slice(&receipt.entry)
+        .map_err(|e| verify_error(format!("the receipt's entry is not an audit entry: {e}")))?;
+    if body.seq != receipt.index + 1 {
+        return Err(verify_error(format!("the entry says it is entry {}, not leaf {}", body.seq, receipt.index)));
+    }
+    match &body.event {
+        Event::TagBound { repository, tag: bound, digest: manifest }
+            if repository == repo && bound == tag && manifest == digest => {}
+        other => {
+            return Err(verify_error(format!(
+                "the logged entry is not the binding of {repo}:{tag} to {digest} (it records {})",
+                serde_json::to_string(other).unwrap_or_default()
+            )));
+        }
+    }
+    Ok(checkpoint)
+}
+
+/// The newest verified checkpoint of each log, by origin.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct State {
+    logs: BTreeMap<String, Held>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Held {
+    size: u64,
+    /// Base64 root hash.
+    root: String,
+    note: String,
+}
+
+/// Where the state is kept unless `--log-state` says: the user's config
+/// directory (`$XDG_CONFIG_HOME/amber`, else `~/.config/amber`).
+pub fn default_state_path() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".config")))?;
+    Some(base.join("amber").join("log-state.json"))
+}
+
+fn load_state(path: &Path) -> Result<State> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text)
+            .map_err(|e| CliError::Usage(format!("log state {}: {e} (move it aside to start again)", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
+        Err(e) => Err(CliError::io(format!("reading log state {}", path.display()), e)),
+    }
+}
+
+fn save_state(path: &Path, state: &State) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| CliError::io(format!("creating {}", dir.display()), e))?;
+    let mut temp = tempfile::NamedTempFile::new_in(dir)
+        .map_err(|e| CliError::io(format!("writing log state in {}", dir.display()), e))?;
+    serde_json::to_writer_pretty(temp.as_file_mut(), state).map_err(|e| CliError::Io(e.to_string()))?;
+    temp.as_file().sync_all().map_err(|e| CliError::io("writing log state", e))?;
+    temp.persist(path).map_err(|e| CliError::io(format!("writing log state {}", path.display()), e.error))?;
+    Ok(())
+}
+
+/// Accepts `seen` only if it extends the checkpoint held for its origin (a
+/// consistency proof from the server, checked here), then holds it.
+/// Returns the size held before, if any.
+pub async fn advance(client: &Client, state_path: &Path, seen: &Checkpoint) -> Result<Option<u64>> {
+    let mut state = load_state(state_path)?;
+    let previous = match state.logs.get(&seen.origin) {
+        None => None,
+        Some(held) => {
+            let root = tlog::Hash::parse_hash(&held.root)
+                .map_err(|_| CliError::Usage(format!("log state {}: bad root", state_path.display())))?;
+            let held_cp = Checkpoint { origin: seen.origin.clone(), size: held.size, root, note: held.note.clone() };
+            let proof = if seen.size > held.size && held.size > 0 {
+                let text = client.log_consistency(held.size, seen.size).await?;
+                tlog::parse_proof_lines(&text).map_err(verify_error)?
+            } else {
+                Vec::new()
+            };
+            tlog::check_consistency(&held_cp, seen, &proof).map_err(verify_error)?;
+            if seen.size <= held.size {
+                // Same tree: nothing to store.
+                return Ok(Some(held.size));
+            }
+            Some(held.size)
+        }
+    };
+    state.logs.insert(
+        seen.origin.clone(),
+        Held { size: seen.size, root: tlog::hash_b64(&seen.root), note: seen.note.clone() },
+    );
+    save_state(state_path, &state)?;
+    Ok(previous)
+}
+
+/// `amber audit verify`: the tree rebuilt from the entries, up to the size
+/// of the signed checkpoint, must have its root.
+pub struct Rebuild {
+    size: u64,
+    tree: tlog::Frontier,
+    leaves: Vec<tlog::Hash>,
+}
+
+impl Rebuild {
+    pub fn new(size: u64) -> Self {
+        Self { size, tree: tlog::Frontier::default(), leaves: Vec::new() }
+    }
+
+    pub fn push(&mut self, entry: &[u8]) {
+        if self.tree.size() < self.size {
+            let leaf = tlog::leaf_hash(entry);
+            self.tree.push(leaf);
+            self.leaves.push(leaf);
+        }
+    }
+
+    /// Compares the root with the checkpoint's; on a difference, finds the
+    /// first entry whose leaf is not the one the server's hash tiles hold
+    /// (and says whether those tiles lead to the signed root).
+    pub async fn check(&self, client: &Client, checkpoint: &Checkpoint) -> Result<()> {
+        if self.tree.size() < checkpoint.size {
+            return Err(CliError::Verify(format!(
+                "the log's signed checkpoint covers {} entries but the audit log has {} (entries deleted from the end?)",
+                checkpoint.size,
+                self.tree.size()
+            )));
+        }
+        if self.tree.root() == checkpoint.root {
+            return Ok(());
+        }
+        let mut served = tlog::Frontier::default();
+        let mut first_difference = None;
+        let mut index = 0u64;
+        while served.size() < checkpoint.size {
+            let width = tlog::tile_width(checkpoint.size, 0, index);
+            let path = tlog::TilePath::Hashes { level: 0, index, width }.path();
+            let tile = client.log_tile(&path).await?;
+            if tile.len() != width as usize * tlog::HASH_SIZE {
+                return Err(CliError::Verify(format!("log tile {path} has {} bytes", tile.len())));
+            }
+            for chunk in tile.chunks_exact(tlog::HASH_SIZE) {
+                let leaf = tlog::Hash(chunk.try_into().expect("32 bytes"));
+                if first_difference.is_none() && self.leaves[served.size() as usize] != leaf {
+                    first_difference = Some(served.size() + 1);
+                }
+                served.push(leaf);
+            }
+            index += 1;
+        }
+        let tiles_signed = served.root() == checkpoint.root;
+        Err(CliError::Verify(match (first_difference, tiles_signed) {
+            (Some(seq), true) => format!(
+                "audit log broken at entry {seq}: it is not the entry the signed log checkpoint ({} entries) covers (edited?)",
+                checkpoint.size
+            ),
+            (Some(seq), false) => format!(
+                "the log tree does not match the signed checkpoint ({} entries); entry {seq} is the first whose leaf differs from the server's tiles, which do not lead to the signed root either",
+                checkpoint.size
+            ),
+            (None, _) => format!(
+                "the entries do not rebuild the tree of the signed log checkpoint ({} entries), though each matches the server's tiles: the stored tree was altered",
+                checkpoint.size
+            ),
+        }))
+    }
+}
