@@ -102,7 +102,8 @@ impl Builder {
     }
 }
 
-fn spawn(dir: &Path, args: &[String], env: &[(String, String)], log: &Arc<Mutex<String>>) -> (Child, SocketAddr) {
+/// Starts amberd on `dir` as it is (no admin token is made first).
+pub fn spawn(dir: &Path, args: &[String], env: &[(String, String)], log: &Arc<Mutex<String>>) -> (Child, SocketAddr) {
     let mut child = Command::new(AMBERD)
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
@@ -269,6 +270,11 @@ impl TestServer {
             assert!(Instant::now() < deadline, "amberd did not stop after SIGTERM");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The data directory (sled's store is `meta/` in it).
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// Starts amberd again on the same data directory (after kill9 or terminate).

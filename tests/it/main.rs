@@ -9,6 +9,7 @@ mod durability;
 mod fake_issuer;
 mod hardening;
 mod harness;
+mod log;
 mod manifests;
 mod oidc;
 mod openapi;
