@@ -109,9 +109,7 @@ async fn append_audit_in(tx: &mut PgConnection, build: &dyn BuildAudit) -> Resul
             .fetch_one(&mut *tx)
             .await?;
     let mut tree = Frontier::from_bytes(&tree).map_err(|e| MetaError::Corrupt(e.to_string()))?;
-    if tree.size() < last as u64 {
-        integrate_in(tx, &mut tree, u64::MAX).await?;
-    }
+    let integrated = tree.size() < last as u64 && integrate_in(tx, &mut tree, u64::MAX).await? > 0;
     let new = build.build(last as u64 + 1, &prev);
     let mut seq = last as u64;
     let mut head_hash = None;
@@ -134,6 +132,11 @@ async fn append_audit_in(tx: &mut PgConnection, build: &dyn BuildAudit) -> Resul
             .bind(seq as i64)
             .bind(hash)
             .bind(serde_json::to_string(&new.checkpoint)?)
+            .bind(tree.to_bytes())
+            .execute(&mut *tx)
+            .await?;
+    } else if integrated {
+        sqlx::query("UPDATE audit_head SET log_tree = $1 WHERE singleton")
             .bind(tree.to_bytes())
             .execute(&mut *tx)
             .await?;
@@ -851,6 +854,12 @@ impl MetaStore for PostgresMeta {
     }
 
     async fn integrate_log(&self, limit: usize) -> Result<u64, MetaError> {
+        // Read first: with the tree whole, no replica takes the head's lock at start.
+        let (seq, tree): (i64, Vec<u8>) =
+            sqlx::query_as("SELECT seq, log_tree FROM audit_head WHERE singleton").fetch_one(&self.pool).await?;
+        if Frontier::from_bytes(&tree).map_err(|e| MetaError::Corrupt(e.to_string()))?.size() >= seq as u64 {
+            return Ok(0);
+        }
         let mut tx = self.pool.begin().await?;
         let (tree,): (Vec<u8>,) =
             sqlx::query_as("SELECT log_tree FROM audit_head WHERE singleton FOR UPDATE").fetch_one(&mut *tx).await?;

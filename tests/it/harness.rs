@@ -483,6 +483,8 @@ impl TestServer {
     pub async fn amber(&self, token: &str, args: &[&str]) -> Run {
         let mut command = tokio::process::Command::new(amber_bin());
         command.args(args).env("AMBER_URL", self.url("")).env("AMBER_TOKEN", token).stdin(Stdio::null());
+        // Each server's log history is its own: so is the client's record of it.
+        command.env("AMBER_LOG_STATE", self.dir.path().join("client-log-state.json"));
         let out = command.output().await.expect("run amber");
         Run {
             code: out.status.code().unwrap_or(-1),

@@ -54,8 +54,8 @@ fn go(checks: &[Value]) -> Vec<Value> {
     results
 }
 
-fn accepted(check: Value) -> Value {
-    let result = go(std::slice::from_ref(&check)).remove(0);
+fn accepted(check: &Value) -> Value {
+    let result = go(std::slice::from_ref(check)).remove(0);
     assert_eq!(result["ok"], true, "Go refused {check}: {result}");
     result
 }
@@ -183,7 +183,7 @@ async fn entry(server: &TestServer, index: u64) -> String {
 async fn go_checks_all(server: &TestServer, vkey: &str, notes: &[String]) {
     for note in notes {
         let check = json!({"op": "checkpoint", "vkey": vkey, "note": note});
-        assert_eq!(accepted(check.clone())["size"], size_of(note));
+        assert_eq!(accepted(&check)["size"], size_of(note));
         one_bit_changes_refused(&check, "note");
         let size = size_of(note);
         let mut indexes = vec![0, size / 2, size.saturating_sub(1)];
@@ -192,7 +192,7 @@ async fn go_checks_all(server: &TestServer, vkey: &str, notes: &[String]) {
             let proof = text(server, &format!("/v1/log/proof?index={index}&size={size}")).await;
             let entry = entry(server, index).await;
             let check = json!({"op": "inclusion", "vkey": vkey, "note": note, "index": index, "entry": entry, "proof": lines(&proof)});
-            accepted(check.clone());
+            accepted(&check);
             if !proof.is_empty() {
                 one_bit_changes_refused(&check, "proof");
             }
@@ -208,7 +208,7 @@ async fn go_checks_all(server: &TestServer, vkey: &str, notes: &[String]) {
         for new in &notes[i..] {
             let proof = text(server, &format!("/v1/log/consistency?old={}&new={}", size_of(old), size_of(new))).await;
             let check = json!({"op": "consistency", "vkey": vkey, "old": old, "new": new, "proof": lines(&proof)});
-            accepted(check.clone());
+            accepted(&check);
             if !proof.is_empty() {
                 one_bit_changes_refused(&check, "proof");
             }
@@ -228,7 +228,7 @@ async fn an_empty_log_has_a_checkpoint_go_accepts() {
     let _ = child.wait();
     let vkey = keys["keys"].as_array().unwrap().iter().find(|k| k["purpose"] == "log").unwrap()["vkey"].clone();
     assert_eq!(size_of(&note), 0);
-    let result = accepted(json!({"op": "checkpoint", "vkey": vkey, "note": note}));
+    let result = accepted(&json!({"op": "checkpoint", "vkey": vkey, "note": note}));
     // The root of the empty tree is SHA-256 of nothing.
     assert_eq!(result["root"], "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=");
     assert!(note.starts_with("amber.localhost/log\n0\n"), "{note}");
@@ -353,7 +353,7 @@ async fn entries_need_an_admin_and_identical_events_have_different_leaves() {
     assert_eq!(receipt.status(), StatusCode::OK);
     let receipt = receipt.text().await.unwrap();
     assert!(receipt.starts_with("c2sp.org/tlog-proof@v1\nextra "), "{receipt}");
-    accepted(json!({"op": "receipt", "vkey": log_vkey(&server).await, "receipt": receipt}));
+    accepted(&json!({"op": "receipt", "vkey": log_vkey(&server).await, "receipt": receipt}));
     let other = server.token(&[("acme/api", &["pull"])]).await;
     let denied = server.request(Method::GET, "/v1/repos/acme/web/tags/v1/receipt", &other).send().await.unwrap();
     expect_error(denied, StatusCode::FORBIDDEN, "denied").await;
@@ -375,4 +375,176 @@ async fn entries_need_an_admin_and_identical_events_have_different_leaves() {
         let response = server.http.get(server.url(&format!("/v1/log/tile/{bad}"))).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::NOT_FOUND, "{bad}");
     }
+}
+
+async fn push_tag(server: &TestServer, token: &str, tree: &Path, tag: &str) {
+    std::fs::write(tree.join("app.bin"), format!("build {tag}")).unwrap();
+    let run = server.amber(token, &["push", &format!("acme/web:{tag}"), tree.to_str().unwrap()]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+}
+
+async fn pull(server: &TestServer, token: &str, keys: &str, work: &Path, tag: &str) -> crate::harness::Run {
+    let out = work.join(format!("out-{tag}-{}", rand::random::<u32>()));
+    server.amber(token, &["pull", &format!("acme/web:{tag}"), "-o", out.to_str().unwrap(), "--key", keys]).await
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// A store rolled back to an older copy, then grown into another history:
+/// every signature is valid, yet a client holding a newer checkpoint refuses
+/// both. An entry edited in place fails `amber audit verify`, named.
+#[tokio::test]
+async fn rolled_back_and_forked_histories_are_refused_and_an_edited_entry_is_named() {
+    let mut server = TestServer::builder().arg("--log-interval").arg("10").start().await;
+    let push = server.token(&[("acme/web", &["push", "pull"])]).await;
+    let work = tempfile::tempdir().unwrap();
+    let keys = work.path().join("keys.json");
+    std::fs::write(&keys, server.keys().await.to_string()).unwrap();
+    let keys = keys.to_str().unwrap().to_owned();
+    let tree = work.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    push_tag(&server, &push, &tree, "v1").await;
+    let first = pull(&server, &push, &keys, work.path(), "v1").await;
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    assert!(first.stderr.contains("first checkpoint held"), "{}", first.stderr);
+
+    assert!(server.terminate());
+    let backup = work.path().join("meta-backup");
+    copy_dir(&server.data_dir().join("meta"), &backup);
+    server.restart();
+    push_tag(&server, &push, &tree, "v2").await;
+    push_tag(&server, &push, &tree, "v3").await;
+    let grown = pull(&server, &push, &keys, work.path(), "v2").await;
+    assert_eq!(grown.code, 0, "{}", grown.stderr);
+    assert!(grown.stderr.contains("consistent with the"), "{}", grown.stderr);
+
+    // Rolled back: the server's log is smaller than the one the client holds.
+    assert!(server.terminate());
+    std::fs::remove_dir_all(server.data_dir().join("meta")).unwrap();
+    copy_dir(&backup, &server.data_dir().join("meta"));
+    server.restart();
+    let rolled = pull(&server, &push, &keys, work.path(), "v1").await;
+    assert_eq!(rolled.code, 4, "{}", rolled.stderr);
+    assert!(rolled.stderr.contains("rolled-back"), "{}", rolled.stderr);
+
+    // Forked: the rolled-back store grows past what the client holds, with
+    // other entries.
+    for tag in ["w1", "w2", "w3", "w4"] {
+        push_tag(&server, &push, &tree, tag).await;
+    }
+    let forked = pull(&server, &push, &keys, work.path(), "w4").await;
+    assert_eq!(forked.code, 4, "{}", forked.stderr);
+    assert!(forked.stderr.contains("forked or was rewritten"), "{}", forked.stderr);
+
+    // An entry edited where it is stored.
+    assert_eq!(server.amber(&server.admin, &["audit", "verify"]).await.code, 0);
+    server.with_stopped_meta(|db| {
+        let audit = db.open_tree("audit").unwrap();
+        let mut value = audit.get(3u64.to_be_bytes()).unwrap().unwrap().to_vec();
+        let text = String::from_utf8(value.split_off(64)).unwrap().replace("acme/web", "acme/wib");
+        value.extend_from_slice(text.as_bytes());
+        audit.insert(3u64.to_be_bytes(), value).unwrap();
+    });
+    server.restart();
+    let verify = server.amber(&server.admin, &["audit", "verify"]).await;
+    assert_eq!(verify.code, 4, "{}", verify.stderr);
+    assert!(verify.stderr.contains("entry 3"), "{}", verify.stderr);
+}
+
+/// `kill -9` at random moments of pushes, 100 times: every checkpoint seen
+/// is consistent with every later one, as Go checks it.
+#[tokio::test]
+async fn checkpoints_seen_across_100_kills_are_all_consistent() {
+    let mut server = TestServer::builder().arg("--log-interval").arg("10").start().await;
+    let push = server.token(&[("acme/web", &["push", "pull"])]).await;
+    let vkey = log_vkey(&server).await;
+    let mut seen: Vec<String> = Vec::new();
+    for round in 0..100u64 {
+        let stop = Instant::now() + Duration::from_millis(20 + rand::random::<u64>() % 180);
+        let pushers = (0..3u64)
+            .map(|w| {
+                let (http, url, push) = (server.http.clone(), server.url(""), push.clone());
+                tokio::spawn(async move {
+                    let mut i = 0;
+                    while Instant::now() < stop {
+                        let bytes = format!("round {round} writer {w} push {i}").into_bytes();
+                        // Not a subprocess: nothing may block this runtime's thread.
+                        let digest = amber_core::Digest::of(&bytes).to_string();
+                        let size = bytes.len();
+                        let put =
+                            http.put(format!("{url}/v1/repos/acme/web/blobs/{digest}")).bearer_auth(&push).body(bytes);
+                        if put.send().await.is_err() {
+                            return;
+                        }
+                        let files = json!({"files": [{"path": "a", "digest": digest, "size": size}]});
+                        let tag = http
+                            .put(format!("{url}/v1/repos/acme/web/tags/r{round}-w{w}-{i}"))
+                            .bearer_auth(&push)
+                            .json(&files);
+                        if tag.send().await.is_err() {
+                            return;
+                        }
+                        i += 1;
+                    }
+                })
+            })
+            .collect::<Vec<_>>();
+        let watcher = {
+            let (http, url) = (server.http.clone(), server.url("/v1/log/checkpoint"));
+            tokio::spawn(async move {
+                let mut notes = Vec::new();
+                while Instant::now() < stop {
+                    if let Ok(r) = http.get(&url).send().await
+                        && let Ok(text) = r.text().await
+                    {
+                        notes.push(text);
+                    }
+                    tokio::time::sleep(Duration::from_millis(15)).await;
+                }
+                notes
+            })
+        };
+        tokio::time::sleep_until(stop.into()).await;
+        server.kill9();
+        for p in pushers {
+            p.await.unwrap();
+        }
+        seen.extend(watcher.await.unwrap().into_iter().filter(|n| n.contains('\u{2014}')));
+        server.restart();
+        seen.push(checkpoint(&server).await);
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let last = checkpoint(&server).await;
+    seen.sort_by_key(|n| size_of(n));
+    seen.dedup();
+    let mut checks = Vec::new();
+    for note in &seen {
+        assert!(size_of(note) <= size_of(&last), "a checkpoint larger than the log: {note}");
+        let proof = text(&server, &format!("/v1/log/consistency?old={}&new={}", size_of(note), size_of(&last))).await;
+        checks.push(json!({"op": "consistency", "vkey": vkey, "old": note, "new": last, "proof": lines(&proof)}));
+    }
+    for (check, result) in checks.iter().zip(go(&checks)) {
+        assert_eq!(result["ok"], true, "inconsistent with the last checkpoint: {check}: {result}");
+    }
+    // Two checkpoints of one size are the same checkpoint.
+    for pair in seen.windows(2) {
+        assert!(size_of(&pair[0]) != size_of(&pair[1]), "two checkpoints of size {}", size_of(&pair[0]));
+    }
+    assert!(seen.len() > 20, "only {} distinct checkpoints seen", seen.len());
+    eprintln!(
+        "{} distinct checkpoints over 100 kills, all consistent with the last ({} entries)",
+        seen.len(),
+        size_of(&last)
+    );
 }

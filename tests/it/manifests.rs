@@ -272,7 +272,9 @@ async fn rotated_keys_sign_new_manifests_and_old_ones_still_verify(backend: Back
         .await
         .unwrap();
     let old_keys = server.keys().await;
-    assert_eq!(old_keys["keys"].as_array().unwrap().len(), 1);
+    let manifest_keys =
+        |list: &Value| list["keys"].as_array().unwrap().iter().filter(|k| k["purpose"] == "manifest").count();
+    assert_eq!(manifest_keys(&old_keys), 1);
 
     assert!(server.terminate());
     let new_keyid = server.amberd(&["keys", "rotate"]).trim().to_owned();
@@ -296,6 +298,7 @@ async fn rotated_keys_sign_new_manifests_and_old_ones_still_verify(backend: Back
         .as_array()
         .unwrap()
         .iter()
+        .filter(|k| k["purpose"] == "manifest")
         .map(|k| (k["keyid"].as_str().unwrap().to_owned(), k["status"].as_str().unwrap().to_owned()))
         .collect();
     assert_eq!(statuses.len(), 2);
@@ -353,7 +356,12 @@ async fn an_operator_supplied_signing_key_signs_manifests() {
         .await
         .unwrap();
     let keys = server.keys().await;
-    let active: Vec<&Value> = keys["keys"].as_array().unwrap().iter().filter(|k| k["status"] == "active").collect();
+    let active: Vec<&Value> = keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["status"] == "active" && k["purpose"] == "manifest")
+        .collect();
     assert_eq!(active.len(), 1);
     assert_eq!(envelope["signatures"][0]["keyid"], active[0]["keyid"]);
     // The public key served is the one openssl derives from the file.

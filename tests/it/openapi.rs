@@ -33,7 +33,8 @@ fn every_route_is_documented_and_every_documented_route_exists() {
     }
     let served: BTreeSet<(String, String)> = amber_server::http::routes()
         .into_iter()
-        .map(|(method, path, _)| (method.to_string(), path.to_owned()))
+        // A wildcard segment (`{*path}`) is one parameter in OpenAPI.
+        .map(|(method, path, _)| (method.to_string(), path.replace("{*", "{")))
         .collect();
     let undocumented: Vec<_> = served.difference(&documented).collect();
     let unserved: Vec<_> = documented.difference(&served).collect();

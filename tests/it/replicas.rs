@@ -34,7 +34,10 @@ async fn two_replicas_serve_one_store() {
     let keys_a: Value = server.http.get(server.url("/v1/keys")).send().await.unwrap().json().await.unwrap();
     let keys_b: Value = server.http.get(other.url("/v1/keys")).send().await.unwrap().json().await.unwrap();
     assert_eq!(keys_a, keys_b);
-    assert_eq!(keys_a["keys"].as_array().unwrap().len(), 1);
+    // One manifest key and one log key, the same on both.
+    let purposes: Vec<&str> =
+        keys_a["keys"].as_array().unwrap().iter().map(|k| k["purpose"].as_str().unwrap()).collect();
+    assert_eq!(purposes, ["manifest", "log"]);
 
     // 16 racing binds of one tag, split across both: exactly one winner.
     let files = json!({"files": [{"path": "app", "digest": digest, "size": bytes.len()}]});
@@ -85,7 +88,7 @@ async fn two_replicas_serve_one_store() {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|k| k["status"] == "active")
+        .filter(|k| k["status"] == "active" && k["purpose"] == "manifest")
         .map(|k| k["keyid"].as_str().unwrap())
         .collect();
     assert_eq!(active, [rotated.as_str()]);

@@ -273,6 +273,25 @@ async fn authorization_matrix_has_no_unexpected_allow(backend: Backend) {
                 StatusCode::OK,
             ),
             (
+                Method::GET,
+                "/v1/repos/{owner}/{name}/tags/{tag}/receipt",
+                "/v1/repos/acme/web/tags/v1/receipt".into(),
+                None,
+                None,
+                "pull",
+                StatusCode::OK,
+            ),
+            // Hash tiles are public; entry bundles are the admin's.
+            (
+                Method::GET,
+                "/v1/log/tile/{*path}",
+                "/v1/log/tile/entries/000.p/1".into(),
+                None,
+                None,
+                "admin",
+                StatusCode::OK,
+            ),
+            (
                 Method::PUT,
                 "/v1/repos/{owner}/{name}/tags/{tag}/hold",
                 "/v1/repos/acme/web/tags/v1/hold".into(),
@@ -405,7 +424,17 @@ async fn authorization_matrix_has_no_unexpected_allow(backend: Backend) {
     }
     assert!(unexpected.is_empty(), "{} unexpected outcomes:\n{}", unexpected.len(), unexpected.join("\n"));
     // The exchange takes an ID token instead (tests/it/oidc.rs).
-    let public = ["/healthz", "/readyz", "/metrics", "/v1/keys", "/v1/oidc/token"];
+    // The log's checkpoint and proofs reveal nothing (tests/it/log.rs).
+    let public = [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/v1/keys",
+        "/v1/oidc/token",
+        "/v1/log/checkpoint",
+        "/v1/log/proof",
+        "/v1/log/consistency",
+    ];
     let routes: BTreeSet<(String, String)> = amber_server::http::routes()
         .into_iter()
         .filter(|(_, path, _)| !public.contains(path))

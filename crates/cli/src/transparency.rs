@@ -21,11 +21,16 @@ fn verify_error(e: impl std::fmt::Display) -> CliError {
 
 /// Opens a checkpoint with whichever pinned log key signed it.
 pub fn open_checkpoint(vkeys: &[String], note: &str) -> Result<Checkpoint> {
+    open_with(vkeys, note).map(|(checkpoint, _)| checkpoint)
+}
+
+/// The checkpoint and the vkey that verified it.
+fn open_with<'a>(vkeys: &'a [String], note: &str) -> Result<(Checkpoint, &'a str)> {
     let mut last = None;
     for vkey in vkeys {
         let verifier = LogVerifier::new(vkey).map_err(verify_error)?;
         match verifier.open(note) {
-            Ok(checkpoint) => return Ok(checkpoint),
+            Ok(checkpoint) => return Ok((checkpoint, vkey)),
             Err(e) => last = Some(e),
         }
     }
@@ -36,19 +41,7 @@ pub fn open_checkpoint(vkeys: &[String], note: &str) -> Result<Checkpoint> {
 /// its leaf, and that the entry binds `repo:tag` to `digest`.
 pub fn check_receipt(vkeys: &[String], text: &str, repo: &RepoName, tag: &Tag, digest: &Digest) -> Result<Checkpoint> {
     let receipt = Receipt::parse(text).map_err(verify_error)?;
-    let mut last = None;
-    let mut checkpoint = None;
-    for vkey in vkeys {
-        match LogVerifier::new(vkey).map_err(verify_error)?.open(&receipt.checkpoint) {
-            Ok(c) => {
-                checkpoint = Some(c);
-                break;
-            }
-            Err(e) => last = Some(e),
-        }
-    }
-    let checkpoint = checkpoint
-        .ok_or_else(|| verify_error(last.map_or_else(|| "no log key pinned".to_owned(), |e| e.to_string())))?;
+    let checkpoint = open_checkpoint(vkeys, &receipt.checkpoint)?;
     tlog::check_inclusion(&checkpoint, receipt.index, tlog::leaf_hash(&receipt.entry), &receipt.proof)
         .map_err(verify_error)?;
     let body: EntryBody = serde_json::from_slice(&receipt.entry)
@@ -81,6 +74,8 @@ struct Held {
     /// Base64 root hash.
     root: String,
     note: String,
+    /// The log key it was verified with.
+    vkey: String,
 }
 
 /// Where the state is kept unless `--log-state` says: the user's config
@@ -115,10 +110,20 @@ fn save_state(path: &Path, state: &State) -> Result<()> {
 
 /// Accepts `seen` only if it extends the checkpoint held for its origin (a
 /// consistency proof from the server, checked here), then holds it.
-/// Returns the size held before, if any.
-pub async fn advance(client: &Client, state_path: &Path, seen: &Checkpoint) -> Result<Option<u64>> {
+/// Returns the size held before, if any. A checkpoint held under a log key
+/// that is no longer pinned is of another log that had the same origin (a
+/// key file lists a log's retired keys too, so a rotation keeps the history).
+pub async fn advance(client: &Client, state_path: &Path, vkeys: &[String], seen: &Checkpoint) -> Result<Option<u64>> {
     let mut state = load_state(state_path)?;
-    let previous = match state.logs.get(&seen.origin) {
+    let (_, vkey) = open_with(vkeys, &seen.note)?;
+    let held = state.logs.get(&seen.origin).filter(|held| {
+        let pinned = vkeys.contains(&held.vkey);
+        if !pinned {
+            eprintln!("amber: the log key of {} changed; holding this log's checkpoints from now on", seen.origin);
+        }
+        pinned
+    });
+    let previous = match held {
         None => None,
         Some(held) => {
             let root = tlog::Hash::parse_hash(&held.root)
@@ -140,7 +145,7 @@ pub async fn advance(client: &Client, state_path: &Path, seen: &Checkpoint) -> R
     };
     state.logs.insert(
         seen.origin.clone(),
-        Held { size: seen.size, root: tlog::hash_b64(&seen.root), note: seen.note.clone() },
+        Held { size: seen.size, root: tlog::hash_b64(&seen.root), note: seen.note.clone(), vkey: vkey.to_owned() },
     );
     save_state(state_path, &state)?;
     Ok(previous)
