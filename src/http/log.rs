@@ -61,6 +61,14 @@ pub async fn get_tile(
             if entries.len() != width as usize {
                 return Err(ApiError::internal(anyhow::anyhow!("log entries from {first} are missing")));
             }
+            if let Some(big) = entries.iter().find(|e| e.entry.len() > tlog::MAX_ENTRY_BYTES) {
+                // Only history from before the log can be this large.
+                return Err(ApiError::internal(anyhow::anyhow!(
+                    "log entry {} is {} bytes, over an entry bundle's 65,535: read it from GET /v1/audit",
+                    big.log_index,
+                    big.entry.len()
+                )));
+            }
             tlog::entry_bundle(entries.iter().map(|e| e.entry.as_bytes()))
         }
     };

@@ -582,9 +582,11 @@ pub(crate) fn tag_bound_in(bytes: &[u8]) -> Option<(RepoName, Tag)> {
 }
 
 /// Adds an entry to the log's tree: the stored hashes to write, in the same
-/// transaction as the entry.
-pub(crate) fn grow_log(frontier: &mut Frontier, bytes: &[u8]) -> Result<Vec<(u64, Hash)>, MetaError> {
-    if bytes.len() > amber_core::log::MAX_ENTRY_BYTES {
+/// transaction as the entry. A `new` entry must fit an entry bundle; one of
+/// the history from before the log may not (a reclaim run once recorded up
+/// to 1,000 digests), and is a leaf all the same.
+pub(crate) fn grow_log(frontier: &mut Frontier, bytes: &[u8], new: bool) -> Result<Vec<(u64, Hash)>, MetaError> {
+    if new && bytes.len() > amber_core::log::MAX_ENTRY_BYTES {
         return Err(MetaError::EntryTooLarge(bytes.len()));
     }
     Ok(frontier.push(amber_core::log::leaf_hash(bytes)))

@@ -116,7 +116,7 @@ async fn append_audit_in(tx: &mut PgConnection, build: &dyn BuildAudit) -> Resul
     let mut growth = LogGrowth::default();
     for entry in new.entries {
         seq += 1;
-        growth.add(&mut tree, &entry.bytes, entry.tag_bound.as_ref(), seq - 1)?;
+        growth.add(&mut tree, &entry.bytes, entry.tag_bound.as_ref(), seq - 1, true)?;
         let entry_text = String::from_utf8(entry.bytes).map_err(|e| MetaError::Corrupt(e.to_string()))?;
         sqlx::query("INSERT INTO audit_log (seq, hash, entry) VALUES ($1, $2, $3)")
             .bind(seq as i64)
@@ -160,8 +160,9 @@ impl LogGrowth {
         bytes: &[u8],
         tag: Option<&(RepoName, Tag)>,
         index: u64,
+        new: bool,
     ) -> Result<(), MetaError> {
-        for (i, hash) in super::grow_log(tree, bytes)? {
+        for (i, hash) in super::grow_log(tree, bytes, new)? {
             self.indexes.push(i as i64);
             self.hashes.push(hash.0.to_vec());
         }
@@ -212,7 +213,7 @@ async fn integrate_in(tx: &mut PgConnection, tree: &mut Frontier, limit: u64) ->
                 return Err(MetaError::Corrupt(format!("audit entry {} is missing", tree.size() + 1)));
             }
             let tag = super::tag_bound_in(entry.as_bytes());
-            growth.add(tree, entry.as_bytes(), tag.as_ref(), *seq as u64 - 1)?;
+            growth.add(tree, entry.as_bytes(), tag.as_ref(), *seq as u64 - 1, false)?;
         }
         growth.store(tx).await?;
         added += rows.len() as u64;

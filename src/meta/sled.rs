@@ -471,7 +471,7 @@ fn append_audit_in(
     let mut head_hash = None;
     for entry in new.entries {
         seq += 1;
-        let hashes = super::grow_log(&mut tree, &entry.bytes).map_err(abort)?;
+        let hashes = super::grow_log(&mut tree, &entry.bytes, true).map_err(abort)?;
         store_log_hashes(head, &hashes)?;
         if let Some((repo, tag)) = &entry.tag_bound {
             head.insert(tag_log_key(repo, tag), &(seq - 1).to_be_bytes())?;
@@ -535,7 +535,7 @@ fn integrate_in(
         let seq = tree.size() + 1;
         let Some(value) = audit.get(seq.to_be_bytes())? else { break };
         let bytes = value.get(64..).ok_or_else(|| abort(MetaError::Corrupt(format!("audit entry {seq}"))))?;
-        let hashes = super::grow_log(&mut tree, bytes).map_err(abort)?;
+        let hashes = super::grow_log(&mut tree, bytes, false).map_err(abort)?;
         store_log_hashes(head, &hashes)?;
         if let Some((repo, tag)) = super::tag_bound_in(bytes) {
             head.insert(tag_log_key(&repo, &tag), &(seq - 1).to_be_bytes())?;

@@ -548,3 +548,44 @@ async fn checkpoints_seen_across_100_kills_are_all_consistent() {
         size_of(&last)
     );
 }
+
+/// A store from before the log: its entries (unsalted) become the first
+/// leaves, in order, when amberd starts; replicas serve the same checkpoint.
+#[tokio::test]
+async fn history_from_before_the_log_becomes_its_first_leaves_and_replicas_agree() {
+    let mut server = TestServer::builder().backend(Backend::S3Postgres).arg("--log-interval").arg("10").start().await;
+    let push = server.token(&[("acme/web", &["push", "pull"])]).await;
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    push_tag(&server, &push, &tree, "old").await;
+    let before = checkpoint(&server).await;
+    let size = size_of(&before);
+    assert!(server.terminate());
+    // What the store held before the log: entries and nothing of the tree.
+    let pg = &server.services.as_ref().unwrap().pg;
+    pg.sql(
+        "ALTER TABLE log_hashes DISABLE TRIGGER log_hashes_immutable; DELETE FROM log_hashes;
+         ALTER TABLE tag_log DISABLE TRIGGER tag_log_immutable; DELETE FROM tag_log;
+         DELETE FROM log_checkpoint; UPDATE audit_head SET log_tree = '\\x0000000000000000'::bytea",
+    );
+    assert_eq!(pg.sql("SELECT count(*) FROM log_hashes").trim(), "0");
+    server.restart();
+    let after = checkpoint_at(&server, size).await;
+    assert_eq!(after.lines().nth(2), before.lines().nth(2), "the rebuilt tree has the same root");
+    assert!(server.logs().contains("added the audit history to the transparency log"), "{}", server.logs());
+    let receipt = server.request(Method::GET, "/v1/repos/acme/web/tags/old/receipt", &push).send().await.unwrap();
+    assert_eq!(receipt.status(), StatusCode::OK, "the tag's index was found again");
+
+    let replica = server.spawn_replica();
+    push_tag(&server, &push, &tree, "new").await;
+    let grown = checkpoint(&server).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let from_replica = server.http.get(replica.url("/v1/log/checkpoint")).send().await.unwrap().text().await.unwrap();
+    let from_primary = checkpoint(&server).await;
+    assert_eq!(from_replica, from_primary, "replicas serve one checkpoint");
+    let vkey = log_vkey(&server).await;
+    let proof = text(&server, &format!("/v1/log/consistency?old={size}&new={}", size_of(&from_primary))).await;
+    accepted(&json!({"op": "consistency", "vkey": vkey, "old": after, "new": from_primary, "proof": lines(&proof)}));
+    assert!(size_of(&grown) > size);
+}

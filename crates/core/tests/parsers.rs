@@ -126,3 +126,49 @@ proptest! {
         prop_assert!(signed.verify("u", &[key.verifying_key()]).is_err());
     }
 }
+
+// The transparency log's formats, as a client or the server reads them.
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn tile_paths_accept_exactly_the_spelling_they_print(
+        s in "\\PC{0,40}|(entries|[0-9]{1,2})/(x[0-9]{3}/){0,3}[0-9]{1,4}(\\.p/[0-9]{1,3})?"
+    ) {
+        use amber_core::log::TilePath;
+        if let Some(tile) = TilePath::parse(&s) {
+            prop_assert_eq!(tile.path(), format!("tile/{s}"));
+        }
+    }
+
+    #[test]
+    fn every_tile_prints_and_parses(level in 0u8..8, index in 0u64..u64::MAX / 256, width in 1u32..=256, entries: bool) {
+        use amber_core::log::TilePath;
+        let tile = if entries { TilePath::Entries { index, width } } else { TilePath::Hashes { level, index, width } };
+        let path = tile.path();
+        prop_assert_eq!(TilePath::parse(path.strip_prefix("tile/").unwrap()), Some(tile));
+    }
+
+    #[test]
+    fn receipts_and_notes_never_verify_without_the_log_key(s in "\\PC{0,300}|c2sp.org/tlog-proof@v1\nextra [A-Za-z0-9+/=]{0,40}\nindex [0-9]{1,3}\n([A-Za-z0-9+/]{43}=\n){0,3}\n\\PC{0,80}") {
+        use amber_core::log::{LogVerifier, Receipt, vkey};
+        let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+        let log = LogVerifier::new(&vkey("amber.test/log", &key.verifying_key())).unwrap();
+        if let Ok(receipt) = Receipt::parse(&s) {
+            prop_assert!(receipt.verify(&log).is_err());
+            prop_assert_eq!(Receipt::parse(&receipt.to_text()).unwrap(), receipt);
+        }
+        prop_assert!(log.open(&s).is_err());
+    }
+
+    #[test]
+    fn entry_bundles_and_frontiers_parse_or_refuse(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        use amber_core::log::{Frontier, entry_bundle, parse_entry_bundle};
+        if let Ok(entries) = parse_entry_bundle(&bytes) {
+            prop_assert_eq!(entry_bundle(entries.iter().map(Vec::as_slice)), bytes.clone());
+        }
+        if let Ok(frontier) = Frontier::from_bytes(&bytes) {
+            prop_assert_eq!(frontier.to_bytes(), bytes);
+        }
+    }
+}
