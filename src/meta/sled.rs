@@ -19,9 +19,9 @@
 //! replays_by_time until i64 BE, issuer \0 jti -> () (to forget them in order)
 //!            (default tree) "scrub"    -> ScrubProgress (JSON)
 //! audit      seq, u64 big-endian       -> hash (64 hex) + entry bytes
-//! audit_head "head"                    -> seq u64 BE + hash (64 hex)
+//! audit_head "head"                    -> seq u64 BE + hash (64 hex) + the log's
+//!                                         tree (`Frontier::to_bytes`; absent before the log)
 //!            "checkpoint"              -> signed checkpoint envelope (JSON)
-//!            "log"                     -> the log's tree (`Frontier::to_bytes`)
 //!            "log_checkpoint"          -> tree size u64 BE + signed note
 //!            \0 'h' index u64 BE       -> a stored hash of the tree (32 bytes)
 //!            \0 't' repo \0 tag        -> log index u64 BE of its tag_bound entry
@@ -73,7 +73,6 @@ const SCHEMA_KEY: &[u8] = b"schema";
 const SCHEMA_VERSION: &[u8] = b"3";
 const AUDIT_HEAD: &[u8] = b"head";
 const AUDIT_CHECKPOINT: &[u8] = b"checkpoint";
-const LOG_TREE: &[u8] = b"log";
 const LOG_CHECKPOINT: &[u8] = b"log_checkpoint";
 const SCRUB_KEY: &[u8] = b"scrub";
 
@@ -458,14 +457,8 @@ fn append_audit_in(
     build: &dyn BuildAudit,
 ) -> ConflictableTransactionResult<u64, MetaError> {
     let abort = |e: MetaError| ConflictableTransactionError::Abort(e);
-    let (last, prev) = match head.get(AUDIT_HEAD)? {
-        Some(v) if v.len() == 8 + 64 => {
-            (u64::from_be_bytes(v[..8].try_into().expect("8 bytes")), String::from_utf8_lossy(&v[8..]).into_owned())
-        }
-        Some(_) => return Err(abort(MetaError::Corrupt("audit head".into()))),
-        None => (0, amber_core::audit::GENESIS.to_owned()),
-    };
-    let mut tree = integrate_in(audit, head, u64::MAX)?;
+    let (last, prev, mut tree) = read_head(head)?;
+    let integrated = tree.size() < last && integrate_in(audit, head, &mut tree, u64::MAX)? > 0;
     let new = build.build(last + 1, &prev);
     let mut seq = last;
     let mut head_hash = None;
@@ -482,14 +475,51 @@ fn append_audit_in(
         head_hash = Some(entry.hash);
     }
     let Some(hash) = head_hash else {
+        if integrated {
+            write_head(head, last, &prev, &tree)?;
+        }
         return Ok(last);
     };
-    let mut new_head = seq.to_be_bytes().to_vec();
-    new_head.extend_from_slice(hash.as_bytes());
-    head.insert(AUDIT_HEAD, new_head)?;
-    head.insert(LOG_TREE, tree.to_bytes())?;
+    write_head(head, seq, &hash, &tree)?;
     head.insert(AUDIT_CHECKPOINT, serde_json::to_vec(&new.checkpoint).map_err(|e| abort(e.into()))?)?;
     Ok(seq)
+}
+
+/// The chain's head and the log's tree: `seq` u64 BE, the head's hash (64
+/// hex), then the tree's frontier; a store from before the log has no
+/// frontier (its tree is empty until its history is added).
+fn parse_head(value: Option<&[u8]>) -> Result<(u64, String, Frontier), MetaError> {
+    match value {
+        None => Ok((0, amber_core::audit::GENESIS.to_owned(), Frontier::default())),
+        Some(v) if v.len() >= 8 + 64 => {
+            let seq = u64::from_be_bytes(v[..8].try_into().expect("8 bytes"));
+            let hash = String::from_utf8_lossy(&v[8..72]).into_owned();
+            let tree = if v.len() == 72 {
+                Frontier::default()
+            } else {
+                Frontier::from_bytes(&v[72..]).map_err(|e| MetaError::Corrupt(e.to_string()))?
+            };
+            Ok((seq, hash, tree))
+        }
+        Some(_) => Err(MetaError::Corrupt("audit head".into())),
+    }
+}
+
+fn read_head(head: &TransactionalTree) -> ConflictableTransactionResult<(u64, String, Frontier), MetaError> {
+    parse_head(head.get(AUDIT_HEAD)?.as_deref()).map_err(ConflictableTransactionError::Abort)
+}
+
+fn write_head(
+    head: &TransactionalTree,
+    seq: u64,
+    hash: &str,
+    tree: &Frontier,
+) -> ConflictableTransactionResult<(), MetaError> {
+    let mut value = seq.to_be_bytes().to_vec();
+    value.extend_from_slice(hash.as_bytes());
+    value.extend_from_slice(&tree.to_bytes());
+    head.insert(AUDIT_HEAD, value)?;
+    Ok(())
 }
 
 fn log_hash_key(index: u64) -> [u8; 10] {
@@ -512,39 +542,29 @@ fn store_log_hashes(head: &TransactionalTree, hashes: &[(u64, Hash)]) -> Conflic
     Ok(())
 }
 
-fn read_tree(head: &TransactionalTree) -> ConflictableTransactionResult<Frontier, MetaError> {
-    match head.get(LOG_TREE)? {
-        Some(v) => {
-            Frontier::from_bytes(&v).map_err(|e| ConflictableTransactionError::Abort(MetaError::Corrupt(e.to_string())))
-        }
-        None => Ok(Frontier::default()),
-    }
-}
 
-/// Adds to the tree up to `limit` stored entries it does not cover yet (the
-/// history from before the log); returns the tree, written back if it grew.
+/// Adds to `tree` up to `limit` stored entries it does not cover yet (the
+/// history from before the log), storing their hashes; returns how many.
+/// The caller writes the head.
 fn integrate_in(
     audit: &TransactionalTree,
     head: &TransactionalTree,
+    tree: &mut Frontier,
     limit: u64,
-) -> ConflictableTransactionResult<Frontier, MetaError> {
+) -> ConflictableTransactionResult<u64, MetaError> {
     let abort = |e: MetaError| ConflictableTransactionError::Abort(e);
-    let mut tree = read_tree(head)?;
     let start = tree.size();
     while tree.size() - start < limit {
         let seq = tree.size() + 1;
         let Some(value) = audit.get(seq.to_be_bytes())? else { break };
         let bytes = value.get(64..).ok_or_else(|| abort(MetaError::Corrupt(format!("audit entry {seq}"))))?;
-        let hashes = super::grow_log(&mut tree, bytes, false).map_err(abort)?;
+        let hashes = super::grow_log(tree, bytes, false).map_err(abort)?;
         store_log_hashes(head, &hashes)?;
         if let Some((repo, tag)) = super::tag_bound_in(bytes) {
             head.insert(tag_log_key(&repo, &tag), &(seq - 1).to_be_bytes())?;
         }
     }
-    if tree.size() != start {
-        head.insert(LOG_TREE, tree.to_bytes())?;
-    }
-    Ok(tree)
+    Ok(tree.size() - start)
 }
 
 fn transaction_error(err: TransactionError<MetaError>) -> MetaError {
@@ -1174,10 +1194,7 @@ impl MetaStore for SledMeta {
 
     async fn log_tree(&self) -> Result<Frontier, MetaError> {
         self.read("log_tree", |t| {
-            let tree = match t.audit_head.get(LOG_TREE)? {
-                Some(v) => Frontier::from_bytes(&v).map_err(|e| MetaError::Corrupt(e.to_string()))?,
-                None => Frontier::default(),
-            };
+            let (_, _, tree) = parse_head(t.audit_head.get(AUDIT_HEAD)?.as_deref())?;
             // Read, then flushed: what was read is on disk before anyone
             // signs it. (Writers flush after their commit, outside the lock.)
             t.db.flush()?;
@@ -1240,11 +1257,8 @@ impl MetaStore for SledMeta {
         // Read first: a store whose tree is whole is not written to at start.
         let behind = self
             .read("integrate_log", |t| {
-                let tree = match t.audit_head.get(LOG_TREE)? {
-                    Some(v) => Frontier::from_bytes(&v).map_err(|e| MetaError::Corrupt(e.to_string()))?.size(),
-                    None => 0,
-                };
-                Ok(t.audit.get((tree + 1).to_be_bytes())?.is_some())
+                let (seq, _, tree) = parse_head(t.audit_head.get(AUDIT_HEAD)?.as_deref())?;
+                Ok(tree.size() < seq)
             })
             .await?;
         if !behind {
@@ -1253,8 +1267,12 @@ impl MetaStore for SledMeta {
         self.write("integrate_log", move |t| {
             (&t.audit, &t.audit_head)
                 .transaction(|(audit, head)| {
-                    let before = read_tree(head)?.size();
-                    Ok(integrate_in(audit, head, limit as u64)?.size() - before)
+                    let (seq, hash, mut tree) = read_head(head)?;
+                    let added = integrate_in(audit, head, &mut tree, limit as u64)?;
+                    if added > 0 {
+                        write_head(head, seq, &hash, &tree)?;
+                    }
+                    Ok(added)
                 })
                 .map_err(transaction_error)
         })

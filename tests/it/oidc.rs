@@ -523,6 +523,7 @@ async fn the_cli_exchanges_the_runs_id_token() {
         // Async: the fake issuer answers on this test's runtime meanwhile.
         let mut command = tokio::process::Command::new(amber_bin());
         command.args(args).env("AMBER_URL", server.url("")).env_remove("AMBER_TOKEN").envs(env.iter().copied());
+        command.env("AMBER_LOG_STATE", server.data_dir().join("client-log-state.json"));
         command.stdin(std::process::Stdio::null()).output().await.unwrap()
     };
     let actions = [

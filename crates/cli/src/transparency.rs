@@ -75,6 +75,7 @@ struct Held {
     root: String,
     note: String,
     /// The log key it was verified with.
+    #[serde(default)]
     vkey: String,
 }
 
