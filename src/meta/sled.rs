@@ -542,7 +542,6 @@ fn store_log_hashes(head: &TransactionalTree, hashes: &[(u64, Hash)]) -> Conflic
     Ok(())
 }
 
-
 /// Adds to `tree` up to `limit` stored entries it does not cover yet (the
 /// history from before the log), storing their hashes; returns how many.
 /// The caller writes the head.
