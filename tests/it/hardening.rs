@@ -662,3 +662,128 @@ async fn a_wedged_store_is_reported_then_ends_the_process_with_70() {
     assert_eq!(code, Some(70), "{}", server.logs());
     assert!(started.elapsed() >= Duration::from_secs(65), "exited only once the call was wedged");
 }
+
+/// An HTTP/2 connection (prior knowledge, as curl's `--http2-prior-knowledge`).
+async fn h2_connect(
+    server: &TestServer,
+    builder: &h2::client::Builder,
+) -> (h2::client::SendRequest<bytes::Bytes>, tokio::task::JoinHandle<Result<(), h2::Error>>) {
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let (client, connection) = builder.handshake(tcp).await.unwrap();
+    (client, tokio::spawn(connection))
+}
+
+/// CVE-2023-44487: streams opened and reset at once, as fast as a client
+/// can. The server answers `GOAWAY` past a handful of resets it had not yet
+/// accepted (h2's limit, which hyper keeps), and serves others throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn http2_rapid_resets_end_the_connection_and_others_are_served() {
+    let server = TestServer::start().await;
+    let token = server.token(&[(REPO, &["push", "pull"])]).await;
+    let digest = push(&server, &token, REPO, data(10_000, 1)).await;
+    let (mut client, connection) = h2_connect(&server, &h2::client::Builder::new()).await;
+    let started = Instant::now();
+    let mut reset = 0u32;
+    let closed = loop {
+        if reset >= 100_000 || started.elapsed() > Duration::from_secs(10) {
+            break false;
+        }
+        client = match client.ready().await {
+            Ok(ready) => ready,
+            Err(_) => break true,
+        };
+        let request = axum::http::Request::get(server.url("/healthz")).body(()).unwrap();
+        match client.send_request(request, false) {
+            Ok((_response, mut body)) => {
+                body.send_reset(h2::Reason::CANCEL);
+                reset += 1;
+            }
+            Err(_) => break true,
+        }
+        if reset % 64 == 0 {
+            tokio::task::yield_now().await;
+        }
+    };
+    let ended = tokio::time::timeout(Duration::from_secs(5), connection).await;
+    eprintln!(
+        "rapid reset: {reset} streams reset before the server ended the connection ({closed}), in {:?}",
+        started.elapsed()
+    );
+    assert!(
+        closed || matches!(ended, Ok(Ok(Err(_)))),
+        "the server kept a rapid-reset connection open for {reset} resets"
+    );
+    assert!(reset < 10_000, "{reset} resets were taken before the connection ended");
+    others_are_served(&server, &token, &format!("/v1/repos/{REPO}/blobs/{digest}")).await;
+}
+
+/// CVE-2024-27316-style: a header block far over the limit (sent as
+/// CONTINUATION frames) is refused without being buffered, and others are
+/// served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn http2_header_floods_are_refused_and_others_are_served() {
+    let server = TestServer::start().await;
+    let token = server.token(&[(REPO, &["push", "pull"])]).await;
+    let digest = push(&server, &token, REPO, data(10_000, 2)).await;
+    let rss_before = server.rss_kib();
+    let mut builder = h2::client::Builder::new();
+    // The client's own limit is what it accepts; the server's is what counts.
+    builder.max_header_list_size(u32::MAX);
+    let mut outcomes = std::collections::BTreeMap::<String, u32>::new();
+    for round in 0..20 {
+        let (client, connection) = h2_connect(&server, &builder).await;
+        let mut client = client.ready().await.expect("a fresh connection is ready");
+        let mut request = axum::http::Request::get(server.url("/healthz"));
+        for i in 0..64 {
+            request = request.header(format!("x-flood-{i}"), "x".repeat(16 * 1024));
+        }
+        let (response, _) = client.send_request(request.body(()).unwrap(), true).expect("sent to the server");
+        let outcome = match tokio::time::timeout(Duration::from_secs(5), response).await {
+            Ok(Ok(response)) => {
+                let status = response.status();
+                assert!(status.is_client_error(), "round {round}: a 1 MiB header block answered {status}");
+                status.to_string()
+            }
+            // Reset or GOAWAY: refused.
+            Ok(Err(e)) => format!("{:?}", e.reason().map_or_else(|| e.to_string(), |r| r.to_string())),
+            Err(_) => panic!("round {round}: no answer to a header flood within 5 s"),
+        };
+        *outcomes.entry(outcome).or_default() += 1;
+        connection.abort();
+    }
+    others_are_served(&server, &token, &format!("/v1/repos/{REPO}/blobs/{digest}")).await;
+    let grown = server.rss_kib().saturating_sub(rss_before);
+    eprintln!("header floods: 20 × 1 MiB header blocks refused ({outcomes:?}); RSS grew {grown} KiB");
+    assert!(grown < 32 * 1024, "RSS grew {grown} KiB over 20 header floods");
+}
+
+/// An HTTP/2 client that asks for a blob and never opens its window holds
+/// nothing for good: the connection moves no byte, and is closed after the
+/// idle timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_http2_client_that_never_reads_is_closed_after_the_idle_timeout() {
+    let server = TestServer::builder().arg("--idle-timeout").arg("3").start().await;
+    let token = server.token(&[(REPO, &["push", "pull"])]).await;
+    let digest = push(&server, &token, REPO, data(8 << 20, 3)).await;
+    let mut builder = h2::client::Builder::new();
+    builder.initial_window_size(0).initial_connection_window_size(65_535);
+    let mut stalled = Vec::new();
+    for _ in 0..32 {
+        let (client, connection) = h2_connect(&server, &builder).await;
+        let mut client = client.ready().await.unwrap();
+        let request = axum::http::Request::get(server.url(&format!("/v1/repos/{REPO}/blobs/{digest}")))
+            .header("authorization", format!("Bearer {token}"))
+            .body(())
+            .unwrap();
+        let (response, _) = client.send_request(request, true).unwrap();
+        stalled.push((client, response, connection));
+    }
+    let started = Instant::now();
+    others_are_served(&server, &token, &format!("/v1/repos/{REPO}/blobs/{digest}")).await;
+    for (_client, _response, connection) in stalled {
+        let ended = tokio::time::timeout(Duration::from_secs(10), connection).await;
+        assert!(ended.is_ok(), "a stalled HTTP/2 connection was still open after {:?}", started.elapsed());
+    }
+    eprintln!("32 stalled HTTP/2 readers closed within {:?} (idle timeout 3 s)", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(8));
+}
