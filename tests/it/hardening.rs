@@ -700,7 +700,7 @@ async fn http2_rapid_resets_end_the_connection_and_others_are_served() {
             }
             Err(_) => break true,
         }
-        if reset % 64 == 0 {
+        if reset.is_multiple_of(64) {
             tokio::task::yield_now().await;
         }
     };
