@@ -590,3 +590,67 @@ async fn history_from_before_the_log_becomes_its_first_leaves_and_replicas_agree
     accepted(&json!({"op": "consistency", "vkey": vkey, "old": after, "new": from_primary, "proof": lines(&proof)}));
     assert!(size_of(&grown) > size);
 }
+
+/// Two replicas on one PostgreSQL, both pushed to and both signing, for a
+/// few seconds: every checkpoint either served is consistent with the last.
+#[tokio::test]
+async fn replicas_signing_at_once_never_sign_two_histories() {
+    let server = TestServer::builder().backend(Backend::S3Postgres).arg("--log-interval").arg("10").start().await;
+    let replica = server.spawn_replica();
+    let push = server.token(&[("acme/web", &["push", "pull"])]).await;
+    let vkey = log_vkey(&server).await;
+    let stop = Instant::now() + Duration::from_secs(3);
+    let urls = [server.url(""), replica.url("")];
+    let mut tasks = Vec::new();
+    for (r, url) in urls.iter().enumerate() {
+        for w in 0..2u64 {
+            let (http, url, push) = (server.http.clone(), url.clone(), push.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut i = 0u64;
+                while Instant::now() < stop {
+                    let bytes = format!("replica {r} writer {w} push {i}").into_bytes();
+                    let digest = amber_core::Digest::of(&bytes).to_string();
+                    let put =
+                        http.put(format!("{url}/v1/repos/acme/web/blobs/{digest}")).bearer_auth(&push).body(bytes);
+                    assert!(put.send().await.unwrap().status().is_success());
+                    i += 1;
+                }
+                Vec::new()
+            }));
+        }
+        let (http, url) = (server.http.clone(), format!("{url}/v1/log/checkpoint"));
+        tasks.push(tokio::spawn(async move {
+            let mut notes = Vec::new();
+            while Instant::now() < stop {
+                notes.push(http.get(&url).send().await.unwrap().text().await.unwrap());
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            notes
+        }));
+    }
+    let mut seen = Vec::new();
+    for task in tasks {
+        seen.extend(task.await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let last = checkpoint(&server).await;
+    seen.sort_by_key(|n| size_of(n));
+    seen.dedup();
+    for pair in seen.windows(2) {
+        assert!(size_of(&pair[0]) != size_of(&pair[1]), "two checkpoints of size {}", size_of(&pair[0]));
+    }
+    let mut checks = Vec::new();
+    for note in &seen {
+        let proof = text(&server, &format!("/v1/log/consistency?old={}&new={}", size_of(note), size_of(&last))).await;
+        checks.push(json!({"op": "consistency", "vkey": vkey, "old": note, "new": last, "proof": lines(&proof)}));
+    }
+    for (check, result) in checks.iter().zip(go(&checks)) {
+        assert_eq!(result["ok"], true, "inconsistent with the last checkpoint: {check}: {result}");
+    }
+    eprintln!(
+        "{} distinct checkpoints from two replicas, all consistent with the last ({} entries)",
+        seen.len(),
+        size_of(&last)
+    );
+    assert!(seen.len() > 10, "only {} checkpoints seen", seen.len());
+}
