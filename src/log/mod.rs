@@ -58,14 +58,6 @@ impl Log {
         Ok(log)
     }
 
-    pub fn origin(&self) -> &str {
-        &self.origin
-    }
-
-    pub fn interval(&self) -> Duration {
-        self.interval
-    }
-
     pub fn signer(&self) -> &Arc<Signer> {
         &self.signer
     }
@@ -78,11 +70,10 @@ impl Log {
         if held.as_ref().is_some_and(|(size, _)| *size >= tree.size()) {
             return Ok(None);
         }
-        let key = self.signer.active_key();
-        let note = tlog::sign_checkpoint(&self.origin, tree.size(), &tree.root(), &key);
         if let Some((_, held_note)) = &held {
             self.check_extends(meta, held_note, &tree).await?;
         }
+        let note = tlog::sign_checkpoint(&self.origin, tree.size(), &tree.root(), &self.signer.active_key());
         if meta.put_log_checkpoint(tree.size(), &note).await? {
             tracing::debug!(size = tree.size(), "signed a log checkpoint");
             Ok(Some(tree.size()))

@@ -501,7 +501,7 @@ async fn run(cli: Cli) -> Result<()> {
                 let text = std::fs::read_to_string(&path)
                     .map_err(|e| CliError::io(format!("reading {}", path.display()), e))?;
                 let payload = &verified.payload;
-                let checkpoint = amber_cli::transparency::check_receipt(
+                let (checkpoint, _) = amber_cli::transparency::check_receipt(
                     &vkeys,
                     &text,
                     &payload.repository,

@@ -140,8 +140,7 @@ async fn check_log(
 ) -> Result<LogReport> {
     let tag = &verified.payload.tag;
     let text = client.tag_receipt(repo, tag).await?;
-    let checkpoint = transparency::check_receipt(&check.vkeys, &text, repo, tag, &verified.digest)?;
-    let index = amber_core::log::Receipt::parse(&text).map(|r| r.index).unwrap_or_default();
+    let (checkpoint, index) = transparency::check_receipt(&check.vkeys, &text, repo, tag, &verified.digest)?;
     let extends = transparency::advance(client, &check.state, &check.vkeys, &checkpoint).await?;
     if let Some(path) = &check.save_receipt {
         std::fs::write(path, &text).map_err(|e| CliError::io(format!("writing {}", path.display()), e))?;

@@ -38,8 +38,15 @@ fn open_with<'a>(vkeys: &'a [String], note: &str) -> Result<(Checkpoint, &'a str
 }
 
 /// Checks a receipt offline: the checkpoint's signature, that the entry is
-/// its leaf, and that the entry binds `repo:tag` to `digest`.
-pub fn check_receipt(vkeys: &[String], text: &str, repo: &RepoName, tag: &Tag, digest: &Digest) -> Result<Checkpoint> {
+/// its leaf, and that the entry binds `repo:tag` to `digest`; returns the
+/// checkpoint and the entry's index.
+pub fn check_receipt(
+    vkeys: &[String],
+    text: &str,
+    repo: &RepoName,
+    tag: &Tag,
+    digest: &Digest,
+) -> Result<(Checkpoint, u64)> {
     let receipt = Receipt::parse(text).map_err(verify_error)?;
     let checkpoint = open_checkpoint(vkeys, &receipt.checkpoint)?;
     tlog::check_inclusion(&checkpoint, receipt.index, tlog::leaf_hash(&receipt.entry), &receipt.proof)
@@ -59,7 +66,7 @@ pub fn check_receipt(vkeys: &[String], text: &str, repo: &RepoName, tag: &Tag, d
             )));
         }
     }
-    Ok(checkpoint)
+    Ok((checkpoint, receipt.index))
 }
 
 /// The newest verified checkpoint of each log, by origin.
