@@ -72,6 +72,10 @@ pub enum ApiError {
     RequestInvalid(String),
     #[error("no such route")]
     NotFound,
+    /// A log tile that is not spelled as tlog-tiles spells it, or not (yet)
+    /// in the tree of the newest checkpoint.
+    #[error("no such tile in the log's tree of {0} entries (tile/{{L}}/{{N}}[.p/{{W}}], tile/entries/{{N}}[.p/{{W}}])")]
+    TileUnknown(u64),
     #[error("method not allowed on this route")]
     MethodNotAllowed,
     #[error("a stored blob failed its integrity check; the operator has been alerted")]
@@ -128,7 +132,7 @@ impl ApiError {
             Self::PublisherUnknown => (S::NOT_FOUND, "publisher_unknown"),
             Self::TokenInactive(_) => (S::CONFLICT, "token_inactive"),
             Self::RequestInvalid(_) => (S::BAD_REQUEST, "request_invalid"),
-            Self::NotFound => (S::NOT_FOUND, "not_found"),
+            Self::NotFound | Self::TileUnknown(_) => (S::NOT_FOUND, "not_found"),
             Self::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::BlobCorrupt(_) => (S::INTERNAL_SERVER_ERROR, "blob_corrupt"),
             Self::RequestTimeout(_) => (S::REQUEST_TIMEOUT, "request_timeout"),

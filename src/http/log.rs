@@ -39,14 +39,14 @@ pub async fn get_tile(
     caller: Result<Caller, ApiError>,
     Path(path): Path<String>,
 ) -> ApiResult<Response> {
-    let tile = TilePath::parse(&path).ok_or(ApiError::NotFound)?;
     // Only hashes the newest checkpoint covers: they are durable, and a
     // client verifies them against it.
     let (size, _) = state.log.checkpoint(&state.meta).await?;
+    let tile = TilePath::parse(&path).ok_or(ApiError::TileUnknown(size))?;
     let body = match tile {
         TilePath::Hashes { level, index, width } => {
             if width > tlog::tile_width(size, level, index) {
-                return Err(ApiError::NotFound);
+                return Err(ApiError::TileUnknown(size));
             }
             let hashes = state.meta.log_hashes(tlog::tile_hash_indexes(level, index, width)).await?;
             hashes.iter().flat_map(|h| h.0).collect::<Vec<u8>>()
@@ -54,7 +54,7 @@ pub async fn get_tile(
         TilePath::Entries { index, width } => {
             caller?.require_admin()?;
             if width > tlog::tile_width(size, 0, index) {
-                return Err(ApiError::NotFound);
+                return Err(ApiError::TileUnknown(size));
             }
             let first = index * tlog::TILE_WIDTH;
             let entries = state.meta.audit_entries(first, width as usize).await?;

@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use amber_core::log::{self as tlog, Checkpoint, Frontier, Hash, LogVerifier, ProofRequest, Receipt};
+use amber_core::log::{self as tlog, Checkpoint, Frontier, Hash, ProofRequest, Receipt};
 use amber_core::{RepoName, Tag};
 
 use crate::config::LogConfig;
@@ -98,14 +98,7 @@ impl Log {
 
     /// A checkpoint note this log signed with any of its keys, active or retired.
     fn open_any_key(&self, note: &str) -> Result<Checkpoint, tlog::LogError> {
-        let mut last = tlog::LogError::Signature("no log key".into());
-        for vkey in self.signer.key_list().log_vkeys() {
-            match LogVerifier::new(&vkey).and_then(|v| v.open(note)) {
-                Ok(checkpoint) => return Ok(checkpoint),
-                Err(e) => last = e,
-            }
-        }
-        Err(last)
+        tlog::open_with_any(&self.signer.key_list().log_vkeys(), note).map(|(checkpoint, _)| checkpoint)
     }
 
     /// Signs checkpoints every interval until the server stops.

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use amber_core::audit::{EntryBody, Event};
-use amber_core::log::{self as tlog, Checkpoint, LogVerifier, Receipt};
+use amber_core::log::{self as tlog, Checkpoint, Receipt};
 use amber_core::{Digest, RepoName, Tag};
 use serde::{Deserialize, Serialize};
 
@@ -26,15 +26,7 @@ pub fn open_checkpoint(vkeys: &[String], note: &str) -> Result<Checkpoint> {
 
 /// The checkpoint and the vkey that verified it.
 fn open_with<'a>(vkeys: &'a [String], note: &str) -> Result<(Checkpoint, &'a str)> {
-    let mut last = None;
-    for vkey in vkeys {
-        let verifier = LogVerifier::new(vkey).map_err(verify_error)?;
-        match verifier.open(note) {
-            Ok(checkpoint) => return Ok((checkpoint, vkey)),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(verify_error(last.map_or_else(|| "no log key pinned".to_owned(), |e| e.to_string())))
+    tlog::open_with_any(vkeys, note).map_err(verify_error)
 }
 
 /// Checks a receipt offline: the checkpoint's signature, that the entry is

@@ -232,6 +232,19 @@ impl LogVerifier {
     }
 }
 
+/// Opens a checkpoint with whichever of `vkeys` (a log's active and retired
+/// keys) signed it; returns it and that key.
+pub fn open_with_any<'a>(vkeys: &'a [String], note: &str) -> Result<(Checkpoint, &'a str), LogError> {
+    let mut last = LogError::Signature("no log key".into());
+    for vkey in vkeys {
+        match LogVerifier::new(vkey).and_then(|v| v.open(note)) {
+            Ok(checkpoint) => return Ok((checkpoint, vkey)),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
 fn note_error(e: &NoteError) -> String {
     match e {
         NoteError::UnverifiedNote => "not signed by the log key".into(),
