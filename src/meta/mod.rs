@@ -10,6 +10,7 @@
 mod postgres;
 mod sled;
 pub mod watchdog;
+mod writer;
 
 use std::future::Future;
 
@@ -26,7 +27,7 @@ pub use self::sled::SledMeta;
 use crate::blobs::Stored;
 use crate::config::{FreeSpace, MetaConfig};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum MetaError {
     #[error("metadata store: {0}")]
     Store(String),

@@ -34,15 +34,15 @@
 //! in place at open. Promotion leases are kept in memory: only this process
 //! uploads into this store, and a crash ends its uploads with it.
 //!
-//! Writes are serialised by one lock (see `Trees::writing`), so a check made
-//! under it (no live manifest references a blob; every file of a manifest is
+//! Writes run one at a time on one thread (see `super::writer`), so a check
+//! made in one (no live manifest references a blob; every file of a manifest is
 //! linked) holds until the write it guards commits.
 //!
 //! sled is synchronous and, under a full disk, can block for good: every call
 //! runs on the blocking pool through a [`Watchdog`], and writes first check
 //! the free-space reserve, so that sled itself never meets `ENOSPC`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -60,6 +60,7 @@ use sled::{Db, Transactional, Tree};
 use time::OffsetDateTime;
 
 use super::watchdog::Watchdog;
+use super::writer::Writer;
 use super::{
     AuditBuild, Bound, BuildAudit, Candidate, Exchange, Expiry, Hold, KeyRecord, Lease, LinkView, MetaError, MetaStore,
     Quarantined, Replay, RepoView, Revocation, Rotation, RunnerLock, ScrubProgress, TagChange, TagRecord, TagView,
@@ -80,6 +81,8 @@ pub struct SledMeta {
     trees: Arc<Trees>,
     space: SpaceReserve,
     watchdog: Watchdog,
+    /// Runs every write, one at a time (see `writer`).
+    writer: Writer<Trees>,
 }
 
 struct Trees {
@@ -89,11 +92,6 @@ struct Trees {
     /// lag: only this process opens the store (sled locks it), and every
     /// token change goes through this module.
     by_secret: RwLock<HashMap<String, TokenRecord>>,
-    /// Held while a write transaction runs. Every write appends to the audit
-    /// chain, so concurrent ones all conflict on its head; sled would retry
-    /// them, and each retry builds and signs its entries again (Ed25519 was
-    /// a visible share of a push's CPU at concurrency 16).
-    writing: std::sync::Mutex<()>,
     db: Db,
     links: Tree,
     tokens: Tree,
@@ -105,8 +103,9 @@ struct Trees {
     policies: Tree,
     linked_by: Tree,
     reclaim: Tree,
-    /// Promotion leases in force: lease id -> digest.
-    leases: std::sync::Mutex<HashMap<String, Digest>>,
+    /// Promotion leases in force, and the digests marked for reclaim: in
+    /// memory, so that an upload takes its lease with no call into sled.
+    promotions: std::sync::Mutex<Promotions>,
     quarantine: Tree,
     verified: Tree,
     publishers: Tree,
@@ -249,9 +248,24 @@ fn waiting(reclaim: &Tree, digest: &Digest) -> Result<Option<Waiting>, MetaError
     }
 }
 
+/// An upload's lease and a reclaim's mark exclude each other: each is taken
+/// under this one lock, after checking for the other. The marks mirror the
+/// `marked` flags of the `reclaim` tree (loaded at open; only this process
+/// writes them).
+#[derive(Default)]
+struct Promotions {
+    /// Lease id -> digest.
+    leases: HashMap<String, Digest>,
+    marked: HashSet<Digest>,
+}
+
 impl Trees {
+    fn promotions(&self) -> std::sync::MutexGuard<'_, Promotions> {
+        self.promotions.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn leased(&self, digest: &Digest) -> bool {
-        self.leases.lock().unwrap_or_else(PoisonError::into_inner).values().any(|d| d == digest)
+        self.promotions().leases.values().any(|d| d == digest)
     }
 }
 
@@ -324,7 +338,6 @@ impl SledMeta {
         }
         let trees = Trees {
             by_secret: RwLock::new(by_secret),
-            writing: std::sync::Mutex::new(()),
             tokens,
             links: db.open_tree("links")?,
             secrets: db.open_tree("secrets")?,
@@ -335,7 +348,7 @@ impl SledMeta {
             policies: db.open_tree("policies")?,
             linked_by: db.open_tree("linked_by")?,
             reclaim: db.open_tree("reclaim")?,
-            leases: std::sync::Mutex::new(HashMap::new()),
+            promotions: std::sync::Mutex::new(Promotions::default()),
             quarantine: db.open_tree("quarantine")?,
             verified: db.open_tree("verified")?,
             publishers: db.open_tree("publishers")?,
@@ -353,8 +366,17 @@ impl SledMeta {
         if from.is_some() {
             upgrade_from_2(&trees).context("upgrading the metadata from schema 2")?;
         }
+        for item in trees.reclaim.iter() {
+            let (key, json) = item?;
+            if serde_json::from_slice::<Waiting>(&json)?.marked {
+                trees.promotions().marked.insert(key_digest(&key, 0)?);
+            }
+        }
         let space = SpaceReserve::new(dir, min_free_space);
-        Ok(Self { trees: Arc::new(trees), space, watchdog: Watchdog::default() })
+        let trees = Arc::new(trees);
+        let writer = Writer::start(trees.clone(), |t: &Trees| Ok(t.db.flush().map(drop)?))
+            .context("starting the metadata writer thread")?;
+        Ok(Self { trees, space, watchdog: Watchdog::default(), writer })
     }
 
     /// True while a call is stuck past its timeout.
@@ -373,43 +395,31 @@ impl SledMeta {
     }
 
     /// Runs `call` under the write lock on the blocking pool, bounded in
-    /// time, writing nothing to disk: for changes kept in memory (leases)
-    /// that must not interleave with a write's checks.
+    /// time, not flushed: for changes that may wait for the next write's
+    /// flush (the scrub's record of what it verified).
     async fn locked<T: Send + 'static>(
         &self,
         what: &'static str,
         call: impl FnOnce(&Trees) -> Result<T, MetaError> + Send + 'static,
     ) -> Result<T, MetaError> {
-        let trees = self.trees.clone();
-        self.watchdog
-            .run(what, move || {
-                let _one_at_a_time = trees.writing.lock().unwrap_or_else(PoisonError::into_inner);
-                call(&trees)
-            })
-            .await
+        self.watchdog.wait(what, || self.writer.submit(false, call)).await
     }
 
-    /// Runs a write on the blocking pool, bounded in time, if the volume has
-    /// room; then flushes it to disk before returning. A blocking `flush`:
-    /// sled's `flush_async` can stall when many callers wait on it at once,
-    /// and concurrent callers still share each flush.
+    /// Runs a write on the writer thread, bounded in time, if the volume has
+    /// room; returns once a flush after it has made it durable.
     async fn write<T: Send + 'static>(
         &self,
         what: &'static str,
         call: impl FnOnce(&Trees) -> Result<T, MetaError> + Send + 'static,
     ) -> Result<T, MetaError> {
-        let (trees, space) = (self.trees.clone(), self.space.clone());
+        let space = self.space.clone();
         self.watchdog
-            .run(what, move || {
-                space.check(Purpose::Metadata).map_err(|low| MetaError::NoSpace(low.to_string()))?;
-                let result = {
-                    let _one_at_a_time = trees.writing.lock().unwrap_or_else(PoisonError::into_inner);
+            .wait(what, || {
+                self.writer.submit(true, move |trees| {
+                    space.check(Purpose::Metadata).map_err(|low| MetaError::NoSpace(low.to_string()))?;
                     crate::failpoint::stall("sled.write");
-                    call(&trees)?
-                };
-                // Outside the lock, so that concurrent writers share a flush.
-                trees.db.flush()?;
-                Ok(result)
+                    call(trees)
+                })
             })
             .await
     }
@@ -648,7 +658,7 @@ impl MetaStore for SledMeta {
                 })
                 .map_err(transaction_error);
             if let Some(lease) = &lease {
-                t.leases.lock().unwrap_or_else(PoisonError::into_inner).remove(&lease.0);
+                t.promotions().leases.remove(&lease.0);
             }
             linked
         })
@@ -656,21 +666,18 @@ impl MetaStore for SledMeta {
     }
 
     async fn begin_promote(&self, digest: &Digest) -> Result<Option<Lease>, MetaError> {
-        let digest = *digest;
-        // Under the write lock, so no mark is between its check and this lease.
-        self.locked("begin_promote", move |t| {
-            if waiting(&t.reclaim, &digest)?.is_some_and(|w| w.marked) {
-                return Ok(None);
-            }
-            let lease = Lease::new();
-            t.leases.lock().unwrap_or_else(PoisonError::into_inner).insert(lease.0.clone(), digest);
-            Ok(Some(lease))
-        })
-        .await
+        // In memory, under the lock a mark is taken under: no call into sled.
+        let mut promotions = self.trees.promotions();
+        if promotions.marked.contains(digest) {
+            return Ok(None);
+        }
+        let lease = Lease::new();
+        promotions.leases.insert(lease.0.clone(), *digest);
+        Ok(Some(lease))
     }
 
     async fn end_promote(&self, lease: &Lease) -> Result<(), MetaError> {
-        self.trees.leases.lock().unwrap_or_else(PoisonError::into_inner).remove(&lease.0);
+        self.trees.promotions().leases.remove(&lease.0);
         Ok(())
     }
 
@@ -739,12 +746,21 @@ impl MetaStore for SledMeta {
                 t.reclaim.remove(digest.as_bytes())?;
                 return Ok(false);
             }
-            if t.leased(&digest) {
-                return Ok(false);
+            {
+                let mut promotions = t.promotions();
+                if promotions.leases.values().any(|d| *d == digest) {
+                    return Ok(false);
+                }
+                promotions.marked.insert(digest);
             }
             waiting.marked = true;
-            t.reclaim.insert(digest.as_bytes(), serde_json::to_vec(&waiting)?)?;
-            Ok(true)
+            let marked = serde_json::to_vec(&waiting)
+                .map_err(MetaError::from)
+                .and_then(|json| Ok(t.reclaim.insert(digest.as_bytes(), json).map(drop)?));
+            if marked.is_err() {
+                t.promotions().marked.remove(&digest);
+            }
+            marked.map(|()| true)
         })
         .await
     }
@@ -765,7 +781,12 @@ impl MetaStore for SledMeta {
                     append_audit_in(audit_tree, head, &*audit)?;
                     Ok(())
                 })
-                .map_err(transaction_error)
+                .map_err(transaction_error)?;
+            let mut promotions = t.promotions();
+            for digest in &digests {
+                promotions.marked.remove(digest);
+            }
+            Ok(())
         })
         .await
     }

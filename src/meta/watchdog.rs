@@ -36,10 +36,22 @@ impl Watchdog {
         what: &'static str,
         call: impl FnOnce() -> Result<T, MetaError> + Send + 'static,
     ) -> Result<T, MetaError> {
+        self.wait(what, || tokio::task::spawn_blocking(call)).await
+    }
+
+    /// Starts a call elsewhere (`start` returns what answers it: a blocking
+    /// task, a reply from a thread) and waits at most [`CALL_TIMEOUT`] for
+    /// it; nothing is started while a call is stuck.
+    pub async fn wait<T, E, F>(&self, what: &'static str, start: impl FnOnce() -> F) -> Result<T, MetaError>
+    where
+        T: Send + 'static,
+        E: std::fmt::Display,
+        F: Future<Output = Result<Result<T, MetaError>, E>> + Send + Unpin + 'static,
+    {
         if self.stuck() {
             return Err(MetaError::Unavailable("the metadata store is not answering".into()));
         }
-        let mut handle = tokio::task::spawn_blocking(call);
+        let mut handle = start();
         match tokio::time::timeout(CALL_TIMEOUT, &mut handle).await {
             Ok(Ok(result)) => result,
             Ok(Err(join)) => Err(MetaError::Store(format!("{what}: {join}"))),
