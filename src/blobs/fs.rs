@@ -25,7 +25,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 
 use super::pool::BufferPool;
-use super::{BlobError, BlobStore, BodyStream, ByteStream, Object, Stored, Upload, Written};
+use super::{BlobError, BlobStore, BodyStream, ByteStream, Entered, Object, Stored, Upload, Written};
 use crate::admission::Lent;
 use crate::config::FreeSpace;
 use crate::space::{Purpose, SpaceReserve};
@@ -338,14 +338,30 @@ impl BlobStore for FsBlobs {
         }
         let mut writer = settled(&mut idle, &mut in_flight).await?;
         let gate = writer.upload.gate.clone();
+        let gate_now = gate.clone();
+        // Sealed and linked in one blocking call when the gate decides at
+        // once (a small upload is then a single call); else it is waited on.
         let sealed = joined(tokio::task::spawn_blocking(move || {
             writer.write(&batch)?;
             drop(lent);
-            writer.seal()
+            let sealed = writer.seal()?;
+            let entered = match &gate_now {
+                None => Ok(Entered::default()),
+                Some(gate) => match gate.enter_now(sealed.digest) {
+                    Some(entered) => entered,
+                    None => return Ok(Err(sealed)),
+                },
+            }?;
+            sealed.link(entered.replace).map(Ok)
         }))
         .await?;
-        let entered = super::enter(gate.as_ref(), sealed.digest).await?;
-        joined(tokio::task::spawn_blocking(move || sealed.link(entered.replace))).await
+        match sealed {
+            Ok(written) => Ok(written),
+            Err(sealed) => {
+                let entered = super::enter(gate.as_ref(), sealed.digest).await?;
+                joined(tokio::task::spawn_blocking(move || sealed.link(entered.replace))).await
+            }
+        }
     }
 
     async fn read(&self, digest: Digest, size: u64, range: Option<Range<u64>>) -> Result<ByteStream, BlobError> {

@@ -79,6 +79,13 @@ pub struct Written {
 /// the upload is linked, and waits while a deletion of them is under way.
 pub trait Gate: Send + Sync {
     fn enter(&self, digest: Digest) -> Pin<Box<dyn Future<Output = Result<Entered, BlobError>> + Send + '_>>;
+
+    /// The same, decided at once without waiting on anything (callable on a
+    /// blocking thread), when the gate can; `None`: call [`Gate::enter`].
+    /// Lets a backend seal and link an upload in one blocking call.
+    fn enter_now(&self, _digest: Digest) -> Option<Result<Entered, BlobError>> {
+        None
+    }
 }
 
 /// What the gate decided.

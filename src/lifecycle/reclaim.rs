@@ -66,19 +66,32 @@ impl UploadLease {
     }
 }
 
+impl UploadLease {
+    fn granted(&self, digest: Digest, lease: Lease) -> Entered {
+        *self.lease.lock().unwrap_or_else(PoisonError::into_inner) = Some(lease);
+        // Quarantined bytes are replaced by these, which hashed right.
+        let replace = self.state.quarantine.contains(&digest);
+        self.replacing.store(replace, Ordering::Relaxed);
+        Entered { replace }
+    }
+}
+
 impl Gate for UploadLease {
+    /// Only a lease granted at once is taken here; a digest marked for
+    /// reclaim waits in `enter`.
+    fn enter_now(&self, digest: Digest) -> Option<Result<Entered, BlobError>> {
+        match self.state.meta.promote_now(&digest) {
+            Some(Some(lease)) => Some(Ok(self.granted(digest, lease))),
+            Some(None) | None => None,
+        }
+    }
+
     fn enter(&self, digest: Digest) -> std::pin::Pin<Box<dyn Future<Output = Result<Entered, BlobError>> + Send + '_>> {
         Box::pin(async move {
             let deadline = tokio::time::Instant::now() + MARKED_WAIT;
             loop {
                 match self.state.meta.begin_promote(&digest).await {
-                    Ok(Some(lease)) => {
-                        *self.lease.lock().unwrap_or_else(PoisonError::into_inner) = Some(lease);
-                        // Quarantined bytes are replaced by these, which hashed right.
-                        let replace = self.state.quarantine.contains(&digest);
-                        self.replacing.store(replace, Ordering::Relaxed);
-                        return Ok(Entered { replace });
-                    }
+                    Ok(Some(lease)) => return Ok(self.granted(digest, lease)),
                     Ok(None) if tokio::time::Instant::now() < deadline => {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }

@@ -624,6 +624,15 @@ pub enum Meta {
 }
 
 impl Meta {
+    /// `begin_promote` decided at once, where the store keeps leases in
+    /// memory (sled); `None` where it must be asked (PostgreSQL).
+    pub fn promote_now(&self, digest: &Digest) -> Option<Option<Lease>> {
+        match self {
+            Self::Sled(store) => Some(store.promote_now(digest)),
+            Self::Postgres(_) => None,
+        }
+    }
+
     /// Opens the store; sled keeps half of `min_free_space` free on its volume.
     pub async fn open(config: &MetaConfig, min_free_space: FreeSpace) -> anyhow::Result<Self> {
         match config {

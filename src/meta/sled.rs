@@ -379,6 +379,18 @@ impl SledMeta {
         Ok(Self { trees, space, watchdog: Watchdog::default(), writer })
     }
 
+    /// `begin_promote`, at once: in memory, under the lock a mark is taken
+    /// under, with no call into sled.
+    pub fn promote_now(&self, digest: &Digest) -> Option<Lease> {
+        let mut promotions = self.trees.promotions();
+        if promotions.marked.contains(digest) {
+            return None;
+        }
+        let lease = Lease::new();
+        promotions.leases.insert(lease.0.clone(), *digest);
+        Some(lease)
+    }
+
     /// True while a call is stuck past its timeout.
     pub fn stuck(&self) -> bool {
         self.watchdog.stuck()
@@ -666,14 +678,7 @@ impl MetaStore for SledMeta {
     }
 
     async fn begin_promote(&self, digest: &Digest) -> Result<Option<Lease>, MetaError> {
-        // In memory, under the lock a mark is taken under: no call into sled.
-        let mut promotions = self.trees.promotions();
-        if promotions.marked.contains(digest) {
-            return Ok(None);
-        }
-        let lease = Lease::new();
-        promotions.leases.insert(lease.0.clone(), *digest);
-        Ok(Some(lease))
+        Ok(self.promote_now(digest))
     }
 
     async fn end_promote(&self, lease: &Lease) -> Result<(), MetaError> {
