@@ -149,6 +149,21 @@ impl ApiError {
     }
 }
 
+/// The JSON body of the `400` for a request whose head cannot be parsed (a
+/// `Content-Length` that is not a number, a malformed header line). hyper
+/// answers those itself, before a request exists; `crate::server` puts this
+/// body in its answer.
+pub fn unparsable_request_body() -> Vec<u8> {
+    let error = ErrorDetail {
+        code: "request_invalid".to_owned(),
+        message: "the request's head cannot be parsed: a malformed header line, or a Content-Length that is not a \
+                  number of bytes"
+            .to_owned(),
+        detail: None,
+    };
+    serde_json::to_vec(&ErrorBody { error }).expect("error bodies serialise")
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();

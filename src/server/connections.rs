@@ -258,7 +258,7 @@ async fn serve_connection(
     shutdown: CancellationToken,
 ) {
     let Accepted { stream, peer, activity, close } = accepted;
-    let io = TokioIo::new(Watched { stream, activity: activity.clone() });
+    let io = TokioIo::new(Watched { stream, activity: activity.clone(), rewritten: None, wrote: false });
     let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
         let guard = InFlight::start(activity.clone());
         request.extensions_mut().insert(ConnectInfo(peer));
@@ -332,10 +332,59 @@ impl http_body::Body for ResponseBody {
     }
 }
 
-/// A socket that notes when bytes last moved.
+/// A socket that notes when bytes last moved, and gives hyper's own `400`
+/// (sent for a request head it cannot parse) the JSON body every other error
+/// has.
 struct Watched {
     stream: TcpStream,
     activity: Arc<Activity>,
+    /// The JSON answer still to be written in place of hyper's bare one.
+    rewritten: Option<(Vec<u8>, usize)>,
+    /// Bytes were written: only the first write of a connection is surely
+    /// the start of an answer's head (a later one may be a blob's bytes,
+    /// which are never touched), so only an unparsable first request gets
+    /// the JSON answer; a later one on the same connection gets hyper's.
+    wrote: bool,
+}
+
+/// How hyper's HTTP/1 server starts its answer to an unparsable request head
+/// (it then closes the connection). Amber's own answers always have a body.
+const HYPER_BAD_REQUEST: &[u8] = b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n";
+
+/// hyper's whole bare answer in `head`, with a JSON body instead.
+fn json_bad_request(head: &[u8]) -> Option<Vec<u8>> {
+    let rest = head.strip_prefix(HYPER_BAD_REQUEST)?.strip_suffix(b"\r\n")?;
+    if !rest.ends_with(b"\r\n") && !rest.is_empty() {
+        return None;
+    }
+    let body = crate::error::unparsable_request_body();
+    let mut answer = format!(
+        "HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
+        body.len()
+    )
+    .into_bytes();
+    answer.extend_from_slice(rest); // hyper's other headers (its date)
+    answer.extend_from_slice(b"\r\n");
+    answer.extend_from_slice(&body);
+    Some(answer)
+}
+
+impl Watched {
+    /// Writes what is left of a rewritten answer; ready once all of it is out.
+    fn drain_rewritten(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while let Some((answer, written)) = &mut self.rewritten {
+            if *written == answer.len() {
+                break;
+            }
+            match Pin::new(&mut self.stream).poll_write(cx, &answer[*written..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => *written += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
 }
 
 impl AsyncRead for Watched {
@@ -351,9 +400,25 @@ impl AsyncRead for Watched {
 
 impl AsyncWrite for Watched {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        if !self.wrote
+            && let Some(answer) = json_bad_request(buf)
+        {
+            // Taken whole in place of hyper's; written now or at the flush.
+            self.rewritten = Some((answer, 0));
+            self.activity.touch();
+            return match self.drain_rewritten(cx) {
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                _ => Poll::Ready(Ok(buf.len())),
+            };
+        }
+        if self.rewritten.is_some() {
+            // hyper closes after its 400: nothing more is written after it.
+            return Poll::Ready(Ok(buf.len()));
+        }
         let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
         if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
             self.activity.touch();
+            self.wrote = true;
         }
         polled
     }
@@ -363,9 +428,15 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
+        if let Some(first) = bufs.iter().find(|b| !b.is_empty())
+            && (self.rewritten.is_some() || (!self.wrote && first.starts_with(HYPER_BAD_REQUEST)))
+        {
+            return self.poll_write(cx, first);
+        }
         let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
         if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
             self.activity.touch();
+            self.wrote = true;
         }
         polled
     }
@@ -375,10 +446,12 @@ impl AsyncWrite for Watched {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        std::task::ready!(self.drain_rewritten(cx))?;
         Pin::new(&mut self.stream).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        std::task::ready!(self.drain_rewritten(cx))?;
         Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }

@@ -221,6 +221,35 @@ async fn uploads_past_the_limits_get_429_before_their_body_is_read() {
     assert_eq!(raw.0, 400, "a Content-Length that is not a number");
 }
 
+/// hyper answers an unparsable request head itself, before a request exists:
+/// that answer gets the JSON body of every other error, and bytes that only
+/// look like it (a blob holding exactly hyper's bare answer) are never touched.
+#[tokio::test]
+async fn an_unparsable_request_head_gets_a_json_400_and_lookalike_bytes_are_untouched() {
+    let server = TestServer::start().await;
+    for head in [
+        "PUT /v1/repos/acme/app/blobs/blake3:00 HTTP/1.1\r\nContent-Length: 12x",
+        "PUT /v1/repos/acme/app/blobs/blake3:00 HTTP/1.1\r\nContent-Length: -1",
+        "GET /healthz HTTP/1.1\r\nA header line with no colon",
+    ] {
+        let (status, body) = server.raw(head);
+        assert_eq!(status, 400, "{head:?}");
+        let json: Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("{head:?}: not JSON: {body:?}"));
+        assert_eq!(json["error"]["code"], "request_invalid", "{head:?}");
+        assert!(json["error"]["message"].as_str().unwrap().contains("Content-Length"));
+    }
+    let token = server.token(&[(REPO, &["push", "pull"])]).await;
+    let lookalike =
+        b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\ndate: Wed, 02 Dec 2026 00:34:24 GMT\r\n\r\n";
+    let digest = push(&server, &token, REPO, lookalike.to_vec()).await;
+    for _ in 0..2 {
+        let got =
+            server.request(Method::GET, &format!("/v1/repos/{REPO}/blobs/{digest}"), &token).send().await.unwrap();
+        assert_eq!(got.status(), 200);
+        assert_eq!(&got.bytes().await.unwrap()[..], &lookalike[..]);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn denials_naming_a_new_repository_each_time_stay_coalesced() {
     let server = TestServer::start().await;
