@@ -9,6 +9,7 @@ pub mod log;
 pub mod manifest;
 pub mod name;
 pub mod oidc;
+pub mod parts;
 pub mod token;
 pub mod tombstone;
 pub mod wire;
