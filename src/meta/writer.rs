@@ -8,9 +8,9 @@
 //! A thread of its own, fed by a queue, does this without a lock that 16
 //! blocking threads sleep on and wake from, and without a blocking-pool hop
 //! per write; writers that queue while a flush runs share the next one
-//! (`strace -c` of 4 KiB pushes at concurrency 16 counted 45 futex calls, 10
-//! `sched_yield`s and two log writes per push with a lock and a flush per
-//! writer).
+//! (`strace -c` of 4 KiB pushes at concurrency 16: 45 futex calls and 10
+//! `sched_yield`s per push with a lock and a flush per writer; 21.5 and 1.3
+//! with this thread and the in-memory upload lease).
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
