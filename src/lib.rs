@@ -17,3 +17,4 @@ pub mod server;
 pub mod signing;
 pub mod space;
 pub mod state;
+pub mod uploads;
