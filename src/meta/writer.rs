@@ -62,7 +62,8 @@ impl<S: Send + Sync + 'static> Writer<S> {
                     }
                 }
                 if !waiting.is_empty() {
-                    let flushed = flush(&state);
+                    let flushed = std::panic::catch_unwind(AssertUnwindSafe(|| flush(&state)))
+                        .unwrap_or_else(|_| Err(MetaError::Store("the flush panicked".into())));
                     for reply in waiting {
                         reply(flushed.as_ref().map(|_| ()));
                     }
