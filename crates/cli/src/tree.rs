@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use amber_core::Digest;
 use amber_core::manifest::FilePath;
+use blake3::hazmat::ChainingValue;
 use rayon::prelude::*;
 
 use crate::error::{CliError, Result};
@@ -17,6 +18,8 @@ use crate::error::{CliError, Result};
 /// (reading blocks rather than mapping the file keeps memory flat).
 const PARALLEL_HASH_THRESHOLD: u64 = 16 << 20;
 const PARALLEL_HASH_BLOCK: usize = 8 << 20;
+/// What each thread reads of a part at a time when planning parts.
+const PLAN_BLOCK: usize = 1 << 20;
 
 #[derive(Clone, Debug)]
 pub struct LocalFile {
@@ -112,7 +115,77 @@ pub fn hash_file(path: &Path, size: u64) -> Result<Digest> {
     Ok(hasher.finalize().into())
 }
 
+/// A file's digest and the BLAKE3 chaining value of each of its parts of
+/// `part_size` bytes (a power of two of at least 1 KiB), for an upload in
+/// parallel parts that the server checks on arrival: the parts are hashed
+/// on all cores, each read a block at a time, so memory stays at a block a
+/// thread whatever the part size.
+pub fn plan_file(path: &Path, size: u64, part_size: u64) -> Result<(Digest, Vec<ChainingValue>)> {
+    use blake3::hazmat::HasherExt;
+    use std::os::unix::fs::FileExt;
+    let context = || format!("hashing {}", path.display());
+    let file = std::fs::File::open(path).map_err(|e| CliError::io(context(), e))?;
+    let parts = amber_core::parts::part_count(size, part_size);
+    let hashed: Vec<blake3::Hasher> = (0..parts)
+        .into_par_iter()
+        .map(|index| {
+            let (start, end) = (index * part_size, ((index + 1) * part_size).min(size));
+            let mut hasher = blake3::Hasher::new();
+            hasher.set_input_offset(start);
+            let mut block = vec![0u8; PLAN_BLOCK.min((end - start) as usize)];
+            let mut at = start;
+            while at < end {
+                let want = block.len().min((end - at) as usize);
+                let n = file.read_at(&mut block[..want], at).map_err(|e| CliError::io(context(), e))?;
+                if n == 0 {
+                    return Err(CliError::io(context(), "the file is shorter than when it was listed"));
+                }
+                hasher.update(&block[..n]);
+                at += n as u64;
+            }
+            Ok(hasher)
+        })
+        .collect::<Result<_>>()?;
+    let cvs: Vec<ChainingValue> = hashed.iter().map(|h| h.finalize_non_root()).collect();
+    let digest = match hashed.as_slice() {
+        [] => Digest::of(b""),
+        [only] => only.finalize().into(),
+        _ => amber_core::parts::merged_digest(size, part_size, &cvs).expect("two parts or more merge"),
+    };
+    Ok((digest, cvs))
+}
+
 /// Hashes every file, many at once.
 pub fn hash_all(files: &[LocalFile]) -> Result<Vec<Digest>> {
     files.par_iter().map(|f| hash_file(&f.source, f.size)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Digests and values as `blake3` computes them whole, for zero, one and
+    /// many parts, the last one short or full.
+    #[test]
+    fn a_planned_file_has_the_digest_of_its_bytes_and_each_part_checks() {
+        let dir = std::env::temp_dir().join(format!("amber-plan-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let part_size = 4096u64;
+        for size in [0u64, 1, 4095, 4096, 4097, 8192, 3 * 4096 + 17, 100_000] {
+            let bytes: Vec<u8> = (0..size).map(|i| (i * 131 % 251) as u8).collect();
+            let path = dir.join(format!("f{size}"));
+            std::fs::write(&path, &bytes).unwrap();
+            let (digest, cvs) = plan_file(&path, size, part_size).unwrap();
+            assert_eq!(digest, Digest::from(blake3::hash(&bytes)), "{size} bytes");
+            assert_eq!(cvs.len() as u64, amber_core::parts::part_count(size, part_size));
+            for (index, part) in bytes.chunks(part_size as usize).enumerate() {
+                assert_eq!(
+                    cvs[index],
+                    amber_core::parts::part_cv(part, index as u64 * part_size),
+                    "{size}: part {index}"
+                );
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -65,7 +65,7 @@ impl PartPlan {
         }
         // Zero or one part: nothing to merge; the part (if any) is checked
         // against the digest when it arrives.
-        if parts >= 2 && Digest::from(root(&cvs, length, part_size)) != digest {
+        if parts >= 2 && merged_digest(length, part_size, &cvs) != Some(digest) {
             return Err(PlanError::Mismatch(digest));
         }
         if parts == 0 && Digest::of(b"") != digest {
@@ -99,6 +99,15 @@ impl PartPlan {
         };
         PartHasher { hasher, expected, length: self.range(index).end - self.range(index).start, fed: 0 }
     }
+}
+
+/// The digest that the values of a blob's parts (two or more) merge to;
+/// `None` for fewer parts, whose digest is the hash of the bytes themselves.
+/// `part_size` is a power of two of at least a chunk (1 KiB).
+pub fn merged_digest(length: u64, part_size: u64, cvs: &[ChainingValue]) -> Option<Digest> {
+    let sound = part_size.is_power_of_two() && part_size >= blake3::CHUNK_LEN as u64;
+    (sound && cvs.len() >= 2 && cvs.len() as u64 == part_count(length, part_size))
+        .then(|| Digest::from(root(cvs, length, part_size)))
 }
 
 /// How many parts of `part_size` a blob of `length` bytes has.
