@@ -54,11 +54,13 @@ async fn rot_is_quarantined_never_served_and_healed_by_upload(backend: Backend) 
         .await;
     server.tamper(deleted, |_| None).await;
 
-    // Within one pass (the first starts at once, the next 5 s after).
+    // Within one pass (the first starts at once, the next 5 s after). A
+    // pass records each corrupt blob as it finds it and its progress (the
+    // intact blob verified) after the page: wait for both.
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
         let status = scrub(&server).await;
-        if status["corrupt"].as_array().unwrap().len() == 3 {
+        if status["corrupt"].as_array().unwrap().len() == 3 && status["verified_blobs"].as_u64().unwrap() >= 1 {
             break status;
         }
         assert!(Instant::now() < deadline, "not all quarantined: {status}");
