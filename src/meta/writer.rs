@@ -86,6 +86,11 @@ impl<S: Send + Sync + 'static> Writer<S> {
     ) -> tokio::sync::oneshot::Receiver<Result<T, MetaError>> {
         let (answer, receiver) = tokio::sync::oneshot::channel();
         let run = Box::new(move |state: &S| -> Reply {
+            // A caller that has gone (its request was dropped) was never
+            // answered: its write is not made, and waits for nothing.
+            if answer.is_closed() {
+                return Box::new(|_| ());
+            }
             let result = call(state);
             Box::new(move |flushed: Result<(), &MetaError>| {
                 let _ = answer.send(match (result, flushed) {
@@ -185,5 +190,25 @@ mod tests {
         let panicked = writer.submit(true, |_: &Numbers| -> Result<(), MetaError> { panic!("a bug in one write") });
         assert!(panicked.await.is_err(), "a panicking job's caller is told it failed");
         assert_eq!(writer.submit(true, |_: &Numbers| Ok(3)).await.unwrap().unwrap(), 3, "the thread lives on");
+    }
+
+    #[tokio::test]
+    async fn a_write_whose_caller_has_gone_is_not_made() {
+        let numbers = Arc::new(Numbers::default());
+        let writer = writer(&numbers, false);
+        // Holds the thread while the next write queues and its caller leaves.
+        let (release, hold) = std::sync::mpsc::channel::<()>();
+        let first = writer.submit(true, move |_: &Numbers| {
+            hold.recv().unwrap();
+            Ok(())
+        });
+        drop(writer.submit(true, |n: &Numbers| {
+            n.written.lock().unwrap().push(1);
+            Ok(())
+        }));
+        release.send(()).unwrap();
+        first.await.unwrap().unwrap();
+        writer.submit(true, |_: &Numbers| Ok(())).await.unwrap().unwrap();
+        assert!(numbers.written.lock().unwrap().is_empty(), "the abandoned write was made");
     }
 }
