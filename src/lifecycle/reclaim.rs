@@ -56,6 +56,15 @@ impl UploadLease {
         self.lease.lock().unwrap_or_else(PoisonError::into_inner).take()
     }
 
+    /// Holds `lease` for the link to end.
+    fn granted(&self, digest: Digest, lease: Lease) -> Entered {
+        *self.lease.lock().unwrap_or_else(PoisonError::into_inner) = Some(lease);
+        // Quarantined bytes are replaced by these, which hashed right.
+        let replace = self.state.quarantine.contains(&digest);
+        self.replacing.store(replace, Ordering::Relaxed);
+        Entered { replace }
+    }
+
     /// Ends the lease of an upload that failed after the gate.
     pub async fn abandon(&self) {
         if let Some(lease) = self.take()
@@ -63,16 +72,6 @@ impl UploadLease {
         {
             tracing::warn!(error = %err, "ending an upload's lease failed; it expires on its own");
         }
-    }
-}
-
-impl UploadLease {
-    fn granted(&self, digest: Digest, lease: Lease) -> Entered {
-        *self.lease.lock().unwrap_or_else(PoisonError::into_inner) = Some(lease);
-        // Quarantined bytes are replaced by these, which hashed right.
-        let replace = self.state.quarantine.contains(&digest);
-        self.replacing.store(replace, Ordering::Relaxed);
-        Entered { replace }
     }
 }
 
