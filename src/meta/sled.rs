@@ -38,9 +38,10 @@
 //! made in one (no live manifest references a blob; every file of a manifest is
 //! linked) holds until the write it guards commits.
 //!
-//! sled is synchronous and, under a full disk, can block for good: every call
-//! runs on the blocking pool through a [`Watchdog`], and writes first check
-//! the free-space reserve, so that sled itself never meets `ENOSPC`.
+//! sled is synchronous and, under a full disk, can block for good: reads run
+//! on the blocking pool and writes on the writer thread, every call through
+//! a [`Watchdog`], and writes first check the free-space reserve, so that
+//! sled itself never meets `ENOSPC`.
 
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::DirBuilderExt;
@@ -259,13 +260,19 @@ struct Promotions {
     marked: HashSet<Digest>,
 }
 
+impl Promotions {
+    fn leased(&self, digest: &Digest) -> bool {
+        self.leases.values().any(|d| d == digest)
+    }
+}
+
 impl Trees {
     fn promotions(&self) -> std::sync::MutexGuard<'_, Promotions> {
         self.promotions.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn leased(&self, digest: &Digest) -> bool {
-        self.promotions().leases.values().any(|d| d == digest)
+        self.promotions().leased(digest)
     }
 }
 
@@ -753,7 +760,7 @@ impl MetaStore for SledMeta {
             }
             {
                 let mut promotions = t.promotions();
-                if promotions.leases.values().any(|d| *d == digest) {
+                if promotions.leased(&digest) {
                     return Ok(false);
                 }
                 promotions.marked.insert(digest);
