@@ -80,6 +80,10 @@ pub struct Options {
     /// [default: 86400].
     #[arg(long, env = "AMBER_RECLAIM_GRACE", global = true)]
     pub reclaim_grace: Option<u64>,
+    /// Seconds after its last `PATCH` an unfinished resumable upload is
+    /// discarded [default: 86400].
+    #[arg(long, env = "AMBER_UPLOAD_EXPIRY", global = true)]
+    pub upload_expiry: Option<u64>,
     /// Seconds between reclaim runs; 0 runs it only on demand
     /// (`POST /v1/reclaim/run`) [default: 3600].
     #[arg(long, env = "AMBER_RECLAIM_INTERVAL", global = true)]
@@ -199,6 +203,7 @@ struct FileOptions {
     min_free_space: Option<FreeSpace>,
     retention_interval: Option<u64>,
     reclaim_grace: Option<u64>,
+    upload_expiry: Option<u64>,
     reclaim_interval: Option<u64>,
     scrub_rate: Option<u64>,
     #[serde(default)]
@@ -246,6 +251,8 @@ pub struct Config {
     pub retention_interval: Option<Duration>,
     /// How long unlinked bytes are kept before reclaim deletes them.
     pub reclaim_grace: Duration,
+    /// How long an unfinished resumable upload is kept after its last `PATCH`.
+    pub upload_expiry: Duration,
     /// Between scheduled reclaim runs; `None`: only on demand.
     pub reclaim_interval: Option<Duration>,
     /// Bytes a second the scrub may read; 0: no scrub.
@@ -351,6 +358,7 @@ impl Config {
                 n => Some(Duration::from_secs(n)),
             },
             reclaim_grace: Duration::from_secs(options.reclaim_grace.or(file.reclaim_grace).unwrap_or(DAY)),
+            upload_expiry: Duration::from_secs(options.upload_expiry.or(file.upload_expiry).unwrap_or(DAY).max(1)),
             scrub_rate: options.scrub_rate.or(file.scrub_rate).unwrap_or(32 << 20),
             reclaim_interval: match options.reclaim_interval.or(file.reclaim_interval).unwrap_or(3600) {
                 0 => None,

@@ -78,6 +78,29 @@ pub enum ApiError {
     TileUnknown(u64),
     #[error("method not allowed on this route")]
     MethodNotAllowed,
+    #[error("no such upload")]
+    UploadUnknown,
+    /// A `PATCH` from another offset than the upload's: `409` with the
+    /// current `Upload-Offset`.
+    #[error("the upload is at offset {current}, not {given}; resume from {current}")]
+    UploadOffset { current: u64, given: u64 },
+    #[error("another PATCH of this upload is in progress; retry once it ends")]
+    UploadBusy,
+    #[error("a final upload takes no PATCH: it is the concatenation of its parts")]
+    UploadFinal,
+    /// Completion needs a part that is missing or unfinished.
+    #[error("{0}")]
+    UploadIncomplete(String),
+    /// A part's bytes do not hash to its chaining value; none were kept.
+    #[error("part {index} does not hash to its chaining value; its bytes from offset {offset} were not kept")]
+    PartMismatch { index: u64, offset: u64 },
+    #[error("the upload's stored bytes are gone; start a new upload")]
+    UploadGone,
+    /// `Tus-Resumable` absent or of another version: `412` with `Tus-Version`.
+    #[error("Tus-Resumable: 1.0.0 is required")]
+    TusVersion,
+    #[error("{0}")]
+    MediaType(&'static str),
     #[error("a stored blob failed its integrity check; the operator has been alerted")]
     BlobCorrupt(Digest),
     #[error("the request body made no progress for {0} seconds")]
@@ -134,6 +157,15 @@ impl ApiError {
             Self::RequestInvalid(_) => (S::BAD_REQUEST, "request_invalid"),
             Self::NotFound | Self::TileUnknown(_) => (S::NOT_FOUND, "not_found"),
             Self::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::UploadUnknown => (S::NOT_FOUND, "upload_unknown"),
+            Self::UploadOffset { .. } => (S::CONFLICT, "upload_offset_mismatch"),
+            Self::UploadBusy => (S::LOCKED, "upload_busy"),
+            Self::UploadFinal => (S::FORBIDDEN, "upload_final"),
+            Self::UploadIncomplete(_) => (S::BAD_REQUEST, "upload_incomplete"),
+            Self::PartMismatch { .. } => (S::BAD_REQUEST, "digest_mismatch"),
+            Self::UploadGone => (S::GONE, "upload_gone"),
+            Self::TusVersion => (S::PRECONDITION_FAILED, "tus_version"),
+            Self::MediaType(_) => (S::UNSUPPORTED_MEDIA_TYPE, "media_type_unsupported"),
             Self::BlobCorrupt(_) => (S::INTERNAL_SERVER_ERROR, "blob_corrupt"),
             Self::RequestTimeout(_) => (S::REQUEST_TIMEOUT, "request_timeout"),
             Self::TooManyRequests { .. } => (S::TOO_MANY_REQUESTS, "too_many_requests"),
@@ -216,6 +248,12 @@ impl IntoResponse for ApiError {
         {
             response.headers_mut().insert(header::CONTENT_RANGE, value);
         }
+        if let Self::UploadOffset { current, .. } = &self {
+            response.headers_mut().insert("upload-offset", HeaderValue::from(*current));
+        }
+        if let Self::TusVersion = &self {
+            response.headers_mut().insert("tus-version", HeaderValue::from_static(crate::uploads::tus::VERSION));
+        }
         let retry_after = match &self {
             Self::TooManyRequests { retry_after, .. } => Some(*retry_after),
             Self::Unavailable => Some(5),
@@ -296,6 +334,14 @@ pub const ERROR_CODES: &[&str] = &[
     "request_invalid",
     "not_found",
     "method_not_allowed",
+    "upload_unknown",
+    "upload_offset_mismatch",
+    "upload_busy",
+    "upload_final",
+    "upload_incomplete",
+    "upload_gone",
+    "tus_version",
+    "media_type_unsupported",
     "blob_corrupt",
     "request_timeout",
     "too_many_requests",

@@ -13,6 +13,7 @@ pub mod log;
 pub mod meta;
 pub mod metrics;
 pub mod oidc;
+pub mod push;
 pub mod server;
 pub mod signing;
 pub mod space;

@@ -28,6 +28,8 @@ pub struct Metrics {
     pub connections: Arc<ConnectionCounters>,
     /// Uploads refused with `429` (too many in flight, or no upload memory).
     pub uploads_throttled: AtomicU64,
+    /// Resumable uploads that became blobs.
+    pub uploads_completed: AtomicU64,
     /// Uploads refused with `507` (free space below the reserve).
     pub uploads_refused_no_space: AtomicU64,
     /// Tags expired, by policy or by an operator.
@@ -81,6 +83,11 @@ impl Metrics {
                 &self.connections.timed_out,
             ),
             ("amber_uploads_throttled_total", "Uploads refused with 429.", &self.uploads_throttled),
+            (
+                "amber_resumable_uploads_completed_total",
+                "Resumable uploads that became blobs.",
+                &self.uploads_completed,
+            ),
             ("amber_uploads_no_space_total", "Uploads refused with 507.", &self.uploads_refused_no_space),
             (
                 "amber_retention_expired_total",

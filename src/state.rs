@@ -28,6 +28,8 @@ pub struct Inner {
     pub oidc: crate::oidc::Oidc,
     /// The transparency log: its key and checkpoints.
     pub log: Arc<crate::log::Log>,
+    /// Resumable uploads: their bytes, and this replica's hash states.
+    pub uploads: crate::uploads::Uploads,
 }
 
 impl AppState {
@@ -43,7 +45,25 @@ impl AppState {
         quarantine.refresh(&meta).await?;
         let oidc = crate::oidc::Oidc::new(&config.oidc)?;
         let log = Arc::new(crate::log::Log::open(&meta, &config.log).await?);
-        Ok(Self(Arc::new(Inner { config, blobs, meta, signer, metrics, denials, admission, quarantine, oidc, log })))
+        let uploads = crate::uploads::Uploads::new(match &blobs {
+            Blobs::Fs(fs) => {
+                crate::uploads::store::UploadStore::Fs(crate::uploads::fs::FsUploads::open(fs.clone()).await?)
+            }
+            Blobs::S3(s3) => crate::uploads::store::UploadStore::S3(crate::uploads::s3::S3Uploads::new(s3.clone())),
+        });
+        Ok(Self(Arc::new(Inner {
+            config,
+            blobs,
+            meta,
+            signer,
+            metrics,
+            denials,
+            admission,
+            quarantine,
+            oidc,
+            log,
+            uploads,
+        })))
     }
 }
 

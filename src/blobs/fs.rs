@@ -51,6 +51,7 @@ const SPACE_CHECK_EVERY: u64 = 32 << 20;
 /// Idle read buffers kept for reuse (at most 8 MiB).
 const IDLE_READ_BUFFERS: usize = 16;
 
+#[derive(Clone)]
 pub struct FsBlobs {
     inner: Arc<Dirs>,
 }
@@ -132,6 +133,45 @@ impl FsBlobs {
         let read_buffers = BufferPool::new(READ_CHUNK, IDLE_READ_BUFFERS);
         let space = SpaceReserve::new(root, min_free_space);
         Ok(Self { inner: Arc::new(Dirs { data, staging, read_buffers, space }) })
+    }
+}
+
+impl FsBlobs {
+    /// The directory the blobs live in; resumable uploads keep their bytes
+    /// beside them, on the same file system, so that one becomes a blob by
+    /// a hard link.
+    pub(crate) fn root(&self) -> &Path {
+        self.inner.data.parent().expect("data lives in the blob directory")
+    }
+
+    /// Fails when the volume is down to its reserve for uploads.
+    pub(crate) fn check_space(&self) -> Result<(), BlobError> {
+        self.inner.space.check(Purpose::Upload).map_err(|_| BlobError::NoSpace)
+    }
+
+    /// Makes `path`, a durable file whose bytes hashed to `digest`, the blob
+    /// `digest` (a blocking call): hard-linked, so an existing blob is never
+    /// replaced; with `replace` (quarantined bytes there), renamed over it
+    /// through a second link, so that `path` still names the file.
+    pub(crate) fn adopt(&self, path: &Path, digest: &Digest, size: u64, replace: bool) -> Result<Written, BlobError> {
+        let target = self.inner.blob_path(digest);
+        let shard = target.parent().expect("blob paths have a shard directory");
+        let stored = if replace {
+            let temporary = self.inner.staging.join(format!("{:032x}", rand::random::<u128>()));
+            fs::hard_link(path, &temporary)?;
+            fs::rename(&temporary, &target)?;
+            Stored::Created
+        } else {
+            match fs::hard_link(path, &target) {
+                Ok(()) => Stored::Created,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Stored::AlreadyPresent,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        if stored == Stored::Created {
+            sync_dir(shard)?;
+        }
+        Ok(Written { digest: *digest, size, stored })
     }
 }
 

@@ -123,7 +123,7 @@ pub struct Upload {
 }
 
 /// Enters `gate`, if there is one.
-async fn enter(gate: Option<&std::sync::Arc<dyn Gate>>, digest: Digest) -> Result<Entered, BlobError> {
+pub(crate) async fn enter(gate: Option<&std::sync::Arc<dyn Gate>>, digest: Digest) -> Result<Entered, BlobError> {
     match gate {
         Some(gate) => gate.enter(digest).await,
         None => Ok(Entered::default()),

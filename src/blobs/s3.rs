@@ -270,6 +270,142 @@ impl S3Blobs {
     }
 }
 
+/// Objects of other Amber stores kept in the same bucket (resumable uploads'
+/// segments): written once under fresh keys, read back, deleted.
+impl S3Blobs {
+    /// `name` under the store's prefix.
+    pub(crate) fn object_key(&self, name: &str) -> String {
+        self.key(name)
+    }
+
+    /// Writes what `body` yields, at most `most` bytes, as the new object
+    /// `key`, feeding each byte to `check` first. When the body breaks off,
+    /// the bytes that arrived are written all the same. Returns how many
+    /// bytes the object holds (zero: no object) and what ended the body
+    /// early; a failure of S3 itself stores nothing.
+    pub(crate) async fn write_object(
+        &self,
+        key: &str,
+        body: &mut BodyStream,
+        most: u64,
+        memory: &crate::admission::MemoryBudget,
+        check: &mut (dyn FnMut(&[u8]) + Send),
+    ) -> Result<(u64, Option<BlobError>), BlobError> {
+        let mut part = PartBuffer::default();
+        let mut multipart: Option<Multipart> = None;
+        let (mut size, mut ended) = (0u64, None);
+        while let Some(chunk) = body.next().await {
+            let mut chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    ended = Some(BlobError::Client(e));
+                    break;
+                }
+            };
+            if size + chunk.len() as u64 > most {
+                ended = Some(BlobError::TooLarge { limit: most });
+                break;
+            }
+            let Some(lent) = memory.borrow(chunk.len()).await else {
+                ended = Some(BlobError::Throttled);
+                break;
+            };
+            part.lent.merge(lent);
+            size += chunk.len() as u64;
+            check(&chunk);
+            while part.len + chunk.len() >= PART_SIZE {
+                part.push(chunk.split_to(PART_SIZE - part.len));
+                let (bytes, lent) = std::mem::take(&mut part).freeze();
+                let upload = match multipart.as_mut() {
+                    Some(upload) => upload,
+                    None => multipart.insert(Multipart::start(self, key).await?),
+                };
+                upload.upload(bytes, lent).await?;
+            }
+            if !chunk.is_empty() {
+                part.push(chunk);
+            }
+        }
+        match multipart {
+            Some(mut upload) => {
+                if part.len > 0 {
+                    let (bytes, lent) = part.freeze();
+                    upload.upload(bytes, lent).await?;
+                }
+                upload.complete(size).await?;
+            }
+            None if size == 0 => {}
+            None => {
+                let (bytes, _lent) = part.freeze();
+                let put =
+                    self.client.put_object().bucket(&self.bucket).key(key).body(S3Body::from(bytes)).if_none_match("*");
+                let sent = if self.sign_payload {
+                    put.send().await
+                } else {
+                    put.customize().disable_payload_signing().send().await
+                };
+                sent.map_err(|e| failed("PutObject", &e))?;
+            }
+        }
+        Ok((size, ended))
+    }
+
+    /// The bytes of object `key` in `range`, as stored (no digest to check).
+    pub(crate) async fn read_object(&self, key: &str, range: Range<u64>) -> Result<ByteStream, BlobError> {
+        if range.is_empty() {
+            return Ok(Box::pin(futures_util::stream::empty()));
+        }
+        let object = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .range(format!("bytes={}-{}", range.start, range.end - 1))
+            .send()
+            .await
+            .map_err(|e| failed("GetObject", &e))?;
+        Ok(Box::pin(futures_util::stream::unfold(Some(object.body), |body| async move {
+            let mut body = body?;
+            match tokio::time::timeout(READ_IDLE, body.next()).await {
+                Err(_) => {
+                    Some((Err(BlobError::Unavailable(format!("S3 sent nothing for {}s", READ_IDLE.as_secs()))), None))
+                }
+                Ok(None) => None,
+                Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(body))),
+                Ok(Some(Err(e))) => Some((Err(io("reading from S3", e)), None)),
+            }
+        })))
+    }
+
+    pub(crate) async fn delete_object(&self, key: &str) -> Result<(), BlobError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| failed("DeleteObject", &e))?;
+        Ok(())
+    }
+
+    /// Every object under `prefix` (below the store's), with when it was written.
+    pub(crate) async fn list_objects(&self, prefix: &str) -> Result<Vec<(String, Option<SystemTime>)>, BlobError> {
+        let mut pages =
+            self.client.list_objects_v2().bucket(&self.bucket).prefix(self.key(prefix)).into_paginator().send();
+        let mut found = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| io("ListObjectsV2", describe(&e)))?;
+            for object in page.contents() {
+                if let Some(key) = object.key() {
+                    let modified = object.last_modified().and_then(|t| SystemTime::try_from(*t).ok());
+                    found.push((key.to_owned(), modified));
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
 /// The chunks of one part as they arrived, and the memory they hold.
 #[derive(Default)]
 struct PartBuffer {

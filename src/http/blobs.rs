@@ -4,7 +4,6 @@
 use std::ops::Range;
 
 use amber_core::Action;
-use amber_core::audit::Event;
 use amber_core::wire::{BlobInfo, MissingRequest, MissingResponse};
 use axum::body::Body;
 use axum::extract::State;
@@ -14,13 +13,11 @@ use futures_util::{StreamExt, TryStreamExt};
 
 use super::json::{ApiJson, JsonBody};
 use super::paths::{DigestParam, Repo};
-use crate::admission::Refusal;
-use crate::audit;
 use crate::auth::Caller;
 use crate::blobs::{BlobError, BlobStore, BodyStream, Stored, Upload};
 use crate::error::{ApiError, ApiResult, BodyIdle};
-use crate::lifecycle::reclaim::UploadLease;
 use crate::meta::MetaStore;
+use crate::push;
 use crate::state::AppState;
 
 /// Most digests one `blobs/missing` call may ask about.
@@ -28,7 +25,7 @@ const MAX_MISSING_QUERY: usize = 10_000;
 
 /// The body as the blob store reads it; a body that stalled past the body
 /// idle timeout becomes an error of kind `TimedOut` (answered `408`).
-fn body_stream(body: Body, idle: std::time::Duration) -> BodyStream {
+pub(super) fn body_stream(body: Body, idle: std::time::Duration) -> BodyStream {
     Box::pin(body.into_data_stream().map_err(move |err| {
         if super::body_timed_out(&err) {
             std::io::Error::new(std::io::ErrorKind::TimedOut, BodyIdle(idle.as_secs()))
@@ -61,52 +58,15 @@ async fn upload(
     let limit = state.config.max_blob_size;
     let announced = content_length(headers, limit)?;
     // Held until the blob is linked: the slot bounds uploads in flight.
-    let _slot = state.admission.admit(caller.token.info.id.as_str()).map_err(|refusal| {
-        state.metrics.uploads_throttled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        ApiError::TooManyRequests {
-            reason: match refusal {
-                Refusal::TooManyUploads => "too many uploads in flight",
-                Refusal::TooManyForToken => "too many uploads in flight for this token",
-            },
-            retry_after: 1,
-        }
-    })?;
-    let lease = UploadLease::new(state);
-    let gate: std::sync::Arc<dyn crate::blobs::Gate> = lease.clone();
-    let upload = Upload { expected, limit, announced, memory: state.admission.memory.clone(), gate: Some(gate) };
+    let _slot = push::admit(state, caller)?;
+    let pushing = push::Pushing::new(state);
+    let upload =
+        Upload { expected, limit, announced, memory: state.admission.memory.clone(), gate: Some(pushing.gate()) };
     let body = body_stream(body, state.config.limits.body_idle_timeout);
     let written = state.blobs.put(upload, body).await;
-    if written.is_err() {
-        lease.abandon().await;
-    }
-    let written = written.inspect_err(|err| match err {
-        BlobError::NoSpace => {
-            state.metrics.uploads_refused_no_space.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        BlobError::Throttled => {
-            state.metrics.uploads_throttled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        _ => {}
-    })?;
-    let event = Event::BlobPushed { repository: repo.clone(), digest: written.digest, size: written.size };
-    let draft = audit::Draft::shared(&state.signer, caller.actor(), vec![event]);
-    let held = lease.take();
-    let linked = state.meta.link_blob(repo, &written.digest, written.size, held.as_ref(), draft).await;
-    if linked.is_err()
-        && let Some(held) = &held
-    {
-        let _ = state.meta.end_promote(held).await;
-    }
-    let linked = linked?;
-    if lease.replaced() {
-        crate::lifecycle::scrub::healed(state, written.digest, caller.actor()).await?;
-    }
+    let (written, linked) = pushing.link(state, caller, repo, written).await?;
     let status = match linked {
-        Stored::Created => {
-            state.metrics.blobs_stored.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            state.metrics.blob_bytes_stored.fetch_add(written.size, std::sync::atomic::Ordering::Relaxed);
-            StatusCode::CREATED
-        }
+        Stored::Created => StatusCode::CREATED,
         Stored::AlreadyPresent => StatusCode::OK,
     };
     let location = format!("/v1/repos/{repo}/blobs/{}", written.digest);

@@ -12,6 +12,7 @@ mod paths;
 mod system;
 mod tags;
 pub mod tokens;
+mod uploads;
 
 use std::time::Duration;
 
@@ -48,6 +49,8 @@ const BLOB: &str = "/v1/repos/{owner}/{name}/blobs/{digest}";
 const TAG: &str = "/v1/repos/{owner}/{name}/tags/{tag}";
 const HOLD: &str = "/v1/repos/{owner}/{name}/tags/{tag}/hold";
 const POLICY: &str = "/v1/retention/{owner}/{name}";
+const UPLOADS: &str = "/v1/repos/{owner}/{name}/uploads";
+const UPLOAD: &str = "/v1/repos/{owner}/{name}/uploads/{id}";
 
 /// Every route: method, path (as in the OpenAPI document) and handler.
 pub fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
@@ -73,6 +76,12 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
         (Method::HEAD, BLOB, on(M::HEAD, blobs::head_blob)),
         (Method::GET, BLOB, on(M::GET, blobs::get_blob)),
         (Method::POST, "/v1/repos/{owner}/{name}/blobs/missing", on(M::POST, blobs::missing_blobs)),
+        (Method::OPTIONS, UPLOADS, tus(on(M::OPTIONS, uploads::options))),
+        (Method::POST, UPLOADS, tus(on(M::POST, uploads::create_upload))),
+        (Method::OPTIONS, UPLOAD, tus(on(M::OPTIONS, uploads::options))),
+        (Method::HEAD, UPLOAD, tus(on(M::HEAD, uploads::head_upload))),
+        (Method::PATCH, UPLOAD, tus(on(M::PATCH, uploads::patch_upload))),
+        (Method::DELETE, UPLOAD, tus(on(M::DELETE, uploads::delete_upload))),
         (Method::PUT, TAG, on(M::PUT, tags::put_tag)),
         (Method::GET, TAG, on(M::GET, tags::get_tag)),
         (Method::GET, "/v1/repos/{owner}/{name}/tags", on(M::GET, tags::list_tags)),
@@ -95,6 +104,11 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
         (Method::GET, "/v1/publishers/{id}", on(M::GET, oidc::show_publisher)),
         (Method::DELETE, "/v1/publishers/{id}", on(M::DELETE, oidc::delete_publisher)),
     ]
+}
+
+/// A tus route: every answer carries `Tus-Resumable`.
+fn tus(route: MethodRouter<AppState>) -> MethodRouter<AppState> {
+    route.layer(axum::middleware::map_response(uploads::tus_resumable))
 }
 
 /// The API. `GET /metrics` is left out when it has a listener of its own.

@@ -26,6 +26,7 @@ pub use self::postgres::PostgresMeta;
 pub use self::sled::SledMeta;
 use crate::blobs::Stored;
 use crate::config::{FreeSpace, MetaConfig};
+pub use crate::uploads::record::{Updated, UploadId, UploadRecord};
 
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum MetaError {
@@ -524,6 +525,29 @@ pub trait MetaStore {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<TagEntry>, MetaError>> + Send;
 
+    /// Stores a new upload, unless its token already has `most` (then `false`).
+    fn create_upload(&self, record: &UploadRecord, most: usize)
+    -> impl Future<Output = Result<bool, MetaError>> + Send;
+    /// The upload `id`, if `token` created it.
+    fn upload(
+        &self,
+        token: &TokenId,
+        id: &UploadId,
+    ) -> impl Future<Output = Result<Option<UploadRecord>, MetaError>> + Send;
+    /// Replaces the record of `record.id` if its stored offset is still `from`.
+    fn update_upload(
+        &self,
+        record: &UploadRecord,
+        from: u64,
+    ) -> impl Future<Output = Result<Updated, MetaError>> + Send;
+    fn delete_upload(&self, id: &UploadId) -> impl Future<Output = Result<bool, MetaError>> + Send;
+    /// Uploads in id order strictly after `after`, at most `limit`.
+    fn list_uploads(
+        &self,
+        after: Option<&UploadId>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<UploadRecord>, MetaError>> + Send;
+
     /// Fails when the store cannot serve (readiness).
     fn check(&self) -> impl Future<Output = Result<(), MetaError>> + Send;
 }
@@ -889,6 +913,21 @@ impl MetaStore for Meta {
     }
     async fn list_tags(&self, repo: &RepoName, after: Option<&str>, limit: usize) -> Result<Vec<TagEntry>, MetaError> {
         dispatch!(self, s => s.list_tags(repo, after, limit))
+    }
+    async fn create_upload(&self, record: &UploadRecord, most: usize) -> Result<bool, MetaError> {
+        dispatch!(self, s => s.create_upload(record, most))
+    }
+    async fn upload(&self, token: &TokenId, id: &UploadId) -> Result<Option<UploadRecord>, MetaError> {
+        dispatch!(self, s => s.upload(token, id))
+    }
+    async fn update_upload(&self, record: &UploadRecord, from: u64) -> Result<Updated, MetaError> {
+        dispatch!(self, s => s.update_upload(record, from))
+    }
+    async fn delete_upload(&self, id: &UploadId) -> Result<bool, MetaError> {
+        dispatch!(self, s => s.delete_upload(id))
+    }
+    async fn list_uploads(&self, after: Option<&UploadId>, limit: usize) -> Result<Vec<UploadRecord>, MetaError> {
+        dispatch!(self, s => s.list_uploads(after, limit))
     }
     async fn check(&self) -> Result<(), MetaError> {
         dispatch!(self, s => s.check())

@@ -21,7 +21,7 @@ use time::OffsetDateTime;
 use super::{
     AuditBuild, Bound, BuildAudit, Candidate, Exchange, Expiry, Hold, KeyRecord, LEASE_LIFETIME, Lease, LinkView,
     MetaError, MetaStore, Quarantined, Replay, RepoView, Revocation, Rotation, RunnerLock, ScrubProgress, TagChange,
-    TagRecord, TagView, TokenRecord, Unlink,
+    TagRecord, TagView, TokenRecord, Unlink, Updated, UploadId, UploadRecord,
 };
 use crate::blobs::Object;
 use crate::blobs::Stored;
@@ -1260,6 +1260,70 @@ impl MetaStore for PostgresMeta {
                 Ok(record.entry(tag))
             })
             .collect()
+    }
+
+    async fn create_upload(&self, record: &UploadRecord, most: usize) -> Result<bool, MetaError> {
+        // One statement: the count and the insert see the same snapshot; two
+        // creations racing may both pass, which only loosens the bound by one.
+        let inserted = sqlx::query(
+            "INSERT INTO uploads (id, token_id, upload_offset, expires_at, record)
+             SELECT $1, $2, $3, $4, $5 WHERE (SELECT count(*) FROM uploads WHERE token_id = $2) < $6",
+        )
+        .bind(record.id.as_str())
+        .bind(record.token.as_str())
+        .bind(record.offset as i64)
+        .bind(record.expires)
+        .bind(Json(record))
+        .bind(most as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(inserted.rows_affected() == 1)
+    }
+
+    async fn upload(&self, token: &TokenId, id: &UploadId) -> Result<Option<UploadRecord>, MetaError> {
+        let row: Option<(Json<UploadRecord>,)> =
+            sqlx::query_as("SELECT record FROM uploads WHERE id = $1 AND token_id = $2")
+                .bind(id.as_str())
+                .bind(token.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|(Json(record),)| record))
+    }
+
+    async fn update_upload(&self, record: &UploadRecord, from: u64) -> Result<Updated, MetaError> {
+        let updated = sqlx::query(
+            "UPDATE uploads SET upload_offset = $2, expires_at = $3, record = $4 WHERE id = $1 AND upload_offset = $5",
+        )
+        .bind(record.id.as_str())
+        .bind(record.offset as i64)
+        .bind(record.expires)
+        .bind(Json(record))
+        .bind(from as i64)
+        .execute(&self.pool)
+        .await?;
+        if updated.rows_affected() == 1 {
+            return Ok(Updated::Done);
+        }
+        let now: Option<(i64,)> = sqlx::query_as("SELECT upload_offset FROM uploads WHERE id = $1")
+            .bind(record.id.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(now.map_or(Updated::Gone, |(offset,)| Updated::Moved(offset.max(0) as u64)))
+    }
+
+    async fn delete_upload(&self, id: &UploadId) -> Result<bool, MetaError> {
+        let deleted = sqlx::query("DELETE FROM uploads WHERE id = $1").bind(id.as_str()).execute(&self.pool).await?;
+        Ok(deleted.rows_affected() == 1)
+    }
+
+    async fn list_uploads(&self, after: Option<&UploadId>, limit: usize) -> Result<Vec<UploadRecord>, MetaError> {
+        let rows: Vec<(Json<UploadRecord>,)> =
+            sqlx::query_as(r#"SELECT record FROM uploads WHERE id > $1 ORDER BY id COLLATE "C" LIMIT $2"#)
+                .bind(after.map_or("", |id| id.as_str()))
+                .bind(limit as i64)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(|(Json(record),)| record).collect())
     }
 
     async fn check(&self) -> Result<(), MetaError> {

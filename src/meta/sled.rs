@@ -17,6 +17,8 @@
 //! publishers publisher id              -> Publisher (JSON)
 //! replays    issuer \0 jti             -> until, i64 BE (unix s): ID tokens exchanged
 //! replays_by_time until i64 BE, issuer \0 jti -> () (to forget them in order)
+//! uploads    upload id                 -> UploadRecord (JSON): resumable uploads
+//! uploads_by_token token id \0 upload id -> () (to count a token's uploads)
 //!            (default tree) "scrub"    -> ScrubProgress (JSON)
 //! audit      seq, u64 big-endian       -> hash (64 hex) + entry bytes
 //! audit_head "head"                    -> seq u64 BE + hash (64 hex) + the log's
@@ -65,7 +67,7 @@ use super::writer::Writer;
 use super::{
     AuditBuild, Bound, BuildAudit, Candidate, Exchange, Expiry, Hold, KeyRecord, Lease, LinkView, MetaError, MetaStore,
     Quarantined, Replay, RepoView, Revocation, Rotation, RunnerLock, ScrubProgress, TagChange, TagRecord, TagView,
-    TokenRecord, Unlink,
+    TokenRecord, Unlink, Updated, UploadId, UploadRecord,
 };
 use crate::blobs::{Object, Stored};
 use crate::config::FreeSpace;
@@ -112,6 +114,8 @@ struct Trees {
     publishers: Tree,
     replays: Tree,
     replays_by_time: Tree,
+    uploads: Tree,
+    uploads_by_token: Tree,
     /// Held by the reclaim run.
     runner: Arc<tokio::sync::Mutex<()>>,
     /// Held by the scrubber.
@@ -361,6 +365,8 @@ impl SledMeta {
             publishers: db.open_tree("publishers")?,
             replays: db.open_tree("replays")?,
             replays_by_time: db.open_tree("replays_by_time")?,
+            uploads: db.open_tree("uploads")?,
+            uploads_by_token: db.open_tree("uploads_by_token")?,
             runner: Arc::new(tokio::sync::Mutex::new(())),
             scrubber: Arc::new(tokio::sync::Mutex::new(())),
             audit: db.open_tree("audit")?,
@@ -1663,6 +1669,81 @@ impl MetaStore for SledMeta {
     }
 
     /// Ready when a read answers and the volume keeps the metadata's reserve.
+    async fn create_upload(&self, record: &UploadRecord, most: usize) -> Result<bool, MetaError> {
+        let json = serde_json::to_vec(record)?;
+        let (id, token) = (record.id.clone(), record.token.as_str().to_owned());
+        // Writes run one at a time, so the count holds until the insert.
+        self.write("create_upload", move |t| {
+            let prefix = by_token_prefix(&token);
+            if t.uploads_by_token.scan_prefix(&prefix).take(most).count() >= most {
+                return Ok(false);
+            }
+            let mut key = prefix;
+            key.extend_from_slice(id.as_str().as_bytes());
+            t.uploads.insert(id.as_str(), json)?;
+            t.uploads_by_token.insert(key, &[][..])?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn upload(&self, token: &TokenId, id: &UploadId) -> Result<Option<UploadRecord>, MetaError> {
+        let (token, id) = (token.clone(), id.clone());
+        self.read("upload", move |t| {
+            let Some(json) = t.uploads.get(id.as_str())? else { return Ok(None) };
+            let record: UploadRecord = serde_json::from_slice(&json)?;
+            Ok((record.token == token).then_some(record))
+        })
+        .await
+    }
+
+    async fn update_upload(&self, record: &UploadRecord, from: u64) -> Result<Updated, MetaError> {
+        let json = serde_json::to_vec(record)?;
+        let id = record.id.clone();
+        self.write("update_upload", move |t| {
+            let Some(old) = t.uploads.get(id.as_str())? else { return Ok(Updated::Gone) };
+            let old: UploadRecord = serde_json::from_slice(&old)?;
+            if old.offset != from {
+                return Ok(Updated::Moved(old.offset));
+            }
+            t.uploads.insert(id.as_str(), json)?;
+            Ok(Updated::Done)
+        })
+        .await
+    }
+
+    async fn delete_upload(&self, id: &UploadId) -> Result<bool, MetaError> {
+        let id = id.clone();
+        self.write("delete_upload", move |t| {
+            let Some(old) = t.uploads.remove(id.as_str())? else { return Ok(false) };
+            let old: UploadRecord = serde_json::from_slice(&old)?;
+            let mut key = by_token_prefix(old.token.as_str());
+            key.extend_from_slice(id.as_str().as_bytes());
+            t.uploads_by_token.remove(key)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn list_uploads(&self, after: Option<&UploadId>, limit: usize) -> Result<Vec<UploadRecord>, MetaError> {
+        let after = after.map(|id| id.as_str().to_owned());
+        self.read("list_uploads", move |t| {
+            let range = match &after {
+                Some(after) => t
+                    .uploads
+                    .range::<&[u8], _>((std::ops::Bound::Excluded(after.as_bytes()), std::ops::Bound::Unbounded)),
+                None => t.uploads.iter(),
+            };
+            let mut found = Vec::new();
+            for item in range.take(limit) {
+                let (_, json) = item?;
+                found.push(serde_json::from_slice(&json)?);
+            }
+            Ok(found)
+        })
+        .await
+    }
+
     async fn check(&self) -> Result<(), MetaError> {
         let space = self.space.clone();
         self.read("check", move |t| {
@@ -1671,4 +1752,11 @@ impl MetaStore for SledMeta {
         })
         .await
     }
+}
+
+/// The `uploads_by_token` keys of one token's uploads.
+fn by_token_prefix(token: &str) -> Vec<u8> {
+    let mut key = token.as_bytes().to_vec();
+    key.push(0);
+    key
 }

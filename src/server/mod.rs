@@ -17,6 +17,8 @@ use crate::state::AppState;
 /// How often a server re-reads the signing keys, so that replicas pick up a
 /// key rotated beside them.
 pub const KEY_REFRESH: Duration = Duration::from_secs(5);
+/// Between passes that discard expired uploads (more often when the expiry is shorter).
+const UPLOAD_EXPIRY_CHECK: Duration = Duration::from_secs(60);
 
 /// Serves the API (and `GET /metrics` on its own listener, if given) until
 /// `shutdown` completes, then lets in-flight requests finish within the
@@ -135,6 +137,30 @@ pub async fn serve(
             }
         })
     });
+    // Unfinished uploads past their expiry, and bytes no upload owns.
+    let uploads = tokio::spawn({
+        let (state, stop) = (state.clone(), stop.clone());
+        async move {
+            let every = UPLOAD_EXPIRY_CHECK.min(state.config.upload_expiry);
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = ticks.tick() => {}
+                    () = stop.cancelled() => break,
+                }
+                // Stopping mid-pass is safe: an upload is discarded bytes first, record last.
+                tokio::select! {
+                    result = crate::uploads::expire(&state) => match result {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(uploads = n, "discarded expired uploads"),
+                        Err(err) => tracing::warn!(error = %err, "discarding expired uploads failed; the next pass retries"),
+                    },
+                    () = stop.cancelled() => break,
+                }
+            }
+        }
+    });
     let oidc_keys = (!state.config.oidc.issuers.is_empty()).then(|| {
         let (state, stop) = (state.clone(), stop.clone());
         tokio::spawn(async move { state.oidc.refresh_forever(stop).await })
@@ -159,7 +185,7 @@ pub async fn serve(
             let _ = metrics.await;
         }
         let _ = housekeeping.await;
-        for task in [retention, reclaim, scrub, oidc_keys, Some(log)].into_iter().flatten() {
+        for task in [retention, reclaim, scrub, oidc_keys, Some(log), Some(uploads)].into_iter().flatten() {
             let _ = task.await;
         }
         state.denials.flush(&state, true).await;

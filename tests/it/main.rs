@@ -21,3 +21,4 @@ mod retention_store;
 mod schemathesis;
 mod scrub;
 mod tokens;
+mod uploads;

@@ -267,6 +267,66 @@ impl Client {
         Ok(response.json().await?)
     }
 
+    /// Creates a tus upload in `repo`; its path. `concat`: `Upload-Concat`.
+    pub async fn create_upload(
+        &self,
+        repo: &RepoName,
+        length: Option<u64>,
+        metadata: &str,
+        concat: &str,
+    ) -> Result<(String, Option<String>)> {
+        let path = format!("/v1/repos/{repo}/uploads");
+        let response = self
+            .send(Retry::Idempotent, || {
+                let mut request = self
+                    .request(Method::POST, &path)
+                    .header("Tus-Resumable", "1.0.0")
+                    .header("Upload-Metadata", metadata)
+                    .header("Upload-Concat", concat);
+                if let Some(length) = length {
+                    request = request.header("Upload-Length", length);
+                }
+                Ok(request)
+            })
+            .await?;
+        let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let location = header("location").ok_or_else(|| CliError::Io("the server gave no upload location".into()))?;
+        Ok((location, header("amber-blob-digest")))
+    }
+
+    /// The acknowledged offset of the upload at `path`.
+    pub async fn upload_offset(&self, path: &str) -> Result<u64> {
+        let response = self
+            .send(Retry::Idempotent, || Ok(self.request(Method::HEAD, path).header("Tus-Resumable", "1.0.0")))
+            .await?;
+        upload_offset_of(&response)
+    }
+
+    /// Sends `length` bytes of `file` from `from` to the upload at `path`,
+    /// whose acknowledged offset is `offset`; the new acknowledged offset.
+    /// Sent once: the caller resumes from the offset the server reports.
+    pub async fn patch_upload(&self, path: &str, offset: u64, file: &Path, from: u64, length: u64) -> Result<u64> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        let context = || format!("reading {}", file.display());
+        let mut opened = tokio::fs::File::open(file).await.map_err(|e| CliError::io(context(), e))?;
+        opened.seek(std::io::SeekFrom::Start(from)).await.map_err(|e| CliError::io(context(), e))?;
+        let stream = tokio_util::io::ReaderStream::with_capacity(opened.take(length), 256 << 10);
+        let body = std::sync::Mutex::new(Some(reqwest::Body::wrap_stream(stream)));
+        let response = self
+            .send(Retry::Once, || {
+                let body = body.lock().expect("not poisoned").take().ok_or_else(|| CliError::Io("sent once".into()))?;
+                Ok(self
+                    .request(Method::PATCH, path)
+                    .header("Tus-Resumable", "1.0.0")
+                    .header("Upload-Offset", offset)
+                    .header(reqwest::header::CONTENT_TYPE, "application/offset+octet-stream")
+                    .header(reqwest::header::CONTENT_LENGTH, length)
+                    .body(body))
+            })
+            .await?;
+        upload_offset_of(&response)
+    }
+
     /// Uploads bytes already in memory (small blobs).
     pub async fn put_blob_bytes(&self, repo: &RepoName, digest: &Digest, body: bytes::Bytes) -> Result<()> {
         let path = format!("/v1/repos/{repo}/blobs/{digest}");
@@ -384,4 +444,12 @@ fn manifest_digest(response: &Response) -> Result<Digest> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| CliError::Transport("the server did not send Amber-Manifest-Digest".into()))
+}
+
+fn upload_offset_of(response: &Response) -> Result<u64> {
+    response
+        .headers()
+        .get("upload-offset")
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .ok_or_else(|| CliError::Io("the server gave no Upload-Offset".into()))
 }

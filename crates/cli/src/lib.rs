@@ -10,6 +10,7 @@ pub mod oidc;
 pub mod pull;
 pub mod push;
 pub mod reference;
+pub mod resumable;
 pub mod transparency;
 pub mod tree;
 

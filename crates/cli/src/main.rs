@@ -72,6 +72,14 @@ enum Command {
         /// Print a JSON report instead of the digest.
         #[arg(long)]
         json: bool,
+        /// Files larger than this many bytes go up as resumable uploads in
+        /// parts of this size (a power of two of at least 1 MiB), each checked
+        /// by the server as it arrives.
+        #[arg(long, default_value_t = 64 << 20, value_parser = part_size)]
+        part_size: u64,
+        /// Parts of one file uploaded at once.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+        parallel: u16,
     },
     /// Fetch OWNER/NAME:TAG or OWNER/NAME@DIGEST into DIR, verifying everything first.
     Pull {
@@ -395,7 +403,7 @@ async fn token_for(cli: &Cli) -> Result<Option<String>> {
 async fn run(cli: Cli) -> Result<()> {
     let client = Client::new(&cli.url, token_for(&cli).await?)?;
     match cli.command {
-        Command::Push { reference: text, paths, annotations, json } => {
+        Command::Push { reference: text, paths, annotations, json, part_size, parallel } => {
             let reference = reference(&text)?;
             let tag = reference.tag().cloned().ok_or_else(|| CliError::Usage("push needs OWNER/NAME:TAG".into()))?;
             let annotations = annotations
@@ -413,7 +421,8 @@ async fn run(cli: Cli) -> Result<()> {
             } else {
                 Progress::Lines
             };
-            let report = push::push(&client, &reference.repo, &tag, &paths, annotations, progress).await?;
+            let parts = push::Parts { part_size, parallel: usize::from(parallel) };
+            let report = push::push_with(&client, &reference.repo, &tag, &paths, annotations, progress, parts).await?;
             if json {
                 print_json(&report)?;
             } else {
@@ -814,5 +823,15 @@ async fn main() -> ExitCode {
             eprintln!("amber: {err}");
             err.exit_code()
         }
+    }
+}
+
+/// `--part-size`: a power of two of at least 1 MiB.
+fn part_size(text: &str) -> std::result::Result<u64, String> {
+    let size: u64 = text.parse().map_err(|_| format!("{text:?} is not a number of bytes"))?;
+    if size >= amber_core::parts::MIN_PART_SIZE && size.is_power_of_two() {
+        Ok(size)
+    } else {
+        Err(format!("{size} is not a power of two of at least 1048576 (1 MiB)"))
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use amber_core::manifest::{FileEntry, ManifestRequest};
 use amber_core::{Digest, RepoName, Tag};
+use blake3::hazmat::ChainingValue;
 use futures_util::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
@@ -38,6 +39,20 @@ pub struct PushReport {
     pub uploaded_bytes: u64,
 }
 
+/// How large files go up: files larger than `part_size` as resumable uploads
+/// in parts of (about) that size, `parallel` parts at a time.
+#[derive(Clone, Copy, Debug)]
+pub struct Parts {
+    pub part_size: u64,
+    pub parallel: usize,
+}
+
+impl Default for Parts {
+    fn default() -> Self {
+        Self { part_size: 64 << 20, parallel: 4 }
+    }
+}
+
 pub async fn push(
     client: &Client,
     repo: &RepoName,
@@ -46,17 +61,45 @@ pub async fn push(
     annotations: BTreeMap<String, String>,
     progress: Progress,
 ) -> Result<PushReport> {
+    push_with(client, repo, tag, inputs, annotations, progress, Parts::default()).await
+}
+
+pub async fn push_with(
+    client: &Client,
+    repo: &RepoName,
+    tag: &Tag,
+    inputs: &[PathBuf],
+    annotations: BTreeMap<String, String>,
+    progress: Progress,
+    parts: Parts,
+) -> Result<PushReport> {
+    // Files larger than a part are hashed into their parts' chaining values
+    // (the digest comes with them); the rest are hashed whole.
+    type Hashed = (Vec<LocalFile>, Vec<Digest>, BTreeMap<Digest, (u64, Vec<ChainingValue>)>);
     let files = {
         let inputs = inputs.to_vec();
-        tokio::task::spawn_blocking(move || -> Result<(Vec<LocalFile>, Vec<Digest>)> {
+        tokio::task::spawn_blocking(move || -> Result<Hashed> {
             let files = tree::collect(&inputs)?;
-            let digests = tree::hash_all(&files)?;
-            Ok((files, digests))
+            let (large, small): (Vec<usize>, Vec<usize>) =
+                (0..files.len()).partition(|&i| files[i].size > parts.part_size);
+            let mut digests = vec![Digest::of(b""); files.len()];
+            let hashed = tree::hash_all(&small.iter().map(|&i| files[i].clone()).collect::<Vec<_>>())?;
+            for (&i, digest) in small.iter().zip(hashed) {
+                digests[i] = digest;
+            }
+            let mut plans = BTreeMap::new();
+            for i in large {
+                let part_size = crate::resumable::part_size_for(files[i].size, parts.part_size);
+                let (digest, cvs) = tree::plan_file(&files[i].source, files[i].size, part_size)?;
+                digests[i] = digest;
+                plans.insert(digest, (part_size, cvs));
+            }
+            Ok((files, digests, plans))
         })
         .await
         .map_err(|e| CliError::Io(e.to_string()))??
     };
-    let (files, digests) = files;
+    let (files, digests, plans) = files;
     let total_bytes: u64 = files.iter().map(|f| f.size).sum();
 
     // One upload per distinct digest, of the first file that has it.
@@ -94,6 +137,7 @@ pub async fn push(
         );
     }
     let counter = Arc::new(bar.clone());
+    let plans = &plans;
     futures_util::stream::iter(to_upload.iter().map(|(digest, file)| {
         let counter = counter.clone();
         async move {
@@ -102,7 +146,16 @@ pub async fn push(
                     bar.inc(n);
                 }
             };
-            client.put_blob_file(repo, digest, &file.source, file.size, on_bytes).await?;
+            match plans.get(digest) {
+                Some((part_size, cvs)) => {
+                    let (file, size, parallel) = (&file.source, file.size, parts.parallel);
+                    crate::resumable::upload(client, repo, file, size, *digest, *part_size, cvs, parallel, on_bytes)
+                        .await?
+                }
+                None => {
+                    client.put_blob_file(repo, digest, &file.source, file.size, on_bytes).await?;
+                }
+            }
             if progress == Progress::Lines {
                 eprintln!("uploaded {} ({} bytes)", file.path, file.size);
             }

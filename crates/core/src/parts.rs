@@ -90,14 +90,63 @@ impl PartPlan {
 
     /// A hasher for part `index`, to be fed exactly its bytes.
     pub fn part(&self, index: u64) -> PartHasher {
+        self.slot(index).hasher()
+    }
+
+    /// What checking part `index` needs, to be kept with the part's upload.
+    pub fn slot(&self, index: u64) -> PartSlot {
+        let range = self.range(index);
+        PartSlot {
+            digest: self.digest,
+            part_size: self.part_size,
+            parts: self.parts(),
+            index,
+            length: range.end - range.start,
+            cv: self.cvs[index as usize],
+        }
+    }
+}
+
+/// One part of a checked plan: where it lies and the value it must hash to.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PartSlot {
+    /// The blob's digest.
+    pub digest: Digest,
+    pub part_size: u64,
+    /// How many parts the blob has.
+    pub parts: u64,
+    pub index: u64,
+    /// This part's length.
+    pub length: u64,
+    #[serde(with = "hex_cv")]
+    pub cv: ChainingValue,
+}
+
+impl PartSlot {
+    /// Where the part starts in the blob.
+    pub fn offset(&self) -> u64 {
+        self.index * self.part_size
+    }
+
+    /// A hasher for the part, to be fed exactly its bytes.
+    pub fn hasher(&self) -> PartHasher {
         let mut hasher = blake3::Hasher::new();
-        hasher.set_input_offset(self.range(index).start);
-        let expected = if self.parts() == 1 {
-            Expected::Root(self.digest, self.cvs[0])
-        } else {
-            Expected::Subtree(self.cvs[index as usize])
-        };
-        PartHasher { hasher, expected, length: self.range(index).end - self.range(index).start, fed: 0 }
+        hasher.set_input_offset(self.offset());
+        let expected = if self.parts == 1 { Expected::Root(self.digest, self.cv) } else { Expected::Subtree(self.cv) };
+        PartHasher { hasher, expected, length: self.length, fed: 0 }
+    }
+}
+
+mod hex_cv {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(cv: &[u8; 32], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(blake3::Hash::from_bytes(*cv).to_hex().as_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<[u8; 32], D::Error> {
+        let text = String::deserialize(deserializer)?;
+        blake3::Hash::from_hex(text).map(|hash| *hash.as_bytes()).map_err(serde::de::Error::custom)
     }
 }
 

@@ -1,0 +1,124 @@
+//! An upload as the metadata store keeps it: everything a replica needs to
+//! continue it, so that no replica keeps local state an upload depends on.
+
+use amber_core::parts::PartSlot;
+use amber_core::{Digest, RepoName, TokenId};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// An upload's id: 128 random bits, 32 lowercase hex digits (the last
+/// segment of its URL).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct UploadId(String);
+
+impl UploadId {
+    pub fn random() -> Self {
+        Self(format!("{:032x}", rand::random::<u128>()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for UploadId {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        if s.len() == 32 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(())
+        }
+    }
+}
+
+impl TryFrom<String> for UploadId {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse().map_err(|()| format!("not an upload id: {s:?}"))
+    }
+}
+
+impl From<UploadId> for String {
+    fn from(id: UploadId) -> Self {
+        id.0
+    }
+}
+
+impl std::fmt::Display for UploadId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What an upload becomes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum UploadKind {
+    /// A blob of its own, complete when its last byte arrives.
+    Single,
+    /// A part of a later final upload (`Upload-Concat: partial`); with a
+    /// slot, checked against its chaining value when its last byte arrives.
+    Partial { slot: Option<PartSlot> },
+    /// The concatenation of these partial uploads, in order.
+    Final { parts: Vec<UploadId> },
+}
+
+/// Bytes of an upload stored as one object per `PATCH` (the S3 backend):
+/// the segment ends at `end` and lives under `key`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Segment {
+    pub end: u64,
+    pub key: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadRecord {
+    pub id: UploadId,
+    /// Only this token sees the upload; any other gets `404`.
+    pub token: TokenId,
+    pub repository: RepoName,
+    pub length: u64,
+    /// Durable: every byte below it is stored (and survives a crash).
+    pub offset: u64,
+    /// `Upload-Metadata` as the client sent it, echoed by `HEAD`.
+    pub metadata: String,
+    /// The digest the blob must have, if the client stated it.
+    pub digest: Option<Digest>,
+    #[serde(flatten)]
+    pub kind: UploadKind,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub segments: Vec<Segment>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created: OffsetDateTime,
+    /// Discarded after this, unless finished (and then forgotten after it).
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires: OffsetDateTime,
+    /// The blob it became, once complete.
+    pub done: Option<Digest>,
+}
+
+impl UploadRecord {
+    pub fn is_partial(&self) -> bool {
+        matches!(self.kind, UploadKind::Partial { .. })
+    }
+
+    pub fn slot(&self) -> Option<&PartSlot> {
+        match &self.kind {
+            UploadKind::Partial { slot } => slot.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// What a compare-and-set of an upload's record found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Updated {
+    Done,
+    /// The offset was no longer the one the change started from.
+    Moved(u64),
+    Gone,
+}
