@@ -75,7 +75,7 @@ async fn settled(
 }
 
 /// Waits for a blocking call of this backend.
-async fn joined<T>(handle: tokio::task::JoinHandle<Result<T, BlobError>>) -> Result<T, BlobError> {
+pub(crate) async fn joined<T>(handle: tokio::task::JoinHandle<Result<T, BlobError>>) -> Result<T, BlobError> {
     handle.await.map_err(|e| BlobError::Io(io::Error::other(e)))?
 }
 

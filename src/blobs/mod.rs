@@ -18,6 +18,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 
 pub use fs::FsBlobs;
+pub(crate) use fs::joined;
 pub use s3::S3Blobs;
 
 use crate::admission::MemoryBudget;

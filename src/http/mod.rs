@@ -78,7 +78,7 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
         (Method::POST, "/v1/repos/{owner}/{name}/blobs/missing", on(M::POST, blobs::missing_blobs)),
         (Method::OPTIONS, UPLOADS, tus(on(M::OPTIONS, uploads::options))),
         (Method::POST, UPLOADS, tus(on(M::POST, uploads::create_upload))),
-        (Method::OPTIONS, UPLOAD, tus(on(M::OPTIONS, uploads::options))),
+        (Method::OPTIONS, UPLOAD, tus(on(M::OPTIONS, uploads::options_of_one))),
         (Method::HEAD, UPLOAD, tus(on(M::HEAD, uploads::head_upload))),
         (Method::PATCH, UPLOAD, tus(on(M::PATCH, uploads::patch_upload))),
         (Method::DELETE, UPLOAD, tus(on(M::DELETE, uploads::delete_upload))),

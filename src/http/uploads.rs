@@ -82,12 +82,17 @@ fn describe(record: &UploadRecord, headers: &mut HeaderMap) {
 }
 
 /// `OPTIONS`: what the server speaks; no token needed.
-pub async fn options(State(state): State<AppState>) -> Response {
+pub async fn options(State(state): State<AppState>, Repo(_): Repo) -> Response {
     let mut headers = HeaderMap::new();
     headers.insert("tus-version", HeaderValue::from_static(tus::VERSION));
     headers.insert("tus-extension", HeaderValue::from_static(tus::EXTENSIONS));
     headers.insert("tus-max-size", HeaderValue::from(state.config.max_blob_size));
     (StatusCode::NO_CONTENT, headers).into_response()
+}
+
+/// `OPTIONS` of one upload's URL (the id is only checked for its form).
+pub async fn options_of_one(state: State<AppState>, repo: Repo, _id: UploadIdParam) -> Response {
+    options(state, repo).await
 }
 
 pub async fn create_upload(
@@ -97,8 +102,8 @@ pub async fn create_upload(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    caller.require(Action::Push, &repo)?;
     check_version(&headers)?;
+    caller.require(Action::Push, &repo)?;
     let length = text(&headers, &UPLOAD_LENGTH)?.map(|v| tus::parse_number("Upload-Length", v)).transpose()?;
     let metadata = tus::Metadata::parse(text(&headers, &UPLOAD_METADATA)?.unwrap_or(""))?;
     let concat = text(&headers, &UPLOAD_CONCAT)?.map(tus::Concat::parse).transpose()?;

@@ -33,7 +33,7 @@ use futures_util::StreamExt;
 use super::record::{Segment, UploadId, UploadRecord};
 use super::store::{Appended, Check, UploadBytes, concatenated, stored_side};
 use crate::admission::{Lent, MemoryBudget};
-use crate::blobs::{BlobError, BlobStore, BodyStream, ByteStream, FsBlobs, Upload, Written};
+use crate::blobs::{BlobError, BlobStore, BodyStream, ByteStream, FsBlobs, Upload, Written, joined};
 
 /// Bytes gathered before each blocking write.
 const WRITE_BATCH: usize = 256 * 1024;
@@ -64,10 +64,6 @@ struct Place {
     base: u64,
     /// The claim file, when the place is in a shared blob file.
     claim: Option<PathBuf>,
-}
-
-fn joined<T>(handle: tokio::task::JoinHandle<Result<T, BlobError>>) -> impl Future<Output = Result<T, BlobError>> {
-    async move { handle.await.map_err(|e| BlobError::Io(io::Error::other(e)))? }
 }
 
 fn sync_dir(path: &Path) -> io::Result<()> {

@@ -15,10 +15,13 @@ use crate::harness::TestServer;
 fn schemathesis(server: &TestServer, token: &str) -> (bool, String) {
     let spec = concat!(env!("CARGO_MANIFEST_DIR"), "/api/openapi.yaml");
     let out = Command::new("st")
+        .args(["--config-file", concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/schemathesis.toml")])
         .args(["run", spec, "--url", &server.url(""), "--max-examples", "40", "--request-timeout", "20"])
         .args(["--checks", "all", "--exclude-checks", "positive_data_acceptance,use_after_free"])
         .args(["-H", &format!("Authorization: Bearer {token}")])
         .env("NO_COLOR", "1")
+        .env("SCHEMATHESIS_HOOKS", "st_hooks")
+        .env("PYTHONPATH", concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools"))
         .output()
         .expect("schemathesis is needed: pip install schemathesis (.ci/run installs it)");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
