@@ -168,6 +168,8 @@ pub async fn head_upload(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     check_version(&headers)?;
+    find(&state, &caller, &repo, &id).await?;
+    state.uploads.settled(&id).await;
     let record = find(&state, &caller, &repo, &id).await?;
     let mut response = StatusCode::OK.into_response();
     let out = response.headers_mut();

@@ -49,6 +49,9 @@ pub const MAX_PER_TOKEN: usize = 1000;
 const MAX_SEGMENTS: usize = 10_000;
 /// Hash states kept between `PATCH`es (about 2 KiB each).
 const KEPT_HASHES: usize = 1024;
+/// How long a request waits for another on the same upload to end.
+const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+const BUSY_POLL: std::time::Duration = std::time::Duration::from_millis(10);
 /// Chaining values one part's metadata may carry (32 bytes each).
 pub const MAX_PLAN_PARTS: usize = 1024;
 
@@ -94,11 +97,30 @@ impl Uploads {
         Self { store, busy: Mutex::default(), hashes: Mutex::default() }
     }
 
-    fn claim(&self, id: &UploadId) -> ApiResult<Busy<'_>> {
-        if self.busy.lock().unwrap_or_else(PoisonError::into_inner).insert(id.clone()) {
-            Ok(Busy { uploads: self, id: id.clone() })
-        } else {
-            Err(ApiError::UploadBusy)
+    /// Holds the upload for one request; waits (a while) for one in progress
+    /// here to end: a client that resumes after a broken connection often
+    /// comes back before the server has finished storing what arrived.
+    async fn claim(&self, id: &UploadId) -> ApiResult<Busy<'_>> {
+        let deadline = tokio::time::Instant::now() + BUSY_WAIT;
+        loop {
+            if self.busy.lock().unwrap_or_else(PoisonError::into_inner).insert(id.clone()) {
+                return Ok(Busy { uploads: self, id: id.clone() });
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ApiError::UploadBusy);
+            }
+            tokio::time::sleep(BUSY_POLL).await;
+        }
+    }
+
+    /// Waits (a while) for a `PATCH` of `id` in progress here to end, so that
+    /// a `HEAD` reports what it stored.
+    pub async fn settled(&self, id: &UploadId) {
+        let deadline = tokio::time::Instant::now() + BUSY_WAIT;
+        while tokio::time::Instant::now() < deadline
+            && self.busy.lock().unwrap_or_else(PoisonError::into_inner).contains(id)
+        {
+            tokio::time::sleep(BUSY_POLL).await;
         }
     }
 
@@ -323,7 +345,7 @@ pub async fn patch(
     if matches!(record.kind, UploadKind::Final { .. }) {
         return Err(ApiError::UploadFinal);
     }
-    let _busy = uploads.claim(&record.id)?;
+    let _busy = uploads.claim(&record.id).await?;
     // Read again under the claim: another PATCH may have ended meanwhile.
     let record = state.meta.upload(&caller.token.info.id, &record.id).await?.ok_or(ApiError::UploadUnknown)?;
     if offset != record.offset {
@@ -530,7 +552,7 @@ async fn forget(state: &AppState, record: &UploadRecord) {
 
 /// `DELETE`: the upload is discarded now.
 pub async fn terminate(state: &AppState, record: &UploadRecord) -> ApiResult<()> {
-    let _busy = state.uploads.claim(&record.id)?;
+    let _busy = state.uploads.claim(&record.id).await?;
     if !state.meta.delete_upload(&record.id).await? {
         return Err(ApiError::UploadUnknown);
     }

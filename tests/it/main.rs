@@ -13,6 +13,7 @@ mod log;
 mod manifests;
 mod oidc;
 mod openapi;
+mod proxy;
 mod reclaim;
 mod reclaim_store;
 mod replicas;

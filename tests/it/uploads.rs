@@ -5,14 +5,18 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use base64::Engine;
+use futures_util::StreamExt;
 use reqwest::{Method, StatusCode};
 
 use crate::backends::Backend;
 use crate::harness::{TestServer, data, expect_error};
 use crate::on_both_backends;
+use crate::proxy::{CuttingProxy, Seen};
 
 const UPLOADS: &str = "/v1/repos/acme/web/uploads";
 const MIB: usize = 1 << 20;
@@ -360,12 +364,29 @@ async fn two_patches_racing_on_one_upload_never_interleave(backend: Backend) {
     for round in 0..5u64 {
         let (a, b) = (data(2 * MIB, 100 + round), data(2 * MIB, 200 + round));
         let url = created(&server, &token, a.len(), "", None).await;
-        let (ra, rb) = tokio::join!(patch(&server, &token, &url, 0, &a), patch(&server, &token, &url, 0, &b));
-        let (sa, sb) = (ra.status(), rb.status());
-        let won: Vec<_> = [(sa, &a), (sb, &b)].into_iter().filter(|(s, _)| *s == StatusCode::NO_CONTENT).collect();
-        assert_eq!(won.len(), 1, "exactly one PATCH wins: {sa} {sb}");
-        let lost = if sa == StatusCode::NO_CONTENT { sb } else { sa };
-        assert!(lost == StatusCode::LOCKED || lost == StatusCode::CONFLICT, "the other waits its turn: {lost}");
+        // Each on a connection of its own (a refused body is not read, and
+        // its connection is not reused).
+        let racer = |bytes: &[u8]| {
+            reqwest::Client::new()
+                .patch(server.url(&url))
+                .bearer_auth(&token)
+                .header("Tus-Resumable", "1.0.0")
+                .header("Upload-Offset", "0")
+                .header("Content-Type", "application/offset+octet-stream")
+                .body(bytes.to_vec())
+                .send()
+        };
+        let (ra, rb) = tokio::join!(racer(&a), racer(&b));
+        // The loser may be cut off while it still sends (its body unread).
+        let (sa, sb) = (ra.map(|r| r.status()).ok(), rb.map(|r| r.status()).ok());
+        let won: Vec<_> =
+            [(sa, &a), (sb, &b)].into_iter().filter(|(s, _)| *s == Some(StatusCode::NO_CONTENT)).collect();
+        assert_eq!(won.len(), 1, "exactly one PATCH wins: {sa:?} {sb:?}");
+        let lost = if sa == Some(StatusCode::NO_CONTENT) { sb } else { sa };
+        assert!(
+            lost.is_none_or(|s| s == StatusCode::LOCKED || s == StatusCode::CONFLICT),
+            "the other waits its turn, then finds the offset moved: {lost:?}"
+        );
         let digest = format!("blake3:{}", blake3::hash(won[0].1));
         assert_eq!(blob(&server, &token, &digest).await, *won[0].1);
     }
@@ -390,6 +411,156 @@ async fn abandoned_uploads_are_discarded_after_their_expiry(backend: Backend) {
         assert!(left.is_empty(), "its bytes are gone too: {left:?}");
     }
 }
+
+/// Whether the offsets a client sent never went back below one the server
+/// had acknowledged before (no acknowledged byte sent twice).
+fn never_resent(seen: &[Seen]) -> Result<(), String> {
+    let mut acknowledged = 0;
+    for event in seen {
+        match event {
+            Seen::Acknowledged(offset) => acknowledged = acknowledged.max(*offset),
+            Seen::Sent(offset) if *offset < acknowledged => {
+                return Err(format!("sent from {offset} after {acknowledged} was acknowledged: {seen:?}"));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+async fn a_cut_connection_resumes_from_the_last_durable_byte(backend: Backend) {
+    let server = TestServer::on(backend).await;
+    let token = server.token(&[("acme/web", &["push", "pull"])]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("image");
+    std::fs::write(&file, data(256 * MIB, 11)).unwrap();
+    let digest = b3sum(&file);
+    // 20 connections cut, each after 1 to 12 MiB of what the client sent.
+    let proxy = CuttingProxy::start(server.addr, 20, (MIB as u64)..(12 * MIB as u64)).await;
+    let endpoint = format!("http://{}{UPLOADS}", proxy.addr);
+    // tuspy, one PATCH for all that is left, resuming (HEAD, then PATCH from
+    // the offset) after each failure.
+    let mut tuspy = Command::new("python3");
+    tuspy.arg(node_tools().join("tus_py.py")).args([&endpoint, &token]).arg(&file).arg((256 * MIB).to_string());
+    tuspy.arg(&digest);
+    tokio::task::spawn_blocking(move || run(tuspy)).await.unwrap();
+    let seen = proxy.seen();
+    let cuts = seen.iter().filter(|e| matches!(e, Seen::Cut(_))).count();
+    assert_eq!(cuts, 20, "{seen:?}");
+    never_resent(&seen).unwrap();
+    // Each resumption started where the server had stored bytes up to.
+    let sent: Vec<u64> = seen.iter().filter_map(|e| if let Seen::Sent(o) = e { Some(*o) } else { None }).collect();
+    assert!(sent.windows(2).all(|w| w[0] <= w[1]), "{sent:?}");
+    let resumed = sent.iter().filter(|&&o| o > 0).collect::<std::collections::BTreeSet<_>>().len();
+    assert!(resumed >= 15, "the upload resumed past stored bytes after most cuts: {sent:?}");
+    assert_eq!(blob(&server, &token, &digest).await, std::fs::read(&file).unwrap());
+}
+
+/// A PATCH body sent slowly, counting what has been handed to the socket.
+fn slow_body(bytes: Vec<u8>, sent: Arc<AtomicU64>) -> reqwest::Body {
+    let chunks: Vec<Vec<u8>> = bytes.chunks(256 * 1024).map(<[u8]>::to_vec).collect();
+    let stream = futures_util::stream::iter(chunks).then(move |chunk| {
+        let sent = sent.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            sent.fetch_add(chunk.len() as u64, Ordering::SeqCst);
+            Ok::<_, std::io::Error>(chunk)
+        }
+    });
+    reqwest::Body::wrap_stream(stream)
+}
+
+async fn kill_9_during_patches_never_loses_or_invents_bytes(backend: Backend) {
+    use rand::Rng;
+    let mut server = TestServer::on(backend).await;
+    let token = server.token(&[("acme/web", &["push", "pull"])]).await;
+    let bytes = data(96 * MIB, 12);
+    let digest = format!("blake3:{}", blake3::hash(&bytes));
+    let url = created(&server, &token, bytes.len(), &metadata(&[("digest", digest.as_bytes())]), None).await;
+    let sent = Arc::new(AtomicU64::new(0));
+    let mut offset = 0u64;
+    for round in 0..50 {
+        let before = sent.load(Ordering::SeqCst);
+        let body = slow_body(bytes[offset as usize..].to_vec(), sent.clone());
+        let request = tus(&server, Method::PATCH, &url, &token)
+            .header("Upload-Offset", offset.to_string())
+            .header("Content-Type", "application/offset+octet-stream")
+            .body(body)
+            .send();
+        let patching = tokio::spawn(request);
+        tokio::time::sleep(Duration::from_millis(rand::thread_rng().gen_range(30..250))).await;
+        server.kill9();
+        let _ = patching.await;
+        server.restart();
+        let now = offset_after_restart(&server, &token, &url).await;
+        // Never more than was sent from the offset this PATCH started at,
+        // never less than was acknowledged before.
+        let reached = offset + (sent.load(Ordering::SeqCst) - before);
+        assert!(now >= offset && now <= reached, "round {round}: offset {now}, was {offset}, sent up to {reached}");
+        offset = now;
+    }
+    // The rest, in one go: the digest is checked over every byte stored, so
+    // the bytes below each acknowledged offset were intact.
+    let done = patch(&server, &token, &url, offset as usize, &bytes[offset as usize..]).await;
+    assert_eq!(done.status(), StatusCode::NO_CONTENT, "{:?}", done.text().await);
+    assert_eq!(blob(&server, &token, &digest).await, bytes);
+}
+
+/// `HEAD`'s offset once the restarted server answers.
+async fn offset_after_restart(server: &TestServer, token: &str, url: &str) -> u64 {
+    for _ in 0..100 {
+        if let Ok(response) = tus(server, Method::HEAD, url, token).send().await
+            && response.status() == StatusCode::OK
+        {
+            return response.headers()["upload-offset"].to_str().unwrap().parse().unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the restarted server never answered HEAD");
+}
+
+async fn amber_push_sends_large_files_in_parts_and_resumes(backend: Backend) {
+    let server = TestServer::on(backend).await;
+    let token = server.token(&[("acme/web", &["push", "pull"])]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("dist");
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::write(tree.join("big.img"), data(21 * MIB + 4321, 13)).unwrap();
+    std::fs::write(tree.join("small.txt"), b"hello").unwrap();
+    let big = b3sum(&tree.join("big.img"));
+    // Through a proxy that cuts six connections mid-PATCH.
+    let proxy = CuttingProxy::start(server.addr, 6, 256 * 1024..(3 * MIB as u64)).await;
+    let mut command = tokio::process::Command::new(crate::harness::amber_bin());
+    command
+        .args(["push", "acme/web:1.0.0"])
+        .arg(&tree)
+        .args(["--part-size", &(4 * MIB).to_string(), "--parallel", "3", "--json"])
+        .env("AMBER_URL", format!("http://{}", proxy.addr))
+        .env("AMBER_TOKEN", &token);
+    let out = command.output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("resuming"), "the cuts were resumed: {stderr}");
+    let seen = proxy.seen();
+    assert_eq!(seen.iter().filter(|e| matches!(e, Seen::Cut(_))).count(), 6, "{seen:?}");
+    assert_eq!(blob(&server, &token, &big).await, std::fs::read(tree.join("big.img")).unwrap());
+    // Six parts, each checked on arrival, and one blob_pushed for the file.
+    let events = server.audit_events().await;
+    assert_eq!(events.iter().filter(|e| e["kind"] == "blob_pushed" && e["digest"] == big.as_str()).count(), 1);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["uploaded"], 2, "{report}");
+    // Pushed again: nothing to send.
+    let again = server.amber(&token, &["push", "acme/web:1.0.1", tree.to_str().unwrap(), "--json"]).await;
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    let report: serde_json::Value = serde_json::from_str(&again.stdout).unwrap();
+    assert_eq!(report["uploaded"], 0);
+}
+
+on_both_backends!(
+    a_cut_connection_resumes_from_the_last_durable_byte,
+    kill_9_during_patches_never_loses_or_invents_bytes,
+    amber_push_sends_large_files_in_parts_and_resumes,
+);
 
 on_both_backends!(
     real_clients_upload_blobs_that_b3sum_confirms,

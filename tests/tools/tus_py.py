@@ -15,7 +15,7 @@ uploader = tus.uploader(
     path,
     chunk_size=int(chunk),
     metadata={"digest": digest} if digest else {},
-    retries=20,
+    retries=60,
     retry_delay=0.2,
 )
 uploader.upload()
