@@ -457,7 +457,7 @@ async fn a_cut_connection_resumes_from_the_last_durable_byte(backend: Backend) {
 }
 
 /// A PATCH body sent slowly, counting what has been handed to the socket.
-fn slow_body(bytes: Vec<u8>, sent: Arc<AtomicU64>) -> reqwest::Body {
+fn slow_body(bytes: &[u8], sent: Arc<AtomicU64>) -> reqwest::Body {
     let chunks: Vec<Vec<u8>> = bytes.chunks(256 * 1024).map(<[u8]>::to_vec).collect();
     let stream = futures_util::stream::iter(chunks).then(move |chunk| {
         let sent = sent.clone();
@@ -481,7 +481,7 @@ async fn kill_9_during_patches_never_loses_or_invents_bytes(backend: Backend) {
     let mut offset = 0u64;
     for round in 0..50 {
         let before = sent.load(Ordering::SeqCst);
-        let body = slow_body(bytes[offset as usize..].to_vec(), sent.clone());
+        let body = slow_body(&bytes[offset as usize..], sent.clone());
         let request = tus(&server, Method::PATCH, &url, &token)
             .header("Upload-Offset", offset.to_string())
             .header("Content-Type", "application/offset+octet-stream")
