@@ -13,6 +13,9 @@ pub const EXTENSIONS: &str = "creation,creation-with-upload,expiration,terminati
 pub const PATCH_CONTENT_TYPE: &str = "application/offset+octet-stream";
 /// At most this many `Upload-Metadata` pairs.
 const MAX_PAIRS: usize = 32;
+/// At most this long an `Upload-Metadata` header (it is kept with the
+/// upload): room for 1024 chaining values and a few more pairs.
+pub const MAX_METADATA: usize = 64 * 1024;
 /// At most this many uploads named by one `Upload-Concat: final`.
 pub const MAX_CONCAT: usize = 10_000;
 
@@ -51,6 +54,9 @@ pub struct Metadata(BTreeMap<String, Option<Vec<u8>>>);
 
 impl Metadata {
     pub fn parse(value: &str) -> Result<Self, TusError> {
+        if value.len() > MAX_METADATA {
+            return Err(TusError::Metadata(format!("at most {MAX_METADATA} bytes are taken")));
+        }
         let mut pairs = BTreeMap::new();
         if value.trim().is_empty() {
             return Ok(Self(pairs));

@@ -569,3 +569,60 @@ on_both_backends!(
     two_patches_racing_on_one_upload_never_interleave,
     abandoned_uploads_are_discarded_after_their_expiry,
 );
+
+/// On S3 + PostgreSQL any replica continues an upload: one upload's bytes
+/// go through three replicas in turn, the parts of another are spread over
+/// two, and its final is created on a third.
+#[tokio::test]
+async fn an_upload_continues_through_any_replica() {
+    let server = TestServer::on(Backend::S3Postgres).await;
+    let (one, two) = (server.spawn_replica(), server.spawn_replica());
+    let token = server.token(&[("acme/web", &["push", "pull"])]).await;
+    let on = |url: String, bytes: Vec<u8>, offset: usize| {
+        reqwest::Client::new()
+            .patch(url)
+            .bearer_auth(&token)
+            .header("Tus-Resumable", "1.0.0")
+            .header("Upload-Offset", offset.to_string())
+            .header("Content-Type", "application/offset+octet-stream")
+            .body(bytes)
+            .send()
+    };
+    let bytes = data(9 * MIB, 21);
+    let digest = format!("blake3:{}", blake3::hash(&bytes));
+    let url = created(&server, &token, bytes.len(), &metadata(&[("digest", digest.as_bytes())]), None).await;
+    let thirds = [0, 3 * MIB, 6 * MIB, 9 * MIB];
+    for (i, target) in [one.url(&url), two.url(&url), server.url(&url)].into_iter().enumerate() {
+        let response = on(target, bytes[thirds[i]..thirds[i + 1]].to_vec(), thirds[i]).await.unwrap();
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    }
+    assert_eq!(blob(&server, &token, &digest).await, bytes);
+
+    let bytes = data(4 * MIB + 5, 22);
+    let digest = format!("blake3:{}", blake3::hash(&bytes));
+    let all = cvs(&bytes, MIB);
+    let mut urls = Vec::new();
+    for index in 0..5 {
+        let meta = metadata(&[
+            ("digest", digest.as_bytes()),
+            ("part_size", MIB.to_string().as_bytes()),
+            ("part", index.to_string().as_bytes()),
+            ("cvs", &all),
+        ]);
+        let part = &bytes[index * MIB..((index + 1) * MIB).min(bytes.len())];
+        let url = created(&server, &token, part.len(), &meta, Some("partial")).await;
+        let target = if index % 2 == 0 { one.url(&url) } else { two.url(&url) };
+        assert_eq!(on(target, part.to_vec(), 0).await.unwrap().status(), StatusCode::NO_CONTENT);
+        urls.push(url);
+    }
+    let done = reqwest::Client::new()
+        .post(server.url(UPLOADS))
+        .bearer_auth(&token)
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Concat", format!("final;{}", urls.join(" ")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), StatusCode::CREATED);
+    assert_eq!(blob(&server, &token, &digest).await, bytes);
+}
