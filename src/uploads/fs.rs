@@ -332,13 +332,15 @@ impl UploadBytes for FsUploads {
             return inner.blobs.put(upload, body).await.map_err(stored_side);
         };
         let expected = upload.expected;
-        let (path, claims) = (whole.path.clone(), whole.claims.clone());
+        let path = whole.path.clone();
         let digest = joined(tokio::task::spawn_blocking(move || {
             let file = OpenOptions::new().read(true).write(true).open(&path)?;
-            if is_blob(&file)? {
-                return Err(already_a_blob());
+            // A file that is a blob already was linked by an earlier try
+            // whose answer was lost: it is only linked again.
+            let linked = is_blob(&file)?;
+            if !linked {
+                file.set_len(total)?;
             }
-            file.set_len(total)?;
             let digest = match expected.filter(|_| verified) {
                 Some(digest) => digest,
                 None => hash_file(&file, total)?,
@@ -346,21 +348,17 @@ impl UploadBytes for FsUploads {
             if let Some(expected) = expected.filter(|e| *e != digest) {
                 return Err(BlobError::Mismatch { expected, actual: digest });
             }
-            file.sync_data()?;
+            if !linked {
+                file.sync_data()?;
+            }
             Ok(digest)
         }))
         .await?;
         let entered = crate::blobs::enter(upload.gate.as_ref(), digest).await?;
-        joined(tokio::task::spawn_blocking(move || {
-            let written = inner.blobs.adopt(&whole.path, &digest, total, entered.replace)?;
-            let _claims = inner.claims.lock().unwrap_or_else(PoisonError::into_inner);
-            for name in claims.iter().chain([&whole.path]) {
-                fs::remove_file(name)?;
-            }
-            sync_dir(&inner.dir)?;
-            Ok(written)
-        }))
-        .await
+        // The upload's names stay until its record says it is done (then
+        // `discard` removes them): until then the file is a blob, never written.
+        joined(tokio::task::spawn_blocking(move || inner.blobs.adopt(&whole.path, &digest, total, entered.replace)))
+            .await
     }
 
     async fn discard(&self, record: &UploadRecord) -> Result<(), BlobError> {
@@ -433,7 +431,6 @@ impl UploadBytes for FsUploads {
 /// final holds.
 struct OneFile {
     path: PathBuf,
-    claims: Vec<PathBuf>,
 }
 
 fn one_file(inner: &Inner, parts: &[UploadRecord]) -> Result<Option<OneFile>, BlobError> {
@@ -441,23 +438,20 @@ fn one_file(inner: &Inner, parts: &[UploadRecord]) -> Result<Option<OneFile>, Bl
         && single.slot().is_none()
         && !single.is_partial()
     {
-        return Ok(Some(OneFile { path: inner.own(&single.id), claims: Vec::new() }));
+        return Ok(Some(OneFile { path: inner.own(&single.id) }));
     }
     let mut shared: Option<PathBuf> = None;
-    let mut claims = Vec::new();
     for (index, part) in parts.iter().enumerate() {
         if part.slot().is_none_or(|s| s.index != index as u64 || s.parts != parts.len() as u64) {
             return Ok(None);
         }
         let place = inner.place(part, false)?;
-        let Some(claim) = place.claim else { return Ok(None) };
-        if shared.as_ref().is_some_and(|s| *s != place.path) {
+        if place.claim.is_none() || shared.as_ref().is_some_and(|s| *s != place.path) {
             return Ok(None);
         }
         shared = Some(place.path);
-        claims.push(claim);
     }
-    Ok(shared.map(|path| OneFile { path, claims }))
+    Ok(shared.map(|path| OneFile { path }))
 }
 
 fn hash_file(file: &File, length: u64) -> Result<Digest, BlobError> {

@@ -369,7 +369,7 @@ pub async fn patch(
             uploads.keep_hash(&record.id, offset, check);
         }
         return match appended.error {
-            Some(err) => Err(err.into()),
+            Some(err) => Err(gone(err)),
             None => Ok(Outcome { record, linked: None }),
         };
     }
@@ -502,8 +502,15 @@ async fn link(
         gate: Some(pushing.gate()),
     };
     let written = state.uploads.store.finish(parts, upload, verified && expected.is_some()).await;
+    // Bytes that cannot be found (removed after a crash as they were being
+    // linked) are gone: the client starts again.
+    let missing = matches!(&written, Err(crate::blobs::BlobError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound);
     let repo = &parts[0].repository;
-    let (written, linked) = pushing.link(state, caller, repo, written).await?;
+    let linked = pushing.link(state, caller, repo, written).await;
+    if missing {
+        return Err(ApiError::UploadGone);
+    }
+    let (written, linked) = linked?;
     Ok((written.digest, linked))
 }
 
