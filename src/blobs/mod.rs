@@ -19,6 +19,7 @@ use futures_util::Stream;
 
 pub use fs::FsBlobs;
 pub(crate) use fs::joined;
+pub(crate) use s3::MIN_PART as S3_MIN_PART;
 pub use s3::S3Blobs;
 
 use crate::admission::MemoryBudget;

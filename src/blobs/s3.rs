@@ -35,6 +35,8 @@ const LAYOUT_VERSION: &str = "1";
 const PART_SIZE: usize = 8 << 20;
 /// Parts uploading at once per blob, besides the one being filled.
 const PARTS_IN_FLIGHT: usize = 2;
+/// S3's smallest part, but for the last.
+pub(crate) const MIN_PART: u64 = 5 << 20;
 /// Largest object a single `CopyObject` may copy.
 const COPY_LIMIT: u64 = 5 << 30;
 /// Staged objects and multipart uploads older than this are abandoned.
@@ -348,6 +350,42 @@ impl S3Blobs {
             }
         }
         Ok((size, ended))
+    }
+
+    /// Makes the blob `digest` of the objects `sources` (whole, in order,
+    /// each but the last at least S3's 5 MiB part minimum), copied by S3
+    /// itself: the bytes do not pass through Amber. They must be known to
+    /// hash to `digest`. Never replaces a blob, unless `replace`.
+    pub(crate) async fn compose(
+        &self,
+        digest: &Digest,
+        sources: &[String],
+        size: u64,
+        replace: bool,
+    ) -> Result<Stored, BlobError> {
+        let target = self.blob_key(digest);
+        if !replace && self.exists(&target).await?.is_some() {
+            return Ok(Stored::AlreadyPresent);
+        }
+        let mut upload = Multipart::start(self, &target).await?;
+        upload.replace = replace;
+        for (index, source) in sources.iter().enumerate() {
+            let number = index as i32 + 1;
+            let part = self
+                .client
+                .upload_part_copy()
+                .bucket(&self.bucket)
+                .key(&target)
+                .upload_id(&upload.id)
+                .part_number(number)
+                .copy_source(format!("{}/{source}", self.bucket))
+                .send()
+                .await
+                .map_err(|e| failed("UploadPartCopy", &e))?;
+            let etag = part.copy_part_result().and_then(|r| r.e_tag()).unwrap_or_default().to_owned();
+            upload.parts.push(CompletedPart::builder().part_number(number).e_tag(etag).build());
+        }
+        upload.complete(size).await
     }
 
     /// The bytes of object `key` in `range`, as stored (no digest to check).

@@ -389,8 +389,8 @@ pub async fn patch(
     if last && matches!(record.kind, UploadKind::Single) {
         // Linked before the offset reaches the end, so that an upload shown
         // complete always has its blob.
-        let digest = store::whole_digest(appended.check.as_ref()).or(record.digest);
-        return finish_single(state, caller, advanced, offset, digest).await;
+        let computed = store::whole_digest(appended.check.as_ref());
+        return finish_single(state, caller, advanced, offset, computed.or(record.digest), computed.is_some()).await;
     }
     match state.meta.update_upload(&advanced, offset).await? {
         Updated::Done => {}
@@ -460,9 +460,9 @@ async fn finish_single(
     advanced: UploadRecord,
     from: u64,
     digest: Option<Digest>,
+    verified: bool,
 ) -> ApiResult<Outcome> {
     let mut record = advanced;
-    let verified = digest.is_some();
     let linked = link(state, caller, std::slice::from_ref(&record), digest, verified).await;
     let (digest, linked) = match linked {
         Ok(done) => done,

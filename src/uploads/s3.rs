@@ -3,9 +3,11 @@
 //! fresh key (`If-None-Match: *`) and listed in the upload's record only when
 //! its offset advances, so any replica can continue an upload and two
 //! appends racing on one never mix their bytes (the one that loses its
-//! compare-and-set deletes its object). A finished upload's objects are
-//! streamed into the blob store, which hashes and writes the blob at its
-//! final key.
+//! compare-and-set deletes its object). A finished upload whose bytes were
+//! all checked on arrival (parts with chaining values, or a blob hashed as
+//! it came) is joined by S3 itself (`UploadPartCopy`) when its objects are
+//! large enough to be parts; otherwise its objects are streamed into the
+//! blob store, which hashes and writes the blob at its final key.
 
 use std::collections::HashSet;
 use std::ops::Range;
@@ -89,7 +91,29 @@ impl UploadBytes for S3Uploads {
         ))
     }
 
-    async fn finish(&self, parts: &[UploadRecord], upload: Upload, _verified: bool) -> Result<Written, BlobError> {
+    async fn finish(&self, parts: &[UploadRecord], upload: Upload, verified: bool) -> Result<Written, BlobError> {
+        // Bytes already checked, in objects S3 can join as parts: S3 copies
+        // them into the blob, and none passes through here again.
+        let segments: Vec<(u64, &str)> = parts
+            .iter()
+            .flat_map(|part| {
+                let mut start = 0;
+                part.segments.iter().map(move |s| {
+                    let length = s.end - start;
+                    start = s.end;
+                    (length, s.key.as_str())
+                })
+            })
+            .collect();
+        let joinable = segments.len() <= 10_000
+            && segments.iter().rev().skip(1).all(|(length, _)| *length >= crate::blobs::S3_MIN_PART);
+        if let (true, true, Some(digest)) = (verified, joinable && !segments.is_empty(), upload.expected) {
+            let size = parts.iter().map(|p| p.length).sum();
+            let entered = crate::blobs::enter(upload.gate.as_ref(), digest).await?;
+            let sources: Vec<String> = segments.iter().map(|(_, key)| (*key).to_owned()).collect();
+            let stored = self.blobs.compose(&digest, &sources, size, entered.replace).await?;
+            return Ok(Written { digest, size, stored });
+        }
         let body = concatenated(self.clone(), parts.to_vec());
         self.blobs.put(upload, body).await.map_err(stored_side)
     }

@@ -603,6 +603,16 @@ async fn an_upload_continues_through_any_replica() {
     }
     assert_eq!(blob(&server, &token, &digest).await, bytes);
 
+    // PATCHes of at least 5 MiB, checked as they came: joined by S3 itself.
+    let bytes = data(13 * MIB, 23);
+    let digest = format!("blake3:{}", blake3::hash(&bytes));
+    let url = created(&server, &token, bytes.len(), &metadata(&[("digest", digest.as_bytes())]), None).await;
+    for (from, to) in [(0, 6 * MIB), (6 * MIB, 12 * MIB), (12 * MIB, 13 * MIB)] {
+        let response = on(one.url(&url), bytes[from..to].to_vec(), from).await.unwrap();
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    }
+    assert_eq!(blob(&server, &token, &digest).await, bytes);
+
     let bytes = data(4 * MIB + 5, 22);
     let digest = format!("blake3:{}", blake3::hash(&bytes));
     let all = cvs(&bytes, MIB);
