@@ -459,6 +459,10 @@ async fn a_cut_connection_resumes_from_the_last_durable_byte(backend: Backend) {
     let resumed = sent.iter().filter(|&&o| o > 0).collect::<std::collections::BTreeSet<_>>().len();
     assert!(resumed >= 15, "the upload resumed past stored bytes after most cuts: {sent:?}");
     assert_eq!(blob(&server, &token, &digest).await, std::fs::read(&file).unwrap());
+    // Memory does not grow with the upload: 256 MiB went through.
+    let peak = server.peak_rss_kib();
+    println!("peak RSS after 256 MiB through 20 cuts: {} MiB", peak / 1024);
+    assert!(peak < 128 * 1024, "peak RSS {peak} KiB");
 }
 
 /// A PATCH body sent slowly, counting what has been handed to the socket.
