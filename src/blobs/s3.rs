@@ -245,24 +245,9 @@ impl S3Blobs {
             let mut upload = Multipart::start(self, &target).await?;
             upload.replace = replace;
             let mut start = 0u64;
-            let mut part_number = 1;
             while start < size {
                 let end = (start + COPY_LIMIT).min(size);
-                let part = self
-                    .client
-                    .upload_part_copy()
-                    .bucket(&self.bucket)
-                    .key(&target)
-                    .upload_id(&upload.id)
-                    .part_number(part_number)
-                    .copy_source(&source)
-                    .copy_source_range(format!("bytes={start}-{}", end - 1))
-                    .send()
-                    .await
-                    .map_err(|e| failed("UploadPartCopy", &e))?;
-                let etag = part.copy_part_result().and_then(|r| r.e_tag()).unwrap_or_default().to_owned();
-                upload.parts.push(CompletedPart::builder().part_number(part_number).e_tag(etag).build());
-                part_number += 1;
+                upload.copy_part(&source, Some(start..end)).await?;
                 start = end;
             }
             upload.complete(size).await?
@@ -369,21 +354,8 @@ impl S3Blobs {
         }
         let mut upload = Multipart::start(self, &target).await?;
         upload.replace = replace;
-        for (index, source) in sources.iter().enumerate() {
-            let number = index as i32 + 1;
-            let part = self
-                .client
-                .upload_part_copy()
-                .bucket(&self.bucket)
-                .key(&target)
-                .upload_id(&upload.id)
-                .part_number(number)
-                .copy_source(format!("{}/{source}", self.bucket))
-                .send()
-                .await
-                .map_err(|e| failed("UploadPartCopy", &e))?;
-            let etag = part.copy_part_result().and_then(|r| r.e_tag()).unwrap_or_default().to_owned();
-            upload.parts.push(CompletedPart::builder().part_number(number).e_tag(etag).build());
+        for source in sources {
+            upload.copy_part(&format!("{}/{source}", self.bucket), None).await?;
         }
         upload.complete(size).await
     }
@@ -530,6 +502,28 @@ impl Multipart {
             let sent = sent.map_err(|e| failed("UploadPart", &e))?;
             Ok(CompletedPart::builder().part_number(number).set_e_tag(sent.e_tag().map(str::to_owned)).build())
         });
+        Ok(())
+    }
+
+    /// Adds the next part, copied by S3 from `source` (`bucket/key`), whole
+    /// or the byte `range` of it.
+    async fn copy_part(&mut self, source: &str, range: Option<Range<u64>>) -> Result<(), BlobError> {
+        let number = (self.parts.len() + 1) as i32;
+        let mut request = self
+            .store
+            .client
+            .upload_part_copy()
+            .bucket(&self.store.bucket)
+            .key(&self.key)
+            .upload_id(&self.id)
+            .part_number(number)
+            .copy_source(source);
+        if let Some(range) = range {
+            request = request.copy_source_range(format!("bytes={}-{}", range.start, range.end - 1));
+        }
+        let part = request.send().await.map_err(|e| failed("UploadPartCopy", &e))?;
+        let etag = part.copy_part_result().and_then(|r| r.e_tag()).unwrap_or_default().to_owned();
+        self.parts.push(CompletedPart::builder().part_number(number).e_tag(etag).build());
         Ok(())
     }
 
