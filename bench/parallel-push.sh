@@ -4,7 +4,7 @@
 # one sitting, alternating which goes first. Each push is to a fresh amberd
 # (so nothing is deduplicated); reported per push: wall time, MiB/s, the
 # server's CPU (user + system) per GiB and its peak RSS.
-#   bench/parallel-push.sh AMBERD AMBER [ROUNDS] [fs|s3]
+#   [FILL_PAGE_CACHE=1] bench/parallel-push.sh AMBERD AMBER [ROUNDS] [fs|s3]
 # s3: blobs in moto (AMBER_BENCH_S3, default http://127.0.0.1:5917, started
 # by the caller) and metadata in PostgreSQL on 127.0.0.1:5432 (a database
 # made and dropped per push). Loopback only; every server it starts is
@@ -16,6 +16,18 @@ pid=
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 head -c $((1 << 30)) /dev/urandom > "$work/image.bin"
+# FILL_PAGE_CACHE=1 fills the page cache first with a throwaway file, as on
+# a server that has run a while (on this VM page cache that grows into free
+# memory costs 2-5 CPU-s per GiB written: BENCHMARKS.md).
+if [ "${FILL_PAGE_CACHE:-0}" = 1 ]; then
+  fill_mb=$(( $(awk '/MemAvailable/ {print int($2 / 1024)}' /proc/meminfo) - 6144 ))
+  [ "$fill_mb" -gt 0 ] && head -c $((fill_mb << 20)) /dev/zero > "$work/page-cache-filler"
+fi
+# CLIENT_TIME=1: the client's own CPU (user + system) per push, too.
+client=("$amber")
+if [ "${CLIENT_TIME:-0}" = 1 ]; then
+  client=(/usr/bin/time -f '{"client_cpu_s": %U + %S}' "$amber")
+fi
 ticks=$(getconf CLK_TCK)
 bucket() { # create|delete NAME
   python3 - "$@" <<'PY'
@@ -51,7 +63,7 @@ push() { # mode round
   [ "$1" = parallel ] && flags=(--part-size $((256 << 20)) --parallel 4)
   local before; before=$(cpu_ticks "$pid")
   local start; start=$(date +%s.%N)
-  AMBER_URL="http://127.0.0.1:$port" AMBER_TOKEN=$token "$amber" push "bench/image:$2" "$work/image.bin" "${flags[@]}" --json >/dev/null
+  AMBER_URL="http://127.0.0.1:$port" AMBER_TOKEN=$token "${client[@]}" push "bench/image:$2" "$work/image.bin" "${flags[@]}" --json >/dev/null
   local end; end=$(date +%s.%N)
   local after; after=$(cpu_ticks "$pid")
   local rss; rss=$(awk '/VmHWM/{print $2}' "/proc/$pid/status")

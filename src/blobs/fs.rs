@@ -44,7 +44,7 @@ const WRITE_BATCH: usize = 256 * 1024;
 const PREALLOCATE_FROM: u64 = 1024 * 1024;
 /// Blocks are reserved this far ahead of the data at most (well under a
 /// second of a fast upload).
-const PREALLOCATE_STEP: u64 = 32 << 20;
+pub(crate) const PREALLOCATE_STEP: u64 = 32 << 20;
 /// The free space is checked at the start of an upload and again after each
 /// this much written.
 const SPACE_CHECK_EVERY: u64 = 32 << 20;
@@ -292,7 +292,7 @@ impl Sealed {
 /// file's size, so a body that ends early leaves no hole of zeros behind its
 /// data. A file system that cannot preallocate simply writes as it goes; one
 /// that is full says so.
-fn preallocate(file: &File, offset: u64, length: u64) -> io::Result<()> {
+pub(crate) fn preallocate(file: &File, offset: u64, length: u64) -> io::Result<()> {
     use rustix::fs::{FallocateFlags, fallocate};
     match fallocate(file, FallocateFlags::KEEP_SIZE, offset, length) {
         Ok(()) => Ok(()),

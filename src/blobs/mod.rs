@@ -18,7 +18,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 
 pub use fs::FsBlobs;
-pub(crate) use fs::joined;
+pub(crate) use fs::{PREALLOCATE_STEP, joined, preallocate};
 pub(crate) use s3::MIN_PART as S3_MIN_PART;
 pub use s3::S3Blobs;
 

@@ -18,7 +18,7 @@ use crate::error::{CliError, Result};
 /// Most chaining values one part carries in its metadata (the server's limit).
 const MAX_PLAN_PARTS: u64 = 1024;
 /// Bytes per `PATCH`: each is acknowledged (and counted) as it completes.
-const PATCH_SIZE: u64 = 16 << 20;
+const PATCH_SIZE: u64 = 64 << 20;
 /// Failures in a row, on one part, before the push gives up.
 const ATTEMPTS: u32 = 8;
 
