@@ -338,6 +338,36 @@ async fn the_protocol_rules_hold(backend: Backend) {
     assert_eq!(done.headers()["amber-blob-digest"].to_str().unwrap(), digest);
     assert_eq!(blob(&server, &token, &digest).await, bytes);
 
+    // creation-with-upload: the POST's body is the first bytes.
+    let small = data(70_000, 4);
+    let small_digest = format!("blake3:{}", blake3::hash(&small));
+    let response = tus(&server, Method::POST, UPLOADS, &token)
+        .header("Upload-Length", "100000")
+        .header("Upload-Metadata", metadata(&[("digest", small_digest.as_bytes())]))
+        .header("Content-Type", "application/offset+octet-stream")
+        .body(small[..60_000].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(response.headers()["upload-offset"], "60000");
+    let with_data = response.headers()["location"].to_str().unwrap().to_owned();
+    let response = tus(&server, Method::POST, UPLOADS, &token)
+        .header("Upload-Length", small.len().to_string())
+        .header("Upload-Metadata", metadata(&[("digest", small_digest.as_bytes())]))
+        .header("Content-Type", "application/offset+octet-stream")
+        .body(small.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(response.headers()["amber-blob-digest"].to_str().unwrap(), small_digest, "complete in one request");
+    assert_eq!(blob(&server, &token, &small_digest).await, small);
+    assert_eq!(offset(&server, &token, &with_data).await, 60_000);
+    // An upload counts against --max-blob-size.
+    let huge = create(&server, &token, usize::MAX >> 8, "", None).await;
+    expect_error(huge, StatusCode::PAYLOAD_TOO_LARGE, "blob_too_large").await;
+
     // Termination.
     let url = created(&server, &token, 10, "", None).await;
     assert_eq!(tus(&server, Method::DELETE, &url, &token).send().await.unwrap().status(), StatusCode::NO_CONTENT);
