@@ -9,6 +9,7 @@ mod log;
 mod oidc;
 mod page;
 mod paths;
+mod repos;
 mod system;
 mod tags;
 pub mod tokens;
@@ -71,6 +72,7 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
         (Method::GET, "/v1/log/tile/{*path}", on(M::GET, log::get_tile)),
         (Method::GET, "/v1/log/proof", on(M::GET, log::get_inclusion)),
         (Method::GET, "/v1/log/consistency", on(M::GET, log::get_consistency)),
+        (Method::GET, "/v1/repos", on(M::GET, repos::list_repos)),
         (Method::PUT, BLOB, on(M::PUT, blobs::put_blob)),
         (Method::POST, "/v1/repos/{owner}/{name}/blobs", on(M::POST, blobs::post_blob)),
         (Method::HEAD, BLOB, on(M::HEAD, blobs::head_blob)),

@@ -17,6 +17,7 @@ mod proxy;
 mod reclaim;
 mod reclaim_store;
 mod replicas;
+mod repos;
 mod retention;
 mod retention_store;
 mod schemathesis;

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::digest::Digest;
-use crate::name::Tag;
+use crate::name::{RepoName, Tag};
 use crate::token::{Grant, TokenId};
 
 /// `{"error": {"code", "message", "detail"?}}`: every error response.
@@ -305,6 +305,26 @@ pub struct TagEntry {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TagList {
     pub tags: Vec<TagEntry>,
+    pub next: Option<String>,
+}
+
+/// One repository as `GET /v1/repos` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoSummary {
+    pub name: RepoName,
+    /// Tags bound in it, whatever their state.
+    pub tags: u64,
+    /// The sizes of the blobs linked in it, added up.
+    pub bytes: u64,
+    /// When a blob was last linked or a tag bound in it.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_push_at: Option<OffsetDateTime>,
+}
+
+/// `GET /v1/repos`: the repositories the caller may pull, in name order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoList {
+    pub repositories: Vec<RepoSummary>,
     pub next: Option<String>,
 }
 
