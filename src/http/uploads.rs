@@ -102,8 +102,9 @@ pub async fn create_upload(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    check_version(&headers)?;
+    // The grant first (default deny: nothing about the route without it).
     caller.require(Action::Push, &repo)?;
+    check_version(&headers)?;
     let length = text(&headers, &UPLOAD_LENGTH)?.map(|v| tus::parse_number("Upload-Length", v)).transpose()?;
     let metadata = tus::Metadata::parse(text(&headers, &UPLOAD_METADATA)?.unwrap_or(""))?;
     let concat = text(&headers, &UPLOAD_CONCAT)?.map(tus::Concat::parse).transpose()?;
@@ -167,6 +168,7 @@ pub async fn head_upload(
     UploadIdParam(id): UploadIdParam,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
+    caller.require(Action::Push, &repo)?;
     check_version(&headers)?;
     find(&state, &caller, &repo, &id).await?;
     state.uploads.settled(&id).await;
@@ -202,6 +204,7 @@ pub async fn patch_upload(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
+    caller.require(Action::Push, &repo)?;
     check_version(&headers)?;
     if !patch_body(&headers)? {
         return Err(ApiError::MediaType("a PATCH body is sent as Content-Type: application/offset+octet-stream"));
@@ -236,6 +239,7 @@ pub async fn delete_upload(
     UploadIdParam(id): UploadIdParam,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
+    caller.require(Action::Push, &repo)?;
     check_version(&headers)?;
     let record = find(&state, &caller, &repo, &id).await?;
     uploads::terminate(&state, &record).await?;
