@@ -90,73 +90,44 @@ pub async fn serve(
             }
         }
     });
+    // Stopping mid-run is safe: each expiry and unlink is its own
+    // transaction, and the next run does the rest.
     let retention = state.config.retention_interval.map(|every| {
-        let (state, stop) = (state.clone(), stop.clone());
-        tokio::spawn(async move {
-            let actor = crate::lifecycle::scheduled_actor();
-            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = ticks.tick() => {}
-                    () = stop.cancelled() => break,
-                }
-                // Stopping mid-run is safe: each expiry and unlink is its
-                // own transaction, and the next run does the rest.
-                tokio::select! {
-                    result = crate::lifecycle::run_all(&state, &actor) => {
-                        if let Err(err) = result {
-                            tracing::warn!(error = %err, "scheduled retention run failed; the next one retries");
-                        }
-                    }
-                    () = stop.cancelled() => break,
+        let (state, actor) = (state.clone(), crate::lifecycle::scheduled_actor());
+        periodically(every, stop.clone(), move || {
+            let (state, actor) = (state.clone(), actor.clone());
+            async move {
+                if let Err(err) = crate::lifecycle::run_all(&state, &actor).await {
+                    tracing::warn!(error = %err, "scheduled retention run failed; the next one retries");
                 }
             }
         })
     });
+    // Stopping mid-run is safe: marked digests are finished by the next run.
     let reclaim = state.config.reclaim_interval.map(|every| {
-        let (state, stop) = (state.clone(), stop.clone());
-        tokio::spawn(async move {
-            let actor = crate::lifecycle::reclaim::scheduled_actor();
-            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = ticks.tick() => {}
-                    () = stop.cancelled() => break,
-                }
-                // Stopping mid-run is safe: marked digests are finished by the next run.
-                tokio::select! {
-                    result = crate::lifecycle::reclaim::run(&state, &actor, state.config.reclaim_grace) => {
-                        if let Err(err) = result {
-                            tracing::warn!(error = %err, "scheduled reclaim run failed; the next one retries");
-                        }
-                    }
-                    () = stop.cancelled() => break,
+        let (state, actor) = (state.clone(), crate::lifecycle::reclaim::scheduled_actor());
+        periodically(every, stop.clone(), move || {
+            let (state, actor) = (state.clone(), actor.clone());
+            async move {
+                if let Err(err) = crate::lifecycle::reclaim::run(&state, &actor, state.config.reclaim_grace).await {
+                    tracing::warn!(error = %err, "scheduled reclaim run failed; the next one retries");
                 }
             }
         })
     });
     // Unfinished uploads past their expiry, and bytes no upload owns.
-    let uploads = tokio::spawn({
-        let (state, stop) = (state.clone(), stop.clone());
-        async move {
-            let every = UPLOAD_EXPIRY_CHECK.min(state.config.upload_expiry);
-            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = ticks.tick() => {}
-                    () = stop.cancelled() => break,
-                }
-                // Stopping mid-pass is safe: an upload is discarded bytes first, record last.
-                tokio::select! {
-                    result = crate::uploads::expire(&state) => match result {
-                        Ok(0) => {}
-                        Ok(n) => tracing::info!(uploads = n, "discarded expired uploads"),
-                        Err(err) => tracing::warn!(error = %err, "discarding expired uploads failed; the next pass retries"),
-                    },
-                    () = stop.cancelled() => break,
+    // Stopping mid-pass is safe: an upload is discarded bytes first, record last.
+    let uploads = periodically(UPLOAD_EXPIRY_CHECK.min(state.config.upload_expiry), stop.clone(), {
+        let state = state.clone();
+        move || {
+            let state = state.clone();
+            async move {
+                match crate::uploads::expire(&state).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(uploads = n, "discarded expired uploads"),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "discarding expired uploads failed; the next pass retries")
+                    }
                 }
             }
         }
@@ -221,4 +192,28 @@ pub async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutting down; finishing in-flight requests");
+}
+
+/// Runs `pass` every `every` (the first after one period) until `stop`; a
+/// pass under way when `stop` comes is dropped, so every pass must be safe
+/// to stop anywhere.
+fn periodically<F, Fut>(every: Duration, stop: CancellationToken, mut pass: F) -> tokio::task::JoinHandle<()>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                () = stop.cancelled() => break,
+            }
+            tokio::select! {
+                () = pass() => {}
+                () = stop.cancelled() => break,
+            }
+        }
+    })
 }
