@@ -22,6 +22,9 @@ pub struct Options {
     /// counters need not be reachable wherever the API is.
     #[arg(long, env = "AMBER_METRICS_LISTEN", global = true)]
     pub metrics_listen: Option<SocketAddr>,
+    /// Do not serve the operator console at `/ui/`.
+    #[arg(long, env = "AMBER_NO_UI", global = true)]
+    pub no_ui: bool,
     /// Directory for the embedded backends' data [default: ./amber-data].
     #[arg(long, env = "AMBER_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,
@@ -181,6 +184,7 @@ pub struct Limits {
 struct FileOptions {
     listen: Option<SocketAddr>,
     metrics_listen: Option<SocketAddr>,
+    no_ui: Option<bool>,
     data_dir: Option<PathBuf>,
     blobs: Option<String>,
     meta: Option<String>,
@@ -237,6 +241,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Where `GET /metrics` is served when not on `listen`.
     pub metrics_listen: Option<SocketAddr>,
+    /// Whether `/ui/` serves the operator console.
+    pub ui: bool,
     pub data_dir: PathBuf,
     pub blobs: BlobsConfig,
     pub meta: MetaConfig,
@@ -345,6 +351,7 @@ impl Config {
             limits,
             listen,
             metrics_listen,
+            ui: !(options.no_ui || file.no_ui.unwrap_or(false)),
             data_dir,
             blobs,
             meta,

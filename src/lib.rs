@@ -18,4 +18,5 @@ pub mod server;
 pub mod signing;
 pub mod space;
 pub mod state;
+pub mod ui;
 pub mod uploads;

@@ -122,10 +122,18 @@ pub fn router(state: AppState) -> Router {
         }
         router = router.route(path, handler);
     }
-    router
+    router = router
         // After routing, so the audit log can name the route of a denied request.
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), metrics::record))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), metrics::record));
+    // The console's static files need no token (the page asks for one).
+    if state.config.ui {
+        router = router
+            .route("/ui", axum::routing::get(crate::ui::redirect))
+            .route("/ui/", axum::routing::get(crate::ui::index))
+            .route("/ui/{file}", axum::routing::get(crate::ui::file));
+    }
+    router
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(

@@ -23,4 +23,5 @@ mod retention_store;
 mod schemathesis;
 mod scrub;
 mod tokens;
+mod ui;
 mod uploads;
