@@ -146,14 +146,14 @@ fn patch_body(headers: &HeaderMap) -> ApiResult<bool> {
     }
 }
 
-/// The caller's upload in this repository, or `404`.
+/// The caller's upload in this repository, or `404` (the handler has
+/// checked the grant).
 async fn find(
     state: &AppState,
     caller: &Caller,
     repo: &amber_core::RepoName,
     id: &UploadId,
 ) -> ApiResult<UploadRecord> {
-    caller.require(Action::Push, repo)?;
     let record = state.meta.upload(&caller.token.info.id, id).await?.ok_or(ApiError::UploadUnknown)?;
     if record.repository != *repo {
         return Err(ApiError::UploadUnknown);

@@ -422,7 +422,7 @@ async fn run(cli: Cli) -> Result<()> {
                 Progress::Lines
             };
             let parts = push::Parts { part_size, parallel: usize::from(parallel) };
-            let report = push::push_with(&client, &reference.repo, &tag, &paths, annotations, progress, parts).await?;
+            let report = push::push(&client, &reference.repo, &tag, &paths, annotations, progress, parts).await?;
             if json {
                 print_json(&report)?;
             } else {
@@ -679,7 +679,8 @@ async fn bench_command(client: &Client, url: &str, command: BenchCommand) -> Res
             let server = bench::Server(server_pid);
             let timing = bench::start(server);
             let started = std::time::Instant::now();
-            push::push(client, &repo, &tag, std::slice::from_ref(&tree), BTreeMap::new(), Progress::Quiet).await?;
+            let (tree, quiet) = (std::slice::from_ref(&tree), Progress::Quiet);
+            push::push(client, &repo, &tag, tree, BTreeMap::new(), quiet, push::Parts::default()).await?;
             let push_phase = timing.finish("tree", "push", vec![started.elapsed()], 0, bytes, true);
             let keys = client.keys().await?.verifying_keys().map_err(CliError::Verify)?;
             let reference = Reference { repo, target: Expected::Tag(tag) };

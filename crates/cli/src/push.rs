@@ -60,17 +60,6 @@ pub async fn push(
     inputs: &[PathBuf],
     annotations: BTreeMap<String, String>,
     progress: Progress,
-) -> Result<PushReport> {
-    push_with(client, repo, tag, inputs, annotations, progress, Parts::default()).await
-}
-
-pub async fn push_with(
-    client: &Client,
-    repo: &RepoName,
-    tag: &Tag,
-    inputs: &[PathBuf],
-    annotations: BTreeMap<String, String>,
-    progress: Progress,
     parts: Parts,
 ) -> Result<PushReport> {
     // Files larger than a part are hashed into their parts' chaining values
