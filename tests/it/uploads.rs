@@ -675,3 +675,22 @@ async fn an_upload_continues_through_any_replica() {
     assert_eq!(done.status(), StatusCode::CREATED);
     assert_eq!(blob(&server, &token, &digest).await, bytes);
 }
+
+/// What one push token can make the server keep: at most 1 000 uploads (then
+/// `429`, nothing stored), metadata of at most 64 KiB each.
+#[tokio::test]
+async fn one_token_holds_a_bounded_number_of_uploads() {
+    let server = TestServer::start().await;
+    let token = server.token(&[("acme/web", &["push"])]).await;
+    let big = format!("note {}", b64(&vec![b'x'; 48 * 1024]));
+    expect_error(create(&server, &token, 10, &big, None).await, StatusCode::BAD_REQUEST, "request_invalid").await;
+    for _ in 0..amber_server::uploads::MAX_PER_TOKEN {
+        created(&server, &token, 10, "", None).await;
+    }
+    let refused = create(&server, &token, 10, "", None).await;
+    assert!(refused.headers().contains_key("retry-after"));
+    expect_error(refused, StatusCode::TOO_MANY_REQUESTS, "too_many_requests").await;
+    // Another token is not affected.
+    let other = server.token(&[("acme/web", &["push"])]).await;
+    created(&server, &other, 10, "", None).await;
+}
