@@ -214,6 +214,11 @@ pub async fn patch_upload(
         text(&headers, &UPLOAD_OFFSET)?.ok_or_else(|| ApiError::RequestInvalid("Upload-Offset is required".into()))?,
     )?;
     let record = find(&state, &caller, &repo, &id).await?;
+    // The offset first: a client that resumes from the wrong place learns
+    // the right one, whatever its body (checked again under the upload's claim).
+    if offset != record.offset {
+        return Err(ApiError::UploadOffset { current: record.offset, given: offset });
+    }
     if let Some(announced) = text(&headers, &header::CONTENT_LENGTH)?.and_then(|v| v.parse::<u64>().ok())
         && offset.checked_add(announced).is_none_or(|end| end > record.length)
     {
