@@ -3,7 +3,9 @@
 //! decisions live in `crate::lifecycle`.
 
 use amber_core::audit::Event;
-use amber_core::wire::{EffectivePolicy, PolicyInfo, PolicySet, ReclaimReport, RetentionPlan, RetentionPolicy};
+use amber_core::wire::{
+    EffectivePolicy, PolicyInfo, PolicySet, ReclaimReport, RetentionPlan, RetentionPolicy, StorageReport,
+};
 use amber_core::{Action, RepoPattern};
 use axum::extract::State;
 use serde::Serialize;
@@ -32,13 +34,10 @@ pub async fn put_policy(
     let bytes = body.bytes(&state).await?;
     let sent: RetentionPolicy =
         super::json::parse(&bytes).map_err(|e| ApiError::RequestInvalid(format!("retention policy: {e}")))?;
-    let policy = policy::normalise(sent).map_err(ApiError::RequestInvalid)?;
-    let digest = policy::digest(&policy);
-    let updated_at = OffsetDateTime::now_utc().replace_nanosecond(0).expect("0 is a valid nanosecond");
-    let info = PolicyInfo { scope: scope.clone(), policy: policy.clone(), digest, updated_at };
-    let event = Event::RetentionPolicySet { scope: scope.clone(), policy, digest };
+    let info = proposed(scope.clone(), sent)?;
+    let event = Event::RetentionPolicySet { scope: scope.clone(), policy: info.policy.clone(), digest: info.digest };
     state.meta.put_policy(&info, Draft::shared(&state.signer, caller.actor(), vec![event])).await?;
-    tracing::info!(%scope, %digest, "retention policy set");
+    tracing::info!(%scope, digest = %info.digest, "retention policy set");
     let plan = lifecycle::plan_scope(&state, &scope).await?;
     Ok(ApiJson(PolicySet { info, plan }))
 }
@@ -109,8 +108,17 @@ pub async fn plan(
     State(state): State<AppState>,
     caller: Caller,
     Scope(scope): Scope,
+    body: JsonBody,
 ) -> ApiResult<ApiJson<RetentionPlan>> {
     caller.require_admin()?;
+    let bytes = body.bytes(&state).await?;
+    // With a policy in the body: what it would do if it were stored.
+    if !bytes.iter().all(u8::is_ascii_whitespace) {
+        let sent: RetentionPolicy =
+            super::json::parse(&bytes).map_err(|e| ApiError::RequestInvalid(format!("retention policy: {e}")))?;
+        let info = proposed(scope, sent)?;
+        return Ok(ApiJson(lifecycle::plan_proposed(&state, info).await?));
+    }
     let policies = state.meta.policies().await?;
     let applies = match &scope {
         RepoPattern::Exact(repo) => policy::effective(&policies, repo).is_some(),
@@ -122,6 +130,14 @@ pub async fn plan(
     Ok(ApiJson(lifecycle::plan_scope(&state, &scope).await?))
 }
 
+/// A policy as it would be stored: defaults filled in, its digest.
+fn proposed(scope: RepoPattern, sent: RetentionPolicy) -> ApiResult<PolicyInfo> {
+    let policy = policy::normalise(sent).map_err(ApiError::RequestInvalid)?;
+    let digest = policy::digest(&policy);
+    let updated_at = OffsetDateTime::now_utc().replace_nanosecond(0).expect("0 is a valid nanosecond");
+    Ok(PolicyInfo { scope, policy, digest, updated_at })
+}
+
 /// Runs reclaim now; answers what it did (`ran: false` if another run was under way).
 pub async fn run_reclaim(State(state): State<AppState>, caller: Caller) -> ApiResult<ApiJson<ReclaimReport>> {
     caller.require_admin()?;
@@ -131,6 +147,14 @@ pub async fn run_reclaim(State(state): State<AppState>, caller: Caller) -> ApiRe
             lifecycle::reclaim::ReclaimError::Blobs(e) => ApiError::from(e),
         })?;
     Ok(ApiJson(report))
+}
+
+/// `GET /v1/storage`: what waits for reclaim, and how much is quarantined.
+pub async fn get_storage(State(state): State<AppState>, caller: Caller) -> ApiResult<ApiJson<StorageReport>> {
+    caller.require_admin()?;
+    let (pending_reclaim, pending_reclaim_bytes) = state.meta.reclaim_pending().await?;
+    let quarantined = state.meta.quarantined().await?.len() as u64;
+    Ok(ApiJson(StorageReport { pending_reclaim, pending_reclaim_bytes, quarantined }))
 }
 
 /// `GET /v1/scrub`: how far the scrub is, and what it quarantined.

@@ -100,6 +100,7 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
         (Method::POST, "/v1/retention/{owner}/{name}/plan", on(M::POST, lifecycle::plan)),
         (Method::POST, "/v1/reclaim/run", on(M::POST, lifecycle::run_reclaim)),
         (Method::GET, "/v1/scrub", on(M::GET, lifecycle::get_scrub)),
+        (Method::GET, "/v1/storage", on(M::GET, lifecycle::get_storage)),
         (Method::POST, "/v1/oidc/token", on(M::POST, oidc::exchange)),
         (Method::POST, "/v1/publishers", on(M::POST, oidc::create_publisher)),
         (Method::GET, "/v1/publishers", on(M::GET, oidc::list_publishers)),
@@ -131,7 +132,7 @@ pub fn router(state: AppState) -> Router {
         router = router
             .route("/ui", axum::routing::get(crate::ui::redirect))
             .route("/ui/", axum::routing::get(crate::ui::index))
-            .route("/ui/{file}", axum::routing::get(crate::ui::file));
+            .route("/ui/{*file}", axum::routing::get(crate::ui::file));
     }
     router
         .fallback(|| async { ApiError::NotFound })

@@ -9,6 +9,7 @@ use amber_core::{Action, Digest, RepoName, Tag};
 use axum::extract::{Query, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use serde::Deserialize;
 use time::OffsetDateTime;
 
@@ -311,5 +312,25 @@ pub async fn list_tags(
     let limit = page::limit(page.limit, 100, 1000)?;
     let mut tags = state.meta.list_tags(&repo, page.after.as_deref(), limit + 1).await?;
     let next = page::split(&mut tags, limit, |t| t.tag.to_string());
+    // Who pushed each: read from the manifests, a few at a time.
+    let digests: Vec<Digest> = tags.iter().map(|t| t.digest).collect();
+    let pushers: Vec<_> = futures_util::stream::iter(digests)
+        .map(|digest| {
+            let (state, repo) = (state.clone(), repo.clone());
+            async move { pushed_by(&state, &repo, digest).await }
+        })
+        .buffered(16)
+        .collect()
+        .await;
+    for (tag, pusher) in tags.iter_mut().zip(pushers) {
+        tag.pushed_by = pusher?;
+    }
     Ok(ApiJson(TagList { tags, next }))
+}
+
+/// The `pushed_by` of a stored manifest's payload.
+async fn pushed_by(state: &AppState, repo: &RepoName, digest: Digest) -> Result<Option<PushedBy>, ApiError> {
+    let Some(envelope) = state.meta.manifest(repo, &digest).await? else { return Ok(None) };
+    let payload = envelope.payload_bytes().map_err(ApiError::internal)?;
+    Ok(serde_json::from_slice::<ManifestPayload>(&payload).ok().map(|p| p.pushed_by))
 }

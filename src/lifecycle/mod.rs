@@ -16,4 +16,4 @@ pub mod reclaim;
 mod run;
 pub mod scrub;
 
-pub use run::{expire_tag, plan_scope, plan_scope_at, run_all, run_all_at, scheduled_actor};
+pub use run::{expire_tag, plan_proposed, plan_scope, plan_scope_at, run_all, run_all_at, scheduled_actor};

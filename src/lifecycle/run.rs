@@ -29,6 +29,15 @@ fn now() -> OffsetDateTime {
 /// scope (or for every policy, without one).
 async fn governed(state: &AppState, scope: Option<&RepoPattern>) -> Result<Vec<(RepoName, PolicyInfo)>, MetaError> {
     let policies = state.meta.policies().await?;
+    governed_by(state, &policies, scope).await
+}
+
+/// [`governed`] under `policies` rather than the stored ones.
+async fn governed_by(
+    state: &AppState,
+    policies: &[PolicyInfo],
+    scope: Option<&RepoPattern>,
+) -> Result<Vec<(RepoName, PolicyInfo)>, MetaError> {
     if policies.is_empty() {
         return Ok(Vec::new());
     }
@@ -37,7 +46,7 @@ async fn governed(state: &AppState, scope: Option<&RepoPattern>) -> Result<Vec<(
     loop {
         let page = state.meta.repositories(after.as_ref(), 1000).await?;
         for repo in &page {
-            if let Some(info) = policy::effective(&policies, repo)
+            if let Some(info) = policy::effective(policies, repo)
                 && scope.is_none_or(|s| s == &info.scope)
             {
                 governed.push((repo.clone(), info.clone()));
@@ -63,12 +72,31 @@ pub async fn plan_scope_at(
     scope: &RepoPattern,
     now: OffsetDateTime,
 ) -> Result<RetentionPlan, MetaError> {
+    let policies = state.meta.policies().await?;
+    plan_under(state, &policies, scope, now).await
+}
+
+/// What a run would do now if `proposed` were stored (the console shows it
+/// before an operator saves a policy); nothing is stored.
+pub async fn plan_proposed(state: &AppState, proposed: PolicyInfo) -> Result<RetentionPlan, MetaError> {
+    let mut policies = state.meta.policies().await?;
+    policies.retain(|p| p.scope != proposed.scope);
+    let scope = proposed.scope.clone();
+    policies.push(proposed);
+    plan_under(state, &policies, &scope, now()).await
+}
+
+async fn plan_under(
+    state: &AppState,
+    policies: &[PolicyInfo],
+    scope: &RepoPattern,
+    now: OffsetDateTime,
+) -> Result<RetentionPlan, MetaError> {
     let targets = match scope {
         RepoPattern::Exact(repo) => {
-            let policies = state.meta.policies().await?;
-            policy::effective(&policies, repo).map(|info| vec![(repo.clone(), info.clone())]).unwrap_or_default()
+            policy::effective(policies, repo).map(|info| vec![(repo.clone(), info.clone())]).unwrap_or_default()
         }
-        other => governed(state, Some(other)).await?,
+        other => governed_by(state, policies, Some(other)).await?,
     };
     let mut all = RetentionPlan::default();
     for (repo, info) in targets {

@@ -108,6 +108,7 @@ impl TagRecord {
             created_at: self.created_at,
             state: self.state(),
             held: self.hold.is_some(),
+            pushed_by: None,
         }
     }
 }

@@ -1,4 +1,4 @@
-//! The operator console (`design/console.md`; issue 19, being built): the
+//! The operator console (`design/console.md`): the
 //! static files of `ui/`, built into `amberd` (no CDN, nothing fetched from
 //! elsewhere), served at `/ui/` with strict headers: a `Content-Security-
 //! Policy` of `default-src 'self'` with no inline script, no framing, no
@@ -10,12 +10,22 @@ use axum::response::{IntoResponse, Redirect, Response};
 
 use crate::error::ApiError;
 
-/// Each file: its name under `/ui/`, its content type, its bytes.
-const FILES: &[(&str, &str, &[u8])] = &[
-    ("index.html", "text/html; charset=utf-8", include_bytes!("../../ui/index.html")),
-    ("app.js", "text/javascript; charset=utf-8", include_bytes!("../../ui/app.js")),
-    ("style.css", "text/css; charset=utf-8", include_bytes!("../../ui/style.css")),
-];
+/// Each file under `ui/`: its path under `/ui/` and its bytes (`build.rs`
+/// writes the table).
+const FILES: &[(&str, &[u8])] = include!(concat!(env!("OUT_DIR"), "/ui_files.rs"));
+
+/// The content type of a file, by its extension; a file of another kind is
+/// not served.
+fn content_type(name: &str) -> Option<&'static str> {
+    Some(match name.rsplit_once('.')?.1 {
+        "html" => "text/html; charset=utf-8",
+        "js" => "text/javascript; charset=utf-8",
+        "css" => "text/css; charset=utf-8",
+        "svg" => "image/svg+xml",
+        "png" => "image/png",
+        _ => return None,
+    })
+}
 
 const SECURITY: &[(HeaderName, &str)] = &[
     (
@@ -31,10 +41,11 @@ const SECURITY: &[(HeaderName, &str)] = &[
 ];
 
 fn serve(name: &str) -> Response {
-    let Some((_, content_type, bytes)) = FILES.iter().find(|(file, _, _)| *file == name) else {
+    let found = FILES.iter().find(|(file, _)| *file == name);
+    let Some((content_type, bytes)) = found.and_then(|(file, bytes)| Some((content_type(file)?, *bytes))) else {
         return ApiError::NotFound.into_response();
     };
-    let mut response = (StatusCode::OK, *bytes).into_response();
+    let mut response = (StatusCode::OK, bytes).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     for (name, value) in SECURITY {
@@ -48,7 +59,7 @@ pub async fn index() -> Response {
     serve("index.html")
 }
 
-/// `GET /ui/{file}`.
+/// `GET /ui/{*file}`.
 pub async fn file(Path(name): Path<String>) -> Response {
     serve(&name)
 }

@@ -93,6 +93,17 @@ async fn keep_rules_expire_what_none_keeps_into_verifiable_tombstones(backend: B
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("policy_unknown")));
     assert!(expired_names(&run(&server).await).is_empty());
 
+    // A proposed policy is planned without being stored (the console's
+    // preview before saving): the same plan the PUT then answers.
+    let proposal = json!({"keep_last": 2, "keep_tags": ["1.*"]});
+    let (status, preview) = admin(&server, Method::POST, "/v1/retention/acme/web/plan", Some(proposal.clone())).await;
+    assert_eq!(status, StatusCode::OK, "{preview}");
+    let (status, _) = admin(&server, Method::GET, "/v1/retention/acme/web", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "a preview stores nothing");
+    let (status, body) =
+        admin(&server, Method::POST, "/v1/retention/acme/web/plan", Some(json!({"keep_last": "two"}))).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("request_invalid")));
+
     // keep_last 2 keeps ci-05 and ci-04; the glob keeps 1.0 (whole name:
     // `1.*` would not keep `x1.0`); the hold keeps ci-01.
     let set = set_policy(&server, "acme/web", json!({"keep_last": 2, "keep_tags": ["1.*"]})).await;
@@ -100,6 +111,7 @@ async fn keep_rules_expire_what_none_keeps_into_verifiable_tombstones(backend: B
     assert!(set["digest"].as_str().unwrap().starts_with("blake3:"));
     let want: BTreeSet<String> = ["ci-02", "ci-03"].map(String::from).into();
     assert_eq!(expired_names(&set["plan"]), want, "{set}");
+    assert_eq!(preview, set["plan"], "the preview was the plan");
     let (_, plan) = admin(&server, Method::POST, "/v1/retention/acme/web/plan", None).await;
     assert_eq!(plan, set["plan"], "a plan and the PUT's plan agree");
     let report = run(&server).await;

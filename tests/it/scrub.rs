@@ -100,6 +100,9 @@ async fn rot_is_quarantined_never_served_and_healed_by_upload(backend: Backend) 
     assert_eq!(get.status(), StatusCode::OK);
     let metrics = server.http.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("amber_blobs_corrupt 3"), "{metrics}");
+    let storage: Value =
+        server.request(Method::GET, "/v1/storage", &server.admin).send().await.unwrap().json().await.unwrap();
+    assert_eq!(storage["quarantined"], 3, "{storage}");
 
     // Healing: the client sends them again.
     for bytes in &blobs[..3] {

@@ -362,6 +362,7 @@ async fn authorization_matrix_has_no_unexpected_allow(backend: Backend) {
             (Method::POST, "/v1/retention/run", "/v1/retention/run".into(), None, None, "admin", StatusCode::OK),
             (Method::POST, "/v1/reclaim/run", "/v1/reclaim/run".into(), None, None, "admin", StatusCode::OK),
             (Method::GET, "/v1/scrub", "/v1/scrub".into(), None, None, "admin", StatusCode::OK),
+            (Method::GET, "/v1/storage", "/v1/storage".into(), None, None, "admin", StatusCode::OK),
             // No issuer is configured here: an admin's publisher is refused
             // as invalid, after the grant check.
             (

@@ -299,6 +299,10 @@ pub struct TagEntry {
     pub state: TagState,
     #[serde(default)]
     pub held: bool,
+    /// Who pushed the manifest it is bound to (from its signed payload; the
+    /// console shows it, a verifier reads the envelope).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pushed_by: Option<crate::manifest::PushedBy>,
 }
 
 /// One page of tags, in name order; `next` is the cursor for the following page.
@@ -326,6 +330,16 @@ pub struct RepoSummary {
 pub struct RepoList {
     pub repositories: Vec<RepoSummary>,
     pub next: Option<String>,
+}
+
+/// `GET /v1/storage`: what the store holds and what waits to be reclaimed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StorageReport {
+    /// Digests no repository links, waiting for their grace to pass.
+    pub pending_reclaim: u64,
+    pub pending_reclaim_bytes: u64,
+    /// Blobs found corrupt or missing, kept out of every answer.
+    pub quarantined: u64,
 }
 
 /// `POST /v1/reclaim/run`: what a reclaim run did, and what still waits.
