@@ -1,79 +1,123 @@
-// The operator console (issue 19, being built): sign-in with a token kept in
-// this tab's sessionStorage only, and the repositories the token may pull.
-// Every call goes to the JSON API with `Authorization: Bearer`; no cookies.
+// The operator console: sign-in with a token kept in this tab only, the
+// pinned keys, and a page per route of the hash (`#/repos/acme/web`). Pages
+// render from the JSON API and verify what they show in the browser.
+import { ApiError, get, session } from './lib/api.js';
+import { error, h } from './lib/dom.js';
+import { review } from './lib/keys.js';
 
-const KEY = 'amber.token';
 const $ = (id) => document.getElementById(id);
 
-async function api(path) {
-  const token = sessionStorage.getItem(KEY);
-  const response = await fetch(path, { headers: { Authorization: `Bearer ${token}` } });
-  const body = await response.json();
-  if (!response.ok) throw new Error(body.error ? `${body.error.code}: ${body.error.message}` : response.statusText);
-  return body;
-}
+// Route patterns, tried in order: the page module and whether it is admin.
+const ROUTES = [
+  [/^\/repos\/([^/]+)\/([^/]+)\/(tags|manifests)\/([^/]+)$/, 'manifest', false],
+  [/^\/repos\/([^/]+)\/([^/]+)$/, 'tags', false],
+  [/^\/repos$/, 'repos', false],
+  [/^\/keys$/, 'keys', false],
+  [/^\/audit$/, 'audit', true],
+  [/^\/tokens$/, 'tokens', true],
+  [/^\/publishers$/, 'publishers', true],
+  [/^\/retention$/, 'retention', true],
+  [/^\/storage$/, 'storage', true],
+];
 
-function cell(row, text) {
-  const td = document.createElement('td');
-  td.textContent = text;
-  row.append(td);
-}
+let me = null;
 
-async function showRepositories() {
-  const rows = $('repository-rows');
-  rows.replaceChildren();
-  let after = null;
-  do {
-    const page = await api(`/v1/repos?limit=1000${after ? `&after=${encodeURIComponent(after)}` : ''}`);
-    for (const repo of page.repositories) {
-      const row = document.createElement('tr');
-      cell(row, repo.name);
-      cell(row, String(repo.tags));
-      cell(row, repo.bytes.toLocaleString());
-      cell(row, repo.last_push_at ?? '');
-      rows.append(row);
+const isAdmin = (who) => who.grants.some((g) => g.actions.includes('admin'));
+
+async function keyBanner() {
+  const banner = $('banner');
+  banner.replaceChildren();
+  try {
+    const state = await review();
+    if (state.first) {
+      banner.append(h('div', { class: 'banner info', role: 'status' }, `Pinned this server's ${state.pinned.keys.length} keys on first use: `, h('a', { href: '#/keys' }, 'compare their ids'), ' with `amberd keys export`.'));
+    } else if (state.added.length || state.gone.length) {
+      banner.append(h('div', { class: 'banner warn', role: 'alert' }, 'The server’s signing keys changed since they were pinned. ', h('a', { href: '#/keys' }, 'Review them'), ': until then nothing they sign verifies here.'));
     }
-    after = page.next;
-  } while (after);
-  $('repositories').hidden = false;
+  } catch (err) {
+    banner.append(h('div', { class: 'banner warn', role: 'alert' }, `The server's keys could not be checked: ${err.message}`));
+  }
+}
+
+async function show() {
+  const view = $('view');
+  const form = $('sign-in');
+  for (const child of [...view.children]) if (child !== form && child.tagName !== 'NOSCRIPT') child.remove();
+  if (!me) return;
+  const path = (location.hash.replace(/^#/, '') || '/repos').split('?')[0];
+  const match = ROUTES.map(([pattern, page, admin]) => [pattern.exec(path), page, admin]).find(([m]) => m);
+  const page = h('section', { class: 'page' });
+  view.append(page);
+  for (const link of $('nav').querySelectorAll('a')) link.toggleAttribute('aria-current', link.getAttribute('href') === `#${path}`);
+  if (!match) {
+    page.append(h('h2', {}, 'Not found'), h('p', {}, 'No such page. '), h('a', { href: '#/repos' }, 'Repositories'));
+    return;
+  }
+  const [found, name, admin] = match;
+  if (admin && !isAdmin(me)) {
+    page.append(h('h2', {}, 'Admin only'), h('p', {}, 'This page needs an admin token; this one may only see what it may pull.'));
+    return;
+  }
+  page.setAttribute('aria-busy', 'true');
+  try {
+    const module = await import(`./pages/${name}.js`);
+    await module.render(page, { me, params: found.slice(1).map(decodeURIComponent), refresh: () => start() });
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) {
+      signOut('The token is no longer valid (expired, revoked or rotated past its grace).');
+      return;
+    }
+    page.append(error(err));
+  } finally {
+    page.removeAttribute('aria-busy');
+  }
+  view.focus({ preventScroll: true });
+}
+
+function signOut(message = '') {
+  session.signOut();
+  me = null;
+  start().then(() => {
+    $('sign-in-error').textContent = message;
+  });
 }
 
 async function start() {
-  const signedIn = sessionStorage.getItem(KEY) !== null;
+  const signedIn = session.token() !== null;
   $('sign-in').hidden = signedIn;
   $('sign-out').hidden = !signedIn;
-  $('repositories').hidden = true;
+  $('nav').hidden = !signedIn;
   $('who').textContent = '';
-  if (!signedIn) return;
-  try {
-    const me = await api('/v1/whoami');
-    $('who').textContent = `Signed in as ${me.name} (${me.id})`;
-    await showRepositories();
-  } catch (error) {
-    sessionStorage.removeItem(KEY);
-    await start();
-    $('sign-in-error').textContent = String(error.message);
+  me = null;
+  if (!signedIn) {
+    await show();
+    $('token').focus();
+    return;
   }
+  try {
+    me = await get('/v1/whoami');
+  } catch (err) {
+    session.signOut();
+    await start();
+    $('sign-in-error').textContent = err.message;
+    return;
+  }
+  $('who').textContent = `Signed in as ${me.name}`;
+  $('who').title = me.id;
+  for (const link of $('nav').querySelectorAll('[data-admin]')) link.hidden = !isAdmin(me);
+  await keyBanner();
+  await show();
 }
 
 $('sign-in').addEventListener('submit', async (event) => {
   event.preventDefault();
   $('sign-in-error').textContent = '';
-  sessionStorage.setItem(KEY, $('token').value.trim());
+  session.signIn($('token').value.trim());
   $('token').value = '';
   await start();
 });
 
-$('sign-out').addEventListener('click', async () => {
-  sessionStorage.removeItem(KEY);
-  await start();
-});
-
-$('filter').addEventListener('input', () => {
-  const needle = $('filter').value.toLowerCase();
-  for (const row of $('repository-rows').children) {
-    row.hidden = !row.firstChild.textContent.toLowerCase().includes(needle);
-  }
-});
+$('sign-out').addEventListener('click', () => signOut());
+window.addEventListener('hashchange', () => show());
 
 start();

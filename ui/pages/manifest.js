@@ -1,0 +1,95 @@
+// One manifest, by tag or by digest, verified here: the DSSE signature
+// against the pinned manifest keys, the repository, tag and digest it names,
+// and (by tag) the log receipt against a checkpoint signed by a pinned log
+// key. The page shows details only from the verified payload; a failure is
+// shown with its reason, and what the server sent is marked unverified.
+import { ApiError, enc, repoPath, request } from '../lib/api.js';
+import { bytes, copyable, copyButton, h, table, time, verdict } from '../lib/dom.js';
+import { trusted } from '../lib/keys.js';
+import { VerifyError, checkManifest, checkReceipt, fromBase64, openEnvelope } from '../lib/verify.js';
+import { pusher } from './tags.js';
+
+const reason = (err) => (err instanceof VerifyError || err instanceof ApiError ? err.message : `could not check: ${err.message}`);
+
+function details(manifest, digest, repo, tag) {
+  const by = manifest.pushed_by ?? {};
+  const ci = by.ci
+    ? table('CI run', ['Claim', 'Value'], Object.entries(by.ci).map(([k, v]) => [k, String(v)]))
+    : null;
+  const reference = tag ? `${repo}:${tag}` : `${repo}@${digest}`;
+  return [
+    h('h3', {}, 'Pull'),
+    copyable(`amber pull ${reference} -o out --key amber-keys.json`, 'Copy command'),
+    copyable(digest, 'Copy digest'),
+    h('h3', {}, 'Pushed'),
+    h('dl', {}, h('dt', {}, 'When'), h('dd', {}, time(manifest.created_at)), h('dt', {}, 'By'), h('dd', {}, pusher(by)), h('dt', {}, 'Token id'), h('dd', {}, h('code', {}, by.token_id ?? ''))),
+    ci,
+    h('h3', {}, `Files (${manifest.files.length})`),
+    table('Files', ['Path', 'Size', 'Digest'], manifest.files.map((f) => [f.path, bytes(f.size), h('span', { class: 'digest' }, h('code', {}, f.digest), copyButton(f.digest, 'Copy digest'))])),
+    h('h3', {}, 'Annotations'),
+    table('Annotations', ['Key', 'Value'], Object.entries(manifest.annotations ?? {}).map(([k, v]) => [k, v]), 'No annotations.'),
+  ];
+}
+
+async function expired(main, body, keys) {
+  try {
+    const { payload, keyid } = await openEnvelope(body.tombstone, 'application/vnd.amber.tombstone.v1+json', keys.manifest);
+    const tombstone = JSON.parse(new TextDecoder().decode(payload));
+    main.append(
+      verdict('expired', 'Expired.', `The tag's availability ended; the signed tombstone (key ${keyid}) says why.`),
+      table('Tombstone', ['Field', 'Value'], Object.entries(tombstone).map(([k, v]) => [k, typeof v === 'string' ? v : JSON.stringify(v)])),
+    );
+  } catch (err) {
+    main.append(verdict('bad', 'Not verified:', `the tag is reported expired, but its tombstone ${reason(err)}`));
+  }
+}
+
+export async function render(main, { params }) {
+  const [owner, name, kind, ref] = params;
+  const repo = `${owner}/${name}`;
+  const tag = kind === 'tags' ? ref : undefined;
+  main.append(
+    h('nav', { 'aria-label': 'Breadcrumb', class: 'crumbs' }, h('a', { href: '#/repos' }, 'Repositories'), ' / ', h('a', { href: `#/repos/${repo}` }, repo), ' / ', tag ?? ref),
+    h('h2', {}, tag ? `${repo}:${tag}` : `${repo}@${ref}`),
+  );
+  const keys = trusted();
+  const path = `/v1/repos/${repoPath(repo)}/${kind}/${enc(ref)}`;
+  let response;
+  try {
+    response = await request('GET', path);
+  } catch (err) {
+    if (err instanceof ApiError && err.code === 'tag_expired' && err.body?.tombstone) return expired(main, err.body, keys);
+    throw err;
+  }
+  const claimed = response.headers.get('Amber-Manifest-Digest');
+  const envelope = await response.json();
+  let verified;
+  try {
+    verified = await checkManifest(envelope, keys.manifest, { repository: repo, tag, digest: tag ? claimed ?? undefined : ref });
+    main.append(verdict('ok', 'Verified.', `Signed by pinned key ${verified.keyid}; names ${tag ? `${repo}:${tag}` : repo}; digest ${verified.digest}.`));
+  } catch (err) {
+    main.append(verdict('bad', 'Not verified:', reason(err)));
+  }
+  if (tag && verified) {
+    const receipt = h('div', {}, verdict('wait', 'Checking the log receipt…'));
+    main.append(receipt);
+    try {
+      const text = await (await request('GET', `${path}/receipt`, { accept: 'text/plain' })).text();
+      const proof = await checkReceipt(text, keys.log, { repository: repo, tag, digest: verified.digest });
+      receipt.replaceChildren(verdict('ok', 'In the log.', `Entry ${proof.index} of the checkpoint of ${proof.checkpoint.size} entries signed by pinned log key ${proof.checkpoint.origin}.`));
+    } catch (err) {
+      receipt.replaceChildren(verdict('bad', 'Log receipt not verified:', reason(err)));
+    }
+  }
+  if (verified) {
+    main.append(...details(verified.manifest, verified.digest, repo, tag).filter(Boolean));
+  } else {
+    let raw = '';
+    try {
+      raw = new TextDecoder().decode(fromBase64(envelope.payload, 'payload'));
+    } catch {
+      raw = JSON.stringify(envelope);
+    }
+    main.append(h('h3', {}, 'What the server sent (unverified)'), h('pre', { class: 'unverified' }, raw));
+  }
+}
