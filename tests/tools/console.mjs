@@ -24,7 +24,8 @@ const curl = (path, token) => {
 };
 
 async function shot(page, name) {
-  if (shots) await page.screenshot({ path: `${shots}/console-${name}.png`, fullPage: true });
+  // Secrets are masked: a picture for the README shows none.
+  if (shots) await page.screenshot({ path: `${shots}/console-${name}.png`, fullPage: true, mask: [page.locator('#secret code')] });
 }
 
 async function signIn(page, token) {
@@ -201,7 +202,7 @@ await test('publishers, retention with its plan, storage and keys pages', async 
   await page.getByLabel('Scope').fill('acme/web');
   await page.getByLabel('Keep the last N tags').fill('1');
   await page.getByRole('button', { name: 'Show the plan' }).click();
-  await page.getByText('Would expire 1 tags').waitFor();
+  await page.getByText('Would expire 1 tag').waitFor();
   await page.getByRole('cell', { name: '1.0.0' }).waitFor();
   await shot(page, 'retention');
   // Not saved: the preview stores nothing.

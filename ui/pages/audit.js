@@ -13,12 +13,19 @@ const utf8 = new TextEncoder();
 const GENESIS = '0'.repeat(64);
 const SHOWN = 200;
 
+// Parsed once per entry (the filters read every loaded entry on each keystroke).
+const parsed = new WeakMap();
 function parse(entry) {
-  try {
-    return JSON.parse(entry.entry);
-  } catch {
-    return { seq: entry.seq, event: { kind: 'unreadable' }, actor: {} };
+  let body = parsed.get(entry);
+  if (!body) {
+    try {
+      body = JSON.parse(entry.entry);
+    } catch {
+      body = { seq: entry.seq, event: { kind: 'unreadable' }, actor: {} };
+    }
+    parsed.set(entry, body);
   }
+  return body;
 }
 
 const repositoryOf = (event) => event.repository ?? event.scope ?? (event.repositories ?? []).join(' ') ?? '';
@@ -37,10 +44,13 @@ async function verifyAll(checkpoint, onProgress) {
   const leaves = [];
   let prev = GENESIS;
   let expected = 1;
-  let after = 0;
   const entries = [];
+  const fetchPage = (after) => get(`/v1/audit?limit=10000&after=${after}`);
+  // The next page is asked for while this one is checked.
+  let pending = fetchPage(0);
   for (;;) {
-    const page = await get(`/v1/audit?limit=10000&after=${after}`);
+    const page = await pending;
+    if (page.next !== null && page.next !== undefined) pending = fetchPage(page.next);
     for (const entry of page.entries) {
       const bytes = utf8.encode(entry.entry);
       if (entry.seq !== expected) throw new VerifyError(`entry ${expected} is missing or out of order (found ${entry.seq} in its place)`);
@@ -60,7 +70,6 @@ async function verifyAll(checkpoint, onProgress) {
     }
     await onProgress(tree.size);
     if (page.next === null || page.next === undefined) break;
-    after = page.next;
   }
   if (tree.size < checkpoint.size) {
     throw new VerifyError(`the signed checkpoint covers ${checkpoint.size} entries but the log has ${tree.size}: entries were deleted from the end`);

@@ -3,14 +3,15 @@
 import { api, get } from '../lib/api.js';
 import { bytes, confirmDialog, error, field, h, table, time } from '../lib/dom.js';
 
+const plural = (n, word) => `${n} ${word}${n === 1 ? '' : 's'}`;
 const describe = (p) => Object.entries(p).map(([k, v]) => `${k}: ${Array.isArray(v) ? v.join(', ') : v}`).join('; ');
 const path = (scope) => `/v1/retention/${scope.split('/').map(encodeURIComponent).join('/')}`;
 
 function planView(plan) {
   return [
-    h('h4', {}, `Would expire ${plan.expire.length} tags`),
+    h('h4', {}, `Would expire ${plural(plan.expire.length, 'tag')}`),
     table('Tags that would expire', ['Repository', 'Tag', 'Bound'], plan.expire.map((e) => [e.repository, e.tag, time(e.bound_at)]), 'No tag would expire.'),
-    h('h4', {}, `Would unlink ${plan.unlink.length} blobs`),
+    h('h4', {}, `Would unlink ${plural(plan.unlink.length, 'blob')}`),
     table('Blobs that would be unlinked', ['Repository', 'Digest', 'Size'], plan.unlink.map((u) => [u.repository, h('code', {}, u.digest), bytes(u.size)]), 'No blob would be unlinked.'),
   ];
 }
@@ -57,7 +58,7 @@ export async function render(main) {
     }
   });
   save.addEventListener('click', async () => {
-    if (!(await confirmDialog(`Save the policy of ${scope.value}?`, `The next run expires the ${save.dataset.expire} tags shown; expired tags never come back.`, 'Save'))) return;
+    if (!(await confirmDialog(`Save the policy of ${scope.value}?`, `The next run expires the ${plural(Number(save.dataset.expire), 'tag')} shown; expired tags never come back.`, 'Save'))) return;
     try {
       await api('PUT', path(scope.value.trim()), policy());
       await reload();
