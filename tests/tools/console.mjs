@@ -190,7 +190,7 @@ await test('an edited audit entry is named', async (page) => {
   });
   await page.goto(`${ui}#/audit`);
   await page.getByRole('button', { name: 'Verify the whole log' }).click();
-  await page.getByText('entry 2 does not hash to its recorded hash').waitFor();
+  await page.getByText('entry 2 is not the entry the signed checkpoint covers').waitFor();
 });
 
 await test('publishers, retention with its plan, storage and keys pages', async (page) => {

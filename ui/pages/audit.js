@@ -1,16 +1,18 @@
 // The audit log (admin): entries newest first, filtered by kind, repository
-// and token; and the whole log verified here. Every entry's hash and link of
-// the chain is checked (BLAKE3), and the Merkle tree of the entries is
-// rebuilt (SHA-256, RFC 6962) and compared with the checkpoint signed by the
-// pinned log key. The first broken entry is named.
+// and token; and the whole log verified here: the Merkle tree of the exact
+// entry bytes is rebuilt (SHA-256, RFC 6962) and its root compared with the
+// checkpoint signed by the pinned log key. Each entry's bytes hold its
+// sequence number and the previous entry's hash, so any edit, deletion or
+// reordering changes the root; the first broken entry is then named by
+// comparing the leaves with the server's hash tiles, as `amber audit
+// verify` does. (The BLAKE3 chain is not re-hashed here: in JavaScript it
+// would triple the time, and the signed tree already covers every byte.)
 import { get, request } from '../lib/api.js';
 import { h, table, time, verdict } from '../lib/dom.js';
 import { trusted } from '../lib/keys.js';
 import { Tree, VerifyError, hex, leafHash, openCheckpoint, tileIndex } from '../lib/verify.js';
-import { blake3 } from '../vendor/noble-hashes/blake3.js';
 
 const utf8 = new TextEncoder();
-const GENESIS = '0'.repeat(64);
 const SHOWN = 200;
 
 // Parsed once per entry (the filters read every loaded entry on each keystroke).
@@ -42,7 +44,6 @@ function summary(event) {
 async function verifyAll(checkpoint, onProgress) {
   const tree = new Tree();
   const leaves = [];
-  let prev = GENESIS;
   let expected = 1;
   const entries = [];
   const fetchPage = (after) => get(`/v1/audit?limit=10000&after=${after}`);
@@ -54,11 +55,8 @@ async function verifyAll(checkpoint, onProgress) {
     for (const entry of page.entries) {
       const bytes = utf8.encode(entry.entry);
       if (entry.seq !== expected) throw new VerifyError(`entry ${expected} is missing or out of order (found ${entry.seq} in its place)`);
-      if (hex(blake3(bytes)) !== entry.hash) throw new VerifyError(`entry ${entry.seq} does not hash to its recorded hash: it was edited`);
       const body = parse(entry);
       if (body.seq !== entry.seq) throw new VerifyError(`entry ${entry.seq} says it is entry ${body.seq}`);
-      if (body.prev !== prev) throw new VerifyError(`entry ${entry.seq} does not link to the entry before it: entries were deleted or reordered`);
-      prev = entry.hash;
       expected += 1;
       if (tree.size < checkpoint.size) {
         const leaf = leafHash(bytes);
@@ -129,7 +127,7 @@ export async function render(main) {
       rows.push([String(body.seq), time(body.at), body.event.kind, body.actor?.token_name ?? '', repositoryOf(body.event), h('span', { class: 'detail' }, summary(body.event))]);
     }
     holder.replaceChildren(
-      h('p', { class: 'count' }, `Showing ${rows.length} of the ${entries.length} entries loaded, newest first.`),
+      h('p', { class: 'count' }, `Showing ${rows.length} of the ${entries.length} entries loaded, newest first${entries.length && entries[0].seq > 1 ? '; verifying the whole log loads every entry for the filters' : ''}.`),
       table('Audit entries', ['#', 'At', 'Kind', 'Token', 'Repository', 'Detail'], rows, 'No entry matches.'),
     );
   };
@@ -148,7 +146,7 @@ export async function render(main) {
         await new Promise((resolve) => setTimeout(resolve));
       });
       const seconds = ((performance.now() - started) / 1000).toFixed(1);
-      status.replaceChildren(verdict('ok', 'Verified.', `All ${checkpoint.size} entries rebuild the tree of the checkpoint signed by pinned log key ${checkpoint.origin}, and every link of the chain holds (${seconds} s).`));
+      status.replaceChildren(verdict('ok', 'Verified.', `All ${checkpoint.size} entries rebuild the tree of the checkpoint signed by pinned log key ${checkpoint.origin}, in order (${seconds} s).`));
       status.dataset.seconds = seconds;
       draw();
     } catch (err) {
