@@ -57,10 +57,6 @@ export async function trustServed() {
   localStorage.setItem(PINNED, JSON.stringify({ pinned_at: new Date().toISOString(), keys }));
 }
 
-export function forget() {
-  localStorage.removeItem(PINNED);
-}
-
 /** The pinned keys in the form the verifiers take. */
 export function trusted() {
   const pinned = load()?.keys ?? [];
