@@ -32,9 +32,7 @@ pub async fn put_policy(
 ) -> ApiResult<ApiJson<PolicySet>> {
     caller.require_admin()?;
     let bytes = body.bytes(&state).await?;
-    let sent: RetentionPolicy =
-        super::json::parse(&bytes).map_err(|e| ApiError::RequestInvalid(format!("retention policy: {e}")))?;
-    let info = proposed(scope.clone(), sent)?;
+    let info = proposed(scope.clone(), &bytes)?;
     let event = Event::RetentionPolicySet { scope: scope.clone(), policy: info.policy.clone(), digest: info.digest };
     state.meta.put_policy(&info, Draft::shared(&state.signer, caller.actor(), vec![event])).await?;
     tracing::info!(%scope, digest = %info.digest, "retention policy set");
@@ -114,9 +112,7 @@ pub async fn plan(
     let bytes = body.bytes(&state).await?;
     // With a policy in the body: what it would do if it were stored.
     if !bytes.iter().all(u8::is_ascii_whitespace) {
-        let sent: RetentionPolicy =
-            super::json::parse(&bytes).map_err(|e| ApiError::RequestInvalid(format!("retention policy: {e}")))?;
-        let info = proposed(scope, sent)?;
+        let info = proposed(scope, &bytes)?;
         return Ok(ApiJson(lifecycle::plan_proposed(&state, info).await?));
     }
     let policies = state.meta.policies().await?;
@@ -130,8 +126,10 @@ pub async fn plan(
     Ok(ApiJson(lifecycle::plan_scope(&state, &scope).await?))
 }
 
-/// A policy as it would be stored: defaults filled in, its digest.
-fn proposed(scope: RepoPattern, sent: RetentionPolicy) -> ApiResult<PolicyInfo> {
+/// The policy a body sends, as it would be stored: defaults filled in, its digest.
+fn proposed(scope: RepoPattern, body: &[u8]) -> ApiResult<PolicyInfo> {
+    let sent: RetentionPolicy =
+        super::json::parse(body).map_err(|e| ApiError::RequestInvalid(format!("retention policy: {e}")))?;
     let policy = policy::normalise(sent).map_err(ApiError::RequestInvalid)?;
     let digest = policy::digest(&policy);
     let updated_at = OffsetDateTime::now_utc().replace_nanosecond(0).expect("0 is a valid nanosecond");
