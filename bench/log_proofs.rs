@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use amber_core::audit::{Actor, Event};
 use amber_core::log::{self as tlog, ProofRequest};
 use amber_server::audit::Draft;
-use amber_server::config::{DEFAULT_LOG_ORIGIN, FreeSpace, LogConfig, MetaConfig};
+use amber_server::config::{FreeSpace, LogConfig, MetaConfig};
 use amber_server::log::Log;
 use amber_server::meta::{Meta, MetaStore};
 use amber_server::signing::Signer;
@@ -60,7 +60,7 @@ async fn main() -> anyhow::Result<()> {
         entries as f64 / appended.as_secs_f64()
     );
     let log_config =
-        LogConfig { origin: DEFAULT_LOG_ORIGIN.into(), interval: Duration::from_millis(500), key_file: None };
+        LogConfig { origin: None, origin_explicit: false, interval: Duration::from_millis(500), key_file: None };
     let log = Log::open(&meta, &log_config).await?;
 
     let mut rng = rand::random::<u64>() | 1;
@@ -98,7 +98,7 @@ async fn main() -> anyhow::Result<()> {
     println!("full level-0 hash tile: {}", quantiles(tiles));
     let t = Instant::now();
     let tree = meta.log_tree().await?;
-    let note = tlog::sign_checkpoint(DEFAULT_LOG_ORIGIN, tree.size(), &tree.root(), &log.signer().active_key());
+    let note = tlog::sign_checkpoint(log.origin(), tree.size(), &tree.root(), &log.signer().active_key());
     println!(
         "durable tree head and checkpoint signature: {:.3} ms ({} bytes)",
         t.elapsed().as_secs_f64() * 1e3,

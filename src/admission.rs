@@ -4,6 +4,14 @@
 //! read; one that cannot get memory for its next bytes within
 //! [`MEMORY_WAIT`] is ended the same way, so a burst waits briefly and a
 //! stalled crowd cannot starve the rest.
+//!
+//! The slots are shared fairly under pressure: a token already holding `k`
+//! uploads starts another only while more than `k * headroom` slots stay
+//! free (`headroom` is 1/64 of all slots: 4 of the default 256). A token's
+//! first upload needs only a free slot. So tokens that stall uploads hold
+//! fewer slots the more of them there are, and some always stay free for
+//! the others: `T` such tokens leave about `slots * headroom / (T + headroom)`
+//! free (36 of 256 for 20 tokens), however many uploads they start.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -20,6 +28,8 @@ pub struct Admission {
     uploads: Arc<Semaphore>,
     per_token: Arc<Mutex<HashMap<String, usize>>>,
     max_per_token: usize,
+    /// Free slots a token must leave per upload it already holds.
+    headroom: usize,
     pub memory: MemoryBudget,
 }
 
@@ -28,6 +38,8 @@ pub struct Admission {
 pub enum Refusal {
     TooManyUploads,
     TooManyForToken,
+    /// The token holds its share of the few slots still free.
+    Share,
 }
 
 impl Admission {
@@ -36,6 +48,7 @@ impl Admission {
             uploads: Arc::new(Semaphore::new(limits.max_uploads)),
             per_token: Arc::default(),
             max_per_token: limits.max_uploads_per_token,
+            headroom: limits.max_uploads / 64,
             memory: MemoryBudget::new(limits.upload_memory as usize),
         }
     }
@@ -46,6 +59,9 @@ impl Admission {
         let count = per_token.entry(token.to_owned()).or_default();
         if *count >= self.max_per_token {
             return Err(Refusal::TooManyForToken);
+        }
+        if *count > 0 && self.uploads.available_permits() <= *count * self.headroom {
+            return Err(Refusal::Share);
         }
         let permit = self.uploads.clone().try_acquire_owned().map_err(|_| Refusal::TooManyUploads)?;
         *count += 1;
@@ -141,6 +157,26 @@ mod tests {
         drop(a1);
         assert!(admission.admit("c").is_ok());
         assert!(admission.per_token.lock().unwrap().get("c").is_none(), "a finished token is forgotten");
+    }
+
+    #[test]
+    fn tokens_holding_more_leave_more_free() {
+        let admission = Admission::new(&limits(256, 32));
+        // Twenty tokens start uploads that never end, 25 each (500 in all).
+        let mut held = Vec::new();
+        for _ in 0..25 {
+            for t in 0..20 {
+                if let Ok(slot) = admission.admit(&format!("stall{t}")) {
+                    held.push(slot);
+                }
+            }
+        }
+        let free = 256 - held.len();
+        assert!(free >= 32, "{free} slots left free by 20 stalling tokens");
+        // Another token gets its uploads (a few at once) all the same.
+        let others: Vec<_> = (0..4).map(|_| admission.admit("victim").unwrap()).collect();
+        assert_eq!(others.len(), 4);
+        assert_eq!(admission.admit("stall0").err(), Some(Refusal::Share));
     }
 
     #[tokio::test]

@@ -47,9 +47,14 @@ pub struct Options {
     /// Ed25519 signing key (PKCS#8 PEM) supplied by the operator instead of the stored keys.
     #[arg(long, env = "AMBER_SIGNING_KEY_FILE", global = true)]
     pub signing_key_file: Option<PathBuf>,
+    /// The URL clients reach this store at (`https://amber.example.com`); gives
+    /// the log's origin (`amber.example.com/log`) when --log-origin is not set.
+    #[arg(long, env = "AMBER_PUBLIC_URL", global = true)]
+    pub public_url: Option<String>,
     /// The transparency log's origin: a schema-less URL unique to this store,
-    /// e.g. `amber.example.com/log`; the key name of the log key. Choose it
-    /// before the first checkpoint: clients pin it [default: amber.localhost/log].
+    /// e.g. `amber.example.com/log`; the key name of the log key. Fixed at the
+    /// first start and kept in the metadata store: clients hold the log by it
+    /// [default: from --public-url, else `amber-<random>.invalid/log`].
     #[arg(long, env = "AMBER_LOG_ORIGIN", global = true)]
     pub log_origin: Option<String>,
     /// Milliseconds between signed checkpoints of a growing log [default: 500].
@@ -193,6 +198,7 @@ struct FileOptions {
     max_blob_size: Option<u64>,
     max_token_lifetime: Option<u64>,
     signing_key_file: Option<PathBuf>,
+    public_url: Option<String>,
     log_origin: Option<String>,
     log_interval: Option<u64>,
     log_key_file: Option<PathBuf>,
@@ -238,6 +244,8 @@ impl std::fmt::Debug for MetaConfig {
 
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// The URL clients reach this store at (`--public-url`), when given.
+    pub public_url: Option<url::Url>,
     pub listen: SocketAddr,
     /// Where `GET /metrics` is served when not on `listen`.
     pub metrics_listen: Option<SocketAddr>,
@@ -270,12 +278,49 @@ pub struct Config {
 /// The transparency log's identity and pace.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogConfig {
-    pub origin: String,
+    /// The origin asked for (`--log-origin`, else from `--public-url`); `None`:
+    /// a random one at the first start. A store keeps the origin it has (see
+    /// `crate::log::resolve_origin`).
+    pub origin: Option<String>,
+    /// Whether `origin` was given as `--log-origin` (a store on another
+    /// origin then refuses to start) rather than derived from the public URL.
+    pub origin_explicit: bool,
     pub interval: Duration,
     pub key_file: Option<PathBuf>,
 }
 
-pub const DEFAULT_LOG_ORIGIN: &str = "amber.localhost/log";
+/// `--public-url`: an absolute http(s) URL with a host and nothing after
+/// its path; kept without a trailing slash.
+fn public_url(text: &str) -> anyhow::Result<url::Url> {
+    let url = url::Url::parse(text).map_err(|e| anyhow::anyhow!("public_url {text:?} is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https")
+        || url.host_str().is_none_or(str::is_empty)
+        || url.query().is_some()
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+        || url.password().is_some()
+    {
+        bail!("public_url {text:?} must be an http or https URL with a host and no query, fragment or credentials");
+    }
+    Ok(url)
+}
+
+/// The log origin a public URL gives: `<host>[:<port>][/<path>]/log`.
+pub fn origin_of(url: &url::Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+    let path = url.path().trim_end_matches('/');
+    format!("{host}{port}{path}/log")
+}
+
+fn check_origin(origin: &str, what: &str) -> anyhow::Result<()> {
+    if !amber_core::log::is_valid_origin(origin) || origin.contains("://") || origin.ends_with('/') {
+        bail!(
+            "{what} {origin:?} must be a schema-less URL with no trailing slash, spaces or '+' (e.g. amber.example.com/log)"
+        );
+    }
+    Ok(())
+}
 
 const DAY: u64 = 24 * 60 * 60;
 
@@ -330,16 +375,16 @@ impl Config {
             bail!("max_connections, max_uploads and max_uploads_per_token must be at least 1");
         }
         file.oidc.validate()?;
+        let public_url = options.public_url.or(file.public_url).as_deref().map(public_url).transpose()?;
+        let explicit = options.log_origin.or(file.log_origin);
         let log = LogConfig {
-            origin: options.log_origin.or(file.log_origin).unwrap_or_else(|| DEFAULT_LOG_ORIGIN.to_owned()),
+            origin_explicit: explicit.is_some(),
+            origin: explicit.or_else(|| public_url.as_ref().map(origin_of)),
             interval: Duration::from_millis(options.log_interval.or(file.log_interval).unwrap_or(500)),
             key_file: options.log_key_file.or(file.log_key_file),
         };
-        if !amber_core::log::is_valid_origin(&log.origin) || log.origin.contains("://") || log.origin.ends_with('/') {
-            bail!(
-                "log_origin {:?} must be a schema-less URL with no trailing slash, spaces or '+' (e.g. amber.example.com/log)",
-                log.origin
-            );
+        if let Some(origin) = &log.origin {
+            check_origin(origin, if log.origin_explicit { "log_origin" } else { "the log origin of public_url" })?;
         }
         if log.interval < Duration::from_millis(10) || log.interval > Duration::from_secs(60) {
             bail!("log_interval must be between 10 and 60000 milliseconds");
@@ -349,6 +394,7 @@ impl Config {
         }
         Ok(Self {
             limits,
+            public_url,
             listen,
             metrics_listen,
             ui: !(options.no_ui || file.no_ui.unwrap_or(false)),

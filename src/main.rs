@@ -10,7 +10,7 @@ use amber_core::{Action, Grant, RepoPattern};
 use amber_server::audit;
 use amber_server::auth::{TokenSpec, issue_token};
 use amber_server::config::{Config, Options};
-use amber_server::meta::Meta;
+use amber_server::meta::{Meta, MetaStore};
 use amber_server::server;
 use amber_server::signing::{self, Signer};
 use amber_server::state::AppState;
@@ -57,6 +57,9 @@ enum Command {
     /// Manage signing keys on a stopped server's data.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// The transparency log's name, on a stopped server's data.
+    #[command(subcommand)]
+    Log(LogCommand),
     /// Check the stored blobs against the metadata: every link has its bytes,
     /// every stored object is linked or waiting for reclaim, nothing is
     /// quarantined. Exits 1 on any fault. On sled, the server must be stopped;
@@ -102,6 +105,15 @@ enum KeysCommand {
     Export,
 }
 
+#[derive(Subcommand)]
+enum LogCommand {
+    /// Print the log's origin (fixed at the first start).
+    Origin,
+    /// Give the log another origin: only before its first checkpoint, which
+    /// clients hold it by; refused after.
+    Rename { origin: String },
+}
+
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_env("AMBER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
@@ -138,6 +150,32 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", secret.expose());
             Ok(())
         }
+        Command::Log(LogCommand::Origin) => {
+            let meta = Meta::open(&config.meta, config.limits.min_free_space).await?;
+            println!("{}", amber_server::log::resolve_origin(&meta, &config.log).await?);
+            Ok(())
+        }
+        Command::Log(LogCommand::Rename { origin }) => {
+            if !amber_core::log::is_valid_origin(&origin) || origin.contains("://") || origin.ends_with('/') {
+                anyhow::bail!(
+                    "{origin:?} is not a log origin: a schema-less URL with no trailing slash, spaces or '+'"
+                );
+            }
+            let meta = Meta::open(&config.meta, config.limits.min_free_space).await?;
+            if let Some((size, note)) = meta.log_checkpoint().await? {
+                let current = note.lines().next().unwrap_or_default().to_owned();
+                anyhow::bail!(
+                    "the log {current:?} has signed checkpoints ({size} entries); clients hold it by that name, \
+                     so it is never renamed"
+                );
+            }
+            if !meta.rename_log_origin(&origin).await? {
+                anyhow::bail!("the log signed its first checkpoint meanwhile; it is never renamed");
+            }
+            tracing::info!(%origin, "the log's origin is set");
+            println!("{origin}");
+            Ok(())
+        }
         Command::Keys(KeysCommand::Rotate { log }) => {
             let meta = Meta::open(&config.meta, config.limits.min_free_space).await?;
             let purpose = if log { KeyPurpose::Log } else { KeyPurpose::Manifest };
@@ -171,7 +209,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Keys(KeysCommand::Export) => {
             let meta = Meta::open(&config.meta, config.limits.min_free_space).await?;
             let signer = Arc::new(Signer::load(&meta, config.signing_key_file.as_deref()).await?);
-            let log = Signer::load_log(&meta, &config.log.origin, config.log.key_file.as_deref()).await?;
+            let origin = amber_server::log::resolve_origin(&meta, &config.log).await?;
+            let log = Signer::load_log(&meta, &origin, config.log.key_file.as_deref()).await?;
             let mut keys = signer.key_list();
             keys.keys.extend(log.key_list().keys);
             println!("{}", serde_json::to_string_pretty(&keys)?);

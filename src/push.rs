@@ -26,6 +26,9 @@ pub fn admit(state: &AppState, caller: &Caller) -> ApiResult<UploadSlot> {
             reason: match refusal {
                 Refusal::TooManyUploads => "too many uploads in flight",
                 Refusal::TooManyForToken => "too many uploads in flight for this token",
+                Refusal::Share => {
+                    "this token holds its share of the upload slots the server has left; finish some first"
+                }
             },
             retry_after: 1,
         }

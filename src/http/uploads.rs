@@ -47,11 +47,47 @@ impl<S: Send + Sync> FromRequestParts<S> for UploadIdParam {
     }
 }
 
+/// A header's value; given twice it is refused (two readers could take
+/// different ones), as is one that is not ASCII.
 fn text<'h>(headers: &'h HeaderMap, name: &HeaderName) -> ApiResult<Option<&'h str>> {
-    headers
-        .get(name)
-        .map(|v| v.to_str().map_err(|_| ApiError::RequestInvalid(format!("{name} must be ASCII"))))
-        .transpose()
+    let mut values = headers.get_all(name).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(ApiError::RequestInvalid(format!("{name} is given more than once")));
+    }
+    first.map(|v| v.to_str().map_err(|_| ApiError::RequestInvalid(format!("{name} must be ASCII")))).transpose()
+}
+
+/// Whether the request carries body bytes (a `Content-Length` above zero,
+/// or a chunked body).
+fn has_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().parse::<u64>().map_or(true, |n| n > 0))
+}
+
+/// The authorities this server answers at, for the absolute URLs of a
+/// final's parts: the request's `Host` and the public URL's.
+fn own_hosts(state: &AppState, headers: &HeaderMap, uri: &axum::http::Uri) -> Vec<String> {
+    // HTTP/1.1 names it in `Host`, HTTP/2 in the URI (`:authority`).
+    let mut hosts: Vec<String> = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .into_iter()
+        .chain(uri.authority().map(|a| a.as_str()))
+        .map(str::to_owned)
+        .collect();
+    if let Some(url) = &state.config.public_url
+        && let Some(host) = url.host_str()
+    {
+        hosts.push(match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        });
+    }
+    hosts
 }
 
 fn check_version(headers: &HeaderMap) -> ApiResult<()> {
@@ -99,6 +135,7 @@ pub async fn create_upload(
     State(state): State<AppState>,
     caller: Caller,
     Repo(repo): Repo,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
@@ -109,7 +146,10 @@ pub async fn create_upload(
     let metadata = tus::Metadata::parse(text(&headers, &UPLOAD_METADATA)?.unwrap_or(""))?;
     let concat = text(&headers, &UPLOAD_CONCAT)?.map(tus::Concat::parse).transpose()?;
     let with_data = patch_body(&headers)?;
-    let creation = Creation { length, metadata, concat, base: base(&repo) };
+    if length == Some(0) && has_body(&headers) {
+        return Err(ApiError::RequestInvalid("Upload-Length is 0, but the request has a body".into()));
+    }
+    let creation = Creation { length, metadata, concat, base: base(&repo), hosts: own_hosts(&state, &headers, &uri) };
     let Outcome { mut record, mut linked } = uploads::create(&state, &caller, &repo, creation).await?;
     let location = format!("{}/{}", base(&repo), record.id);
     // creation-with-upload: the body is the upload's first bytes.

@@ -28,6 +28,48 @@ const CATCH_UP_BATCH: usize = 5000;
 /// Longest a receipt waits for a checkpoint that covers its entry.
 const RECEIPT_WAIT: Duration = Duration::from_millis(1500);
 
+/// A random origin for a store given none: `amber-<16 hex>.invalid/log`
+/// (`.invalid` is reserved: the name can never be someone else's host).
+pub fn random_origin() -> String {
+    format!("amber-{:016x}.invalid/log", rand::random::<u64>())
+}
+
+/// The origin of the first line of a signed checkpoint.
+fn origin_of_note(note: &str) -> Option<&str> {
+    note.lines().next().filter(|line| !line.is_empty())
+}
+
+/// The log's origin, fixed at the first start and kept in the metadata
+/// store so that every replica signs under it: the stored one; for a store
+/// that signed before origins were stored, the origin of its checkpoint; for
+/// a new store, `--log-origin`, else the one `--public-url` gives, else a
+/// random one. A store never changes its origin (clients hold its log by
+/// it): an explicit `--log-origin` naming another one stops the start.
+pub async fn resolve_origin(meta: &Meta, config: &LogConfig) -> anyhow::Result<String> {
+    let signed = meta.log_checkpoint().await?;
+    let signed_origin = signed.as_ref().and_then(|(_, note)| origin_of_note(note)).map(str::to_owned);
+    let candidate = signed_origin.clone().or_else(|| config.origin.clone()).unwrap_or_else(random_origin);
+    let origin = meta.claim_log_origin(&candidate).await?;
+    if let Some(signed) = signed_origin.filter(|signed| *signed != origin) {
+        anyhow::bail!("the stored log origin {origin:?} is not the origin {signed:?} of the signed checkpoint");
+    }
+    match &config.origin {
+        Some(asked) if *asked != origin && config.origin_explicit => anyhow::bail!(
+            "--log-origin {asked:?}: this store's log is {origin:?}, fixed when it first signed; clients hold it \
+             by that name. Leave --log-origin out, or set it to {origin:?}"
+        ),
+        Some(asked) if *asked != origin => tracing::info!(
+            %origin, from_public_url = %asked,
+            "the log keeps the origin it was created with, not the one --public-url would give"
+        ),
+        _ => {}
+    }
+    if candidate == origin && signed.is_none() {
+        tracing::info!(%origin, "the transparency log's origin");
+    }
+    Ok(origin)
+}
+
 pub struct Log {
     origin: String,
     interval: Duration,
@@ -39,8 +81,9 @@ impl Log {
     /// cover yet (history from before the log), and signs the first
     /// checkpoint if there is none.
     pub async fn open(meta: &Meta, config: &LogConfig) -> anyhow::Result<Self> {
-        let signer = Arc::new(Signer::load_log(meta, &config.origin, config.key_file.as_deref()).await?);
-        let log = Self { origin: config.origin.clone(), interval: config.interval, signer };
+        let origin = resolve_origin(meta, config).await?;
+        let signer = Arc::new(Signer::load_log(meta, &origin, config.key_file.as_deref()).await?);
+        let log = Self { origin, interval: config.interval, signer };
         let mut added = 0;
         loop {
             let n = meta.integrate_log(CATCH_UP_BATCH).await?;
@@ -56,6 +99,11 @@ impl Log {
             tracing::warn!(error = %err, "could not sign a first log checkpoint; the signing task retries");
         }
         Ok(log)
+    }
+
+    /// The origin this store's log signs under.
+    pub fn origin(&self) -> &str {
+        &self.origin
     }
 
     pub fn signer(&self) -> &Arc<Signer> {

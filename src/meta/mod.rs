@@ -26,7 +26,7 @@ pub use self::postgres::PostgresMeta;
 pub use self::sled::SledMeta;
 use crate::blobs::Stored;
 use crate::config::{FreeSpace, MetaConfig};
-pub use crate::uploads::record::{Updated, UploadId, UploadRecord};
+pub use crate::uploads::record::{Created, Updated, UploadId, UploadKind, UploadRecord};
 
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum MetaError {
@@ -423,6 +423,13 @@ pub trait MetaStore {
     /// Keeps `note` as the newest checkpoint if its `size` is larger than the
     /// one kept; returns whether it did.
     fn put_log_checkpoint(&self, size: u64, note: &str) -> impl Future<Output = Result<bool, MetaError>> + Send;
+    /// The log's origin, fixed at the first start: the one stored, or else
+    /// `candidate`, stored now (the first replica to store one wins; every
+    /// other gets its origin back).
+    fn claim_log_origin(&self, candidate: &str) -> impl Future<Output = Result<String, MetaError>> + Send;
+    /// Replaces the stored origin, only while no checkpoint has been signed;
+    /// returns whether it did.
+    fn rename_log_origin(&self, origin: &str) -> impl Future<Output = Result<bool, MetaError>> + Send;
     /// The log index of the `tag_bound` entry of a tag.
     fn tag_log_index(&self, repo: &RepoName, tag: &Tag) -> impl Future<Output = Result<Option<u64>, MetaError>> + Send;
     /// Adds up to `limit` entries written before the log existed (or by an
@@ -526,9 +533,14 @@ pub trait MetaStore {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<TagEntry>, MetaError>> + Send;
 
-    /// Stores a new upload, unless its token already has `most` (then `false`).
-    fn create_upload(&self, record: &UploadRecord, most: usize)
-    -> impl Future<Output = Result<bool, MetaError>> + Send;
+    /// Stores a new upload, unless its token already has `most`. A final
+    /// upload claims its parts in the same write: each must still be stored,
+    /// its token's, and claimed by no other final, or nothing is stored.
+    fn create_upload(
+        &self,
+        record: &UploadRecord,
+        most: usize,
+    ) -> impl Future<Output = Result<Created, MetaError>> + Send;
     /// The upload `id`, if `token` created it.
     fn upload(
         &self,
@@ -541,6 +553,8 @@ pub trait MetaStore {
         record: &UploadRecord,
         from: u64,
     ) -> impl Future<Output = Result<Updated, MetaError>> + Send;
+    /// Deletes an upload; a final's parts that it claimed are given back
+    /// (they stay for another final) in the same write.
     fn delete_upload(&self, id: &UploadId) -> impl Future<Output = Result<bool, MetaError>> + Send;
     /// Uploads in id order strictly after `after`, at most `limit`.
     fn list_uploads(
@@ -833,6 +847,12 @@ impl MetaStore for Meta {
     async fn put_log_checkpoint(&self, size: u64, note: &str) -> Result<bool, MetaError> {
         dispatch!(self, s => s.put_log_checkpoint(size, note))
     }
+    async fn claim_log_origin(&self, candidate: &str) -> Result<String, MetaError> {
+        dispatch!(self, s => s.claim_log_origin(candidate))
+    }
+    async fn rename_log_origin(&self, origin: &str) -> Result<bool, MetaError> {
+        dispatch!(self, s => s.rename_log_origin(origin))
+    }
     async fn tag_log_index(&self, repo: &RepoName, tag: &Tag) -> Result<Option<u64>, MetaError> {
         dispatch!(self, s => s.tag_log_index(repo, tag))
     }
@@ -915,7 +935,7 @@ impl MetaStore for Meta {
     async fn list_tags(&self, repo: &RepoName, after: Option<&str>, limit: usize) -> Result<Vec<TagEntry>, MetaError> {
         dispatch!(self, s => s.list_tags(repo, after, limit))
     }
-    async fn create_upload(&self, record: &UploadRecord, most: usize) -> Result<bool, MetaError> {
+    async fn create_upload(&self, record: &UploadRecord, most: usize) -> Result<Created, MetaError> {
         dispatch!(self, s => s.create_upload(record, most))
     }
     async fn upload(&self, token: &TokenId, id: &UploadId) -> Result<Option<UploadRecord>, MetaError> {

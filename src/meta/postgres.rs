@@ -5,6 +5,7 @@
 //! triggers that refuse to update or delete tags, manifests, links and audit
 //! entries. A committed transaction is durable before it is acknowledged.
 
+use std::collections::HashSet;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -19,9 +20,9 @@ use sqlx::types::Json;
 use time::OffsetDateTime;
 
 use super::{
-    AuditBuild, Bound, BuildAudit, Candidate, Exchange, Expiry, Hold, KeyRecord, LEASE_LIFETIME, Lease, LinkView,
-    MetaError, MetaStore, Quarantined, Replay, RepoView, Revocation, Rotation, RunnerLock, ScrubProgress, TagChange,
-    TagRecord, TagView, TokenRecord, Unlink, Updated, UploadId, UploadRecord,
+    AuditBuild, Bound, BuildAudit, Candidate, Created, Exchange, Expiry, Hold, KeyRecord, LEASE_LIFETIME, Lease,
+    LinkView, MetaError, MetaStore, Quarantined, Replay, RepoView, Revocation, Rotation, RunnerLock, ScrubProgress,
+    TagChange, TagRecord, TagView, TokenRecord, Unlink, Updated, UploadId, UploadKind, UploadRecord,
 };
 use crate::blobs::Object;
 use crate::blobs::Stored;
@@ -845,6 +846,30 @@ impl MetaStore for PostgresMeta {
         Ok(stored == 1)
     }
 
+    async fn claim_log_origin(&self, candidate: &str) -> Result<String, MetaError> {
+        sqlx::query("INSERT INTO log_origin (origin) VALUES ($1) ON CONFLICT (singleton) DO NOTHING")
+            .bind(candidate)
+            .execute(&self.pool)
+            .await?;
+        let (origin,): (String,) =
+            sqlx::query_as("SELECT origin FROM log_origin WHERE singleton").fetch_one(&self.pool).await?;
+        Ok(origin)
+    }
+
+    async fn rename_log_origin(&self, origin: &str) -> Result<bool, MetaError> {
+        // One statement: no checkpoint can be signed between the check and the write
+        // that a replica would not see (it reads the origin before signing).
+        let changed = sqlx::query(
+            "INSERT INTO log_origin (origin) SELECT $1 WHERE NOT EXISTS (SELECT 1 FROM log_checkpoint)
+             ON CONFLICT (singleton) DO UPDATE SET origin = EXCLUDED.origin",
+        )
+        .bind(origin)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(changed == 1)
+    }
+
     async fn tag_log_index(&self, repo: &RepoName, tag: &Tag) -> Result<Option<u64>, MetaError> {
         let row: Option<(i64,)> = sqlx::query_as("SELECT log_index FROM tag_log WHERE repository = $1 AND tag = $2")
             .bind(repo.as_str())
@@ -1262,7 +1287,38 @@ impl MetaStore for PostgresMeta {
             .collect()
     }
 
-    async fn create_upload(&self, record: &UploadRecord, most: usize) -> Result<bool, MetaError> {
+    async fn create_upload(&self, record: &UploadRecord, most: usize) -> Result<Created, MetaError> {
+        let parts: Vec<String> = match &record.kind {
+            UploadKind::Final { parts } => parts.iter().map(|p| p.as_str().to_owned()).collect(),
+            _ => Vec::new(),
+        };
+        let mut tx = self.pool.begin().await?;
+        // The parts' rows locked in one order (two finals racing over the
+        // same parts wait in turn, never for each other), then claimed only
+        // where no final holds them: the second final finds them taken.
+        if !parts.is_empty() {
+            let locked: Vec<(String, Option<String>)> = sqlx::query_as(
+                r#"SELECT id, record->>'claimed_by' FROM uploads WHERE id = ANY($1) AND token_id = $2
+                   ORDER BY id COLLATE "C" FOR UPDATE"#,
+            )
+            .bind(&parts)
+            .bind(record.token.as_str())
+            .fetch_all(&mut *tx)
+            .await?;
+            let free: HashSet<&str> =
+                locked.iter().filter(|(_, claimed)| claimed.is_none()).map(|(id, _)| id.as_str()).collect();
+            if let Some(taken) = parts.iter().find(|p| !free.contains(p.as_str())) {
+                let taken = taken.parse().map_err(|()| MetaError::Corrupt("upload id".into()))?;
+                return Ok(Created::PartTaken(taken));
+            }
+            sqlx::query(
+                "UPDATE uploads SET record = jsonb_set(record, '{claimed_by}', to_jsonb($1::text)) WHERE id = ANY($2)",
+            )
+            .bind(record.id.as_str())
+            .bind(&parts)
+            .execute(&mut *tx)
+            .await?;
+        }
         // One statement: the count and the insert see the same snapshot; two
         // creations racing may both pass, which only loosens the bound by one.
         let inserted = sqlx::query(
@@ -1275,9 +1331,13 @@ impl MetaStore for PostgresMeta {
         .bind(record.expires)
         .bind(Json(record))
         .bind(most as i64)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(inserted.rows_affected() == 1)
+        if inserted.rows_affected() != 1 {
+            return Ok(Created::TooMany);
+        }
+        tx.commit().await?;
+        Ok(Created::Created)
     }
 
     async fn upload(&self, token: &TokenId, id: &UploadId) -> Result<Option<UploadRecord>, MetaError> {
@@ -1312,8 +1372,25 @@ impl MetaStore for PostgresMeta {
     }
 
     async fn delete_upload(&self, id: &UploadId) -> Result<bool, MetaError> {
-        let deleted = sqlx::query("DELETE FROM uploads WHERE id = $1").bind(id.as_str()).execute(&self.pool).await?;
-        Ok(deleted.rows_affected() == 1)
+        let mut tx = self.pool.begin().await?;
+        let deleted: Option<(Json<UploadRecord>,)> =
+            sqlx::query_as("DELETE FROM uploads WHERE id = $1 RETURNING record")
+                .bind(id.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((Json(old),)) = deleted else { return Ok(false) };
+        if let UploadKind::Final { parts } = &old.kind {
+            let parts: Vec<&str> = parts.iter().map(UploadId::as_str).collect();
+            sqlx::query(
+                "UPDATE uploads SET record = record - 'claimed_by' WHERE id = ANY($1) AND record->>'claimed_by' = $2",
+            )
+            .bind(&parts)
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn list_uploads(&self, after: Option<&UploadId>, limit: usize) -> Result<Vec<UploadRecord>, MetaError> {

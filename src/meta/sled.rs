@@ -25,6 +25,7 @@
 //!                                         tree (`Frontier::to_bytes`; absent before the log)
 //!            "checkpoint"              -> signed checkpoint envelope (JSON)
 //!            "log_checkpoint"          -> tree size u64 BE + signed note
+//!            "log_origin"              -> the log's origin (UTF-8), fixed at the first start
 //!            \0 'h' index u64 BE       -> a stored hash of the tree (32 bytes)
 //!            \0 't' repo \0 tag        -> log index u64 BE of its tag_bound entry
 //! ```
@@ -65,9 +66,9 @@ use time::OffsetDateTime;
 use super::watchdog::Watchdog;
 use super::writer::Writer;
 use super::{
-    AuditBuild, Bound, BuildAudit, Candidate, Exchange, Expiry, Hold, KeyRecord, Lease, LinkView, MetaError, MetaStore,
-    Quarantined, Replay, RepoView, Revocation, Rotation, RunnerLock, ScrubProgress, TagChange, TagRecord, TagView,
-    TokenRecord, Unlink, Updated, UploadId, UploadRecord,
+    AuditBuild, Bound, BuildAudit, Candidate, Created, Exchange, Expiry, Hold, KeyRecord, Lease, LinkView, MetaError,
+    MetaStore, Quarantined, Replay, RepoView, Revocation, Rotation, RunnerLock, ScrubProgress, TagChange, TagRecord,
+    TagView, TokenRecord, Unlink, Updated, UploadId, UploadKind, UploadRecord,
 };
 use crate::blobs::{Object, Stored};
 use crate::config::FreeSpace;
@@ -78,6 +79,7 @@ const SCHEMA_VERSION: &[u8] = b"3";
 const AUDIT_HEAD: &[u8] = b"head";
 const AUDIT_CHECKPOINT: &[u8] = b"checkpoint";
 const LOG_CHECKPOINT: &[u8] = b"log_checkpoint";
+const LOG_ORIGIN: &[u8] = b"log_origin";
 const SCRUB_KEY: &[u8] = b"scrub";
 
 pub struct SledMeta {
@@ -1266,6 +1268,30 @@ impl MetaStore for SledMeta {
         .await
     }
 
+    async fn claim_log_origin(&self, candidate: &str) -> Result<String, MetaError> {
+        let candidate = candidate.to_owned();
+        self.write("claim_log_origin", move |t| {
+            if let Some(stored) = t.audit_head.get(LOG_ORIGIN)? {
+                return String::from_utf8(stored.to_vec()).map_err(|_| MetaError::Corrupt("log origin".into()));
+            }
+            t.audit_head.insert(LOG_ORIGIN, candidate.as_bytes())?;
+            Ok(candidate)
+        })
+        .await
+    }
+
+    async fn rename_log_origin(&self, origin: &str) -> Result<bool, MetaError> {
+        let origin = origin.to_owned();
+        self.write("rename_log_origin", move |t| {
+            if t.audit_head.contains_key(LOG_CHECKPOINT)? {
+                return Ok(false);
+            }
+            t.audit_head.insert(LOG_ORIGIN, origin.as_bytes())?;
+            Ok(true)
+        })
+        .await
+    }
+
     async fn put_log_checkpoint(&self, size: u64, note: &str) -> Result<bool, MetaError> {
         let mut value = size.to_be_bytes().to_vec();
         value.extend_from_slice(note.as_bytes());
@@ -1669,20 +1695,38 @@ impl MetaStore for SledMeta {
     }
 
     /// Ready when a read answers and the volume keeps the metadata's reserve.
-    async fn create_upload(&self, record: &UploadRecord, most: usize) -> Result<bool, MetaError> {
+    async fn create_upload(&self, record: &UploadRecord, most: usize) -> Result<Created, MetaError> {
         let json = serde_json::to_vec(record)?;
-        let (id, token) = (record.id.clone(), record.token.as_str().to_owned());
-        // Writes run one at a time, so the count holds until the insert.
+        let (id, token) = (record.id.clone(), record.token.clone());
+        let parts = match &record.kind {
+            UploadKind::Final { parts } => parts.clone(),
+            _ => Vec::new(),
+        };
+        // Writes run one at a time, so the count and the claims hold until
+        // the inserts.
         self.write("create_upload", move |t| {
-            let prefix = by_token_prefix(&token);
+            let prefix = by_token_prefix(token.as_str());
             if t.uploads_by_token.scan_prefix(&prefix).take(most).count() >= most {
-                return Ok(false);
+                return Ok(Created::TooMany);
+            }
+            let mut claimed = Vec::with_capacity(parts.len());
+            for part in &parts {
+                let Some(stored) = t.uploads.get(part.as_str())? else { return Ok(Created::PartTaken(part.clone())) };
+                let mut stored: UploadRecord = serde_json::from_slice(&stored)?;
+                if stored.token != token || stored.claimed_by.is_some() {
+                    return Ok(Created::PartTaken(part.clone()));
+                }
+                stored.claimed_by = Some(id.clone());
+                claimed.push((part, serde_json::to_vec(&stored)?));
+            }
+            for (part, json) in claimed {
+                t.uploads.insert(part.as_str(), json)?;
             }
             let mut key = prefix;
             key.extend_from_slice(id.as_str().as_bytes());
             t.uploads.insert(id.as_str(), json)?;
             t.uploads_by_token.insert(key, &[][..])?;
-            Ok(true)
+            Ok(Created::Created)
         })
         .await
     }
@@ -1720,6 +1764,16 @@ impl MetaStore for SledMeta {
             let mut key = by_token_prefix(old.token.as_str());
             key.extend_from_slice(id.as_str().as_bytes());
             t.uploads_by_token.remove(key)?;
+            if let UploadKind::Final { parts } = &old.kind {
+                for part in parts {
+                    let Some(stored) = t.uploads.get(part.as_str())? else { continue };
+                    let mut stored: UploadRecord = serde_json::from_slice(&stored)?;
+                    if stored.claimed_by.as_ref() == Some(&id) {
+                        stored.claimed_by = None;
+                        t.uploads.insert(part.as_str(), serde_json::to_vec(&stored)?)?;
+                    }
+                }
+            }
             Ok(true)
         })
         .await

@@ -20,6 +20,7 @@ use crate::state::AppState;
 pub async fn exchange(state: &AppState, id_token: &str) -> ApiResult<ExchangedToken> {
     let now = OffsetDateTime::now_utc();
     let verified = verify::verify(&state.oidc, id_token, now).await?;
+    trust::check_forms(&verified)?;
     let publishers = state.meta.publishers().await?;
     let publisher = trust::choose(&publishers, &verified)?;
     let ci = trust::identity(publisher, &verified);

@@ -47,7 +47,9 @@ fn path(what: &str, value: &str, max_segments: usize) -> ApiResult<()> {
     Ok(())
 }
 
-fn ref_patterns(refs: &Option<Vec<String>>) -> ApiResult<()> {
+/// `full_only`: every pattern names full refs (`refs/...`), as GitHub's
+/// `ref` claim is; GitLab's may be short (`main`).
+fn ref_patterns(refs: &Option<Vec<String>>, full_only: bool) -> ApiResult<()> {
     let Some(refs) = refs else { return Ok(()) };
     if refs.is_empty() {
         return Err(invalid("refs must name at least one ref (leave it out to allow any)"));
@@ -57,6 +59,131 @@ fn ref_patterns(refs: &Option<Vec<String>>) -> ApiResult<()> {
         if pattern.trim_end_matches('*').contains('*') {
             return Err(invalid(format!("ref pattern {pattern:?}: * is allowed only at the end")));
         }
+        let prefix = pattern.strip_suffix('*');
+        let valid = match prefix {
+            Some(prefix) => is_ref_prefix(prefix),
+            None => is_ref_name(pattern),
+        };
+        if !valid || (full_only && !pattern.starts_with("refs/")) {
+            return Err(invalid(format!(
+                "ref pattern {pattern:?} is not a ref name{} (git check-ref-format: no '..', '//', '@{{', spaces or ~^:?[\\)",
+                if full_only { " starting with refs/" } else { "" }
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Characters git never allows in a ref name (`git check-ref-format`).
+fn bad_ref_char(c: char) -> bool {
+    c.is_ascii_control() || matches!(c, ' ' | '~' | '^' | ':' | '?' | '*' | '[' | '\\') || !c.is_ascii()
+}
+
+/// A ref name git accepts (`git check-ref-format`): no component starting
+/// with `.` or ending in `.lock`, no `..`, `//`, `@{`, control characters,
+/// spaces or `~^:?*[\`, not `@`, not starting or ending with `/`, not ending
+/// with `.`. (Non-ASCII is refused too: no CI platform sends it.)
+pub fn is_ref_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && name != "@"
+        && !name.chars().any(bad_ref_char)
+        && !name.contains("..")
+        && !name.contains("//")
+        && !name.contains("@{")
+        && !name.starts_with('/')
+        && !name.ends_with('/')
+        && !name.ends_with('.')
+        && name.split('/').all(|c| !c.starts_with('.') && !c.ends_with(".lock"))
+}
+
+/// The part of a pattern before its `*`: a ref name, or the start of one.
+fn is_ref_prefix(prefix: &str) -> bool {
+    let whole = prefix.trim_end_matches('/');
+    !prefix.is_empty()
+        && !prefix.chars().any(bad_ref_char)
+        && !prefix.contains("..")
+        && !prefix.contains("//")
+        && !prefix.contains("@{")
+        && !prefix.starts_with('/')
+        && whole.split('/').all(|c| !c.starts_with('.'))
+}
+
+/// Lowercase hex of a git commit: 40 digits (SHA-1), or 64 (SHA-256).
+fn is_commit(value: &str) -> bool {
+    matches!(value.len(), 40 | 64) && value.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+fn is_number(value: &str) -> bool {
+    !value.is_empty() && value.len() <= 20 && value.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// An event or pipeline source as the platforms write them: `push`,
+/// `pull_request_target`, `merge_request_event`.
+fn is_event(value: &str) -> bool {
+    !value.is_empty() && value.len() <= 64 && value.bytes().all(|b| matches!(b, b'a'..=b'z' | b'_'))
+}
+
+/// `<path>@<ref>` with exactly one `@`, a path of clean segments (no empty,
+/// `.` or `..` one) and a full ref name.
+fn is_workflow_ref(value: &str, path_separator_ok: bool) -> bool {
+    let Some((path, git_ref)) = value.split_once('@') else { return false };
+    if git_ref.contains('@') || !git_ref.starts_with("refs/") || !is_ref_name(git_ref) {
+        return false;
+    }
+    // GitLab's `host/group/project//file`: one `//` between project and file.
+    let segments: Vec<&str> = match path.split_once("//") {
+        Some((project, file)) if path_separator_ok => project.split('/').chain(file.split('/')).collect(),
+        _ => path.split('/').collect(),
+    };
+    !path.chars().any(|c| c.is_control() || c == ' ')
+        && segments.len() >= 3
+        && segments.iter().all(|s| !s.is_empty() && *s != "." && *s != "..")
+}
+
+/// Every claim a minted token copies into the signed `pushed_by.ci` has the
+/// form its platform documents, or the exchange is refused naming the
+/// claim: a signed record never carries a commit that is not a commit, a run
+/// that is not a number, or a ref git would not accept.
+pub fn check_forms(verified: &Verified) -> Result<(), OidcError> {
+    let claims = &verified.claims;
+    let check = |claim: &'static str, ok: fn(&str) -> bool, form: &str| -> Result<(), OidcError> {
+        match claims.text(claim) {
+            Some(value) if !ok(&value) => Err(OidcError::invalid(
+                "claims",
+                format!("claim {claim} is not {form}: {}", crate::auth::bounded(&value)),
+            )),
+            _ => Ok(()),
+        }
+    };
+    let commit = "a commit (40 or 64 lowercase hex digits)";
+    let number = "a number";
+    match verified.issuer.config.kind {
+        IssuerKind::Github => {
+            check("sha", is_commit, commit)?;
+            for claim in ["run_id", "run_attempt", "run_number", "repository_id", "repository_owner_id"] {
+                check(claim, is_number, number)?;
+            }
+            check("ref", |v| v.starts_with("refs/") && is_ref_name(v), "a full ref name (refs/...)")?;
+            check("event_name", is_event, "an event name (lowercase letters and _)")?;
+            check("workflow_ref", |v| is_workflow_ref(v, false), "owner/repo/path@refs/...")?;
+            check("job_workflow_ref", |v| is_workflow_ref(v, false), "owner/repo/path@refs/...")?;
+        }
+        IssuerKind::Gitlab => {
+            check("sha", is_commit, commit)?;
+            for claim in ["pipeline_id", "job_id", "project_id", "namespace_id"] {
+                check(claim, is_number, number)?;
+            }
+            check(
+                "ref",
+                |v| !v.starts_with("refs/") && is_ref_name(&format!("refs/heads/{v}")),
+                "a branch or tag name",
+            )?;
+            check("ref_type", |v| v == "branch" || v == "tag", "branch or tag")?;
+            check("pipeline_source", is_event, "a pipeline source (lowercase letters and _)")?;
+            check("ci_config_ref_uri", |v| is_workflow_ref(v, true), "host/group/project//file@refs/...")?;
+        }
+        IssuerKind::Generic => {}
     }
     Ok(())
 }
@@ -77,13 +204,17 @@ fn check_github(trust: &GithubTrust) -> ApiResult<()> {
     if let Some(environment) = &trust.environment {
         text("github.environment", environment, 255)?;
     }
-    ref_patterns(&trust.refs)?;
+    ref_patterns(&trust.refs, true)?;
     if let Some(events) = &trust.allow_events {
         if events.is_empty() {
             return Err(invalid("allow_events must name at least one event (leave it out for the default)"));
         }
         for event in events {
-            text("an event name", event, 64)?;
+            if !is_event(event) {
+                return Err(invalid(format!(
+                    "allow_events: {event:?} is not an event name as GitHub writes it (lowercase letters and _)"
+                )));
+            }
         }
     }
     if let Some(reusable) = &trust.reusable_workflow {
@@ -110,7 +241,7 @@ fn check_gitlab(trust: &GitlabTrust) -> ApiResult<()> {
     if let Some(environment) = &trust.environment {
         text("gitlab.environment", environment, 255)?;
     }
-    ref_patterns(&trust.refs)
+    ref_patterns(&trust.refs, false)
 }
 
 fn check_generic(trust: &GenericTrust) -> ApiResult<()> {
@@ -211,7 +342,10 @@ fn ref_matches(patterns: &[String], value: &str) -> bool {
 /// `owner/repo/<rest>@ref` is `repository` (any case) and `rest` exactly,
 /// read up to the first `@` so that a ref cannot supply the path.
 fn workflow_path_is(reference: Option<&str>, repository: &str, rest: &str) -> bool {
-    let Some((path, _ref)) = reference.and_then(|r| r.split_once('@')) else { return false };
+    let Some((path, git_ref)) = reference.and_then(|r| r.split_once('@')) else { return false };
+    if git_ref.contains('@') {
+        return false;
+    }
     let mut segments = path.splitn(3, '/');
     let (Some(owner), Some(name), Some(tail)) = (segments.next(), segments.next(), segments.next()) else {
         return false;
@@ -270,11 +404,12 @@ fn match_gitlab(trust: &GitlabTrust, host: &str, checks: &mut Checks) -> Result<
         // `host/group/project//path@ref`: the pipeline's top configuration,
         // which may live in another project.
         checks.require("ci_config_ref_uri", |v| {
-            v.and_then(|v| v.split_once('@')).and_then(|(path, _)| path.split_once("//")).is_some_and(
-                |(project, file)| {
+            v.and_then(|v| v.split_once('@'))
+                .filter(|(_, git_ref)| !git_ref.contains('@'))
+                .and_then(|(path, _)| path.split_once("//"))
+                .is_some_and(|(project, file)| {
                     project.eq_ignore_ascii_case(&format!("{host}/{}", trust.project_path)) && file == config
-                },
-            )
+                })
         })?;
     }
     if let Some(environment) = &trust.environment {
@@ -430,6 +565,59 @@ mod tests {
             assert!(!workflow_path_is(Some(smuggled), "acme/web", rest), "{smuggled}");
         }
         assert!(!workflow_path_is(None, "acme/web", rest));
+    }
+
+    #[test]
+    fn refs_are_what_git_accepts() {
+        for good in ["refs/heads/main", "refs/tags/v1.2.3", "refs/pull/12/merge", "refs/heads/feature/a-b_c"] {
+            assert!(is_ref_name(good), "{good}");
+        }
+        for bad in [
+            "refs/heads/../tags/v1",
+            "refs/heads/a..b",
+            "refs//heads/main",
+            "refs/heads/main/",
+            "/refs/heads/main",
+            "refs/heads/.hidden",
+            "refs/heads/x.lock",
+            "refs/heads/x.",
+            "refs/heads/a b",
+            "refs/heads/a~1",
+            "refs/heads/a^",
+            "refs/heads/a:b",
+            "refs/heads/a?",
+            "refs/heads/a*",
+            "refs/heads/a[",
+            "refs/heads/a\\b",
+            "refs/heads/a@{1}",
+            "refs/heads/\u{0}",
+            "@",
+            "",
+        ] {
+            assert!(!is_ref_name(bad), "{bad:?}");
+        }
+        assert!(is_ref_prefix("refs/tags/v") && is_ref_prefix("refs/heads/"));
+        assert!(!is_ref_prefix("refs/tags/..") && !is_ref_prefix("refs/heads//"));
+    }
+
+    #[test]
+    fn workflow_refs_have_one_at_and_a_clean_path() {
+        assert!(is_workflow_ref("acme/web/.github/workflows/release.yml@refs/heads/main", false));
+        assert!(is_workflow_ref("gitlab.example.com/acme/web//.gitlab-ci.yml@refs/heads/main", true));
+        for bad in [
+            "acme/web/.github/workflows/release.yml@refs/heads/main@x",
+            "acme/web/.github/workflows/release.yml@@refs/heads/main",
+            "acme/web/../evil/.github/workflows/release.yml@refs/heads/main",
+            "acme/web/.github/workflows/release.yml@main",
+            "acme/web/.github/workflows/release.yml@refs/heads/a..b",
+            "acme/web/.github/workflows/release.yml",
+            "acme//.github/workflows/release.yml@refs/heads/main",
+        ] {
+            assert!(!is_workflow_ref(bad, false), "{bad}");
+        }
+        assert!(is_commit("0123456789abcdef0123456789abcdef01234567"));
+        assert!(!is_commit("0123456789ABCDEF0123456789abcdef01234567") && !is_commit("abc"));
+        assert!(is_event("pull_request_target") && !is_event("Pull_Request_Target") && !is_event("push "));
     }
 
     #[test]

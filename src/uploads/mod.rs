@@ -39,7 +39,7 @@ use self::store::{Check, UploadBytes, UploadStore};
 use crate::auth::Caller;
 use crate::blobs::{BodyStream, Stored, Upload};
 use crate::error::{ApiError, ApiResult};
-use crate::meta::{MetaStore, Updated};
+use crate::meta::{Created, MetaStore, Updated};
 use crate::state::AppState;
 
 /// Uploads one token may hold at once (unfinished, or finished and not yet
@@ -72,6 +72,9 @@ pub struct Creation {
     pub concat: Option<tus::Concat>,
     /// The uploads path of the repository (`/v1/repos/OWNER/NAME/uploads`).
     pub base: String,
+    /// The authorities an absolute URL of a final's part may name: those
+    /// this server answers at.
+    pub hosts: Vec<String>,
 }
 
 /// An upload after a request: its record, and the blob it made, if it did now.
@@ -243,7 +246,7 @@ pub async fn create(state: &AppState, caller: &Caller, repo: &RepoName, request:
             if request.length.is_some() {
                 return Err(invalid("a final upload takes no Upload-Length: it is the sum of its parts"));
             }
-            let parts = final_parts(state, caller, repo, urls, &request.base).await?;
+            let parts = final_parts(state, caller, repo, urls, &request.base, &request.hosts).await?;
             let length = parts.iter().try_fold(0u64, |sum, p| sum.checked_add(p.length)).unwrap_or(u64::MAX);
             let ids = parts.iter().map(|p| p.id.clone()).collect();
             (length, UploadKind::Final { parts: ids }, parts)
@@ -272,6 +275,14 @@ pub async fn create(state: &AppState, caller: &Caller, repo: &RepoName, request:
         return Err(ApiError::BlobTooLarge { limit });
     }
     let digest = digest.or_else(|| parts.first().and_then(|p| p.slot()).map(|s| s.digest));
+    // Here, each part is held from its claim to the final's end (a DELETE or
+    // PATCH of it waits); across replicas, the claim in the store decides.
+    let mut held = Vec::with_capacity(parts.len());
+    let mut ids: Vec<&UploadId> = parts.iter().map(|p| &p.id).collect();
+    ids.sort();
+    for id in ids {
+        held.push(state.uploads.claim(id).await?);
+    }
     let record = UploadRecord {
         id: UploadId::random(),
         token: caller.token.info.id.clone(),
@@ -285,12 +296,22 @@ pub async fn create(state: &AppState, caller: &Caller, repo: &RepoName, request:
         created: now(),
         expires: expiry(state),
         done: None,
+        claimed_by: None,
     };
-    if !state.meta.create_upload(&record, MAX_PER_TOKEN).await? {
-        return Err(ApiError::TooManyRequests {
-            reason: "this token holds as many uploads as it may; finish or delete some",
-            retry_after: 60,
-        });
+    match state.meta.create_upload(&record, MAX_PER_TOKEN).await? {
+        Created::Created => {}
+        Created::TooMany => {
+            return Err(ApiError::TooManyRequests {
+                reason: "this token holds as many uploads as it may; finish or delete some",
+                retry_after: 60,
+            });
+        }
+        // Another final took the part between the check above and now.
+        Created::PartTaken(part) => {
+            return Err(ApiError::UploadIncomplete(format!(
+                "partial upload {part} is being concatenated by another final upload, or is gone"
+            )));
+        }
     }
     match record.kind {
         UploadKind::Final { .. } => complete(state, caller, record, parts).await,
@@ -306,6 +327,7 @@ async fn final_parts(
     repo: &RepoName,
     urls: &[String],
     base: &str,
+    hosts: &[String],
 ) -> ApiResult<Vec<UploadRecord>> {
     if urls.is_empty() {
         return Err(invalid("Upload-Concat: final names at least one partial upload"));
@@ -314,13 +336,18 @@ async fn final_parts(
     let mut seen = HashSet::new();
     for (index, url) in urls.iter().enumerate() {
         let missing = || ApiError::UploadIncomplete(format!("part {index} ({url}) is not a partial upload of {repo}"));
-        let id: UploadId = tus::upload_in(url, base).and_then(|id| id.parse().ok()).ok_or_else(missing)?;
+        let id: UploadId = tus::upload_in(url, base, hosts).and_then(|id| id.parse().ok()).ok_or_else(missing)?;
         if !seen.insert(id.clone()) {
             return Err(invalid(format!("Upload-Concat: part {index} ({url}) is named twice")));
         }
         let part = state.meta.upload(&caller.token.info.id, &id).await?.ok_or_else(missing)?;
         if !part.is_partial() || part.repository != *repo || part.done.is_some() {
             return Err(missing());
+        }
+        if part.claimed_by.is_some() {
+            return Err(ApiError::UploadIncomplete(format!(
+                "part {index} ({url}) is being concatenated by another final upload"
+            )));
         }
         if part.offset < part.length {
             return Err(ApiError::UploadIncomplete(format!(
@@ -560,6 +587,10 @@ async fn forget(state: &AppState, record: &UploadRecord) {
 /// `DELETE`: the upload is discarded now.
 pub async fn terminate(state: &AppState, record: &UploadRecord) -> ApiResult<()> {
     let _busy = state.uploads.claim(&record.id).await?;
+    // A part a final is concatenating stays until that final ends.
+    if state.meta.upload(&record.token, &record.id).await?.is_some_and(|now| now.claimed_by.is_some()) {
+        return Err(ApiError::UploadBusy);
+    }
     if !state.meta.delete_upload(&record.id).await? {
         return Err(ApiError::UploadUnknown);
     }

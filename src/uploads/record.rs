@@ -99,6 +99,12 @@ pub struct UploadRecord {
     pub expires: OffsetDateTime,
     /// The blob it became, once complete.
     pub done: Option<Digest>,
+    /// For a partial upload: the final upload concatenating it now. Set
+    /// with the final's creation, in one write, so that two finals racing
+    /// over the same parts never both take them; cleared when that final
+    /// is deleted without finishing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_by: Option<UploadId>,
 }
 
 impl UploadRecord {
@@ -112,6 +118,16 @@ impl UploadRecord {
             _ => None,
         }
     }
+}
+
+/// What creating an upload did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Created {
+    Created,
+    /// Its token holds as many uploads as it may.
+    TooMany,
+    /// A final's part is gone, or already claimed by another final.
+    PartTaken(UploadId),
 }
 
 /// What a compare-and-set of an upload's record found.

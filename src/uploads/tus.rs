@@ -146,12 +146,23 @@ impl Concat {
 
 /// The upload a URL of a final upload names: its last path segment, when
 /// the URL's path is `base/ID` (`base` the uploads path of the repository,
-/// such as `/v1/repos/acme/web/uploads`). Absolute URLs are taken by path
-/// only: an upload is found by its id, and the id is checked to be this
-/// token's like any other.
-pub fn upload_in<'u>(url: &'u str, base: &str) -> Option<&'u str> {
-    let path = match url.find("://") {
-        Some(scheme) => &url[scheme + 3..][url[scheme + 3..].find('/')?..],
+/// such as `/v1/repos/acme/web/uploads`). A URL is a path, or an absolute
+/// http(s) URL whose authority is one this server answers at (`hosts`: the
+/// request's `Host`, the public URL's): a final never names another
+/// server's upload, even one whose id happens to match.
+pub fn upload_in<'u>(url: &'u str, base: &str, hosts: &[String]) -> Option<&'u str> {
+    let path = match url.split_once("://") {
+        Some((scheme, rest)) => {
+            if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+                return None;
+            }
+            let slash = rest.find('/')?;
+            let authority = &rest[..slash];
+            if authority.is_empty() || !hosts.iter().any(|h| h.eq_ignore_ascii_case(authority)) {
+                return None;
+            }
+            &rest[slash..]
+        }
         None => url,
     };
     let id = path.strip_prefix(base)?.strip_prefix('/')?;
@@ -198,11 +209,22 @@ mod tests {
         else {
             panic!("final")
         };
-        let ids: Vec<_> = urls.iter().map(|u| upload_in(u, base)).collect();
+        let hosts = ["h:1".to_owned()];
+        let ids: Vec<_> = urls.iter().map(|u| upload_in(u, base, &hosts)).collect();
         assert_eq!(ids, [Some("ab12"), Some("cd34")]);
-        assert_eq!(upload_in("/v1/repos/acme/other/uploads/ab12", base), None, "another repository's path");
-        assert_eq!(upload_in("/v1/repos/acme/web/uploads/ab/12", base), None);
-        assert_eq!(upload_in("/v1/repos/acme/web/uploads/", base), None);
+        assert_eq!(upload_in("/v1/repos/acme/other/uploads/ab12", base, &hosts), None, "another repository's path");
+        assert_eq!(upload_in("/v1/repos/acme/web/uploads/ab/12", base, &hosts), None);
+        assert_eq!(upload_in("/v1/repos/acme/web/uploads/", base, &hosts), None);
+        for foreign in [
+            "http://evil.example/v1/repos/acme/web/uploads/ab12",
+            "http://h:2/v1/repos/acme/web/uploads/ab12",
+            "http://h/v1/repos/acme/web/uploads/ab12",
+            "ftp://h:1/v1/repos/acme/web/uploads/ab12",
+            "http:///v1/repos/acme/web/uploads/ab12",
+        ] {
+            assert_eq!(upload_in(foreign, base, &hosts), None, "{foreign}");
+        }
+        assert_eq!(upload_in("HTTPS://H:1/v1/repos/acme/web/uploads/ab12", base, &hosts), Some("ab12"));
         for bad in ["final;", "final", "partial;", "Final;/x", "", "final; "] {
             assert!(Concat::parse(bad).is_err(), "{bad:?}");
         }
@@ -222,7 +244,7 @@ mod tests {
             let _ = Metadata::parse(&value);
             let _ = Concat::parse(&value);
             let _ = parse_number("Upload-Length", &value);
-            let _ = upload_in(&value, "/v1/repos/a/b/uploads");
+            let _ = upload_in(&value, "/v1/repos/a/b/uploads", &["h".to_owned()]);
         }
     }
 }

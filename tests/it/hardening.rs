@@ -221,6 +221,57 @@ async fn uploads_past_the_limits_get_429_before_their_body_is_read() {
     assert_eq!(raw.0, 400, "a Content-Length that is not a number");
 }
 
+/// 500 uploads stalled by 20 tokens (the attack, turn 3) at the default
+/// limits (256 uploads, 32 a token): the more slots a token holds, the more
+/// it must leave free, so another token's small pushes, four at a time,
+/// all go through while the stalls last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stalled_uploads_of_some_tokens_never_hold_every_slot() {
+    use futures_util::StreamExt;
+    let server = TestServer::builder().arg("--body-idle-timeout=30").start().await;
+    let mut stallers = Vec::new();
+    for _ in 0..20 {
+        stallers.push(server.token(&[(REPO, &["push"])]).await);
+    }
+    let pusher = server.token(&[(REPO, &["push", "pull"])]).await;
+    let addr = server.addr;
+    let stalled = tokio::task::spawn_blocking(move || {
+        let mut streams = Vec::new();
+        for round in 0..25 {
+            for token in &stallers {
+                streams.push(stalled_upload(addr, token, 1 << 20, 1024));
+            }
+            if round % 5 == 4 {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        // Which of them were refused at once (429) and which hold a slot.
+        streams.into_iter().map(|mut s| (response_status(&mut s, Duration::from_millis(5)), s)).collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    let holding = stalled.iter().filter(|(status, _)| status.is_none()).count();
+    let refused = stalled.iter().filter(|(status, _)| *status == Some(429)).count();
+    assert_eq!(holding + refused, 500, "every stalled upload either holds a slot or got 429");
+    assert!(holding <= 256 - 32, "{holding} uploads hold slots: too few left for others");
+    let started = Instant::now();
+    let mut pushes = futures_util::stream::iter((0..40u64).map(|i| {
+        let server = &server;
+        let pusher = pusher.clone();
+        async move { push(server, &pusher, REPO, data(4096, 1000 + i)).await }
+    }))
+    .buffer_unordered(4);
+    let mut pushed = 0;
+    while let Some(_digest) = pushes.next().await {
+        pushed += 1;
+    }
+    assert_eq!(pushed, 40);
+    assert!(started.elapsed() < Duration::from_secs(10), "pushes took {:?}", started.elapsed());
+    println!("{holding} stalled uploads held slots, {refused} refused; 40 other pushes in {:?}", started.elapsed());
+    drop(stalled);
+}
+
 /// hyper answers an unparsable request head itself, before a request exists:
 /// that answer gets the JSON body of every other error, and bytes that only
 /// look like it (a blob holding exactly hyper's bare answer) are never touched.

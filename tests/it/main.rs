@@ -23,5 +23,6 @@ mod retention_store;
 mod schemathesis;
 mod scrub;
 mod tokens;
+mod trust;
 mod ui;
 mod uploads;

@@ -191,9 +191,16 @@ async fn every_check_of_the_exchange_is_made(backend: Backend) {
     .await;
     untrusted(&server, &issuer.sign("rsa-1", &with(fresh(), json!({"event_name": "workflow_run"}))), "event_name")
         .await;
+    // A workflow path smuggled in a ref: no ref git accepts can carry it
+    // (a component starting with '.'), so the claims are refused by form.
     let smuggled = "acme/web/.github/workflows/other.yml@refs/heads/x/.github/workflows/release.yml";
     let claims = with(fresh(), json!({"workflow_ref": smuggled, "ref": "refs/heads/x/.github/workflows/release.yml"}));
-    untrusted(&server, &issuer.sign("rsa-1", &claims), "workflow_ref").await;
+    refused(&server, &issuer.sign("rsa-1", &claims), "claim ref is not").await;
+    refused(&server, &issuer.sign("rsa-1", &with(fresh(), json!({"workflow_ref": smuggled}))), "claim workflow_ref is not")
+        .await;
+    let other_workflow = "acme/web/.github/workflows/other.yml@refs/heads/main";
+    untrusted(&server, &issuer.sign("rsa-1", &with(fresh(), json!({"workflow_ref": other_workflow}))), "workflow_ref")
+        .await;
     untrusted(&server, &issuer.sign("rsa-1", &with(fresh(), json!({"ref": "refs/heads/feature"}))), "ref").await;
     untrusted(&server, &issuer.sign("rsa-1", &with(fresh(), json!({"environment": "staging"}))), "environment").await;
     untrusted(&server, &issuer.sign("rsa-1", &with(fresh(), json!({"environment": null}))), "environment").await;
@@ -234,6 +241,57 @@ async fn every_check_of_the_exchange_is_made(backend: Backend) {
     );
     let metrics = server.http.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("amber_oidc_exchanges_total{outcome=\"minted\"} 5"), "{metrics}");
+}
+
+/// Every claim copied into the signed `pushed_by.ci` has GitHub's documented
+/// form, and the claims matched against a publisher compare exactly (the
+/// attack, turn 3): case, one `@`, no `..` in a ref. Publishers' ref
+/// patterns are refs too.
+#[tokio::test]
+async fn claims_signed_into_manifests_have_their_documented_form() {
+    let issuer = FakeIssuer::start().await;
+    let (server, _config) = server_trusting(Backend::Embedded, &[("github", &issuer, "github")]).await;
+    create_publisher(&server, &github_publisher()).await;
+    let sign = |changes: Value| issuer.sign("rsa-1", &with(issuer.github_claims(), changes));
+    minted(&server, &sign(json!({}))).await;
+    for (claim, value) in [
+        ("sha", json!("0123456789abcdef")),
+        ("sha", json!("0123456789ABCDEF0123456789abcdef01234567")),
+        ("sha", json!("0123456789abcdef0123456789abcdef0123456z")),
+        ("run_id", json!("4711x")),
+        ("run_id", json!("-4711")),
+        ("run_attempt", json!("1.5")),
+        ("ref", json!("main")),
+        ("ref", json!("refs/heads/main/../../tags/v1")),
+        ("ref", json!("refs/tags/v1 ")),
+        ("ref", json!("refs/heads/ma~in")),
+        ("event_name", json!("PUSH")),
+        ("event_name", json!("Pull_Request_Target")),
+        ("workflow_ref", json!("acme/web/.github/workflows/release.yml@refs/heads/main@evil")),
+        ("workflow_ref", json!("acme/web/.github/workflows/release.yml@@refs/heads/main")),
+        ("workflow_ref", json!("acme/web/../web/.github/workflows/release.yml@refs/heads/main")),
+        ("job_workflow_ref", json!("acme/web/.github/workflows/release.yml@refs/heads/a..b")),
+    ] {
+        refused(&server, &sign(json!({ claim: value })), &format!("claim {claim} is not")).await;
+    }
+    // Numbers as JSON numbers are as good as digits in a string.
+    minted(&server, &sign(json!({"run_id": 4711, "run_attempt": 2}))).await;
+    // Exact comparison: a ref that differs in case is another ref.
+    untrusted(&server, &sign(json!({"ref": "refs/heads/Main"})), "ref").await;
+    untrusted(&server, &sign(json!({"ref": "refs/tagsX/v1"})), "ref").await;
+    // Patterns that are not refs are refused at creation.
+    for refs in
+        [json!(["refs/heads/../tags/*"]), json!(["main"]), json!(["refs/heads//main"]), json!(["refs/heads/a b"])]
+    {
+        let mut body = github_publisher();
+        body["github"]["refs"] = refs.clone();
+        let response = server.request(Method::POST, "/v1/publishers", &server.admin).json(&body).send().await.unwrap();
+        expect_error(response, StatusCode::BAD_REQUEST, "request_invalid").await;
+    }
+    let mut body = github_publisher();
+    body["github"]["allow_events"] = json!(["Push"]);
+    let response = server.request(Method::POST, "/v1/publishers", &server.admin).json(&body).send().await.unwrap();
+    expect_error(response, StatusCode::BAD_REQUEST, "request_invalid").await;
 }
 
 /// A minted token pushes with its claims signed into the manifest, cannot
@@ -472,7 +530,7 @@ async fn gitlab_and_generic_publishers() {
         "sub": "project_path:acme/api:ref_type:branch:ref:main",
         "namespace_id": "7", "namespace_path": "acme", "project_id": "42", "project_path": "acme/api",
         "pipeline_id": "900", "pipeline_source": "push", "job_id": "901", "ref": "main", "ref_type": "branch",
-        "ref_protected": "true", "sha": "89abcdef", "ci_config_ref_uri": format!("{host}/acme/api//.gitlab-ci.yml@refs/heads/main"),
+        "ref_protected": "true", "sha": "89abcdef0123456789abcdef0123456789abcdef", "ci_config_ref_uri": format!("{host}/acme/api//.gitlab-ci.yml@refs/heads/main"),
     });
     let signed = |changes: Value| {
         let mut claims = with(base.clone(), changes);
@@ -489,6 +547,18 @@ async fn gitlab_and_generic_publishers() {
     untrusted(&server, &signed(json!({"project_id": "43"})), "project_id").await;
     let elsewhere = format!("{host}/evil/pipelines//.gitlab-ci.yml@refs/heads/main");
     untrusted(&server, &signed(json!({"ci_config_ref_uri": elsewhere})), "ci_config_ref_uri").await;
+    // Claims copied into signed manifests have GitLab's documented form.
+    for (claim, value) in [
+        ("sha", json!("89abcdef")),
+        ("pipeline_id", json!("900; rm")),
+        ("job_id", json!("-1")),
+        ("ref", json!("main/../../tags/v1")),
+        ("ref_type", json!("branchy")),
+        ("pipeline_source", json!("Push")),
+        ("ci_config_ref_uri", json!(format!("{host}/acme/api//.gitlab-ci.yml@refs/heads/main@x"))),
+    ] {
+        refused(&server, &signed(json!({ claim: value })), &format!("claim {claim} is not")).await;
+    }
 
     create_publisher(&server, &json!({
         "name": "buildkite", "issuer": "buildkite",

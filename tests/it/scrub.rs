@@ -104,6 +104,20 @@ async fn rot_is_quarantined_never_served_and_healed_by_upload(backend: Backend) 
         server.request(Method::GET, "/v1/storage", &server.admin).send().await.unwrap().json().await.unwrap();
     assert_eq!(storage["quarantined"], 3, "{storage}");
 
+    // A manifest naming quarantined bytes is refused like one naming missing
+    // ones, each listed, so that the client sends them again.
+    let manifest = json!({"files": [
+        {"path": "a.bin", "digest": flipped, "size": blobs[0].len()},
+        {"path": "d.bin", "digest": intact, "size": blobs[3].len()},
+    ]});
+    let tag = |t: &str| format!("/v1/repos/acme/web/tags/{t}");
+    let refused = server.request(Method::PUT, &tag("q1"), &token).json(&manifest).send().await.unwrap();
+    let body = expect_error(refused, StatusCode::BAD_REQUEST, "manifest_blob_unknown").await;
+    let listed = body["error"]["detail"]["missing"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{body}");
+    assert_eq!(listed[0]["digest"], json!(flipped));
+    assert_eq!(listed[0]["quarantined"], json!(true));
+
     // Healing: the client sends them again.
     for bytes in &blobs[..3] {
         let (_, status) = put(&server, &token, bytes).await;
@@ -117,6 +131,8 @@ async fn rot_is_quarantined_never_served_and_healed_by_upload(backend: Backend) 
         assert_eq!(head.status(), StatusCode::OK);
     }
     assert_eq!(scrub(&server).await["corrupt"], json!([]));
+    let bound = server.request(Method::PUT, &tag("q1"), &token).json(&manifest).send().await.unwrap();
+    assert_eq!(bound.status(), StatusCode::CREATED, "healed, the manifest binds");
     let kinds: Vec<String> =
         server.audit_events().await.iter().map(|e| e["kind"].as_str().unwrap().to_owned()).collect();
     assert_eq!(kinds.iter().filter(|k| *k == "blob_corrupt").count(), 3);

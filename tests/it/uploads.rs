@@ -601,6 +601,146 @@ on_both_backends!(
     amber_push_sends_large_files_in_parts_and_resumes,
 );
 
+/// Finals racing over the same parts (the attack, turn 3): eight at once,
+/// twenty times. One binds the parts; the others are told the parts are
+/// taken (`upload_incomplete`), never a `500`; a part deleted while a final
+/// concatenates it is refused (`423`) or, deleted before, makes the final
+/// fail cleanly, and what was stored is whole either way.
+async fn finals_racing_over_the_same_parts_bind_them_once(backend: Backend) {
+    let server = TestServer::on(backend).await;
+    let token = server.token(&[("acme/web", &["push", "pull"])]).await;
+    for round in 0..20u64 {
+        let bytes = data(3 * 200_000, 100 + round);
+        let digest = format!("blake3:{}", blake3::hash(&bytes));
+        let mut urls = Vec::new();
+        for part in bytes.chunks(200_000) {
+            let url = created(&server, &token, part.len(), "", Some("partial")).await;
+            assert_eq!(patch(&server, &token, &url, 0, part).await.status(), StatusCode::NO_CONTENT);
+            urls.push(url);
+        }
+        let concat = format!("final;{}", urls.join(" "));
+        let finals =
+            (0..8).map(|_| tus(&server, Method::POST, UPLOADS, &token).header("Upload-Concat", &concat).send());
+        let answers = futures_util::future::join_all(finals).await;
+        let mut created_count = 0;
+        for answer in answers {
+            let answer = answer.unwrap();
+            match answer.status() {
+                StatusCode::CREATED => {
+                    created_count += 1;
+                    assert_eq!(answer.headers()["amber-blob-digest"].to_str().unwrap(), digest);
+                }
+                _ => {
+                    expect_error(answer, StatusCode::BAD_REQUEST, "upload_incomplete").await;
+                }
+            }
+        }
+        assert_eq!(created_count, 1, "round {round}: the parts bound once");
+        assert_eq!(blob(&server, &token, &digest).await, bytes);
+    }
+
+    // A part deleted while finals concatenate it.
+    for round in 0..10u64 {
+        let bytes = data(2 * 4 * MIB, 200 + round);
+        let digest = format!("blake3:{}", blake3::hash(&bytes));
+        let mut urls = Vec::new();
+        for part in bytes.chunks(4 * MIB) {
+            let url = created(&server, &token, part.len(), "", Some("partial")).await;
+            assert_eq!(patch(&server, &token, &url, 0, part).await.status(), StatusCode::NO_CONTENT);
+            urls.push(url);
+        }
+        let concat = format!("final;{}", urls.join(" "));
+        let final_request = tus(&server, Method::POST, UPLOADS, &token).header("Upload-Concat", &concat).send();
+        let delete = async {
+            tokio::time::sleep(Duration::from_millis(round * 3)).await;
+            tus(&server, Method::DELETE, &urls[1], &token).send().await.unwrap()
+        };
+        let (done, deleted) = tokio::join!(final_request, delete);
+        let done = done.unwrap();
+        match (done.status(), deleted.status()) {
+            // The final won: the part was consumed or held while it was.
+            (StatusCode::CREATED, StatusCode::LOCKED | StatusCode::NOT_FOUND) => {
+                assert_eq!(blob(&server, &token, &digest).await, bytes);
+            }
+            // The DELETE won: the final is refused cleanly, nothing linked.
+            (status, StatusCode::NO_CONTENT) => {
+                assert!(matches!(status.as_u16(), 400 | 410), "round {round}: final answered {status}");
+                let body: serde_json::Value = done.json().await.unwrap();
+                assert!(["upload_incomplete", "upload_gone"].contains(&body["error"]["code"].as_str().unwrap()));
+                let head = server
+                    .request(Method::HEAD, &format!("/v1/repos/acme/web/blobs/{digest}"), &token)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(head.status(), StatusCode::NOT_FOUND);
+            }
+            other => panic!("round {round}: final and DELETE answered {other:?}"),
+        }
+    }
+}
+
+/// The headers the attack sent that the server used to take.
+async fn ambiguous_tus_requests_are_refused(backend: Backend) {
+    let server = TestServer::on(backend).await;
+    let token = server.token(&[("acme/web", &["push", "pull"])]).await;
+    // Upload-Length: 0 with a body: which is it?
+    let zero = tus(&server, Method::POST, UPLOADS, &token)
+        .header("Upload-Length", "0")
+        .header("Content-Type", "application/offset+octet-stream")
+        .body(b"surprise".to_vec())
+        .send()
+        .await
+        .unwrap();
+    let body = expect_error(zero, StatusCode::BAD_REQUEST, "request_invalid").await;
+    assert!(body["error"]["message"].as_str().unwrap().contains("Upload-Length is 0"), "{body}");
+    let zero =
+        tus(&server, Method::POST, UPLOADS, &token).header("Upload-Length", "0").body(b"x".to_vec()).send().await;
+    expect_error(zero.unwrap(), StatusCode::BAD_REQUEST, "request_invalid").await;
+    // A header given twice.
+    let twice = tus(&server, Method::POST, UPLOADS, &token)
+        .header("Upload-Length", "10")
+        .header("Upload-Length", "20")
+        .send()
+        .await
+        .unwrap();
+    let body = expect_error(twice, StatusCode::BAD_REQUEST, "request_invalid").await;
+    assert!(body["error"]["message"].as_str().unwrap().contains("more than once"), "{body}");
+    let url = created(&server, &token, 10, "", None).await;
+    let twice = tus(&server, Method::PATCH, &url, &token)
+        .header("Upload-Offset", "0")
+        .header("Upload-Offset", "5")
+        .header("Content-Type", "application/offset+octet-stream")
+        .body(b"0123456789".to_vec())
+        .send()
+        .await
+        .unwrap();
+    expect_error(twice, StatusCode::BAD_REQUEST, "request_invalid").await;
+    assert_eq!(offset(&server, &token, &url).await, 0, "nothing of it was stored");
+    // A final naming a part by another host's URL; by this server's, taken.
+    let part = created(&server, &token, 3, "", Some("partial")).await;
+    assert_eq!(patch(&server, &token, &part, 0, b"abc").await.status(), StatusCode::NO_CONTENT);
+    for foreign in [
+        format!("http://evil.example{part}"),
+        format!("http://127.0.0.1:1{part}"),
+        format!("ftp://{}{part}", server.addr),
+    ] {
+        let refused = tus(&server, Method::POST, UPLOADS, &token)
+            .header("Upload-Concat", format!("final;{foreign}"))
+            .send()
+            .await
+            .unwrap();
+        expect_error(refused, StatusCode::BAD_REQUEST, "upload_incomplete").await;
+    }
+    let done = tus(&server, Method::POST, UPLOADS, &token)
+        .header("Upload-Concat", format!("final;{}", server.url(&part)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), StatusCode::CREATED);
+}
+
+on_both_backends!(finals_racing_over_the_same_parts_bind_them_once, ambiguous_tus_requests_are_refused,);
+
 on_both_backends!(
     real_clients_upload_blobs_that_b3sum_confirms,
     parts_are_checked_on_arrival_against_their_chaining_values,

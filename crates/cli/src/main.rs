@@ -14,7 +14,7 @@ use amber_cli::client::Client;
 use amber_cli::error::{CliError, Result};
 use amber_cli::push::{self, Progress};
 use amber_cli::reference::Reference;
-use amber_cli::{bench, keys, pull};
+use amber_cli::{bench, keys, pull, transparency};
 use amber_core::audit::ChainVerifier;
 use amber_core::dsse::Envelope;
 use amber_core::manifest::Expected;
@@ -31,6 +31,7 @@ Examples:
   amber verify --key amber-keys.json envelope.json --dir ./release
   amber token create --name web-ci --pipeline acme/web --grant 'acme/web=push,pull' --expires-in 86400
   amber audit verify --key amber-keys.json
+  amber log trust amber.example.com/log --key new-amber-keys.json   # after a confirmed log key change
   amber retention set 'acme/*' --keep-last 20 --keep-days 30 --keep-tags 'v*' --untagged-days 7
   amber retention plan acme/web
   amber tag hold acme/web:1.4.2 --reason 'audit 2026-Q4'
@@ -128,6 +129,10 @@ enum Command {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The transparency logs this client holds: which key each is held
+    /// under, and the newest checkpoint seen (local; no server is asked).
+    #[command(subcommand)]
+    Log(LogCommand),
     /// Retention policies: which tags expire, which untagged blobs are unlinked (admin).
     #[command(subcommand)]
     Retention(RetentionCommand),
@@ -321,6 +326,34 @@ enum TagCommand {
 }
 
 #[derive(Subcommand)]
+enum LogCommand {
+    /// Every log held: origin, key and checkpoint size.
+    List {
+        #[arg(long, value_name = "FILE", env = "AMBER_LOG_STATE")]
+        log_state: Option<PathBuf>,
+    },
+    /// Hold ORIGIN under the log key in FILE from now on (after its operator
+    /// confirmed that the store's log key really changed). The checkpoint
+    /// held stays: the next pull must still extend it.
+    Trust {
+        /// The log's origin, as the refusal named it.
+        origin: String,
+        /// The store's new key file (`amberd keys export`, or `GET /v1/keys`).
+        #[arg(long = "key", value_name = "FILE", required = true)]
+        keys: Vec<PathBuf>,
+        #[arg(long, value_name = "FILE", env = "AMBER_LOG_STATE")]
+        log_state: Option<PathBuf>,
+    },
+    /// Stop holding ORIGIN: the next pull holds the first checkpoint it is
+    /// shown (for a store that really started over).
+    Forget {
+        origin: String,
+        #[arg(long, value_name = "FILE", env = "AMBER_LOG_STATE")]
+        log_state: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
 enum AuditCommand {
     /// Walk the whole chain and check every link and the signed checkpoint.
     Verify {
@@ -350,6 +383,54 @@ async fn publisher_command(client: &Client, command: PublisherCommand) -> Result
             let publisher = client.delete_publisher(&id).await?;
             eprintln!("deleted publisher {} ({})", publisher.id, publisher.name);
             Ok(())
+        }
+    }
+}
+
+/// `--log-state`, else the default place.
+fn state_path(given: Option<PathBuf>) -> Result<PathBuf> {
+    given
+        .or_else(transparency::default_state_path)
+        .ok_or_else(|| CliError::Usage("no home directory for the log state: pass --log-state FILE".into()))
+}
+
+async fn log_command(command: LogCommand) -> Result<()> {
+    match command {
+        LogCommand::List { log_state } => {
+            let path = state_path(log_state)?;
+            let locked = transparency::Locked::open(&path).await?;
+            let logs: Vec<serde_json::Value> = locked
+                .state
+                .logs
+                .iter()
+                .map(|(origin, held)| serde_json::json!({ "origin": origin, "vkey": held.vkey, "size": held.size }))
+                .collect();
+            print_json(&logs)
+        }
+        LogCommand::Trust { origin, keys: key_files, log_state } => {
+            let vkeys = keys::load_log(&key_files)?;
+            let path = state_path(log_state)?;
+            let before = transparency::trust(&path, &origin, &vkeys).await?;
+            let now = transparency::Locked::open(&path).await?.state.logs.get(&origin).map(|h| h.vkey.clone());
+            match before {
+                Some(old) if Some(&old) == now.as_ref() => eprintln!("{origin} was already held under {old}"),
+                Some(old) => eprintln!(
+                    "{origin} is now held under {}; was {old}. The checkpoint held stays: the next pull must extend it",
+                    now.unwrap_or_default()
+                ),
+                None => eprintln!("{origin} is now held under {}", now.unwrap_or_default()),
+            }
+            Ok(())
+        }
+        LogCommand::Forget { origin, log_state } => {
+            let path = state_path(log_state)?;
+            match transparency::forget(&path, &origin).await? {
+                Some(held) => {
+                    eprintln!("forgot {origin} (held under {} at {} entries)", held.vkey, held.size);
+                    Ok(())
+                }
+                None => Err(CliError::Usage(format!("{origin} is not held in {}", path.display()))),
+            }
         }
     }
 }
@@ -446,10 +527,7 @@ async fn run(cli: Cli) -> Result<()> {
                 }
                 None
             } else {
-                let state = log_state.or_else(amber_cli::transparency::default_state_path).ok_or_else(|| {
-                    CliError::Usage("no home directory for the log state: pass --log-state FILE".into())
-                })?;
-                Some(pull::LogCheck { vkeys, state, save_receipt })
+                Some(pull::LogCheck { vkeys, state: state_path(log_state)?, save_receipt })
             };
             let report = pull::pull(&client, &reference, &keys, &dir, json, log.as_ref()).await?;
             if json {
@@ -567,6 +645,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Publisher(command) => publisher_command(&client, command).await?,
+        Command::Log(command) => log_command(command).await?,
         Command::Audit(AuditCommand::Verify { keys: key_files }) => {
             let (keys, vkeys) = if key_files.is_empty() {
                 let list = client.keys().await?;

@@ -139,8 +139,15 @@ async fn check_log(
     verified: &VerifiedManifest,
 ) -> Result<LogReport> {
     let tag = &verified.payload.tag;
-    let text = client.tag_receipt(repo, tag).await?;
-    let (checkpoint, index) = transparency::check_receipt(&check.vkeys, &text, repo, tag, &verified.digest)?;
+    let mut text = client.tag_receipt(repo, tag).await?;
+    let (mut checkpoint, mut index) = transparency::check_receipt(&check.vkeys, &text, repo, tag, &verified.digest)?;
+    // Another pull on this machine may have held a newer checkpoint since
+    // the server answered: asked once more, an honest store answers one at
+    // least as new; a replay of an old history does not.
+    if transparency::held_size(&check.state, &checkpoint.origin).is_some_and(|held| held > checkpoint.size) {
+        text = client.tag_receipt(repo, tag).await?;
+        (checkpoint, index) = transparency::check_receipt(&check.vkeys, &text, repo, tag, &verified.digest)?;
+    }
     let extends = transparency::advance(client, &check.state, &check.vkeys, &checkpoint).await?;
     if let Some(path) = &check.save_receipt {
         std::fs::write(path, &text).map_err(|e| CliError::io(format!("writing {}", path.display()), e))?;

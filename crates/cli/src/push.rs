@@ -97,90 +97,109 @@ pub async fn push(
         unique.entry(*digest).or_insert(file);
     }
     let all: Vec<Digest> = unique.keys().copied().collect();
-    let missing = client.missing(repo, &all).await?;
-    let to_upload: Vec<(Digest, LocalFile)> = missing.iter().map(|d| (*d, unique[d].clone())).collect();
-    let upload_bytes: u64 = to_upload.iter().map(|(_, f)| f.size).sum();
+    let (mut uploaded, mut uploaded_bytes, mut round) = (0usize, 0u64, 0);
+    let (digest, created) = loop {
+        let missing = client.missing(repo, &all).await?;
+        let to_upload: Vec<(Digest, LocalFile)> = missing.iter().map(|d| (*d, unique[d].clone())).collect();
+        let upload_bytes: u64 = to_upload.iter().map(|(_, f)| f.size).sum();
 
-    let bar = match progress {
-        Progress::Bar => {
-            let bar = indicatif::ProgressBar::new(upload_bytes);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-                )
-                .expect("valid template")
-                .progress_chars("=> "),
+        let bar = match progress {
+            Progress::Bar => {
+                let bar = indicatif::ProgressBar::new(upload_bytes);
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                    )
+                    .expect("valid template")
+                    .progress_chars("=> "),
+                );
+                bar.set_message(format!("uploading {} of {} files", to_upload.len(), files.len()));
+                Some(bar)
+            }
+            _ => None,
+        };
+        if progress == Progress::Lines {
+            eprintln!(
+                "{} files, {} bytes; {} to upload ({} bytes)",
+                files.len(),
+                total_bytes,
+                to_upload.len(),
+                upload_bytes
             );
-            bar.set_message(format!("uploading {} of {} files", to_upload.len(), files.len()));
-            Some(bar)
         }
-        _ => None,
-    };
-    if progress == Progress::Lines {
-        eprintln!(
-            "{} files, {} bytes; {} to upload ({} bytes)",
-            files.len(),
-            total_bytes,
-            to_upload.len(),
-            upload_bytes
-        );
-    }
-    let counter = Arc::new(bar.clone());
-    let plans = &plans;
-    futures_util::stream::iter(to_upload.iter().map(|(digest, file)| {
-        let counter = counter.clone();
-        async move {
-            let on_bytes = move |n| {
-                if let Some(bar) = counter.as_ref() {
-                    bar.inc(n);
+        let counter = Arc::new(bar.clone());
+        let plans = &plans;
+        futures_util::stream::iter(to_upload.iter().map(|(digest, file)| {
+            let counter = counter.clone();
+            async move {
+                let on_bytes = move |n| {
+                    if let Some(bar) = counter.as_ref() {
+                        bar.inc(n);
+                    }
+                };
+                match plans.get(digest) {
+                    Some((part_size, cvs)) => {
+                        let (file, size, parallel) = (&file.source, file.size, parts.parallel);
+                        crate::resumable::upload(client, repo, file, size, *digest, *part_size, cvs, parallel, on_bytes)
+                            .await?
+                    }
+                    None => {
+                        client.put_blob_file(repo, digest, &file.source, file.size, on_bytes).await?;
+                    }
                 }
-            };
-            match plans.get(digest) {
-                Some((part_size, cvs)) => {
-                    let (file, size, parallel) = (&file.source, file.size, parts.parallel);
-                    crate::resumable::upload(client, repo, file, size, *digest, *part_size, cvs, parallel, on_bytes)
-                        .await?
+                if progress == Progress::Lines {
+                    eprintln!("uploaded {} ({} bytes)", file.path, file.size);
                 }
-                None => {
-                    client.put_blob_file(repo, digest, &file.source, file.size, on_bytes).await?;
-                }
+                Ok::<_, CliError>(())
             }
-            if progress == Progress::Lines {
-                eprintln!("uploaded {} ({} bytes)", file.path, file.size);
-            }
-            Ok::<_, CliError>(())
+        }))
+        .buffer_unordered(UPLOAD_CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await?;
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
         }
-    }))
-    .buffer_unordered(UPLOAD_CONCURRENCY)
-    .try_collect::<Vec<()>>()
-    .await?;
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
 
-    let manifest = ManifestRequest {
-        files: files
-            .iter()
-            .zip(&digests)
-            .map(|(f, d)| FileEntry { path: f.path.clone(), digest: *d, size: f.size })
-            .collect(),
-        annotations,
+        let manifest = ManifestRequest {
+            files: files
+                .iter()
+                .zip(&digests)
+                .map(|(f, d)| FileEntry { path: f.path.clone(), digest: *d, size: f.size })
+                .collect(),
+            annotations: annotations.clone(),
+        };
+        let bound = client.put_tag(repo, tag, &manifest).await;
+        uploaded += to_upload.len();
+        uploaded_bytes += upload_bytes;
+        // Bytes the server lost since it listed what was missing (quarantined
+        // by its scrub, or unlinked): asked again, uploaded again, once.
+        if let Err(CliError::Api { code, .. }) = &bound
+            && code == "manifest_blob_unknown"
+            && round == 0
+        {
+            eprintln!("amber: the server no longer has some of the files; uploading them again");
+            round += 1;
+            continue;
+        }
+        let (_, digest, created) = bound.map_err(|err| match err {
+            CliError::Conflict { status, code, detail, .. } if code == "tag_exists" => CliError::Conflict {
+                status,
+                code,
+                message: format!("{repo}:{tag} is already bound to other content; tags never move, so push a new tag"),
+                detail,
+            },
+            CliError::Conflict { status, code, detail, .. } if code == "tag_expired" => CliError::Conflict {
+                status,
+                code,
+                message: format!(
+                    "{repo}:{tag} has expired; an expired tag's name is never bound again, so push a new tag"
+                ),
+                detail,
+            },
+            other => other,
+        })?;
+        break (digest, created);
     };
-    let (_, digest, created) = client.put_tag(repo, tag, &manifest).await.map_err(|err| match err {
-        CliError::Conflict { status, code, detail, .. } if code == "tag_exists" => CliError::Conflict {
-            status,
-            code,
-            message: format!("{repo}:{tag} is already bound to other content; tags never move, so push a new tag"),
-            detail,
-        },
-        CliError::Conflict { status, code, detail, .. } if code == "tag_expired" => CliError::Conflict {
-            status,
-            code,
-            message: format!("{repo}:{tag} has expired; an expired tag's name is never bound again, so push a new tag"),
-            detail,
-        },
-        other => other,
-    })?;
     Ok(PushReport {
         repository: repo.clone(),
         tag: tag.clone(),
@@ -188,7 +207,7 @@ pub async fn push(
         created,
         files: files.len(),
         bytes: total_bytes,
-        uploaded: to_upload.len(),
-        uploaded_bytes: upload_bytes,
+        uploaded,
+        uploaded_bytes,
     })
 }

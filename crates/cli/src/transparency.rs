@@ -61,21 +61,30 @@ pub fn check_receipt(
     Ok((checkpoint, receipt.index))
 }
 
-/// The newest verified checkpoint of each log, by origin.
+/// What the client trusts of each log: by origin, the log key it holds the
+/// log under and the newest checkpoint verified with it. A log is known by
+/// its origin **and** its key: a checkpoint of a held origin signed by
+/// another key is refused (it may be another store on the same origin, or a
+/// store whose key was taken), never taken in place of the held one; only
+/// `amber log trust` changes the key, and `amber log forget` drops a log.
 #[derive(Debug, Default, Serialize, Deserialize)]
-struct State {
-    logs: BTreeMap<String, Held>,
+pub struct State {
+    pub logs: BTreeMap<String, Held>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct Held {
-    size: u64,
-    /// Base64 root hash.
-    root: String,
-    note: String,
-    /// The log key it was verified with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Held {
+    /// Entries in the newest checkpoint verified (0 before the first).
+    pub size: u64,
+    /// Base64 root hash (empty before the first checkpoint).
+    pub root: String,
+    /// The checkpoint's signed note, as verified.
+    pub note: String,
+    /// The log key it is held under (a signed-note verifier key). Empty only
+    /// in state files written before keys were kept: then the held note
+    /// must verify with a pinned key.
     #[serde(default)]
-    vkey: String,
+    pub vkey: String,
 }
 
 /// Where the state is kept unless `--log-state` says: the user's config
@@ -88,67 +97,169 @@ pub fn default_state_path() -> Option<PathBuf> {
     Some(base.join("amber").join("log-state.json"))
 }
 
-fn load_state(path: &Path) -> Result<State> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => serde_json::from_str(&text)
-            .map_err(|e| CliError::Usage(format!("log state {}: {e} (move it aside to start again)", path.display()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
-        Err(e) => Err(CliError::io(format!("reading log state {}", path.display()), e)),
+/// The state file, held locked from reading to writing: two `amber`
+/// processes sharing one file (two CI jobs on one runner) take turns, so
+/// neither writes over what the other held. The lock is on a file beside
+/// the state (`log-state.json.lock`, never removed), since the state itself
+/// is replaced by a rename on every write.
+pub struct Locked {
+    path: PathBuf,
+    _lock: std::fs::File,
+    pub state: State,
+}
+
+impl Locked {
+    /// Waits for the lock, then reads the state (empty if there is none).
+    pub async fn open(path: &Path) -> Result<Self> {
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || Self::open_blocking(path))
+            .await
+            .map_err(|e| CliError::Io(format!("locking the log state: {e}")))?
+    }
+
+    fn open_blocking(path: PathBuf) -> Result<Self> {
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|e| CliError::io(format!("creating {}", dir.display()), e))?;
+        let mut lock_path = path.clone().into_os_string();
+        lock_path.push(".lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| CliError::io(format!("opening {}", PathBuf::from(&lock_path).display()), e))?;
+        lock.lock().map_err(|e| CliError::io(format!("locking {}", PathBuf::from(&lock_path).display()), e))?;
+        let state = match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text).map_err(|e| {
+                CliError::Usage(format!("log state {}: {e} (move it aside to start again)", path.display()))
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
+            Err(e) => return Err(CliError::io(format!("reading log state {}", path.display()), e)),
+        };
+        Ok(Self { path, _lock: lock, state })
+    }
+
+    /// Writes the state whole (a temporary file, synced, renamed over the
+    /// old one, the directory synced): a reader sees the old or the new
+    /// state, never a torn one. The lock is let go when `self` is dropped.
+    pub fn save(&self) -> Result<()> {
+        let path = &self.path;
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let mut temp = tempfile::NamedTempFile::new_in(dir)
+            .map_err(|e| CliError::io(format!("writing log state in {}", dir.display()), e))?;
+        serde_json::to_writer_pretty(temp.as_file_mut(), &self.state).map_err(|e| CliError::Io(e.to_string()))?;
+        temp.as_file().sync_all().map_err(|e| CliError::io("writing log state", e))?;
+        temp.persist(path).map_err(|e| CliError::io(format!("writing log state {}", path.display()), e.error))?;
+        if let Ok(dir) = std::fs::File::open(dir) {
+            let _ = dir.sync_all();
+        }
+        Ok(())
     }
 }
 
-fn save_state(path: &Path, state: &State) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| CliError::io(format!("creating {}", dir.display()), e))?;
-    let mut temp = tempfile::NamedTempFile::new_in(dir)
-        .map_err(|e| CliError::io(format!("writing log state in {}", dir.display()), e))?;
-    serde_json::to_writer_pretty(temp.as_file_mut(), state).map_err(|e| CliError::Io(e.to_string()))?;
-    temp.as_file().sync_all().map_err(|e| CliError::io("writing log state", e))?;
-    temp.persist(path).map_err(|e| CliError::io(format!("writing log state {}", path.display()), e.error))?;
-    Ok(())
+/// The size held of `origin`, read without the lock (the file is replaced
+/// whole, so a read sees one state or the other).
+pub fn held_size(state_path: &Path, origin: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(state_path).ok()?;
+    serde_json::from_str::<State>(&text).ok()?.logs.get(origin).map(|held| held.size)
 }
 
-/// Accepts `seen` only if it extends the checkpoint held for its origin (a
-/// consistency proof from the server, checked here), then holds it.
-/// Returns the size held before, if any. A checkpoint held under a log key
-/// that is no longer pinned is of another log that had the same origin (a
-/// key file lists a log's retired keys too, so a rotation keeps the history).
+/// The refusal of a checkpoint signed by a key other than the held one.
+fn key_changed(origin: &str, held: &str, presented: &str) -> CliError {
+    CliError::Verify(format!(
+        "the log key of {origin} changed: this client holds the log under {held}, the store signed with {presented}. \
+         Another store may be using the same origin, or this store's key was replaced. If its operator confirms \
+         the new key, run `amber log trust {origin} --key FILE` with the new key file"
+    ))
+}
+
+/// Accepts `seen` only if it is signed by the key its origin is held under
+/// (or, for an origin not held yet, by a pinned key) and extends the
+/// checkpoint held (a consistency proof from the server, checked here),
+/// then holds it. Returns the size held before, if any. A key file lists a
+/// log's retired keys too, so a checkpoint signed after a rotation is
+/// accepted when the held key is still pinned; the held checkpoint never
+/// goes back.
 pub async fn advance(client: &Client, state_path: &Path, vkeys: &[String], seen: &Checkpoint) -> Result<Option<u64>> {
-    let mut state = load_state(state_path)?;
     let (_, vkey) = open_with(vkeys, &seen.note)?;
-    let held = state.logs.get(&seen.origin).filter(|held| {
-        let pinned = vkeys.contains(&held.vkey);
-        if !pinned {
-            eprintln!("amber: the log key of {} changed; holding this log's checkpoints from now on", seen.origin);
-        }
-        pinned
-    });
-    let previous = match held {
+    let mut locked = Locked::open(state_path).await?;
+    let previous = match locked.state.logs.get(&seen.origin) {
         None => None,
         Some(held) => {
-            let root = tlog::Hash::parse_hash(&held.root)
-                .map_err(|_| CliError::Usage(format!("log state {}: bad root", state_path.display())))?;
-            let held_cp = Checkpoint { origin: seen.origin.clone(), size: held.size, root, note: held.note.clone() };
-            let proof = if seen.size > held.size && held.size > 0 {
-                let text = client.log_consistency(held.size, seen.size).await?;
-                tlog::parse_proof_lines(&text).map_err(verify_error)?
+            let same_log = if held.vkey.is_empty() {
+                open_with(vkeys, &held.note).is_ok()
             } else {
-                Vec::new()
+                held.vkey == vkey || vkeys.contains(&held.vkey)
             };
-            tlog::check_consistency(&held_cp, seen, &proof).map_err(verify_error)?;
-            if seen.size <= held.size {
-                // Same tree: nothing to store.
+            if !same_log {
+                return Err(key_changed(&seen.origin, &held.vkey, vkey));
+            }
+            if held.size > 0 {
+                let root = tlog::Hash::parse_hash(&held.root)
+                    .map_err(|_| CliError::Usage(format!("log state {}: bad root", state_path.display())))?;
+                let held_cp =
+                    Checkpoint { origin: seen.origin.clone(), size: held.size, root, note: held.note.clone() };
+                let proof = if seen.size > held.size {
+                    let text = client.log_consistency(held.size, seen.size).await?;
+                    tlog::parse_proof_lines(&text).map_err(verify_error)?
+                } else {
+                    Vec::new()
+                };
+                tlog::check_consistency(&held_cp, seen, &proof).map_err(verify_error)?;
+            }
+            if seen.size <= held.size && held.vkey == vkey {
+                // Same tree, same key: nothing to store.
                 return Ok(Some(held.size));
             }
-            Some(held.size)
+            Some(held.size).filter(|size| *size > 0)
         }
     };
-    state.logs.insert(
-        seen.origin.clone(),
-        Held { size: seen.size, root: tlog::hash_b64(&seen.root), note: seen.note.clone(), vkey: vkey.to_owned() },
-    );
-    save_state(state_path, &state)?;
+    let held =
+        Held { size: seen.size, root: tlog::hash_b64(&seen.root), note: seen.note.clone(), vkey: vkey.to_owned() };
+    locked.state.logs.insert(seen.origin.clone(), held);
+    locked.save()?;
     Ok(previous)
+}
+
+/// The origin a verifier key names (`<origin>+<id>+<key>`).
+pub fn vkey_origin(vkey: &str) -> &str {
+    vkey.split('+').next().unwrap_or_default()
+}
+
+/// `amber log trust ORIGIN --key FILE`: holds ORIGIN under the key the file
+/// gives it (its active one, for a JSON key list). The checkpoint held stays:
+/// the next pull must still extend it, so a store whose key was replaced
+/// keeps its rollback protection; a store that really started over needs
+/// `amber log forget` instead. Returns the key held before, if any.
+pub async fn trust(state_path: &Path, origin: &str, vkeys: &[String]) -> Result<Option<String>> {
+    let vkey = vkeys.iter().find(|v| vkey_origin(v) == origin).ok_or_else(|| {
+        let named: Vec<&str> = vkeys.iter().map(|v| vkey_origin(v)).collect();
+        CliError::Usage(if named.is_empty() {
+            "the key file holds no log key".to_owned()
+        } else {
+            format!("the key file holds no log key for {origin} (it has keys for {})", named.join(", "))
+        })
+    })?;
+    let mut locked = Locked::open(state_path).await?;
+    let before = locked.state.logs.get(origin).map(|held| held.vkey.clone());
+    let held = match locked.state.logs.remove(origin) {
+        Some(held) => Held { vkey: vkey.clone(), ..held },
+        None => Held { size: 0, root: String::new(), note: String::new(), vkey: vkey.clone() },
+    };
+    locked.state.logs.insert(origin.to_owned(), held);
+    locked.save()?;
+    Ok(before)
+}
+
+/// `amber log forget ORIGIN`: the log is no longer held; the next pull holds
+/// whatever it is shown first. Returns what was held.
+pub async fn forget(state_path: &Path, origin: &str) -> Result<Option<Held>> {
+    let mut locked = Locked::open(state_path).await?;
+    let held = locked.state.logs.remove(origin);
+    if held.is_some() {
+        locked.save()?;
+    }
+    Ok(held)
 }
 
 /// `amber audit verify`: the tree rebuilt from the entries, up to the size
