@@ -12,7 +12,8 @@ use amber_server::admission::MemoryBudget;
 use amber_server::blobs::{BlobError, BlobStore, Blobs, FsBlobs, S3Blobs, Stored, Upload};
 use amber_server::config::{FreeSpace, MetaConfig};
 use amber_server::meta::{
-    AuditBuild, Bound, KeyRecord, Meta, MetaStore, NewAudit, NewAuditEntry, Revocation, Rotation, TokenRecord,
+    AuditBuild, Bound, Created, KeyRecord, Meta, MetaStore, NewAudit, NewAuditEntry, Revocation, Rotation, TokenRecord,
+    Updated, UploadId, UploadKind, UploadRecord,
 };
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -249,7 +250,96 @@ async fn meta_conformance(meta: Meta) {
     }
     let checkpoint = meta.audit_checkpoint().await.unwrap();
     assert_eq!(verifier.finish(checkpoint.as_ref(), &[signer.verifying_key()]).unwrap().entries, 41);
+
+    // The log's origin: renamed only before the first checkpoint; the first
+    // claim wins, whatever replicas race.
+    assert!(meta.rename_log_origin("first.example/log").await.unwrap());
+    let claims = (0..8).map(|n| {
+        let meta = meta.clone();
+        tokio::spawn(async move { meta.claim_log_origin(&format!("r{n}.example/log")).await.unwrap() })
+    });
+    for origin in futures_util::future::join_all(claims).await {
+        assert_eq!(origin.unwrap(), "first.example/log");
+    }
+    assert!(meta.put_log_checkpoint(1, "first.example/log\n1\nroot\n").await.unwrap());
+    assert!(!meta.rename_log_origin("second.example/log").await.unwrap());
+    assert_eq!(meta.claim_log_origin("third.example/log").await.unwrap(), "first.example/log");
+
+    uploads_conformance(&meta).await;
     meta.check().await.unwrap();
+}
+
+fn upload_record(token: &TokenId, kind: UploadKind) -> UploadRecord {
+    UploadRecord {
+        id: UploadId::random(),
+        token: token.clone(),
+        repository: repo("acme/up"),
+        length: 3,
+        offset: 3,
+        metadata: String::new(),
+        digest: None,
+        kind,
+        segments: Vec::new(),
+        created: now(),
+        expires: now() + time::Duration::hours(1),
+        done: None,
+        claimed_by: None,
+    }
+}
+
+/// Uploads: the per-token bound; finals racing over the same parts claim
+/// them once; deleting a final gives its parts back; an offset moves only
+/// from where it was.
+async fn uploads_conformance(meta: &Arc<Meta>) {
+    let (owner, other) = (token(41, "hash-41").info.id, token(42, "hash-42").info.id);
+    let parts: Vec<UploadRecord> = (0..3).map(|_| upload_record(&owner, UploadKind::Partial { slot: None })).collect();
+    for part in &parts {
+        assert_eq!(meta.create_upload(part, 10).await.unwrap(), Created::Created);
+    }
+    let ids: Vec<UploadId> = parts.iter().map(|p| p.id.clone()).collect();
+    let finals: Vec<UploadRecord> =
+        (0..6).map(|_| upload_record(&owner, UploadKind::Final { parts: ids.clone() })).collect();
+    let racing = finals.iter().map(|f| {
+        let (meta, f) = (meta.clone(), f.clone());
+        tokio::spawn(async move { meta.create_upload(&f, 100).await.unwrap() })
+    });
+    let results: Vec<Created> = futures_util::future::join_all(racing).await.into_iter().map(Result::unwrap).collect();
+    assert_eq!(results.iter().filter(|r| **r == Created::Created).count(), 1, "{results:?}");
+    assert!(results.iter().all(|r| *r == Created::Created || matches!(r, Created::PartTaken(_))), "{results:?}");
+    let winner = &finals[results.iter().position(|r| *r == Created::Created).unwrap()];
+    for id in &ids {
+        assert_eq!(meta.upload(&owner, id).await.unwrap().unwrap().claimed_by.as_ref(), Some(&winner.id));
+    }
+    // Another token's final cannot claim them; a loser left no record.
+    let foreign = upload_record(&other, UploadKind::Final { parts: ids.clone() });
+    assert!(matches!(meta.create_upload(&foreign, 10).await.unwrap(), Created::PartTaken(_)));
+    let loser = finals.iter().find(|f| f.id != winner.id).unwrap();
+    assert!(meta.upload(&owner, &loser.id).await.unwrap().is_none());
+    // The winner deleted unfinished: its parts are free for another final.
+    assert!(meta.delete_upload(&winner.id).await.unwrap());
+    assert!(meta.upload(&owner, &ids[0]).await.unwrap().unwrap().claimed_by.is_none());
+    let again = upload_record(&owner, UploadKind::Final { parts: ids.clone() });
+    assert_eq!(meta.create_upload(&again, 10).await.unwrap(), Created::Created);
+    // A part gone: nothing stored.
+    assert!(meta.delete_upload(&again.id).await.unwrap());
+    assert!(meta.delete_upload(&ids[2]).await.unwrap());
+    let short = upload_record(&owner, UploadKind::Final { parts: ids.clone() });
+    assert_eq!(meta.create_upload(&short, 10).await.unwrap(), Created::PartTaken(ids[2].clone()));
+    assert!(meta.upload(&owner, &ids[0]).await.unwrap().unwrap().claimed_by.is_none());
+    // The per-token bound, and offsets that move only from where they were.
+    let mut single = upload_record(&other, UploadKind::Single);
+    single.offset = 0;
+    assert_eq!(meta.create_upload(&single, 1).await.unwrap(), Created::Created);
+    assert_eq!(meta.create_upload(&upload_record(&other, UploadKind::Single), 1).await.unwrap(), Created::TooMany);
+    let mut moved = single.clone();
+    moved.offset = 2;
+    assert_eq!(meta.update_upload(&moved, 0).await.unwrap(), Updated::Done);
+    assert_eq!(meta.update_upload(&moved, 0).await.unwrap(), Updated::Moved(2));
+    assert!(meta.delete_upload(&single.id).await.unwrap());
+    assert_eq!(meta.update_upload(&moved, 2).await.unwrap(), Updated::Gone);
+    assert!(!meta.delete_upload(&single.id).await.unwrap());
+    let listed = meta.list_uploads(None, 100).await.unwrap();
+    assert_eq!(listed.len(), 2, "the two parts left");
 }
 
 #[tokio::test]

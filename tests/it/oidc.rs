@@ -196,8 +196,12 @@ async fn every_check_of_the_exchange_is_made(backend: Backend) {
     let smuggled = "acme/web/.github/workflows/other.yml@refs/heads/x/.github/workflows/release.yml";
     let claims = with(fresh(), json!({"workflow_ref": smuggled, "ref": "refs/heads/x/.github/workflows/release.yml"}));
     refused(&server, &issuer.sign("rsa-1", &claims), "claim ref is not").await;
-    refused(&server, &issuer.sign("rsa-1", &with(fresh(), json!({"workflow_ref": smuggled}))), "claim workflow_ref is not")
-        .await;
+    refused(
+        &server,
+        &issuer.sign("rsa-1", &with(fresh(), json!({"workflow_ref": smuggled}))),
+        "claim workflow_ref is not",
+    )
+    .await;
     let other_workflow = "acme/web/.github/workflows/other.yml@refs/heads/main";
     untrusted(&server, &issuer.sign("rsa-1", &with(fresh(), json!({"workflow_ref": other_workflow}))), "workflow_ref")
         .await;

@@ -286,3 +286,32 @@ async fn a_store_keeps_its_origin_and_takes_a_new_one_from_its_public_url() {
         assert!(out.contains("public_url"), "{bad}: {out}");
     }
 }
+
+/// A store that signed before origins were stored (every such store kept
+/// `--log-origin`, or the old default) keeps the origin of its checkpoint,
+/// whatever it is started with now, and stores it.
+#[tokio::test]
+async fn a_store_from_before_stored_origins_keeps_the_origin_it_signed_with() {
+    let mut server = TestServer::builder().arg("--log-origin=amber.localhost/log").start().await;
+    server.with_stopped_meta(|db| {
+        db.open_tree("audit_head").unwrap().remove("log_origin").unwrap().expect("the origin was stored");
+    });
+    let log = Arc::new(Mutex::new(String::new()));
+    let (child, addr) = spawn(server.data_dir(), &["--public-url=https://amber.example.com".into()], &[], &log);
+    let mut child = Guard(child);
+    let note = reqwest::get(format!("http://{addr}/v1/log/checkpoint")).await.unwrap().text().await.unwrap();
+    assert!(note.starts_with("amber.localhost/log\n"), "{note}");
+    let _ = child.0.kill();
+    let _ = child.0.wait();
+    assert_eq!(server.amberd(&["log", "origin"]).trim(), "amber.localhost/log", "and it is stored now");
+}
+
+/// Ends the child when the test ends, passed or not.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
