@@ -608,7 +608,10 @@ pub async fn expire(state: &AppState) -> ApiResult<u64> {
         let Some(last) = page.last() else { break };
         after = Some(last.id.clone());
         for record in page {
+            // A part claimed by a final waits for that final: it is given back
+            // (and then expires) when the final ends or expires itself.
             if record.expires < now()
+                && record.claimed_by.is_none()
                 && !state.uploads.busy.lock().unwrap_or_else(PoisonError::into_inner).contains(&record.id)
             {
                 forget(state, &record).await;
