@@ -16,7 +16,8 @@ use amber_core::log::{self as tlog, ProofRequest};
 use amber_server::audit::Draft;
 use amber_server::config::{FreeSpace, LogConfig, MetaConfig};
 use amber_server::log::Log;
-use amber_server::meta::{Meta, MetaStore};
+use amber_server::meta::Meta;
+use amber_server::meta::{AuditStore, LogStore};
 use amber_server::signing::Signer;
 
 const SAMPLES: usize = 1000;

@@ -13,7 +13,8 @@ use time::OffsetDateTime;
 
 use std::sync::Arc;
 
-use crate::meta::{AuditBuild, BuildAudit, Meta, MetaError, MetaStore, NewAudit, NewAuditEntry};
+use crate::meta::AuditStore;
+use crate::meta::{AuditBuild, BuildAudit, Meta, MetaError, NewAudit, NewAuditEntry};
 use crate::signing::Signer;
 
 /// Events one actor is about to cause, in order, ready to be built into audit

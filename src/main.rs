@@ -10,7 +10,7 @@ use amber_core::{Action, Grant, RepoPattern};
 use amber_server::audit;
 use amber_server::auth::{TokenSpec, issue_token};
 use amber_server::config::{Config, Options};
-use amber_server::meta::{Meta, MetaStore};
+use amber_server::meta::{LogStore, Meta};
 use amber_server::server;
 use amber_server::signing::{self, Signer};
 use amber_server::state::AppState;

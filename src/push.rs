@@ -14,7 +14,7 @@ use crate::auth::Caller;
 use crate::blobs::{BlobError, Gate, Stored, Written};
 use crate::error::{ApiError, ApiResult};
 use crate::lifecycle::reclaim::UploadLease;
-use crate::meta::MetaStore;
+use crate::meta::LinkStore;
 use crate::state::AppState;
 
 /// Takes one of the caller's upload slots (uploads in flight), held until

@@ -23,7 +23,8 @@ use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::DecodePrivateKey;
 use time::OffsetDateTime;
 
-use crate::meta::{KeyRecord, Meta, MetaStore};
+use crate::meta::KeyStore;
+use crate::meta::{KeyRecord, Meta};
 
 /// The keys a server signs with, swapped whole when the store's keys change.
 pub struct Signer {

@@ -16,7 +16,8 @@ use super::secret_hash;
 use crate::audit::Draft;
 use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
-use crate::meta::{Meta, MetaStore, TokenRecord};
+use crate::meta::TokenStore;
+use crate::meta::{Meta, TokenRecord};
 use crate::signing::Signer;
 
 /// What a new token should be.

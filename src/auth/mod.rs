@@ -26,7 +26,8 @@ pub use denials::{Denial, Denials, WINDOW as DENIAL_WINDOW, bounded};
 pub use issue::{TokenSpec, check_grants, issue_token};
 
 use crate::error::{ApiError, ApiResult, DenialReason};
-use crate::meta::{MetaStore, TokenRecord};
+use crate::meta::TokenRecord;
+use crate::meta::TokenStore;
 use crate::state::AppState;
 
 /// `last_used_at` is refreshed at most this often, so auth adds no write to

@@ -9,7 +9,7 @@ use super::json::ApiJson;
 use super::page;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::meta::MetaStore;
+use crate::meta::AuditStore;
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize)]

@@ -16,7 +16,7 @@ use super::paths::{DigestParam, Repo};
 use crate::auth::Caller;
 use crate::blobs::{BlobError, BlobStore, BodyStream, Stored, Upload};
 use crate::error::{ApiError, ApiResult, BodyIdle};
-use crate::meta::MetaStore;
+use crate::meta::LinkStore;
 use crate::push;
 use crate::state::AppState;
 

@@ -17,7 +17,8 @@ use crate::audit::Draft;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::lifecycle::{self, policy};
-use crate::meta::MetaStore;
+use crate::meta::ScrubStore;
+use crate::meta::{ReclaimStore, RetentionStore};
 use crate::state::AppState;
 
 fn no_policy(scope: &RepoPattern) -> ApiError {

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use super::paths::{Repo, TagParam};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::meta::MetaStore;
+use crate::meta::{AuditStore, LogStore};
 use crate::state::AppState;
 
 const TEXT: &str = "text/plain; charset=utf-8";

@@ -13,7 +13,7 @@ use super::paths::PublisherIdParam;
 use crate::audit;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::meta::MetaStore;
+use crate::meta::PublisherStore;
 use crate::state::AppState;
 
 /// Largest exchange body: an ID token is a few KiB, and anyone may send one.

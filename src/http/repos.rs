@@ -12,7 +12,8 @@ use super::json::ApiJson;
 use super::page;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::meta::MetaStore;
+use crate::meta::RetentionStore;
+use crate::meta::TagStore;
 use crate::state::AppState;
 
 /// Repository names read from the store per call while filtering.

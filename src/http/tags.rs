@@ -20,7 +20,8 @@ use crate::audit;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::lifecycle;
-use crate::meta::{Bound, Hold, MetaStore, TagChange, TagRecord};
+use crate::meta::{Bound, Hold, TagChange, TagRecord};
+use crate::meta::{LinkStore, LogStore, RetentionStore, TagStore};
 use crate::state::AppState;
 
 pub const MANIFEST_DIGEST_HEADER: HeaderName = HeaderName::from_static("amber-manifest-digest");

@@ -17,7 +17,8 @@ use super::paths::TokenIdParam;
 use crate::audit;
 use crate::auth::{Caller, TokenSpec, issue_token, secret_hash};
 use crate::error::{ApiError, ApiResult};
-use crate::meta::{MetaStore, Revocation, Rotation, TokenRecord};
+use crate::meta::TokenStore;
+use crate::meta::{Revocation, Rotation, TokenRecord};
 use crate::state::AppState;
 
 /// Default grace period of a rotated secret.

@@ -13,7 +13,7 @@ use super::blobs::body_stream;
 use super::paths::Repo;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::meta::MetaStore;
+use crate::meta::UploadRecordStore;
 use crate::state::AppState;
 use crate::uploads::record::{UploadId, UploadKind, UploadRecord};
 use crate::uploads::{self, Creation, Outcome, tus};

@@ -14,7 +14,8 @@ use futures_util::StreamExt;
 
 use super::reclaim;
 use crate::blobs::{BlobError, BlobStore, Object};
-use crate::meta::MetaStore;
+use crate::meta::ScrubStore;
+use crate::meta::{LinkStore, ReclaimStore};
 use crate::state::AppState;
 
 const PAGE: usize = 1000;

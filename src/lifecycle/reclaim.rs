@@ -24,7 +24,9 @@ use time::OffsetDateTime;
 
 use crate::audit::Draft;
 use crate::blobs::{BlobError, BlobStore, Entered, Gate};
-use crate::meta::{Lease, MetaError, MetaStore};
+use crate::meta::LinkStore;
+use crate::meta::ReclaimStore;
+use crate::meta::{Lease, MetaError};
 use crate::state::AppState;
 
 /// How long an upload waits for the deletion of its digest's bytes to end.

@@ -13,7 +13,8 @@ use time::OffsetDateTime;
 
 use super::{plan, policy};
 use crate::audit::Draft;
-use crate::meta::{Expiry, MetaError, MetaStore, TagChange, TagRecord, Unlink};
+use crate::meta::{Expiry, MetaError, TagChange, TagRecord, Unlink};
+use crate::meta::{RetentionStore, TagStore};
 use crate::state::AppState;
 
 /// Who the scheduled runs act as in tombstones and the audit log.

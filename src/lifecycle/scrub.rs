@@ -21,7 +21,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::Draft;
 use crate::blobs::{BlobError, BlobStore};
-use crate::meta::{Meta, MetaError, MetaStore, Quarantined};
+use crate::meta::{LinkStore, ScrubStore};
+use crate::meta::{Meta, MetaError, Quarantined};
 use crate::state::AppState;
 
 /// Digests verified between saves of the progress.

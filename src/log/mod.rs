@@ -20,7 +20,8 @@ use amber_core::{RepoName, Tag};
 
 use crate::config::LogConfig;
 use crate::error::{ApiError, ApiResult};
-use crate::meta::{Meta, MetaError, MetaStore};
+use crate::meta::{AuditStore, LogStore};
+use crate::meta::{Meta, MetaError};
 use crate::signing::Signer;
 
 /// Entries added to the tree per transaction while catching up on history.

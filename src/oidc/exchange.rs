@@ -14,7 +14,8 @@ use super::{OidcError, trust};
 use crate::audit::Draft;
 use crate::auth::secret_hash;
 use crate::error::ApiResult;
-use crate::meta::{Exchange, MetaStore, Replay, TokenRecord};
+use crate::meta::{Exchange, Replay, TokenRecord};
+use crate::meta::{PublisherStore, TokenStore};
 use crate::state::AppState;
 
 pub async fn exchange(state: &AppState, id_token: &str) -> ApiResult<ExchangedToken> {

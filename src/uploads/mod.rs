@@ -39,7 +39,8 @@ use self::store::{Check, UploadBytes, UploadStore};
 use crate::auth::Caller;
 use crate::blobs::{BodyStream, Stored, Upload};
 use crate::error::{ApiError, ApiResult};
-use crate::meta::{Created, MetaStore, Updated};
+use crate::meta::UploadRecordStore;
+use crate::meta::{Created, Updated};
 use crate::state::AppState;
 
 /// Uploads one token may hold at once (unfinished, or finished and not yet

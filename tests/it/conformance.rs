@@ -21,6 +21,7 @@ use time::OffsetDateTime;
 
 use crate::backends::{PgDatabase, S3Service};
 use crate::harness::data;
+use amber_server::meta::{AuditStore, KeyStore, LinkStore, LogStore, TagStore, TokenStore, UploadRecordStore};
 
 fn repo(name: &str) -> RepoName {
     name.parse().unwrap()

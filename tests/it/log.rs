@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use crate::backends::Backend;
 use crate::harness::{TestServer, expect_error};
+use amber_server::meta::{AuditStore, LogStore};
 
 /// The Go checker, built once per test run.
 fn go_checker() -> &'static Path {
@@ -278,7 +279,7 @@ crate::on_both_backends!(go_verifies_checkpoints_and_proofs);
 async fn a_log_past_65536_entries_verifies_in_go() {
     use amber_server::audit::Draft;
     use amber_server::config::{FreeSpace, LogConfig, MetaConfig};
-    use amber_server::meta::{Meta, MetaStore};
+    use amber_server::meta::Meta;
 
     let mut server = TestServer::builder().arg("--log-interval").arg("10").start().await;
     assert!(server.terminate());

@@ -12,13 +12,14 @@ use amber_core::{Digest, RepoName, Tag};
 use amber_server::admission::MemoryBudget;
 use amber_server::blobs::{BlobStore, Upload};
 use amber_server::config::{Config, Options};
-use amber_server::meta::{AuditBuild, Bound, Lease, MetaStore, NewAudit, NewAuditEntry};
+use amber_server::meta::{AuditBuild, Bound, Lease, NewAudit, NewAuditEntry};
 use amber_server::state::AppState;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use time::{Duration, OffsetDateTime};
 
 use crate::backends::PgDatabase;
+use amber_server::meta::{LinkStore, ReclaimStore, RetentionStore, ScrubStore, TagStore};
 
 async fn state(dir: &std::path::Path, pg: Option<&PgDatabase>) -> AppState {
     let options = Options {

@@ -11,12 +11,13 @@ use amber_core::wire::{PolicyInfo, RetentionPolicy};
 use amber_core::{Digest, RepoName, RepoPattern, Tag};
 use amber_server::config::{Config, Options};
 use amber_server::lifecycle::{self, policy};
-use amber_server::meta::{AuditBuild, Bound, Hold, MetaStore, NewAudit, NewAuditEntry, Unlink};
+use amber_server::meta::{AuditBuild, Bound, Hold, NewAudit, NewAuditEntry, Unlink};
 use amber_server::state::AppState;
 use proptest::prelude::*;
 use time::{Duration, OffsetDateTime};
 
 use crate::backends::PgDatabase;
+use amber_server::meta::{LinkStore, RetentionStore, TagStore};
 
 /// An `AppState` on sled (in `dir`) or, with `pg`, on PostgreSQL; blobs in `dir`.
 async fn state(dir: &std::path::Path, pg: Option<&PgDatabase>) -> AppState {

@@ -1,0 +1,116 @@
+//! Retention: holds, expiries and unlinks, each re-checked in its transaction, and the policies.
+
+use super::*;
+
+pub trait RetentionStore {
+    /// Holds a live tag; a held tag never expires.
+    fn hold_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        hold: &Hold,
+        audit: AuditBuild,
+    ) -> impl Future<Output = Result<TagChange, MetaError>> + Send;
+
+    /// Releases a hold.
+    fn release_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        audit: AuditBuild,
+    ) -> impl Future<Output = Result<TagChange, MetaError>> + Send;
+
+    /// Expires a live, unheld tag, for good. With `policy`, only while that
+    /// policy (scope and digest) is still the one in effect for `repo`.
+    fn expire_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        expiry: &Expiry,
+        policy: Option<&PolicyInfo>,
+        audit: AuditBuild,
+    ) -> impl Future<Output = Result<TagChange, MetaError>> + Send;
+
+    /// Removes the link of `digest` in `repo` if it was created before
+    /// `created_before` and no live manifest of `repo` references it, checked
+    /// in the same transaction as the removal; appends `audit` if removed.
+    fn unlink_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        created_before: OffsetDateTime,
+        audit: AuditBuild,
+    ) -> impl Future<Output = Result<Unlink, MetaError>> + Send;
+
+    /// A repository's tags, links and manifest references, for retention.
+    fn retention_view(&self, repo: &RepoName) -> impl Future<Output = Result<RepoView, MetaError>> + Send;
+
+    /// Stores a retention policy (replacing the one of its scope) and appends
+    /// `audit` in the same transaction.
+    fn put_policy(&self, info: &PolicyInfo, audit: AuditBuild) -> impl Future<Output = Result<(), MetaError>> + Send;
+
+    /// Removes the policy of `scope` if its digest is `digest`; returns
+    /// whether it did (and appended `audit`).
+    fn delete_policy(
+        &self,
+        scope: &RepoPattern,
+        digest: &Digest,
+        audit: AuditBuild,
+    ) -> impl Future<Output = Result<bool, MetaError>> + Send;
+
+    /// Every stored policy, in scope order.
+    fn policies(&self) -> impl Future<Output = Result<Vec<PolicyInfo>, MetaError>> + Send;
+}
+
+impl RetentionStore for Meta {
+    async fn hold_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        hold: &Hold,
+        audit: AuditBuild,
+    ) -> Result<TagChange, MetaError> {
+        dispatch!(self, s => s.hold_tag(repo, tag, hold, audit))
+    }
+
+    async fn release_tag(&self, repo: &RepoName, tag: &Tag, audit: AuditBuild) -> Result<TagChange, MetaError> {
+        dispatch!(self, s => s.release_tag(repo, tag, audit))
+    }
+
+    async fn expire_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        expiry: &Expiry,
+        policy: Option<&PolicyInfo>,
+        audit: AuditBuild,
+    ) -> Result<TagChange, MetaError> {
+        dispatch!(self, s => s.expire_tag(repo, tag, expiry, policy, audit))
+    }
+
+    async fn unlink_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        created_before: OffsetDateTime,
+        audit: AuditBuild,
+    ) -> Result<Unlink, MetaError> {
+        dispatch!(self, s => s.unlink_blob(repo, digest, created_before, audit))
+    }
+
+    async fn retention_view(&self, repo: &RepoName) -> Result<RepoView, MetaError> {
+        dispatch!(self, s => s.retention_view(repo))
+    }
+
+    async fn put_policy(&self, info: &PolicyInfo, audit: AuditBuild) -> Result<(), MetaError> {
+        dispatch!(self, s => s.put_policy(info, audit))
+    }
+
+    async fn delete_policy(&self, scope: &RepoPattern, digest: &Digest, audit: AuditBuild) -> Result<bool, MetaError> {
+        dispatch!(self, s => s.delete_policy(scope, digest, audit))
+    }
+
+    async fn policies(&self) -> Result<Vec<PolicyInfo>, MetaError> {
+        dispatch!(self, s => s.policies())
+    }
+}

@@ -1,0 +1,97 @@
+//! Blob links on sled.
+
+use super::*;
+use crate::meta::LinkStore;
+
+impl LinkStore for SledMeta {
+    async fn link_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+        lease: Option<&Lease>,
+        audit: AuditBuild,
+    ) -> Result<Stored, MetaError> {
+        let key = repo_key(repo, digest.as_bytes());
+        let holder = holder_key(digest, repo.as_str().as_bytes());
+        let (digest, lease) = (*digest, lease.cloned());
+        // Flushed also when the link was there: a racing request may have
+        // made it and not yet flushed it, and this answer promises it is durable.
+        self.write("link_blob", move |t| {
+            let linked = (&t.links, &t.linked_by, &t.reclaim, &t.audit, &t.audit_head)
+                .transaction(|(links, linked_by, reclaim, audit_tree, head)| {
+                    if let Some(json) = reclaim.get(digest.as_bytes())? {
+                        let waiting: Waiting = serde_json::from_slice(&json)
+                            .map_err(|e| ConflictableTransactionError::Abort(MetaError::from(e)))?;
+                        if waiting.marked {
+                            // Only an upload without a lease gets here: its bytes may be gone.
+                            return Err(ConflictableTransactionError::Abort(MetaError::Unavailable(
+                                "the blob's bytes are being reclaimed".into(),
+                            )));
+                        }
+                        // Linked again within the grace: no longer waiting.
+                        reclaim.remove(digest.as_bytes())?;
+                    }
+                    if links.get(&key)?.is_some() {
+                        return Ok(Stored::AlreadyPresent);
+                    }
+                    links.insert(key.as_slice(), &link_value(size, OffsetDateTime::now_utc())[..])?;
+                    linked_by.insert(holder.as_slice(), &[][..])?;
+                    append_audit_in(audit_tree, head, &*audit)?;
+                    Ok(Stored::Created)
+                })
+                .map_err(transaction_error);
+            if let Some(lease) = &lease {
+                t.promotions().leases.remove(&lease.0);
+            }
+            linked
+        })
+        .await
+    }
+
+    async fn begin_promote(&self, digest: &Digest) -> Result<Option<Lease>, MetaError> {
+        Ok(self.promote_now(digest))
+    }
+
+    async fn end_promote(&self, lease: &Lease) -> Result<(), MetaError> {
+        self.trees.promotions().leases.remove(&lease.0);
+        Ok(())
+    }
+
+    async fn linked_digests(&self, after: Option<&Digest>, limit: usize) -> Result<Vec<(Digest, u64)>, MetaError> {
+        // The smallest key past every key of `after`: the digest plus one.
+        let start = after.and_then(|d| next_prefix(d.as_bytes()));
+        if after.is_some() && start.is_none() {
+            return Ok(Vec::new());
+        }
+        self.read("linked_digests", move |t| {
+            let mut found: Vec<(Digest, u64)> = Vec::new();
+            let mut from = start.unwrap_or_default();
+            while found.len() < limit {
+                let Some(item) = t.linked_by.range(from.clone()..).next() else { break };
+                let (key, _) = item?;
+                let digest = key_digest(&key, 0)?;
+                if let Some(value) = t.links.get(repo_key_bytes(&key[32..], digest.as_bytes()))? {
+                    found.push((digest, parse_link(&value)?.0));
+                }
+                match next_prefix(digest.as_bytes()) {
+                    Some(next) => from = next,
+                    None => break,
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, MetaError> {
+        let key = repo_key(repo, digest.as_bytes());
+        self.read("blob_size", move |t| {
+            let Some(value) = t.links.get(key)? else {
+                return Ok(None);
+            };
+            Ok(Some(parse_link(&value)?.0))
+        })
+        .await
+    }
+}
