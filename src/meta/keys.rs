@@ -2,6 +2,30 @@
 
 use super::*;
 
+/// A signing key pair. `Debug` leaves out the private half.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct KeyRecord {
+    pub keyid: String,
+    /// The 32-byte Ed25519 seed, base64.
+    pub private_key: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    pub status: KeyStatus,
+    /// Keys from before the log signed manifests.
+    #[serde(default)]
+    pub purpose: KeyPurpose,
+}
+
+impl std::fmt::Debug for KeyRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRecord")
+            .field("keyid", &self.keyid)
+            .field("status", &self.status)
+            .field("purpose", &self.purpose)
+            .finish_non_exhaustive()
+    }
+}
+
 pub trait KeyStore {
     /// Every key of every purpose.
     fn keys(&self) -> impl Future<Output = Result<Vec<KeyRecord>, MetaError>> + Send;

@@ -1,6 +1,27 @@
-//! Blob links: which repository may see which stored bytes, and the promotion leases that keep reclaim away from an upload.
+//! Blob links: which repository may see which stored bytes, and the promotion
+//! leases that keep reclaim away from an upload.
 
 use super::*;
+
+/// A promotion lease: while one is held on a digest, reclaim does not mark
+/// it, so its stored bytes stay until the upload that holds it is linked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease(pub String);
+
+impl Lease {
+    pub fn new() -> Self {
+        Self(format!("{:032x}", rand::random::<u128>()))
+    }
+}
+
+impl Default for Lease {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// How long a lease lasts if its upload never ends it (a crashed replica).
+pub const LEASE_LIFETIME: time::Duration = time::Duration::hours(1);
 
 pub trait LinkStore {
     /// Makes a stored blob visible in `repo`; if it was not yet, appends

@@ -47,214 +47,9 @@ pub enum MetaError {
     EntryTooLarge(usize),
 }
 
-/// A token as the server keeps it: its public fields and the hash of its secret.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct TokenRecord {
-    pub info: TokenInfo,
-    /// `TokenSecret::hash` of the current secret, hex.
-    pub secret_hash: String,
-}
-
-/// A signing key pair. `Debug` leaves out the private half.
-#[derive(Clone, Serialize, Deserialize)]
-pub struct KeyRecord {
-    pub keyid: String,
-    /// The 32-byte Ed25519 seed, base64.
-    pub private_key: String,
-    #[serde(with = "time::serde::rfc3339")]
-    pub created_at: OffsetDateTime,
-    pub status: KeyStatus,
-    /// Keys from before the log signed manifests.
-    #[serde(default)]
-    pub purpose: KeyPurpose,
-}
-
-impl std::fmt::Debug for KeyRecord {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyRecord")
-            .field("keyid", &self.keyid)
-            .field("status", &self.status)
-            .field("purpose", &self.purpose)
-            .finish_non_exhaustive()
-    }
-}
-
-/// A tag binding, with its hold and its expiry. The binding (`digest`,
-/// `created_at`) never changes; a hold comes and goes; an expiry is final.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct TagRecord {
-    pub digest: Digest,
-    #[serde(with = "time::serde::rfc3339")]
-    pub created_at: OffsetDateTime,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hold: Option<Hold>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expiry: Option<Expiry>,
-}
-
-impl TagRecord {
-    pub fn bound(digest: Digest, created_at: OffsetDateTime) -> Self {
-        Self { digest, created_at, hold: None, expiry: None }
-    }
-
-    pub fn state(&self) -> TagState {
-        if self.expiry.is_some() { TagState::Expired } else { TagState::Live }
-    }
-
-    pub fn entry(&self, tag: Tag) -> TagEntry {
-        TagEntry {
-            tag,
-            digest: self.digest,
-            created_at: self.created_at,
-            state: self.state(),
-            held: self.hold.is_some(),
-            pushed_by: None,
-        }
-    }
-}
-
-/// Why and by whom a tag is held.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Hold {
-    pub reason: String,
-    #[serde(with = "time::serde::rfc3339")]
-    pub at: OffsetDateTime,
-    pub by: Actor,
-}
-
-/// When a tag expired, and the signed tombstone that says so.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Expiry {
-    #[serde(with = "time::serde::rfc3339")]
-    pub at: OffsetDateTime,
-    pub tombstone: Envelope,
-}
-
-/// The outcome of binding a tag.
-#[derive(Clone, Debug)]
-pub enum Bound {
-    Created,
-    /// The tag was already bound (perhaps by a racing writer) to this.
-    Existing(TagRecord),
-    /// These blobs are no longer linked in the repository (unlinked by
-    /// retention after the caller checked): nothing was bound.
-    BlobsGone(Vec<Digest>),
-}
-
-/// The outcome of a hold, a release or an expiry.
-#[derive(Clone, Debug)]
-pub enum TagChange {
-    /// Done; the record as it is now.
-    Changed(TagRecord),
-    /// Already so (held, not held, expired): nothing recorded.
-    Unchanged(TagRecord),
-    /// Refused: the tag is held (an expiry).
-    Held(TagRecord),
-    /// Refused: the tag has expired (a hold).
-    Expired(TagRecord),
-    /// Refused: the policy the expiry was decided by is no longer the one in
-    /// effect for the repository.
-    Stale,
-    Unknown,
-}
-
-/// The outcome of removing a blob link.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Unlink {
-    Unlinked,
-    /// A live manifest of the repository references the blob: kept.
-    Referenced,
-    /// Created at or after the cutoff: kept.
-    Fresh,
-    /// There was no such link.
-    Gone,
-}
-
-/// A promotion lease: while one is held on a digest, reclaim does not mark
-/// it, so its stored bytes stay until the upload that holds it is linked.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Lease(pub String);
-
-impl Lease {
-    pub fn new() -> Self {
-        Self(format!("{:032x}", rand::random::<u128>()))
-    }
-}
-
-impl Default for Lease {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// How long a lease lasts if its upload never ends it (a crashed replica).
-pub const LEASE_LIFETIME: time::Duration = time::Duration::hours(1);
-
-/// A digest reclaim may delete: linked nowhere since before the cutoff, or
-/// already marked by a run that stopped before finishing.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Candidate {
-    pub digest: Digest,
-    pub size: u64,
-    pub marked: bool,
-}
-
 /// Held while a reclaim run or the scrub goes; dropping it lets the next
 /// runner in (on any replica).
 pub struct RunnerLock(#[allow(dead_code)] Box<dyn Send + Sync>);
-
-/// A stored blob found not to hash to its digest, or gone: never served,
-/// reported absent so that clients send it again.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Quarantined {
-    pub digest: Digest,
-    /// `mismatch` (the bytes do not hash to the digest) or `missing`.
-    pub reason: String,
-    #[serde(with = "time::serde::rfc3339")]
-    pub found_at: OffsetDateTime,
-}
-
-/// Where the scrub is: kept in the store so that a restart, or another
-/// replica, goes on from there.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ScrubProgress {
-    /// The last digest verified in the pass under way.
-    pub cursor: Option<Digest>,
-    #[serde(default, with = "time::serde::rfc3339::option")]
-    pub pass_started: Option<OffsetDateTime>,
-    #[serde(default, with = "time::serde::rfc3339::option")]
-    pub last_full_pass: Option<OffsetDateTime>,
-    pub verified_blobs: u64,
-    pub verified_bytes: u64,
-}
-
-/// A tag as retention sees it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TagView {
-    pub tag: Tag,
-    pub manifest: Digest,
-    pub bound_at: OffsetDateTime,
-    pub held: bool,
-    pub expired: bool,
-}
-
-/// A blob link as retention sees it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LinkView {
-    pub digest: Digest,
-    pub size: u64,
-    pub created_at: OffsetDateTime,
-}
-
-/// One repository's tags, links, and which blobs each manifest references:
-/// everything a retention plan is made from.
-#[derive(Clone, Debug, Default)]
-pub struct RepoView {
-    pub tags: Vec<TagView>,
-    pub links: Vec<LinkView>,
-    /// `(manifest, blob)` for every file of every manifest of the repository.
-    pub references: Vec<(Digest, Digest)>,
-}
 
 /// What every metadata backend provides. Each implementation passes the same
 /// conformance tests.
@@ -273,44 +68,6 @@ pub trait MetaStore:
 {
     /// Fails when the store cannot serve (readiness).
     fn check(&self) -> impl Future<Output = Result<(), MetaError>> + Send;
-}
-
-/// An ID token consumed by an exchange: `(issuer, jti)` is refused again
-/// until `until` (its expiry plus the leeway, after which it is refused as
-/// expired anyway), and forgotten after.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Replay {
-    pub issuer: String,
-    pub jti: String,
-    pub until: OffsetDateTime,
-}
-
-/// The outcome of minting a token for an ID token.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Exchange {
-    Minted,
-    /// This ID token was exchanged before: nothing was minted.
-    Replayed,
-    /// The publisher was deleted meanwhile: nothing was minted.
-    PublisherGone,
-}
-
-/// The outcome of a rotation.
-#[derive(Clone, Debug)]
-pub enum Rotation {
-    Rotated,
-    Unknown,
-    /// Revoked, expired or already rotated: nothing to rotate.
-    Inactive(&'static str),
-}
-
-/// The outcome of a revocation.
-#[derive(Clone, Debug)]
-pub enum Revocation {
-    Revoked(TokenRecord),
-    /// Revoked before; unchanged.
-    AlreadyRevoked(TokenRecord),
-    Unknown,
 }
 
 /// An audit entry ready to be stored.
@@ -430,15 +187,22 @@ mod tokens;
 mod uploads;
 
 pub use self::audit::AuditStore;
+pub use self::keys::KeyRecord;
 pub use self::keys::KeyStore;
 pub use self::links::LinkStore;
+pub use self::links::{LEASE_LIFETIME, Lease};
 pub use self::log::LogStore;
 pub use self::publishers::PublisherStore;
+pub use self::reclaim::Candidate;
 pub use self::reclaim::ReclaimStore;
 pub use self::retention::RetentionStore;
+pub use self::retention::{Expiry, Hold, LinkView, RepoView, TagChange, TagView, Unlink};
 pub use self::scrub::ScrubStore;
+pub use self::scrub::{Quarantined, ScrubProgress};
 pub use self::tags::TagStore;
+pub use self::tags::{Bound, TagRecord};
 pub use self::tokens::TokenStore;
+pub use self::tokens::{Exchange, Replay, Revocation, Rotation, TokenRecord};
 pub use self::uploads::UploadRecordStore;
 
 impl MetaStore for Meta {

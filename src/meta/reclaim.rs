@@ -2,6 +2,15 @@
 
 use super::*;
 
+/// A digest reclaim may delete: linked nowhere since before the cutoff, or
+/// already marked by a run that stopped before finishing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    pub digest: Digest,
+    pub size: u64,
+    pub marked: bool,
+}
+
 pub trait ReclaimStore {
     /// The reclaim runner's lock, if no other runner (on any replica) holds it.
     fn reclaim_lock(&self) -> impl Future<Output = Result<Option<RunnerLock>, MetaError>> + Send;

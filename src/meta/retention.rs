@@ -2,6 +2,80 @@
 
 use super::*;
 
+/// Why and by whom a tag is held.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    pub reason: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub by: Actor,
+}
+
+/// When a tag expired, and the signed tombstone that says so.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Expiry {
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub tombstone: Envelope,
+}
+
+/// The outcome of a hold, a release or an expiry.
+#[derive(Clone, Debug)]
+pub enum TagChange {
+    /// Done; the record as it is now.
+    Changed(TagRecord),
+    /// Already so (held, not held, expired): nothing recorded.
+    Unchanged(TagRecord),
+    /// Refused: the tag is held (an expiry).
+    Held(TagRecord),
+    /// Refused: the tag has expired (a hold).
+    Expired(TagRecord),
+    /// Refused: the policy the expiry was decided by is no longer the one in
+    /// effect for the repository.
+    Stale,
+    Unknown,
+}
+
+/// The outcome of removing a blob link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unlink {
+    Unlinked,
+    /// A live manifest of the repository references the blob: kept.
+    Referenced,
+    /// Created at or after the cutoff: kept.
+    Fresh,
+    /// There was no such link.
+    Gone,
+}
+
+/// A tag as retention sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TagView {
+    pub tag: Tag,
+    pub manifest: Digest,
+    pub bound_at: OffsetDateTime,
+    pub held: bool,
+    pub expired: bool,
+}
+
+/// A blob link as retention sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkView {
+    pub digest: Digest,
+    pub size: u64,
+    pub created_at: OffsetDateTime,
+}
+
+/// One repository's tags, links, and which blobs each manifest references:
+/// everything a retention plan is made from.
+#[derive(Clone, Debug, Default)]
+pub struct RepoView {
+    pub tags: Vec<TagView>,
+    pub links: Vec<LinkView>,
+    /// `(manifest, blob)` for every file of every manifest of the repository.
+    pub references: Vec<(Digest, Digest)>,
+}
+
 pub trait RetentionStore {
     /// Holds a live tag; a held tag never expires.
     fn hold_tag(

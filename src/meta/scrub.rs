@@ -1,6 +1,32 @@
-//! Scrub: the quarantine of bytes found corrupt or gone, and the progress of the passes that find them.
+//! Scrub: the quarantine of bytes found corrupt or gone, and the progress of
+//! the passes that find them.
 
 use super::*;
+
+/// A stored blob found not to hash to its digest, or gone: never served,
+/// reported absent so that clients send it again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quarantined {
+    pub digest: Digest,
+    /// `mismatch` (the bytes do not hash to the digest) or `missing`.
+    pub reason: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub found_at: OffsetDateTime,
+}
+
+/// Where the scrub is: kept in the store so that a restart, or another
+/// replica, goes on from there.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScrubProgress {
+    /// The last digest verified in the pass under way.
+    pub cursor: Option<Digest>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub pass_started: Option<OffsetDateTime>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub last_full_pass: Option<OffsetDateTime>,
+    pub verified_blobs: u64,
+    pub verified_bytes: u64,
+}
 
 pub trait ScrubStore {
     /// Quarantines a digest, with `audit`, unless it is already; returns whether it was new.

@@ -2,6 +2,51 @@
 
 use super::*;
 
+/// A tag binding, with its hold and its expiry. The binding (`digest`,
+/// `created_at`) never changes; a hold comes and goes; an expiry is final.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TagRecord {
+    pub digest: Digest,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<Hold>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiry: Option<Expiry>,
+}
+
+impl TagRecord {
+    pub fn bound(digest: Digest, created_at: OffsetDateTime) -> Self {
+        Self { digest, created_at, hold: None, expiry: None }
+    }
+
+    pub fn state(&self) -> TagState {
+        if self.expiry.is_some() { TagState::Expired } else { TagState::Live }
+    }
+
+    pub fn entry(&self, tag: Tag) -> TagEntry {
+        TagEntry {
+            tag,
+            digest: self.digest,
+            created_at: self.created_at,
+            state: self.state(),
+            held: self.hold.is_some(),
+            pushed_by: None,
+        }
+    }
+}
+
+/// The outcome of binding a tag.
+#[derive(Clone, Debug)]
+pub enum Bound {
+    Created,
+    /// The tag was already bound (perhaps by a racing writer) to this.
+    Existing(TagRecord),
+    /// These blobs are no longer linked in the repository (unlinked by
+    /// retention after the caller checked): nothing was bound.
+    BlobsGone(Vec<Digest>),
+}
+
 pub trait TagStore {
     /// Stores the manifest and binds the tag to it, unless the tag is bound
     /// (live or expired) or one of `files` (digest, size) is not linked in

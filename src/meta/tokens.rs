@@ -1,6 +1,53 @@
-//! Tokens: records by id and by secret hash, use, revocation and rotation, and the tokens minted by trusted publishing (with their replay record).
+//! Tokens: records by id and by secret hash, use, revocation and rotation, and
+//! the tokens minted by trusted publishing (with their replay record).
 
 use super::*;
+
+/// A token as the server keeps it: its public fields and the hash of its secret.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub info: TokenInfo,
+    /// `TokenSecret::hash` of the current secret, hex.
+    pub secret_hash: String,
+}
+
+/// An ID token consumed by an exchange: `(issuer, jti)` is refused again
+/// until `until` (its expiry plus the leeway, after which it is refused as
+/// expired anyway), and forgotten after.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Replay {
+    pub issuer: String,
+    pub jti: String,
+    pub until: OffsetDateTime,
+}
+
+/// The outcome of minting a token for an ID token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exchange {
+    Minted,
+    /// This ID token was exchanged before: nothing was minted.
+    Replayed,
+    /// The publisher was deleted meanwhile: nothing was minted.
+    PublisherGone,
+}
+
+/// The outcome of a rotation.
+#[derive(Clone, Debug)]
+pub enum Rotation {
+    Rotated,
+    Unknown,
+    /// Revoked, expired or already rotated: nothing to rotate.
+    Inactive(&'static str),
+}
+
+/// The outcome of a revocation.
+#[derive(Clone, Debug)]
+pub enum Revocation {
+    Revoked(TokenRecord),
+    /// Revoked before; unchanged.
+    AlreadyRevoked(TokenRecord),
+    Unknown,
+}
 
 pub trait TokenStore {
     /// Stores a new token and appends `audit` in the same transaction.

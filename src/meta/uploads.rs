@@ -1,4 +1,5 @@
-//! Resumable uploads as records: created (a final claiming its parts), advanced by compare-and-set, deleted, listed.
+//! Resumable uploads as records: created (a final claiming its parts), advanced
+//! by compare-and-set, deleted, listed.
 
 use super::*;
 
