@@ -362,3 +362,18 @@ pub const ERROR_CODES: &[&str] = &[
 pub struct BodyIdle(pub u64);
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Longest text from a client kept in a log line or an audit entry.
+const MAX_TEXT: usize = 256;
+
+/// `text` cut to at most [`MAX_TEXT`] bytes, on a character boundary.
+pub fn bounded(text: &str) -> String {
+    if text.len() <= MAX_TEXT {
+        return text.to_owned();
+    }
+    let mut end = MAX_TEXT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}

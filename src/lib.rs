@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod failpoint;
 pub mod http;
+pub mod json;
 pub mod lifecycle;
 pub mod log;
 pub mod meta;

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use amber_core::audit::{Actor, Event};
 
+use crate::error::bounded;
 use crate::state::AppState;
 
 /// How long repeats of a denial are gathered into one entry.
@@ -25,7 +26,6 @@ const MAX_GROUPS: usize = 1024;
 /// Repositories named in one entry at most.
 pub const MAX_REPOSITORIES: usize = 16;
 /// Longest repository name or reason kept (they come from the client).
-const MAX_TEXT: usize = 256;
 
 /// Who was denied.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -66,18 +66,6 @@ pub struct Denial {
 #[derive(Default)]
 pub struct Denials {
     open: Mutex<HashMap<Group, Window>>,
-}
-
-/// `text` cut to at most [`MAX_TEXT`] bytes, on a character boundary.
-pub fn bounded(text: &str) -> String {
-    if text.len() <= MAX_TEXT {
-        return text.to_owned();
-    }
-    let mut end = MAX_TEXT;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
 }
 
 impl Denials {

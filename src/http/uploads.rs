@@ -15,7 +15,7 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::meta::UploadRecordStore;
 use crate::state::AppState;
-use crate::uploads::record::{UploadId, UploadKind, UploadRecord};
+use crate::meta::{UploadId, UploadKind, UploadRecord};
 use crate::uploads::{self, Creation, Outcome, tus};
 
 const TUS_RESUMABLE: HeaderName = HeaderName::from_static("tus-resumable");

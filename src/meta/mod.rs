@@ -26,7 +26,6 @@ pub use self::postgres::PostgresMeta;
 pub use self::sled::SledMeta;
 use crate::blobs::Stored;
 use crate::config::{FreeSpace, MetaConfig};
-pub use crate::uploads::record::{Created, Updated, UploadId, UploadKind, UploadRecord};
 
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum MetaError {
@@ -201,6 +200,7 @@ pub use self::scrub::ScrubStore;
 pub use self::scrub::{Quarantined, ScrubProgress};
 pub use self::tags::TagStore;
 pub use self::tags::{Bound, TagRecord};
+pub use self::uploads::{Created, Segment, Updated, UploadId, UploadKind, UploadRecord};
 pub use self::tokens::TokenStore;
 pub use self::tokens::{Exchange, Replay, Revocation, Rotation, TokenRecord};
 pub use self::uploads::UploadRecordStore;

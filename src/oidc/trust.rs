@@ -151,7 +151,7 @@ pub fn check_forms(verified: &Verified) -> Result<(), OidcError> {
         match claims.text(claim) {
             Some(value) if !ok(&value) => Err(OidcError::invalid(
                 "claims",
-                format!("claim {claim} is not {form}: {}", crate::auth::bounded(&value)),
+                format!("claim {claim} is not {form}: {}", crate::error::bounded(&value)),
             )),
             _ => Ok(()),
         }

@@ -52,7 +52,7 @@ fn part(encoded: &str, what: &'static str) -> Result<Map<String, Value>, OidcErr
         .decode(encoded)
         .map_err(|_| OidcError::invalid("format", format!("the {what} is not base64url")))?;
     // Duplicate names are refused: two JSON readers could take different ones.
-    crate::http::json::parse(&bytes)
+    crate::json::parse(&bytes)
         .map_err(|e| OidcError::invalid("format", format!("the {what} is not a JSON object with unique names: {e}")))
 }
 
@@ -70,7 +70,7 @@ pub async fn verify(oidc: &Oidc, id_token: &str, now: OffsetDateTime) -> Result<
         Some("RS256") => Algorithm::RS256,
         Some("ES256") => Algorithm::ES256,
         other => {
-            let named = other.map_or_else(|| "none given".to_owned(), crate::auth::bounded);
+            let named = other.map_or_else(|| "none given".to_owned(), crate::error::bounded);
             return Err(OidcError::invalid("alg", format!("algorithm {named} is not accepted: RS256 or ES256 only")));
         }
     };
@@ -183,7 +183,7 @@ fn library_refusal(kind: &ErrorKind) -> OidcError {
             _ => OidcError::invalid("iss", "the ID token has no iss claim"),
         },
         ErrorKind::InvalidClaimFormat(claim) => {
-            OidcError::invalid("claims", format!("claim {} has the wrong type", crate::auth::bounded(claim)))
+            OidcError::invalid("claims", format!("claim {} has the wrong type", crate::error::bounded(claim)))
         }
         other => OidcError::invalid("format", format!("the ID token is malformed: {other:?}")),
     }

@@ -30,7 +30,7 @@ use amber_core::Digest;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
-use super::record::{Segment, UploadId, UploadRecord};
+use crate::meta::{Segment, UploadId, UploadRecord};
 use super::store::{Appended, Check, UploadBytes, concatenated, stored_side};
 use crate::admission::{Lent, MemoryBudget};
 use crate::blobs::{

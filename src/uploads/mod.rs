@@ -21,7 +21,6 @@
 //! restart) first hashes the bytes stored so far again.
 
 pub mod fs;
-pub mod record;
 pub mod s3;
 pub mod store;
 pub mod tus;
@@ -34,7 +33,7 @@ use amber_core::{Digest, RepoName};
 use futures_util::StreamExt;
 use time::OffsetDateTime;
 
-use self::record::{UploadId, UploadKind, UploadRecord};
+use crate::meta::{UploadId, UploadKind, UploadRecord};
 use self::store::{Check, UploadBytes, UploadStore};
 use crate::auth::Caller;
 use crate::blobs::{BodyStream, Stored, Upload};

@@ -7,7 +7,7 @@ use std::ops::Range;
 use amber_core::Digest;
 use amber_core::parts::PartHasher;
 
-use super::record::{Segment, UploadId, UploadRecord};
+use crate::meta::{Segment, UploadId, UploadRecord};
 use super::{fs::FsUploads, s3::S3Uploads};
 use crate::admission::MemoryBudget;
 use crate::blobs::{BlobError, BodyStream, ByteStream, Upload, Written};
