@@ -9,7 +9,6 @@ use axum::response::{IntoResponse, Response};
 
 use crate::blobs::BlobError;
 use crate::meta::MetaError;
-use crate::oidc::OidcError;
 
 /// Why a request was refused, for the audit log (a response extension): the
 /// reason, and apart from it the repository named, so that denials naming
@@ -115,7 +114,7 @@ pub enum ApiError {
     RequestTooLarge { limit: usize },
     /// An ID token exchange was refused.
     #[error(transparent)]
-    Oidc(#[from] crate::oidc::OidcError),
+    Oidc(#[from] OidcError),
     /// Anything the client cannot fix. The cause is logged, never sent.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -376,4 +375,27 @@ pub fn bounded(text: &str) -> String {
         end -= 1;
     }
     format!("{}…", &text[..end])
+}
+
+/// Why an exchange was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum OidcError {
+    /// A check of the ID token failed; `check` names it (also in the audit
+    /// log, where denials of one kind are counted together).
+    #[error("{message}")]
+    Invalid { check: &'static str, message: String },
+    #[error("this ID token was exchanged before; each is exchanged once")]
+    Replayed,
+    /// A valid ID token no publisher trusts.
+    #[error("{message}")]
+    NoPublisher { message: String, repository: Option<String> },
+    /// The issuer's keys are not known and could not be fetched.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl OidcError {
+    pub fn invalid(check: &'static str, message: impl Into<String>) -> Self {
+        Self::Invalid { check, message: message.into() }
+    }
 }

@@ -22,8 +22,8 @@ use axum::response::Response;
 use base64::Engine;
 use time::{Duration, OffsetDateTime};
 
-pub use denials::{Denial, Denials, WINDOW as DENIAL_WINDOW};
 pub use crate::error::bounded;
+pub use denials::{Denial, Denials, WINDOW as DENIAL_WINDOW};
 pub use issue::{TokenSpec, check_grants, issue_token};
 
 use crate::error::{ApiError, ApiResult, DenialReason};

@@ -2,6 +2,8 @@
 //! optional TOML file, in that order of precedence, resolved once at start into
 //! a [`Config`] whose backend choices mirror the backend enums.
 
+pub mod oidc;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -217,7 +219,7 @@ struct FileOptions {
     reclaim_interval: Option<u64>,
     scrub_rate: Option<u64>,
     #[serde(default)]
-    oidc: crate::oidc::OidcConfig,
+    oidc: oidc::OidcConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -272,7 +274,7 @@ pub struct Config {
     /// Bytes a second the scrub may read; 0: no scrub.
     pub scrub_rate: u64,
     /// Issuers of CI ID tokens trusted for trusted publishing (TOML only).
-    pub oidc: crate::oidc::OidcConfig,
+    pub oidc: oidc::OidcConfig,
 }
 
 /// The transparency log's identity and pace.

@@ -14,8 +14,8 @@ use super::paths::Repo;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::meta::UploadRecordStore;
-use crate::state::AppState;
 use crate::meta::{UploadId, UploadKind, UploadRecord};
+use crate::state::AppState;
 use crate::uploads::{self, Creation, Outcome, tus};
 
 const TUS_RESUMABLE: HeaderName = HeaderName::from_static("tus-resumable");

@@ -200,10 +200,10 @@ pub use self::scrub::ScrubStore;
 pub use self::scrub::{Quarantined, ScrubProgress};
 pub use self::tags::TagStore;
 pub use self::tags::{Bound, TagRecord};
-pub use self::uploads::{Created, Segment, Updated, UploadId, UploadKind, UploadRecord};
 pub use self::tokens::TokenStore;
 pub use self::tokens::{Exchange, Replay, Revocation, Rotation, TokenRecord};
 pub use self::uploads::UploadRecordStore;
+pub use self::uploads::{Created, Segment, Updated, UploadId, UploadKind, UploadRecord};
 
 impl MetaStore for Meta {
     async fn check(&self) -> Result<(), MetaError> {

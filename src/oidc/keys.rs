@@ -14,7 +14,7 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use reqwest::Url;
 
 use super::OidcError;
-use super::issuer::IssuerConfig;
+use crate::config::oidc::IssuerConfig;
 
 /// Unknown key ids trigger at most one fetch this often.
 pub const MIN_REFRESH: Duration = Duration::from_secs(60);

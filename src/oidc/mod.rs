@@ -7,7 +7,6 @@
 //! server's signature which run produced it.
 
 mod exchange;
-mod issuer;
 mod keys;
 mod trust;
 mod verify;
@@ -15,35 +14,13 @@ mod verify;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::config::oidc::{IssuerConfig, IssuerKind, OidcConfig};
+pub use crate::error::OidcError;
 pub use exchange::exchange;
-pub use issuer::{IssuerConfig, IssuerKind, OidcConfig};
 pub use trust::{MAX_TOKEN_LIFETIME, new_publisher};
 
 /// How long fetching discovery or keys may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Why an exchange was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum OidcError {
-    /// A check of the ID token failed; `check` names it (also in the audit
-    /// log, where denials of one kind are counted together).
-    #[error("{message}")]
-    Invalid { check: &'static str, message: String },
-    #[error("this ID token was exchanged before; each is exchanged once")]
-    Replayed,
-    /// A valid ID token no publisher trusts.
-    #[error("{message}")]
-    NoPublisher { message: String, repository: Option<String> },
-    /// The issuer's keys are not known and could not be fetched.
-    #[error("{0}")]
-    Unavailable(String),
-}
-
-impl OidcError {
-    pub fn invalid(check: &'static str, message: impl Into<String>) -> Self {
-        Self::Invalid { check, message: message.into() }
-    }
-}
 
 /// A configured issuer and its keys.
 pub struct Issuer {

@@ -30,12 +30,12 @@ use amber_core::Digest;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
-use crate::meta::{Segment, UploadId, UploadRecord};
 use super::store::{Appended, Check, UploadBytes, concatenated, stored_side};
 use crate::admission::{Lent, MemoryBudget};
 use crate::blobs::{
     BlobError, BlobStore, BodyStream, ByteStream, FsBlobs, PREALLOCATE_STEP, Upload, Written, joined, preallocate,
 };
+use crate::meta::{Segment, UploadId, UploadRecord};
 
 /// Bytes gathered before each blocking write (larger than a `PUT`'s: the
 /// parts of one upload take turns writing into one file).

@@ -33,13 +33,13 @@ use amber_core::{Digest, RepoName};
 use futures_util::StreamExt;
 use time::OffsetDateTime;
 
-use crate::meta::{UploadId, UploadKind, UploadRecord};
 use self::store::{Check, UploadBytes, UploadStore};
 use crate::auth::Caller;
 use crate::blobs::{BodyStream, Stored, Upload};
 use crate::error::{ApiError, ApiResult};
 use crate::meta::UploadRecordStore;
 use crate::meta::{Created, Updated};
+use crate::meta::{UploadId, UploadKind, UploadRecord};
 use crate::state::AppState;
 
 /// Uploads one token may hold at once (unfinished, or finished and not yet

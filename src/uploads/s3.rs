@@ -15,10 +15,10 @@ use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
 
-use crate::meta::{Segment, UploadId, UploadRecord};
 use super::store::{Appended, Check, UploadBytes, concatenated, stored_side};
 use crate::admission::MemoryBudget;
 use crate::blobs::{BlobError, BlobStore, BodyStream, ByteStream, S3Blobs, Upload, Written};
+use crate::meta::{Segment, UploadId, UploadRecord};
 
 /// Objects no live upload owns are deleted once this old.
 const ORPHAN_AGE: Duration = Duration::from_secs(60 * 60);

@@ -7,10 +7,10 @@ use std::ops::Range;
 use amber_core::Digest;
 use amber_core::parts::PartHasher;
 
-use crate::meta::{Segment, UploadId, UploadRecord};
 use super::{fs::FsUploads, s3::S3Uploads};
 use crate::admission::MemoryBudget;
 use crate::blobs::{BlobError, BodyStream, ByteStream, Upload, Written};
+use crate::meta::{Segment, UploadId, UploadRecord};
 
 /// The hash of an upload's bytes so far, fed as they are stored.
 pub enum Check {
