@@ -47,9 +47,11 @@ impl AppState {
         let log = Arc::new(crate::log::Log::open(&meta, &config.log).await?);
         let uploads = crate::uploads::Uploads::new(match &blobs {
             Blobs::Fs(fs) => {
-                crate::uploads::store::UploadStore::Fs(crate::uploads::fs::FsUploads::open(fs.clone()).await?)
+                crate::uploads::store::UploadStore::Fs(crate::uploads::store::fs::FsUploads::open(fs.clone()).await?)
             }
-            Blobs::S3(s3) => crate::uploads::store::UploadStore::S3(crate::uploads::s3::S3Uploads::new(s3.clone())),
+            Blobs::S3(s3) => {
+                crate::uploads::store::UploadStore::S3(crate::uploads::store::s3::S3Uploads::new(s3.clone()))
+            }
         });
         Ok(Self(Arc::new(Inner {
             config,

@@ -20,8 +20,6 @@
 //! replica that stored them; a `PATCH` that finds none (another replica, a
 //! restart) first hashes the bytes stored so far again.
 
-pub mod fs;
-pub mod s3;
 pub mod store;
 pub mod tus;
 

@@ -30,7 +30,7 @@ use amber_core::Digest;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
-use super::store::{Appended, Check, UploadBytes, concatenated, stored_side};
+use super::{Appended, Check, UploadBytes, concatenated, stored_side};
 use crate::admission::{Lent, MemoryBudget};
 use crate::blobs::{
     BlobError, BlobStore, BodyStream, ByteStream, FsBlobs, PREALLOCATE_STEP, Upload, Written, joined, preallocate,

@@ -1,13 +1,17 @@
 //! Where an upload's bytes wait until it completes: the trait, and the enum
 //! of the configured backend (a directory beside the blobs, or S3 objects).
 
+pub mod fs;
+pub mod s3;
+
 use std::future::Future;
 use std::ops::Range;
 
 use amber_core::Digest;
 use amber_core::parts::PartHasher;
 
-use super::{fs::FsUploads, s3::S3Uploads};
+use self::fs::FsUploads;
+use self::s3::S3Uploads;
 use crate::admission::MemoryBudget;
 use crate::blobs::{BlobError, BodyStream, ByteStream, Upload, Written};
 use crate::meta::{Segment, UploadId, UploadRecord};

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
 
-use super::store::{Appended, Check, UploadBytes, concatenated, stored_side};
+use super::{Appended, Check, UploadBytes, concatenated, stored_side};
 use crate::admission::MemoryBudget;
 use crate::blobs::{BlobError, BlobStore, BodyStream, ByteStream, S3Blobs, Upload, Written};
 use crate::meta::{Segment, UploadId, UploadRecord};
