@@ -6,15 +6,19 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::header::CONTENT_TYPE;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-
-use crate::server::ConnectionCounters;
-use crate::state::AppState;
+/// What happened to connections, for `/metrics`.
+#[derive(Default)]
+pub struct ConnectionCounters {
+    /// Open now.
+    pub open: AtomicU64,
+    /// Refused at accept: every open connection was busy.
+    pub refused: AtomicU64,
+    /// Closed while idle to make room for a new one.
+    pub shed: AtomicU64,
+    /// Closed by the header or the idle timeout.
+    pub timed_out: AtomicU64,
+}
 
 /// Method, route template, status.
 type Series = (String, String, u16);
@@ -47,11 +51,19 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Counts one request of `series`, which took `seconds`.
+    pub fn count_request(&self, method: String, route: String, status: u16, seconds: f64) {
+        let mut requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = requests.entry((method, route, status)).or_default();
+        entry.0 += 1;
+        entry.1 += seconds;
+    }
+
     pub fn oidc_exchange(&self, outcome: &'static str) {
         *self.oidc_exchanges.lock().unwrap_or_else(|e| e.into_inner()).entry(outcome).or_default() += 1;
     }
 
-    fn render(&self, corrupt: usize) -> String {
+    pub fn render(&self, corrupt: usize) -> String {
         let mut out = String::new();
         let requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
         let name = "amber_http_requests_total";
@@ -139,22 +151,4 @@ fn counter_header(out: &mut String, name: &str, help: &str) {
 
 fn labels((method, route, status): &Series) -> String {
     format!("{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}}")
-}
-
-/// Counts every routed request by method, route template and status.
-pub async fn record(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let method = request.method().to_string();
-    let route = request.extensions().get::<MatchedPath>().map_or_else(String::new, |p| p.as_str().to_owned());
-    let started = Instant::now();
-    let response = next.run(request).await;
-    let elapsed = started.elapsed().as_secs_f64();
-    let mut requests = state.metrics.requests.lock().unwrap_or_else(|e| e.into_inner());
-    let entry = requests.entry((method, route, response.status().as_u16())).or_default();
-    entry.0 += 1;
-    entry.1 += elapsed;
-    response
-}
-
-pub async fn get_metrics(State(state): State<AppState>) -> impl IntoResponse {
-    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render(state.quarantine.len()))
 }

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use amber_core::audit::{Actor, Event};
 
 use crate::error::bounded;
-use crate::state::AppState;
+use crate::meta::Meta;
+use crate::signing::Signer;
+use std::sync::Arc;
 
 /// How long repeats of a denial are gathered into one entry.
 pub const WINDOW: Duration = Duration::from_secs(1);
@@ -25,7 +27,6 @@ pub const WINDOW: Duration = Duration::from_secs(1);
 const MAX_GROUPS: usize = 1024;
 /// Repositories named in one entry at most.
 pub const MAX_REPOSITORIES: usize = 16;
-/// Longest repository name or reason kept (they come from the client).
 
 /// Who was denied.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -71,7 +72,7 @@ pub struct Denials {
 impl Denials {
     /// Records a denial, or counts it as a repeat of one recorded less than
     /// [`WINDOW`] ago.
-    pub async fn record(&self, state: &AppState, denial: Denial) {
+    pub async fn record(&self, meta: &Meta, signer: &Arc<Signer>, denial: Denial) {
         let who = match &denial.actor.token_id {
             Some(id) => Who::Token(id.as_str().to_owned()),
             None => Who::Client(denial.client),
@@ -118,13 +119,13 @@ impl Denials {
             }
         };
         if first {
-            write(state, denial.actor, group, 1, repository.into_iter().collect()).await;
+            write(meta, signer, denial.actor, group, 1, repository.into_iter().collect()).await;
         }
     }
 
     /// Records the repeats of every window that has closed, or of every window
     /// at all when `everything` (at shutdown).
-    pub async fn flush(&self, state: &AppState, everything: bool) {
+    pub async fn flush(&self, meta: &Meta, signer: &Arc<Signer>, everything: bool) {
         let closed: Vec<(Group, Window)> = {
             let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
             let now = Instant::now();
@@ -132,20 +133,21 @@ impl Denials {
         };
         for (group, window) in closed {
             if window.repeats > 0 {
-                write(state, window.actor, group, window.repeats, window.repositories.into_iter().collect()).await;
+                write(meta, signer, window.actor, group, window.repeats, window.repositories.into_iter().collect())
+                    .await;
             }
         }
     }
 }
 
-async fn write(state: &AppState, actor: Actor, group: Group, count: u64, repositories: Vec<String>) {
+async fn write(meta: &Meta, signer: &Arc<Signer>, actor: Actor, group: Group, count: u64, repositories: Vec<String>) {
     let Group { who, method, route, status, reason } = group;
     let client = match who {
         Who::Client(address) => address.map(|a| a.to_string()),
         Who::Token(_) | Who::Overflow => None,
     };
     let event = Event::RequestDenied { method, route, status, reason, count, repositories, client };
-    if let Err(err) = crate::audit::record(&state.meta, &state.signer, actor, event).await {
+    if let Err(err) = crate::audit::record(meta, signer, actor, event).await {
         tracing::error!(error = %err, "recording a denied request in the audit log failed");
     }
 }

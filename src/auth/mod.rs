@@ -1,6 +1,7 @@
-//! Who is calling. The [`authenticate`] middleware resolves the bearer (or
-//! Basic) token once per request, warns about tokens near expiry and audits
-//! every `401` and `403`; the `Caller` extractor hands the token to handlers,
+//! Who is calling. [`resolve`] finds the bearer (or Basic) token of a
+//! request (the `authenticate` middleware of `http/` calls it once per
+//! request, and audits every `401` and `403` through [`Denials`]); the
+//! `Caller` extractor hands the token to handlers,
 //! which state what they need in one line with [`Caller::require`].
 //! Default deny: a token may do only what a grant names.
 
@@ -11,14 +12,11 @@ use std::sync::Arc;
 
 use amber_core::audit::Actor;
 use amber_core::{Action, RepoName, TokenSecret};
-use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request, State};
-use axum::http::header::{AUTHORIZATION, WARNING};
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::http::{HeaderMap, HeaderValue};
 use base64::Engine;
 use time::{Duration, OffsetDateTime};
 
@@ -26,10 +24,10 @@ pub use crate::error::bounded;
 pub use denials::{Denial, Denials, WINDOW as DENIAL_WINDOW};
 pub use issue::{TokenSpec, check_grants, issue_token};
 
-use crate::error::{ApiError, ApiResult, DenialReason};
+use crate::error::{ApiError, ApiResult};
+use crate::meta::Meta;
 use crate::meta::TokenRecord;
 use crate::meta::TokenStore;
-use crate::state::AppState;
 
 /// `last_used_at` is refreshed at most this often, so auth adds no write to
 /// every request.
@@ -40,7 +38,7 @@ const EXPIRY_WARNING: Duration = Duration::days(7);
 
 /// The outcome of authenticating one request.
 #[derive(Clone, Debug)]
-enum Authentication {
+pub enum Authentication {
     Missing,
     Failed(&'static str),
     Unavailable,
@@ -85,7 +83,7 @@ impl Caller {
     }
 }
 
-fn actor(token: &TokenRecord) -> Actor {
+pub fn actor(token: &TokenRecord) -> Actor {
     Actor { token_id: Some(token.info.id.clone()), token_name: Some(token.info.name.clone()) }
 }
 
@@ -115,7 +113,9 @@ pub fn secret_hash(secret: &TokenSecret) -> String {
     blake3::Hash::from_bytes(secret.hash()).to_hex().to_string()
 }
 
-async fn resolve(state: &AppState, headers: &HeaderMap) -> Authentication {
+/// Resolves the request's token: read from the store on every request, so
+/// that revocation and expiry take effect at once, on every replica.
+pub async fn resolve(meta: &Meta, headers: &HeaderMap) -> Authentication {
     let secret = match presented_secret(headers) {
         Ok(Some(secret)) => secret,
         Ok(None) => return Authentication::Missing,
@@ -123,7 +123,7 @@ async fn resolve(state: &AppState, headers: &HeaderMap) -> Authentication {
     };
     // Read from the store on every request: revocation and expiry take effect
     // at once, on every replica.
-    let token = match state.meta.token_by_hash(&secret_hash(&secret)).await {
+    let token = match meta.token_by_hash(&secret_hash(&secret)).await {
         Ok(Some(token)) => token,
         Ok(None) => return Authentication::Failed("unknown token"),
         Err(err) => {
@@ -143,14 +143,14 @@ async fn resolve(state: &AppState, headers: &HeaderMap) -> Authentication {
         });
     }
     if token.info.last_used_at.is_none_or(|at| now - at > LAST_USED_GRANULARITY)
-        && let Err(err) = state.meta.touch_token(&token.info.id, now).await
+        && let Err(err) = meta.touch_token(&token.info.id, now).await
     {
         tracing::warn!(error = %err, "recording token use failed");
     }
     Authentication::Token(Arc::new(token))
 }
 
-fn expiry_warning(token: &TokenRecord) -> Option<HeaderValue> {
+pub fn expiry_warning(token: &TokenRecord) -> Option<HeaderValue> {
     let info = &token.info;
     let expires = info.expires_at.format(&time::format_description::well_known::Rfc3339).ok()?;
     let text = if let Some(replacement) = &info.rotated_to {
@@ -170,40 +170,10 @@ fn expiry_warning(token: &TokenRecord) -> Option<HeaderValue> {
     HeaderValue::try_from(text).ok()
 }
 
-/// Authenticates (for routes that need it, the `Caller` extractor then reads
-/// the outcome), adds expiry warnings, and audits denied requests.
-pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    let authentication = resolve(&state, request.headers()).await;
-    request.extensions_mut().insert(authentication.clone());
-    let method = request.method().to_string();
-    let client = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
-    let route = request.extensions().get::<MatchedPath>().map_or_else(String::new, |p| p.as_str().to_owned());
-    let mut response = next.run(request).await;
-
-    let token = match &authentication {
-        Authentication::Token(token) => Some(token),
-        _ => None,
-    };
-    if let Some(warning) = token.and_then(|t| expiry_warning(t)) {
-        response.headers_mut().insert(WARNING, warning);
-    }
-    let status = response.status();
-    if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-        let (reason, repository) = match response.extensions().get::<DenialReason>() {
-            Some(denial) => (denial.reason.clone(), denial.repository.clone()),
-            None => (String::new(), None),
-        };
-        let actor = token.map_or(Actor { token_id: None, token_name: None }, |t| actor(t));
-        let denial = Denial { actor, client, method, route, status: status.as_u16(), reason, repository };
-        state.denials.record(&state, denial).await;
-    }
-    response
-}
-
-impl FromRequestParts<AppState> for Caller {
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         match parts.extensions.get::<Authentication>() {
             Some(Authentication::Token(token)) => Ok(Self { token: token.clone() }),
             Some(Authentication::Failed(reason)) => Err(ApiError::Unauthorized(reason)),

@@ -2,10 +2,12 @@
 //! router and the test that holds it to `api/openapi.yaml` read the same table.
 
 mod audit;
+mod auth;
 mod blobs;
 pub(crate) mod json;
 mod lifecycle;
 mod log;
+mod metrics;
 mod oidc;
 mod page;
 mod paths;
@@ -22,9 +24,7 @@ use axum::http::{Method, Request};
 use axum::routing::{MethodFilter, MethodRouter, on};
 use tower_http::trace::TraceLayer;
 
-use crate::auth;
 use crate::error::ApiError;
-use crate::metrics;
 use crate::state::AppState;
 
 /// Largest JSON body accepted (a manifest of many files is the big one);
@@ -142,7 +142,7 @@ pub fn router(state: AppState) -> Router {
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request<_>| {
                     // The path comes from the client: logged cut to a bounded length.
-                    let path = auth::bounded(request.uri().path());
+                    let path = crate::error::bounded(request.uri().path());
                     tracing::info_span!("request", method = %request.method(), path = %path)
                 })
                 .on_request(())

@@ -29,23 +29,12 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 use tower_http::timeout::TimeoutBody;
 
+pub use crate::metrics::ConnectionCounters;
+
 /// How often the sweeper looks for connections past a timeout.
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
 /// Most concurrent HTTP/2 streams on one connection.
 const MAX_H2_STREAMS: u32 = 64;
-
-/// What happened to connections, for `/metrics`.
-#[derive(Default)]
-pub struct ConnectionCounters {
-    /// Open now.
-    pub open: AtomicU64,
-    /// Refused at accept: every open connection was busy.
-    pub refused: AtomicU64,
-    /// Closed while idle to make room for a new one.
-    pub shed: AtomicU64,
-    /// Closed by the header or the idle timeout.
-    pub timed_out: AtomicU64,
-}
 
 /// The connection limits, from [`crate::config::Limits`].
 #[derive(Clone, Debug)]

@@ -73,7 +73,7 @@ pub async fn serve(
                 // The chosen branch's work is not raced against the stop: a
                 // flush always finishes writing.
                 tokio::select! {
-                    _ = denials.tick() => state.denials.flush(&state, false).await,
+                    _ = denials.tick() => state.denials.flush(&state.meta, &state.signer, false).await,
                     _ = keys.tick() => {
                         for signer in [&state.signer, state.log.signer()] {
                             if let Err(err) = signer.refresh(&state.meta).await {
@@ -159,7 +159,7 @@ pub async fn serve(
         for task in [retention, reclaim, scrub, oidc_keys, Some(log), Some(uploads)].into_iter().flatten() {
             let _ = task.await;
         }
-        state.denials.flush(&state, true).await;
+        state.denials.flush(&state.meta, &state.signer, true).await;
         // What the last moments recorded, covered before the process ends.
         if let Err(err) = state.log.sign_if_grown(&state.meta).await {
             tracing::warn!(error = %err, "could not sign a last log checkpoint");
