@@ -15,6 +15,7 @@ pub mod meta;
 pub mod metrics;
 pub mod oidc;
 pub mod push;
+pub mod quarantine;
 pub mod server;
 pub mod signing;
 pub mod space;

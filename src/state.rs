@@ -23,7 +23,7 @@ pub struct Inner {
     pub denials: Denials,
     pub admission: Admission,
     /// Quarantined digests, re-read from the store every few seconds.
-    pub quarantine: crate::lifecycle::scrub::QuarantineSet,
+    pub quarantine: crate::quarantine::QuarantineSet,
     /// Trusted issuers of CI ID tokens, and their keys.
     pub oidc: crate::oidc::Oidc,
     /// The transparency log: its key and checkpoints.
@@ -41,7 +41,7 @@ impl AppState {
         let signer = Arc::new(Signer::load(&meta, config.signing_key_file.as_deref()).await?);
         let (metrics, denials) = (Metrics::default(), Denials::default());
         let admission = Admission::new(&config.limits);
-        let quarantine = crate::lifecycle::scrub::QuarantineSet::default();
+        let quarantine = crate::quarantine::QuarantineSet::default();
         quarantine.refresh(&meta).await?;
         let oidc = crate::oidc::Oidc::new(&config.oidc)?;
         let log = Arc::new(crate::log::Log::open(&meta, &config.log).await?);

@@ -25,7 +25,14 @@ pub async fn exchange(
 ) -> ApiResult<(StatusCode, ApiJson<ExchangedToken>)> {
     let result = async {
         let request: ExchangeRequest = body.json_within(&state, EXCHANGE_BODY_LIMIT).await?;
-        crate::oidc::exchange(&state, &request.id_token).await
+        crate::oidc::exchange(
+            &state.oidc,
+            &state.meta,
+            &state.signer,
+            state.config.max_token_lifetime,
+            &request.id_token,
+        )
+        .await
     }
     .await;
     state.metrics.oidc_exchange(match &result {

@@ -8,8 +8,6 @@
 //! never served, reported absent by `HEAD` and `blobs/missing` so that
 //! clients send it again, and healed by that upload.
 
-use std::collections::HashSet;
-use std::sync::RwLock;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -22,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::audit::Draft;
 use crate::blobs::{BlobError, BlobStore};
 use crate::meta::{LinkStore, ScrubStore};
-use crate::meta::{Meta, MetaError, Quarantined};
+use crate::meta::{MetaError, Quarantined};
 use crate::state::AppState;
 
 /// Digests verified between saves of the progress.
@@ -33,40 +31,6 @@ const PAGE: usize = 100;
 const PER_BLOB: u64 = 64 * 1024;
 /// Rest between full passes, and before trying again for the lock.
 const PAUSE: Duration = Duration::from_secs(5);
-
-/// The quarantined digests, kept in memory on every replica: every read asks.
-#[derive(Default)]
-pub struct QuarantineSet(RwLock<HashSet<Digest>>);
-
-impl QuarantineSet {
-    pub fn contains(&self, digest: &Digest) -> bool {
-        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).contains(digest)
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn set(&self, digest: Digest, present: bool) {
-        let mut set = self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if present {
-            set.insert(digest);
-        } else {
-            set.remove(&digest);
-        }
-    }
-
-    /// Re-reads the set from the store (what other replicas found, or healed).
-    pub async fn refresh(&self, meta: &Meta) -> Result<(), MetaError> {
-        let all: HashSet<Digest> = meta.quarantined().await?.into_iter().map(|q| q.digest).collect();
-        *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = all;
-        Ok(())
-    }
-}
 
 fn scrubber() -> Actor {
     Actor { token_id: None, token_name: Some("amberd scrub".into()) }

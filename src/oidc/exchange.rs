@@ -16,18 +16,30 @@ use crate::auth::secret_hash;
 use crate::error::ApiResult;
 use crate::meta::{Exchange, Replay, TokenRecord};
 use crate::meta::{PublisherStore, TokenStore};
-use crate::state::AppState;
+use std::sync::Arc;
 
-pub async fn exchange(state: &AppState, id_token: &str) -> ApiResult<ExchangedToken> {
+use super::Oidc;
+use crate::meta::Meta;
+use crate::signing::Signer;
+
+/// Exchanges `id_token` for a token of the publisher that trusts it, living
+/// at most `max_token_lifetime`.
+pub async fn exchange(
+    oidc: &Oidc,
+    meta: &Meta,
+    signer: &Arc<Signer>,
+    max_token_lifetime: std::time::Duration,
+    id_token: &str,
+) -> ApiResult<ExchangedToken> {
     let now = OffsetDateTime::now_utc();
-    let verified = verify::verify(&state.oidc, id_token, now).await?;
+    let verified = verify::verify(oidc, id_token, now).await?;
     trust::check_forms(&verified)?;
-    let publishers = state.meta.publishers().await?;
+    let publishers = meta.publishers().await?;
     let publisher = trust::choose(&publishers, &verified)?;
     let ci = trust::identity(publisher, &verified);
     let pipeline = trust::pipeline(publisher, &ci, &verified.issuer.config.name);
 
-    let lifetime = publisher.token_lifetime.min(state.config.max_token_lifetime.as_secs());
+    let lifetime = publisher.token_lifetime.min(max_token_lifetime.as_secs());
     let created_at = now.replace_nanosecond(0).expect("0 is a valid nanosecond");
     let mut rng = rand::rngs::OsRng;
     let secret = TokenSecret::generate(&mut rng);
@@ -55,13 +67,13 @@ pub async fn exchange(state: &AppState, id_token: &str) -> ApiResult<ExchangedTo
     };
     let actor =
         Actor { token_id: None, token_name: Some(format!("ID token of issuer {}", verified.issuer.config.name)) };
-    let draft = Draft::shared(&state.signer, actor, vec![event]);
+    let draft = Draft::shared(signer, actor, vec![event]);
     // Past `exp` and the leeway the token is refused as expired anyway.
     let until = OffsetDateTime::from_unix_timestamp(verified.exp.saturating_add(LEEWAY).min(253_402_300_799))
         .map_err(crate::error::ApiError::internal)?;
     let replay = Replay { issuer: verified.issuer.config.url.clone(), jti: verified.jti.clone(), until };
     let record = TokenRecord { info: info.clone(), secret_hash: secret_hash(&secret) };
-    match state.meta.exchange_token(&record, &publisher.id, &replay, draft).await? {
+    match meta.exchange_token(&record, &publisher.id, &replay, draft).await? {
         Exchange::Minted => {}
         Exchange::Replayed => return Err(OidcError::Replayed.into()),
         Exchange::PublisherGone => {
