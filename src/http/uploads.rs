@@ -15,8 +15,9 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::meta::UploadRecordStore;
 use crate::meta::{UploadId, UploadKind, UploadRecord};
+use crate::push::resumable::{self, Creation, Outcome};
 use crate::state::AppState;
-use crate::uploads::{self, Creation, Outcome, tus};
+use crate::uploads::tus;
 
 const TUS_RESUMABLE: HeaderName = HeaderName::from_static("tus-resumable");
 const UPLOAD_OFFSET: HeaderName = HeaderName::from_static("upload-offset");
@@ -150,12 +151,12 @@ pub async fn create_upload(
         return Err(ApiError::RequestInvalid("Upload-Length is 0, but the request has a body".into()));
     }
     let creation = Creation { length, metadata, concat, base: base(&repo), hosts: own_hosts(&state, &headers, &uri) };
-    let Outcome { mut record, mut linked } = uploads::create(&state, &caller, &repo, creation).await?;
+    let Outcome { mut record, mut linked } = resumable::create(&state, &caller, &repo, creation).await?;
     let location = format!("{}/{}", base(&repo), record.id);
     // creation-with-upload: the body is the upload's first bytes.
     if with_data && record.done.is_none() && !matches!(record.kind, UploadKind::Final { .. }) {
         let body = body_stream(body, state.config.limits.body_idle_timeout);
-        match uploads::patch(&state, &caller, record.clone(), 0, body).await {
+        match resumable::patch(&state, &caller, record.clone(), 0, body).await {
             Ok(outcome) => (record, linked) = (outcome.record, outcome.linked),
             // The upload exists: say where, with what it holds, and why.
             Err(err) => {
@@ -268,7 +269,7 @@ pub async fn patch_upload(
         )));
     }
     let body = body_stream(body, state.config.limits.body_idle_timeout);
-    let Outcome { record, linked } = uploads::patch(&state, &caller, record, offset, body).await?;
+    let Outcome { record, linked } = resumable::patch(&state, &caller, record, offset, body).await?;
     if linked.is_some() {
         state.metrics.uploads_completed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
@@ -287,6 +288,6 @@ pub async fn delete_upload(
     caller.require(Action::Push, &repo)?;
     check_version(&headers)?;
     let record = find(&state, &caller, &repo, &id).await?;
-    uploads::terminate(&state, &record).await?;
+    resumable::terminate(&state, &record).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -2,6 +2,8 @@
 //! finished resumable upload share (the upload slot, the reclaim lease, the
 //! link with its audit entry, healing quarantined bytes, the counters).
 
+pub mod resumable;
+
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 

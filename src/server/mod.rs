@@ -122,7 +122,7 @@ pub async fn serve(
         move || {
             let state = state.clone();
             async move {
-                match crate::uploads::expire(&state).await {
+                match crate::push::resumable::expire(&state).await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(uploads = n, "discarded expired uploads"),
                     Err(err) => {
