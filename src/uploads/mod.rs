@@ -30,7 +30,6 @@ pub mod tus;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, PoisonError};
 
-
 use self::store::{Check, UploadStore};
 use crate::error::{ApiError, ApiResult};
 use crate::meta::UploadId;

@@ -14,25 +14,13 @@ use time::OffsetDateTime;
 use crate::digest::Digest;
 use crate::dsse::{DsseError, Envelope};
 use crate::name::{RepoName, Tag};
+pub use crate::token::Actor;
 use crate::token::{Grant, TokenId};
 
 pub const CHECKPOINT_PAYLOAD_TYPE: &str = "application/vnd.amber.audit-checkpoint.v1+json";
 pub const CHECKPOINT_SCHEMA: &str = "amber.audit.checkpoint.v1";
 /// `prev` of the first entry.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-
-/// Who made a change: a token, or an operator at the server (`amberd` commands).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Actor {
-    pub token_id: Option<TokenId>,
-    pub token_name: Option<String>,
-}
-
-impl Actor {
-    pub fn operator() -> Self {
-        Self { token_id: None, token_name: Some("amberd (local operator)".into()) }
-    }
-}
 
 /// What happened. Never carries a secret.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -194,7 +194,7 @@ pub struct PushedBy {
     /// The CI run that pushed, as verified from its ID token (trusted
     /// publishing); absent for a token an operator created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ci: Option<crate::oidc::CiIdentity>,
+    pub ci: Option<crate::token::CiIdentity>,
 }
 
 /// The signed statement: the server's facts plus the client's files and annotations.

@@ -9,49 +9,9 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+pub use crate::token::CiIdentity;
 use crate::token::Grant;
 use crate::wire::TokenInfo;
-
-/// The verified claims of the ID token a token was minted from: which run,
-/// of which repository at which commit. Taken from the ID token the server
-/// verified, never from the client. Every value is the claim as the issuer
-/// wrote it; a claim the issuer did not send is left out.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CiIdentity {
-    /// The issuer's URL (`iss`).
-    pub issuer: String,
-    /// The publisher that matched.
-    pub publisher: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub repository: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub repository_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub repository_owner_id: Option<String>,
-    #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
-    pub git_ref: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sha: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub workflow_ref: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub job_workflow_ref: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub environment: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub event_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub run_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub run_attempt: Option<String>,
-    /// GitLab's job within the pipeline (`run_id`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub job_id: Option<String>,
-    /// `sub`, for a generic issuer (GitHub's and GitLab's are left out: they
-    /// restate the claims above).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subject: Option<String>,
-}
 
 /// A publisher's id: `pub_` and 24 hex digits.
 pub fn new_publisher_id(rng: &mut impl Rng) -> String {

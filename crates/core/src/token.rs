@@ -167,6 +167,60 @@ pub struct Grant {
     pub actions: Vec<Action>,
 }
 
+/// The verified claims of the ID token a token was minted from: which run,
+/// of which repository at which commit. Taken from the ID token the server
+/// verified, never from the client. Every value is the claim as the issuer
+/// wrote it; a claim the issuer did not send is left out.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CiIdentity {
+    /// The issuer's URL (`iss`).
+    pub issuer: String,
+    /// The publisher that matched.
+    pub publisher: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository_owner_id: Option<String>,
+    #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow_ref: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_workflow_ref: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_attempt: Option<String>,
+    /// GitLab's job within the pipeline (`run_id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+    /// `sub`, for a generic issuer (GitHub's and GitLab's are left out: they
+    /// restate the claims above).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+}
+
+/// Who made a change: a token, or an operator at the server (`amberd` commands).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    pub token_id: Option<TokenId>,
+    pub token_name: Option<String>,
+}
+
+impl Actor {
+    pub fn operator() -> Self {
+        Self { token_id: None, token_name: Some("amberd (local operator)".into()) }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

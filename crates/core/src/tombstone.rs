@@ -8,10 +8,10 @@ use ed25519_dalek::VerifyingKey;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::audit::Actor;
 use crate::digest::Digest;
 use crate::dsse::{DsseError, Envelope};
 use crate::name::{RepoName, Tag};
+use crate::token::Actor;
 
 pub const PAYLOAD_TYPE: &str = "application/vnd.amber.tombstone.v1+json";
 pub const SCHEMA: &str = "amber.tombstone.v1";

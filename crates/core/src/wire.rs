@@ -174,7 +174,7 @@ pub struct TokenInfo {
     /// For a token minted by trusted publishing: the verified claims of the
     /// ID token it was exchanged for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ci: Option<crate::oidc::CiIdentity>,
+    pub ci: Option<crate::token::CiIdentity>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
