@@ -17,7 +17,7 @@ use crate::audit::Draft;
 use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
 use crate::meta::TokenStore;
-use crate::meta::{Meta, TokenRecord};
+use crate::meta::{Meta, Rotation, TokenRecord};
 use crate::signing::Signer;
 
 /// What a new token should be.
@@ -61,6 +61,11 @@ pub fn check_grants(grants: &mut [Grant]) -> ApiResult<()> {
     Ok(())
 }
 
+/// Default grace period of a rotated secret.
+const DEFAULT_GRACE: u64 = 60 * 60;
+/// Longest grace period a rotation may ask for.
+const MAX_GRACE: u64 = 30 * 24 * 60 * 60;
+
 /// Validates `spec`, stores the new token, and returns it with its secret,
 /// which exists nowhere else from here on.
 /// The token is stored together with its `token_created` audit entry, made
@@ -103,6 +108,58 @@ pub async fn issue_token(
     let draft = Draft::shared(signer, actor, vec![token_created(&info)]);
     let record = TokenRecord { info: info.clone(), secret_hash: secret_hash(&secret) };
     meta.insert_token(&record, draft).await?;
+    Ok((info, secret))
+}
+
+/// Rotates token `id`: a new secret and id with the same grants, for the
+/// same lifetime (at most `max_token_lifetime`); the old secret works
+/// `grace_seconds` more (default an hour, at most 30 days). Recorded with
+/// its `token_rotated` entry in one transaction. A token minted by trusted
+/// publishing is not rotated: a new run exchanges a new ID token.
+pub async fn rotate(
+    meta: &Meta,
+    config: &Config,
+    signer: &std::sync::Arc<Signer>,
+    actor: Actor,
+    id: &TokenId,
+    grace_seconds: Option<u64>,
+) -> ApiResult<(TokenInfo, TokenSecret)> {
+    let grace = grace_seconds.unwrap_or(DEFAULT_GRACE);
+    if grace > MAX_GRACE {
+        return Err(ApiError::RequestInvalid(format!("grace_seconds must be at most {MAX_GRACE}")));
+    }
+    let old = meta.token(id).await?.ok_or(ApiError::TokenUnknown)?;
+    if old.info.ci.is_some() {
+        // Its life is one CI run's: a new run exchanges a new ID token.
+        return Err(ApiError::TokenInactive(
+            "a token minted by trusted publishing is not rotated; exchange a new ID token",
+        ));
+    }
+    let mut rng = rand::rngs::OsRng;
+    let secret = TokenSecret::generate(&mut rng);
+    let now = OffsetDateTime::now_utc().replace_nanosecond(0).expect("0 is a valid nanosecond");
+    let lifetime = (old.info.expires_at - old.info.created_at)
+        .min(time::Duration::try_from(config.max_token_lifetime).map_err(ApiError::internal)?);
+    let info = TokenInfo {
+        id: TokenId::generate(&mut rng),
+        created_at: now,
+        expires_at: now + lifetime,
+        last_used_at: None,
+        revoked_at: None,
+        rotated_from: Some(old.info.id.clone()),
+        rotated_to: None,
+        ..old.info.clone()
+    };
+    let record = TokenRecord { info: info.clone(), secret_hash: secret_hash(&secret) };
+    let grace_end = now + time::Duration::seconds(grace as i64);
+    let event = Event::TokenRotated { token_id: id.clone(), new_token_id: info.id.clone(), grace_seconds: grace };
+    let draft = Draft::shared(signer, actor, vec![event]);
+    match meta.rotate_token(&record, grace_end, draft).await? {
+        Rotation::Rotated => {}
+        Rotation::Unknown => return Err(ApiError::TokenUnknown),
+        Rotation::Inactive(reason) => return Err(ApiError::TokenInactive(reason)),
+    }
+    tracing::debug!(token = %id, grace, "token rotated");
     Ok((info, secret))
 }
 

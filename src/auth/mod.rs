@@ -22,7 +22,7 @@ use time::{Duration, OffsetDateTime};
 
 pub use crate::error::bounded;
 pub use denials::{Denial, Denials, WINDOW as DENIAL_WINDOW};
-pub use issue::{TokenSpec, check_grants, issue_token};
+pub use issue::{TokenSpec, check_grants, issue_token, rotate};
 
 use crate::error::{ApiError, ApiResult};
 use crate::meta::Meta;

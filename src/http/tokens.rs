@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use amber_core::audit::Event;
 use amber_core::wire::{CreateTokenRequest, CreatedToken, RotateTokenRequest, TokenInfo, TokenList};
-use amber_core::{TokenId, TokenSecret};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
@@ -15,16 +14,11 @@ use super::json::{ApiJson, JsonBody};
 use super::page;
 use super::paths::TokenIdParam;
 use crate::audit;
-use crate::auth::{Caller, TokenSpec, issue_token, secret_hash};
+use crate::auth::{Caller, TokenSpec, issue_token};
 use crate::error::{ApiError, ApiResult};
+use crate::meta::Revocation;
 use crate::meta::TokenStore;
-use crate::meta::{Revocation, Rotation, TokenRecord};
 use crate::state::AppState;
-
-/// Default grace period of a rotated secret.
-const DEFAULT_GRACE: u64 = 60 * 60;
-/// Longest grace period a rotation may ask for.
-const MAX_GRACE: u64 = 30 * 24 * 60 * 60;
 
 pub async fn create_token(
     State(state): State<AppState>,
@@ -95,42 +89,10 @@ pub async fn rotate_token(
     } else {
         super::json::parse(&body).map_err(|e| ApiError::RequestInvalid(format!("invalid JSON body: {e}")))?
     };
-    let grace = request.grace_seconds.unwrap_or(DEFAULT_GRACE);
-    if grace > MAX_GRACE {
-        return Err(ApiError::RequestInvalid(format!("grace_seconds must be at most {MAX_GRACE}")));
-    }
-    let old = state.meta.token(&id).await?.ok_or(ApiError::TokenUnknown)?;
-    if old.info.ci.is_some() {
-        // Its life is one CI run's: a new run exchanges a new ID token.
-        return Err(ApiError::TokenInactive(
-            "a token minted by trusted publishing is not rotated; exchange a new ID token",
-        ));
-    }
-    let mut rng = rand::rngs::OsRng;
-    let secret = TokenSecret::generate(&mut rng);
-    let now = OffsetDateTime::now_utc().replace_nanosecond(0).expect("0 is a valid nanosecond");
-    let lifetime = (old.info.expires_at - old.info.created_at)
-        .min(time::Duration::try_from(state.config.max_token_lifetime).map_err(ApiError::internal)?);
-    let info = TokenInfo {
-        id: TokenId::generate(&mut rng),
-        created_at: now,
-        expires_at: now + lifetime,
-        last_used_at: None,
-        revoked_at: None,
-        rotated_from: Some(old.info.id.clone()),
-        rotated_to: None,
-        ..old.info.clone()
-    };
-    let record = TokenRecord { info: info.clone(), secret_hash: secret_hash(&secret) };
-    let grace_end = now + time::Duration::seconds(grace as i64);
-    let event = Event::TokenRotated { token_id: id.clone(), new_token_id: info.id.clone(), grace_seconds: grace };
-    let draft = audit::Draft::shared(&state.signer, caller.actor(), vec![event]);
-    match state.meta.rotate_token(&record, grace_end, draft).await? {
-        Rotation::Rotated => {}
-        Rotation::Unknown => return Err(ApiError::TokenUnknown),
-        Rotation::Inactive(reason) => return Err(ApiError::TokenInactive(reason)),
-    }
-    tracing::info!(token = %id, new_token = %info.id, grace, "token rotated");
+    let (info, secret) =
+        crate::auth::rotate(&state.meta, &state.config, &state.signer, caller.actor(), &id, request.grace_seconds)
+            .await?;
+    tracing::info!(token = %id, new_token = %info.id, "token rotated");
     Ok((StatusCode::CREATED, ApiJson(CreatedToken { info, token: secret.expose().to_owned() })))
 }
 
