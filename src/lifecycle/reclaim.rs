@@ -2,7 +2,8 @@
 //!
 //! The protocol, in the metadata store's transactions:
 //! - An upload takes a lease on its digest once its bytes hashed right and
-//!   before they are stored under it (or found there) — [`UploadLease`] —
+//!   before they are stored under it (or found there) —
+//!   `crate::push::lease::UploadLease` —
 //!   and the link ends the lease. While a digest is marked (its bytes being
 //!   deleted) no lease is given: the upload waits, then stores its bytes anew.
 //! - The last unlink of a digest, or a stored object nothing links or leases
@@ -14,7 +15,6 @@
 //!   leaves marked digests, which the next run deletes again and records.
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use amber_core::Digest;
@@ -23,88 +23,14 @@ use amber_core::wire::ReclaimReport;
 use time::OffsetDateTime;
 
 use crate::audit::Draft;
-use crate::blobs::{BlobError, BlobStore, Entered, Gate};
-use crate::meta::LinkStore;
+use crate::blobs::{BlobError, BlobStore};
+use crate::meta::MetaError;
 use crate::meta::ReclaimStore;
-use crate::meta::{Lease, MetaError};
 use crate::state::AppState;
 
-/// How long an upload waits for the deletion of its digest's bytes to end.
-const MARKED_WAIT: Duration = Duration::from_secs(10);
 /// Objects listed per call, and digests marked per batch: one batch is one
 /// audit entry, which must stay under the log's 65,535 bytes.
 const PAGE: usize = 500;
-
-/// The lease an upload holds from the gate until it is linked.
-pub struct UploadLease {
-    state: AppState,
-    lease: Mutex<Option<Lease>>,
-    /// The gate told the store to replace quarantined bytes.
-    replacing: std::sync::atomic::AtomicBool,
-}
-
-impl UploadLease {
-    pub fn new(state: &AppState) -> Arc<Self> {
-        Arc::new(Self { state: state.clone(), lease: Mutex::new(None), replacing: Default::default() })
-    }
-
-    /// True when this upload replaced quarantined bytes: once linked, it heals them.
-    pub fn replaced(&self) -> bool {
-        self.replacing.load(Ordering::Relaxed)
-    }
-
-    /// The lease taken at the gate, for the link to end.
-    pub fn take(&self) -> Option<Lease> {
-        self.lease.lock().unwrap_or_else(PoisonError::into_inner).take()
-    }
-
-    /// Holds `lease` for the link to end.
-    fn granted(&self, digest: Digest, lease: Lease) -> Entered {
-        *self.lease.lock().unwrap_or_else(PoisonError::into_inner) = Some(lease);
-        // Quarantined bytes are replaced by these, which hashed right.
-        let replace = self.state.quarantine.contains(&digest);
-        self.replacing.store(replace, Ordering::Relaxed);
-        Entered { replace }
-    }
-
-    /// Ends the lease of an upload that failed after the gate.
-    pub async fn abandon(&self) {
-        if let Some(lease) = self.take()
-            && let Err(err) = self.state.meta.end_promote(&lease).await
-        {
-            tracing::warn!(error = %err, "ending an upload's lease failed; it expires on its own");
-        }
-    }
-}
-
-impl Gate for UploadLease {
-    /// Only a lease granted at once is taken here; a digest marked for
-    /// reclaim waits in `enter`.
-    fn enter_now(&self, digest: Digest) -> Option<Result<Entered, BlobError>> {
-        match self.state.meta.promote_now(&digest) {
-            Some(Some(lease)) => Some(Ok(self.granted(digest, lease))),
-            Some(None) | None => None,
-        }
-    }
-
-    fn enter(&self, digest: Digest) -> std::pin::Pin<Box<dyn Future<Output = Result<Entered, BlobError>> + Send + '_>> {
-        Box::pin(async move {
-            let deadline = tokio::time::Instant::now() + MARKED_WAIT;
-            loop {
-                match self.state.meta.begin_promote(&digest).await {
-                    Ok(Some(lease)) => return Ok(self.granted(digest, lease)),
-                    Ok(None) if tokio::time::Instant::now() < deadline => {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                    Ok(None) => {
-                        return Err(BlobError::Unavailable(format!("the bytes of {digest} are still being reclaimed")));
-                    }
-                    Err(err) => return Err(BlobError::Unavailable(err.to_string())),
-                }
-            }
-        })
-    }
-}
 
 /// Who scheduled runs act as in the audit log.
 pub fn scheduled_actor() -> Actor {

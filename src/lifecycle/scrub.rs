@@ -50,17 +50,6 @@ pub async fn quarantine(state: &AppState, digest: Digest, error: &BlobError) {
     }
 }
 
-/// Lifts the quarantine once an upload replaced the bytes with ones that
-/// hash right.
-pub async fn healed(state: &AppState, digest: Digest, actor: Actor) -> Result<(), MetaError> {
-    let event = Event::BlobRepaired { digest };
-    if state.meta.heal(&digest, Draft::shared(&state.signer, actor, vec![event])).await? {
-        tracing::info!(%digest, "quarantined blob healed by an upload");
-    }
-    state.quarantine.set(digest, false);
-    Ok(())
-}
-
 /// Keeps reads to `rate` bytes a second on average since `started`,
 /// chunk by chunk: a whole large blob read at full speed would take a core
 /// from the requests for as long.

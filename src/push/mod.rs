@@ -2,6 +2,7 @@
 //! finished resumable upload share (the upload slot, the reclaim lease, the
 //! link with its audit entry, healing quarantined bytes, the counters).
 
+pub mod lease;
 pub mod publish;
 pub mod resumable;
 
@@ -11,12 +12,12 @@ use std::sync::atomic::Ordering;
 use amber_core::RepoName;
 use amber_core::audit::Event;
 
+use self::lease::UploadLease;
 use crate::admission::{Refusal, UploadSlot};
 use crate::audit;
 use crate::auth::Caller;
 use crate::blobs::{BlobError, Gate, Stored, Written};
 use crate::error::{ApiError, ApiResult};
-use crate::lifecycle::reclaim::UploadLease;
 use crate::meta::LinkStore;
 use crate::state::AppState;
 
@@ -85,7 +86,7 @@ impl Pushing {
         }
         let linked = linked?;
         if self.lease.replaced() {
-            crate::lifecycle::scrub::healed(state, written.digest, caller.actor()).await?;
+            lease::healed(state, written.digest, caller.actor()).await?;
         }
         if linked == Stored::Created {
             state.metrics.blobs_stored.fetch_add(1, Ordering::Relaxed);
