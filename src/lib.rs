@@ -1,4 +1,11 @@
 //! amberd: the Amber server. See ARCHITECTURE.md for the map.
+//!
+//! The floors, bottom up (a module imports only from its floor or below):
+//! ground (`config`, `error`, `json`, `space`, `failpoint`, `admission`);
+//! stores (`blobs`, `meta`); the parts `AppState` holds (`signing`, `audit`,
+//! `log`, `metrics`, `quarantine`, `auth`, `oidc`, `uploads`); `state`; the
+//! services that take it (`push`, `lifecycle`); the doors (`http`, `ui`,
+//! `server`).
 
 pub mod admission;
 pub mod audit;
