@@ -20,6 +20,8 @@ use futures_util::StreamExt;
 use time::OffsetDateTime;
 
 use crate::backends::{PgDatabase, S3Service};
+
+mod capabilities;
 use crate::harness::data;
 use amber_server::meta::{AuditStore, KeyStore, LinkStore, LogStore, TagStore, TokenStore, UploadRecordStore};
 
@@ -341,6 +343,14 @@ async fn uploads_conformance(meta: &Arc<Meta>) {
     assert!(!meta.delete_upload(&single.id).await.unwrap());
     let listed = meta.list_uploads(None, 100).await.unwrap();
     assert_eq!(listed.len(), 2, "the two parts left");
+}
+
+async fn open_sled(dir: &std::path::Path) -> Arc<Meta> {
+    Arc::new(Meta::open(&MetaConfig::Sled(dir.to_owned()), FreeSpace::Bytes(0)).await.unwrap())
+}
+
+async fn open_postgres(db: &PgDatabase) -> Arc<Meta> {
+    Arc::new(Meta::open(&MetaConfig::Postgres(db.url.clone()), FreeSpace::Bytes(0)).await.unwrap())
 }
 
 #[tokio::test]
