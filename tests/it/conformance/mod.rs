@@ -20,8 +20,6 @@ use futures_util::StreamExt;
 use time::OffsetDateTime;
 
 use crate::backends::{PgDatabase, S3Service};
-
-mod capabilities;
 use crate::harness::data;
 use amber_server::meta::{AuditStore, KeyStore, LinkStore, LogStore, TagStore, TokenStore, UploadRecordStore};
 
@@ -343,6 +341,40 @@ async fn uploads_conformance(meta: &Arc<Meta>) {
     assert!(!meta.delete_upload(&single.id).await.unwrap());
     let listed = meta.list_uploads(None, 100).await.unwrap();
     assert_eq!(listed.len(), 2, "the two parts left");
+}
+
+/// Runs a capability's store-level case on sled and on PostgreSQL.
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn sled() {
+                let dir = tempfile::tempdir().unwrap();
+                super::$name(super::super::open_sled(dir.path()).await).await
+            }
+            #[tokio::test]
+            async fn postgres() {
+                let db = crate::backends::PgDatabase::create();
+                super::$name(super::super::open_postgres(&db).await).await
+            }
+        }
+    )*};
+}
+
+mod links;
+mod log;
+mod publishers;
+mod reclaim;
+mod retention;
+mod scrub;
+mod tags;
+
+pub fn signer() -> ed25519_dalek::SigningKey {
+    ed25519_dalek::SigningKey::from_bytes(&[9; 32])
+}
+
+pub fn event() -> Vec<Event> {
+    vec![Event::KeyRotated { keyid: format!("k{}", rand::random::<u32>()) }]
 }
 
 async fn open_sled(dir: &std::path::Path) -> Arc<Meta> {
