@@ -51,6 +51,12 @@ impl LogStore for PostgresMeta {
     }
 
     async fn claim_log_origin(&self, candidate: &str) -> Result<String, MetaError> {
+        // Read first: every start after the first writes nothing.
+        let stored: Option<(String,)> =
+            sqlx::query_as("SELECT origin FROM log_origin WHERE singleton").fetch_optional(&self.pool).await?;
+        if let Some((origin,)) = stored {
+            return Ok(origin);
+        }
         sqlx::query("INSERT INTO log_origin (origin) VALUES ($1) ON CONFLICT (singleton) DO NOTHING")
             .bind(candidate)
             .execute(&self.pool)

@@ -41,6 +41,19 @@ impl LogStore for SledMeta {
     }
 
     async fn claim_log_origin(&self, candidate: &str) -> Result<String, MetaError> {
+        // Read first: a store that has its origin starts without a write (a
+        // store that cannot write still starts, and reports why).
+        let stored = self
+            .read("log_origin", |t| {
+                t.audit_head
+                    .get(LOG_ORIGIN)?
+                    .map(|v| String::from_utf8(v.to_vec()).map_err(|_| MetaError::Corrupt("log origin".into())))
+                    .transpose()
+            })
+            .await?;
+        if let Some(origin) = stored {
+            return Ok(origin);
+        }
         let candidate = candidate.to_owned();
         self.write("claim_log_origin", move |t| {
             if let Some(stored) = t.audit_head.get(LOG_ORIGIN)? {
