@@ -6,12 +6,12 @@
 //! stalled crowd cannot starve the rest.
 //!
 //! The slots are shared fairly under pressure: a token already holding `k`
-//! uploads starts another only while more than `k * headroom` slots stay
-//! free (`headroom` is 1/64 of all slots: 4 of the default 256). A token's
-//! first upload needs only a free slot. So tokens that stall uploads hold
-//! fewer slots the more of them there are, and some always stay free for
-//! the others: `T` such tokens leave about `slots * headroom / (T + headroom)`
-//! free (36 of 256 for 20 tokens), however many uploads they start.
+//! uploads starts another only while more than `min(k * slots/64, slots/8)`
+//! slots stay free (4 per upload held, at most 32, of the default 256). A
+//! token's first upload needs only a free slot. So tokens that stall uploads
+//! leave an eighth of the slots free for the others however many uploads they
+//! start, a token holding few uploads still gets more, and one token alone
+//! (with `--max-uploads-per-token` raised) may use seven eighths.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -28,8 +28,10 @@ pub struct Admission {
     uploads: Arc<Semaphore>,
     per_token: Arc<Mutex<HashMap<String, usize>>>,
     max_per_token: usize,
-    /// Free slots a token must leave per upload it already holds.
+    /// Free slots a token must leave per upload it already holds...
     headroom: usize,
+    /// ...up to this many: a token never has to leave more free.
+    reserve: usize,
     pub memory: MemoryBudget,
 }
 
@@ -49,6 +51,7 @@ impl Admission {
             per_token: Arc::default(),
             max_per_token: limits.max_uploads_per_token,
             headroom: limits.max_uploads / 64,
+            reserve: limits.max_uploads / 8,
             memory: MemoryBudget::new(limits.upload_memory as usize),
         }
     }
@@ -60,7 +63,7 @@ impl Admission {
         if *count >= self.max_per_token {
             return Err(Refusal::TooManyForToken);
         }
-        if *count > 0 && self.uploads.available_permits() <= *count * self.headroom {
+        if *count > 0 && self.uploads.available_permits() <= (*count * self.headroom).min(self.reserve) {
             return Err(Refusal::Share);
         }
         let permit = self.uploads.clone().try_acquire_owned().map_err(|_| Refusal::TooManyUploads)?;
