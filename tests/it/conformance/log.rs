@@ -28,6 +28,12 @@ async fn log(meta: Arc<Meta>) {
     assert_eq!(meta.tag_log_index(&repo("acme/log"), &tag).await.unwrap(), Some(tree.size() - 1));
     assert_eq!(meta.tag_log_index(&repo("acme/log"), &"v2".parse().unwrap()).await.unwrap(), None);
     assert_eq!(meta.integrate_log(100).await.unwrap(), 0, "the tree grew with each entry");
+    // Checkpoints: kept only when larger.
+    assert_eq!(meta.log_checkpoint().await.unwrap(), None);
+    assert!(meta.put_log_checkpoint(2, "o\n2\nr\n").await.unwrap());
+    assert!(!meta.put_log_checkpoint(1, "o\n1\nr\n").await.unwrap(), "never smaller");
+    assert!(!meta.put_log_checkpoint(2, "o\n2\nx\n").await.unwrap(), "never the same size again");
+    assert_eq!(meta.log_checkpoint().await.unwrap(), Some((2, "o\n2\nr\n".to_owned())));
 }
 
 on_both_stores!(log);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use amber_core::audit::{Actor, Event};
 use amber_core::wire::{PolicyInfo, RetentionPolicy};
 use amber_core::{Digest, RepoPattern, Tag};
-use amber_server::meta::{Expiry, Hold, Meta, RetentionStore, TagChange, TagStore};
+use amber_server::meta::{Expiry, Hold, LinkStore, Meta, RetentionStore, TagChange, TagStore, Unlink};
 use time::OffsetDateTime;
 
 use super::{audit_of, envelope, event, now, repo, signer};
@@ -59,6 +59,35 @@ async fn retention(meta: Arc<Meta>) {
     assert!(!meta.delete_policy(&scope, &first.digest, audit_of(&s, event())).await.unwrap(), "not the one in effect");
     assert!(meta.delete_policy(&scope, &second.digest, audit_of(&s, event())).await.unwrap());
     assert!(meta.policies().await.unwrap().is_empty());
+
+    // The view a plan is made from, and unlinks re-checked in their transaction.
+    let (kept, loose) = (Digest::of(b"kept-blob"), Digest::of(b"loose-blob"));
+    for d in [kept, loose] {
+        meta.link_blob(&r, &d, 9, None, audit_of(&s, event())).await.unwrap();
+    }
+    let digest = Digest::of(b"referencing");
+    let live: Tag = "live".parse().unwrap();
+    let events = vec![Event::TagBound { repository: r.clone(), tag: live.clone(), digest }];
+    meta.bind_tag(&r, &live, &digest, &envelope(31), &[(kept, 9)], now(), audit_of(&s, events)).await.unwrap();
+    let view = meta.retention_view(&r).await.unwrap();
+    assert_eq!(view.tags.len(), 3, "{view:?}");
+    assert!(view.tags.iter().any(|t| t.tag == old && t.expired));
+    assert!(view.links.iter().any(|l| l.digest == loose && l.size == 9));
+    assert!(view.references.contains(&(digest, kept)));
+    let later = now() + time::Duration::seconds(5);
+    let cut = |d: Digest| {
+        let meta = meta.clone();
+        let a = audit_of(&s, event());
+        let r = r.clone();
+        async move { meta.unlink_blob(&r, &d, later, a).await.unwrap() }
+    };
+    assert_eq!(cut(kept).await, Unlink::Referenced, "a live manifest references it");
+    assert_eq!(cut(loose).await, Unlink::Unlinked);
+    assert_eq!(cut(loose).await, Unlink::Gone);
+    let fresh = Digest::of(b"fresh-blob");
+    meta.link_blob(&r, &fresh, 9, None, audit_of(&s, event())).await.unwrap();
+    let early = meta.unlink_blob(&r, &fresh, now() - time::Duration::hours(1), audit_of(&s, event())).await.unwrap();
+    assert_eq!(early, Unlink::Fresh, "linked after the cutoff");
 }
 
 on_both_stores!(retention);

@@ -21,6 +21,13 @@ async fn scrub(meta: Arc<Meta>) {
     assert!(!meta.heal(&digest, audit_of(&s, event())).await.unwrap(), "healed once");
     assert!(meta.quarantined().await.unwrap().is_empty());
     assert_eq!(meta.scrub_progress().await.unwrap(), ScrubProgress::default());
+    // When each blob was last found right.
+    let (a, b) = (Digest::of(b"verified-a"), Digest::of(b"verified-b"));
+    assert_eq!(meta.last_verified(&a).await.unwrap(), None);
+    let at = now();
+    meta.record_verified(&[a, b], at).await.unwrap();
+    assert_eq!(meta.last_verified(&a).await.unwrap(), Some(at));
+    assert_eq!(meta.last_verified(&b).await.unwrap(), Some(at));
     let progress = ScrubProgress {
         cursor: Some(digest),
         pass_started: Some(now()),
