@@ -52,13 +52,10 @@ impl CuttingProxy {
             loop {
                 let Ok((client, _)) = listener.accept().await else { return };
                 let Ok(server) = TcpStream::connect(upstream).await else { continue };
-                let cut_at = {
-                    let mut left = left.lock().unwrap();
-                    (*left > 0).then(|| {
-                        *left -= 1;
-                        rand::thread_rng().gen_range(cut_range.clone())
-                    })
-                };
+                // Every connection draws its cut point; it is cut there only
+                // while cuts are left then (a connection that idles in the
+                // client's pool takes none from the others).
+                let cut_at = Some(rand::thread_rng().gen_range(cut_range.clone()));
                 tokio::spawn(relay(client, server, cut_at, record.clone(), left.clone()));
             }
         });
@@ -70,8 +67,8 @@ impl CuttingProxy {
     }
 }
 
-/// Forwards one connection; cuts it after `cut_at` client bytes (if the
-/// connection ends before, its cut is given back for the next one).
+/// Forwards one connection; cuts it after `cut_at` client bytes, if a cut is
+/// left when it gets there.
 async fn relay(
     client: TcpStream,
     server: TcpStream,
@@ -91,7 +88,14 @@ async fn relay(
                 Ok(n) => n,
             };
             let mut n = n as u64;
-            let cut = cut_at.is_some_and(|at| sent + n >= at);
+            let cut = cut_at.is_some_and(|at| sent + n >= at) && {
+                let mut left = left.lock().unwrap();
+                let take = *left > 0;
+                if take {
+                    *left -= 1;
+                }
+                take
+            };
             if let Some(at) = cut_at.filter(|_| cut) {
                 n = at - sent;
             }
@@ -140,16 +144,9 @@ async fn relay(
         (sent, cut) = upward => {
             if cut {
                 seen.lock().unwrap().push(Seen::Cut(sent));
-                return; // both halves dropped: the connection is cut
-            }
-            if cut_at.is_some() {
-                *left.lock().unwrap() += 1;
+                // Both halves dropped: the connection is cut.
             }
         }
-        () = downward => {
-            if cut_at.is_some() {
-                *left.lock().unwrap() += 1;
-            }
-        }
+        () = downward => {}
     }
 }
