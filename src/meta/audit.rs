@@ -1,6 +1,11 @@
 //! The audit log: hash-chained entries and the signed checkpoint of its head.
 
-use super::*;
+use std::future::Future;
+
+use amber_core::audit::AuditEntry;
+use amber_core::dsse::Envelope;
+
+use super::{AuditBuild, Meta, MetaError};
 
 pub trait AuditStore {
     /// Appends audit entries, all at once; returns the last one's sequence number.

@@ -1,6 +1,12 @@
 //! Signing keys: manifest and log keys, one active key per purpose.
 
-use super::*;
+use std::future::Future;
+
+use amber_core::wire::{KeyPurpose, KeyStatus};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::{Meta, MetaError};
 
 /// A signing key pair. `Debug` leaves out the private half.
 #[derive(Clone, Serialize, Deserialize)]

@@ -1,7 +1,12 @@
 //! Blob links: which repository may see which stored bytes, and the promotion
 //! leases that keep reclaim away from an upload.
 
-use super::*;
+use std::future::Future;
+
+use amber_core::{Digest, RepoName};
+
+use super::{AuditBuild, Meta, MetaError};
+use crate::blobs::Stored;
 
 /// A promotion lease: while one is held on a digest, reclaim does not mark
 /// it, so its stored bytes stay until the upload that holds it is linked.

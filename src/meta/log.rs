@@ -1,6 +1,11 @@
 //! The transparency log over the audit entries: its tree, stored hashes, checkpoints and origin.
 
-use super::*;
+use std::future::Future;
+
+use amber_core::log::{Frontier, Hash};
+use amber_core::{RepoName, Tag};
+
+use super::{Meta, MetaError};
 
 pub trait LogStore {
     /// The log's tree as durably stored: everything it covers survives a

@@ -14,17 +14,12 @@ mod writer;
 
 use std::future::Future;
 
-use amber_core::audit::{Actor, AuditEntry};
 use amber_core::dsse::Envelope;
 use amber_core::log::{Frontier, Hash};
-use amber_core::wire::{KeyPurpose, KeyStatus, PolicyInfo, TagEntry, TagState, TokenInfo};
-use amber_core::{Digest, RepoName, RepoPattern, Tag, TokenId};
-use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
+use amber_core::{Digest, RepoName, Tag};
 
 pub use self::postgres::PostgresMeta;
 pub use self::sled::SledMeta;
-use crate::blobs::Stored;
 use crate::config::{FreeSpace, MetaConfig};
 
 #[derive(Clone, Debug, thiserror::Error)]
@@ -165,7 +160,7 @@ macro_rules! dispatch {
     ($self:ident, $store:ident => $call:expr) => {
         match $self {
             Meta::Sled($store) => $call.await,
-            Meta::Postgres($store) => match tokio::time::timeout(postgres::CALL_TIMEOUT, $call).await {
+            Meta::Postgres($store) => match tokio::time::timeout($crate::meta::postgres::CALL_TIMEOUT, $call).await {
                 Ok(result) => result,
                 Err(_) => Err(MetaError::Unavailable("PostgreSQL did not answer in time".into())),
             },
@@ -195,11 +190,11 @@ pub use self::publishers::PublisherStore;
 pub use self::reclaim::Candidate;
 pub use self::reclaim::ReclaimStore;
 pub use self::retention::RetentionStore;
-pub use self::retention::{Expiry, Hold, LinkView, RepoView, TagChange, TagView, Unlink};
+pub use self::retention::{LinkView, RepoView, TagChange, TagView, Unlink};
 pub use self::scrub::ScrubStore;
 pub use self::scrub::{Quarantined, ScrubProgress};
 pub use self::tags::TagStore;
-pub use self::tags::{Bound, TagRecord};
+pub use self::tags::{Bound, Expiry, Hold, TagRecord};
 pub use self::tokens::TokenStore;
 pub use self::tokens::{Exchange, Replay, Revocation, Rotation, TokenRecord};
 pub use self::uploads::UploadRecordStore;

@@ -1,6 +1,8 @@
 //! Publishers: the trust policies of trusted publishing.
 
-use super::*;
+use std::future::Future;
+
+use super::{AuditBuild, Meta, MetaError};
 
 pub trait PublisherStore {
     /// Stores a new publisher with its audit entry.

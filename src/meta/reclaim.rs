@@ -1,6 +1,11 @@
 //! Reclaim: stored bytes nothing links, marked, deleted after the grace, and recorded.
 
-use super::*;
+use std::future::Future;
+
+use amber_core::Digest;
+use time::OffsetDateTime;
+
+use super::{AuditBuild, Meta, MetaError, RunnerLock};
 
 /// A digest reclaim may delete: linked nowhere since before the cutoff, or
 /// already marked by a run that stopped before finishing.

@@ -1,23 +1,13 @@
 //! Retention: holds, expiries and unlinks, each re-checked in its transaction, and the policies.
 
-use super::*;
+use std::future::Future;
 
-/// Why and by whom a tag is held.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Hold {
-    pub reason: String,
-    #[serde(with = "time::serde::rfc3339")]
-    pub at: OffsetDateTime,
-    pub by: Actor,
-}
+use amber_core::wire::PolicyInfo;
+use amber_core::{Digest, RepoName, RepoPattern, Tag};
+use time::OffsetDateTime;
 
-/// When a tag expired, and the signed tombstone that says so.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Expiry {
-    #[serde(with = "time::serde::rfc3339")]
-    pub at: OffsetDateTime,
-    pub tombstone: Envelope,
-}
+use super::{AuditBuild, Meta, MetaError};
+use crate::meta::tags::{Expiry, Hold, TagRecord};
 
 /// The outcome of a hold, a release or an expiry.
 #[derive(Clone, Debug)]

@@ -1,7 +1,13 @@
 //! Scrub: the quarantine of bytes found corrupt or gone, and the progress of
 //! the passes that find them.
 
-use super::*;
+use std::future::Future;
+
+use amber_core::Digest;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::{AuditBuild, Meta, MetaError, RunnerLock};
 
 /// A stored blob found not to hash to its digest, or gone: never served,
 /// reported absent so that clients send it again.

@@ -1,6 +1,15 @@
 //! Tags and manifests: bound once, read by tag and by digest, listed.
 
-use super::*;
+use std::future::Future;
+
+use amber_core::audit::Actor;
+use amber_core::dsse::Envelope;
+use amber_core::wire::{TagEntry, TagState};
+use amber_core::{Digest, RepoName, Tag};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::{AuditBuild, Meta, MetaError};
 
 /// A tag binding, with its hold and its expiry. The binding (`digest`,
 /// `created_at`) never changes; a hold comes and goes; an expiry is final.
@@ -34,6 +43,23 @@ impl TagRecord {
             pushed_by: None,
         }
     }
+}
+
+/// When a tag expired, and the signed tombstone that says so.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Expiry {
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub tombstone: Envelope,
+}
+
+/// Why and by whom a tag is held.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    pub reason: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub by: Actor,
 }
 
 /// The outcome of binding a tag.

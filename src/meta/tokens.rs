@@ -1,7 +1,14 @@
 //! Tokens: records by id and by secret hash, use, revocation and rotation, and
 //! the tokens minted by trusted publishing (with their replay record).
 
-use super::*;
+use std::future::Future;
+
+use amber_core::TokenId;
+use amber_core::wire::TokenInfo;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::{AuditBuild, Meta, MetaError};
 
 /// A token as the server keeps it: its public fields and the hash of its secret.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -3,8 +3,14 @@
 //! depends on): created (a final claiming its parts), advanced
 //! by compare-and-set, deleted, listed.
 
-use super::*;
+use std::future::Future;
+
 use amber_core::parts::PartSlot;
+use amber_core::{Digest, RepoName, TokenId};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::{Meta, MetaError};
 
 /// An upload's id: 128 random bits, 32 lowercase hex digits (the last
 /// segment of its URL).

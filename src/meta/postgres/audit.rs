@@ -1,7 +1,11 @@
 //! The audit log on PostgreSQL.
 
-use super::*;
+use amber_core::audit::AuditEntry;
+use amber_core::dsse::Envelope;
+
+use super::{PostgresMeta, append_audit_in};
 use crate::meta::AuditStore;
+use crate::meta::{AuditBuild, MetaError};
 
 impl AuditStore for PostgresMeta {
     async fn append_audit(&self, build: AuditBuild) -> Result<u64, MetaError> {

@@ -1,7 +1,8 @@
 //! Signing keys on PostgreSQL.
 
-use super::*;
+use super::{KeyRow, PostgresMeta, key_from_row, status_text};
 use crate::meta::KeyStore;
+use crate::meta::{KeyRecord, MetaError};
 
 impl KeyStore for PostgresMeta {
     async fn keys(&self) -> Result<Vec<KeyRecord>, MetaError> {

@@ -1,7 +1,11 @@
 //! Blob links on PostgreSQL.
 
-use super::*;
+use amber_core::{Digest, RepoName};
+
+use super::{PostgresMeta, append_audit_in, digest_from, lock_digest};
+use crate::blobs::Stored;
 use crate::meta::LinkStore;
+use crate::meta::{AuditBuild, LEASE_LIFETIME, Lease, MetaError};
 
 impl LinkStore for PostgresMeta {
     async fn link_blob(

@@ -1,7 +1,11 @@
 //! The transparency log over the audit entries on PostgreSQL.
 
-use super::*;
+use amber_core::log::{Frontier, Hash};
+use amber_core::{RepoName, Tag};
+
+use super::{PostgresMeta, integrate_in};
 use crate::meta::LogStore;
+use crate::meta::MetaError;
 
 impl LogStore for PostgresMeta {
     async fn log_tree(&self) -> Result<Frontier, MetaError> {

@@ -17,27 +17,18 @@ mod tags;
 mod tokens;
 mod uploads;
 
-use std::collections::HashSet;
 use std::str::FromStr;
 use std::time::Duration;
 
-use amber_core::audit::AuditEntry;
-use amber_core::dsse::Envelope;
-use amber_core::log::{Frontier, Hash};
-use amber_core::wire::{KeyPurpose, KeyStatus, PolicyInfo, TagEntry};
-use amber_core::{Digest, RepoName, RepoPattern, Tag, TokenId};
+use amber_core::log::Frontier;
+use amber_core::wire::{KeyPurpose, KeyStatus};
+use amber_core::{Digest, RepoName, Tag};
 use sqlx::PgConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::types::Json;
 use time::OffsetDateTime;
 
-use super::{
-    AuditBuild, Bound, BuildAudit, Candidate, Created, Exchange, Expiry, Hold, KeyRecord, LEASE_LIFETIME, Lease,
-    LinkView, MetaError, MetaStore, Quarantined, Replay, RepoView, Revocation, Rotation, RunnerLock, ScrubProgress,
-    TagChange, TagRecord, TagView, TokenRecord, Unlink, Updated, UploadId, UploadKind, UploadRecord,
-};
-use crate::blobs::Object;
-use crate::blobs::Stored;
+use super::{BuildAudit, Expiry, Hold, KeyRecord, MetaError, MetaStore, TagRecord};
 
 pub struct PostgresMeta {
     pool: PgPool,

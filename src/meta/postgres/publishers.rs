@@ -1,7 +1,10 @@
 //! Publishers on PostgreSQL.
 
-use super::*;
+use sqlx::types::Json;
+
+use super::{PostgresMeta, append_audit_in};
 use crate::meta::PublisherStore;
+use crate::meta::{AuditBuild, MetaError};
 
 impl PublisherStore for PostgresMeta {
     async fn insert_publisher(

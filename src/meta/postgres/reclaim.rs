@@ -1,7 +1,12 @@
 //! Reclaim on PostgreSQL.
 
-use super::*;
+use amber_core::Digest;
+use time::OffsetDateTime;
+
+use super::{PostgresMeta, append_audit_in, digest_from, lock_digest};
+use crate::blobs::Object;
 use crate::meta::ReclaimStore;
+use crate::meta::{AuditBuild, Candidate, MetaError, RunnerLock};
 
 impl ReclaimStore for PostgresMeta {
     async fn reclaim_lock(&self) -> Result<Option<RunnerLock>, MetaError> {

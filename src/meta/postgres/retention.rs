@@ -1,7 +1,13 @@
 //! Retention on PostgreSQL.
 
-use super::*;
+use amber_core::wire::PolicyInfo;
+use amber_core::{Digest, RepoName, RepoPattern, Tag};
+use sqlx::types::Json;
+use time::OffsetDateTime;
+
+use super::{PostgresMeta, append_audit_in, digest_from, lock_tag};
 use crate::meta::RetentionStore;
+use crate::meta::{AuditBuild, Expiry, Hold, LinkView, MetaError, RepoView, TagChange, TagView, Unlink};
 
 impl RetentionStore for PostgresMeta {
     async fn hold_tag(

@@ -1,7 +1,12 @@
 //! Scrub on PostgreSQL.
 
-use super::*;
+use amber_core::Digest;
+use sqlx::types::Json;
+use time::OffsetDateTime;
+
+use super::{PostgresMeta, append_audit_in, digest_from};
 use crate::meta::ScrubStore;
+use crate::meta::{AuditBuild, MetaError, Quarantined, RunnerLock, ScrubProgress};
 
 impl ScrubStore for PostgresMeta {
     async fn quarantine(&self, entry: &Quarantined, audit: AuditBuild) -> Result<bool, MetaError> {

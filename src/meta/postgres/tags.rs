@@ -1,7 +1,13 @@
 //! Tags and manifests on PostgreSQL.
 
-use super::*;
+use amber_core::dsse::Envelope;
+use amber_core::wire::TagEntry;
+use amber_core::{Digest, RepoName, Tag};
+use time::OffsetDateTime;
+
+use super::{PostgresMeta, TAG_SELECT, TagRow, append_audit_in, tag_from_row};
 use crate::meta::TagStore;
+use crate::meta::{AuditBuild, Bound, MetaError, TagRecord};
 
 impl TagStore for PostgresMeta {
     async fn bind_tag(

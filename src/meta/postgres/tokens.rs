@@ -1,7 +1,12 @@
 //! Tokens on PostgreSQL.
 
-use super::*;
+use amber_core::TokenId;
+use sqlx::types::Json;
+use time::OffsetDateTime;
+
+use super::{PostgresMeta, append_audit_in};
 use crate::meta::TokenStore;
+use crate::meta::{AuditBuild, Exchange, MetaError, Replay, Revocation, Rotation, TokenRecord};
 
 impl TokenStore for PostgresMeta {
     async fn insert_token(&self, record: &TokenRecord, audit: AuditBuild) -> Result<(), MetaError> {

@@ -1,7 +1,13 @@
 //! Resumable uploads as records on PostgreSQL.
 
-use super::*;
+use std::collections::HashSet;
+
+use amber_core::TokenId;
+use sqlx::types::Json;
+
+use super::PostgresMeta;
 use crate::meta::UploadRecordStore;
+use crate::meta::{Created, MetaError, Updated, UploadId, UploadKind, UploadRecord};
 
 impl UploadRecordStore for PostgresMeta {
     async fn create_upload(&self, record: &UploadRecord, most: usize) -> Result<Created, MetaError> {

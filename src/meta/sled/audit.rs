@@ -1,7 +1,12 @@
 //! The audit log on sled.
 
-use super::*;
+use amber_core::audit::AuditEntry;
+use amber_core::dsse::Envelope;
+use sled::Transactional;
+
+use super::{AUDIT_CHECKPOINT, SledMeta, append_audit_in, transaction_error};
 use crate::meta::AuditStore;
+use crate::meta::{AuditBuild, MetaError};
 
 impl AuditStore for SledMeta {
     async fn append_audit(&self, build: AuditBuild) -> Result<u64, MetaError> {

@@ -1,7 +1,11 @@
 //! Signing keys on sled.
 
-use super::*;
+use amber_core::wire::KeyStatus;
+use sled::transaction::ConflictableTransactionError;
+
+use super::{SledMeta, all_keys, transaction_error};
 use crate::meta::KeyStore;
+use crate::meta::{KeyRecord, MetaError};
 
 impl KeyStore for SledMeta {
     async fn keys(&self) -> Result<Vec<KeyRecord>, MetaError> {

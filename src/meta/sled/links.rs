@@ -1,7 +1,17 @@
 //! Blob links on sled.
 
-use super::*;
+use amber_core::{Digest, RepoName};
+use sled::Transactional;
+use sled::transaction::ConflictableTransactionError;
+use time::OffsetDateTime;
+
+use super::{
+    SledMeta, Waiting, append_audit_in, holder_key, key_digest, link_value, next_prefix, parse_link, repo_key,
+    repo_key_bytes, transaction_error,
+};
+use crate::blobs::Stored;
 use crate::meta::LinkStore;
+use crate::meta::{AuditBuild, Lease, MetaError};
 
 impl LinkStore for SledMeta {
     async fn link_blob(

@@ -1,7 +1,15 @@
 //! The transparency log over the audit entries on sled.
 
-use super::*;
+use amber_core::log::{Frontier, Hash};
+use amber_core::{RepoName, Tag};
+use sled::Transactional;
+
+use super::{
+    AUDIT_HEAD, LOG_CHECKPOINT, LOG_ORIGIN, SledMeta, integrate_in, log_hash_key, parse_head, read_head, tag_log_key,
+    transaction_error, write_head,
+};
 use crate::meta::LogStore;
+use crate::meta::MetaError;
 
 impl LogStore for SledMeta {
     async fn log_tree(&self) -> Result<Frontier, MetaError> {

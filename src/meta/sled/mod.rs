@@ -63,12 +63,11 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::sync::{Arc, PoisonError, RwLock};
 
-use amber_core::audit::AuditEntry;
 use amber_core::dsse::Envelope;
 use amber_core::log::{Frontier, Hash};
 use amber_core::manifest::ManifestPayload;
-use amber_core::wire::{KeyStatus, PolicyInfo, TagEntry};
-use amber_core::{Digest, RepoName, RepoPattern, Tag, TokenId};
+use amber_core::wire::PolicyInfo;
+use amber_core::{Digest, RepoName, Tag};
 use sled::transaction::{
     ConflictableTransactionError, ConflictableTransactionResult, TransactionError, TransactionalTree,
 };
@@ -77,12 +76,7 @@ use time::OffsetDateTime;
 
 use super::watchdog::Watchdog;
 use super::writer::Writer;
-use super::{
-    AuditBuild, Bound, BuildAudit, Candidate, Created, Exchange, Expiry, Hold, KeyRecord, Lease, LinkView, MetaError,
-    MetaStore, Quarantined, Replay, RepoView, Revocation, Rotation, RunnerLock, ScrubProgress, TagChange, TagRecord,
-    TagView, TokenRecord, Unlink, Updated, UploadId, UploadKind, UploadRecord,
-};
-use crate::blobs::{Object, Stored};
+use super::{AuditBuild, BuildAudit, KeyRecord, Lease, MetaError, MetaStore, TagChange, TagRecord, TokenRecord};
 use crate::config::FreeSpace;
 use crate::space::{Purpose, SpaceReserve};
 

@@ -1,7 +1,11 @@
 //! Publishers on sled.
 
-use super::*;
+use sled::Transactional;
+use sled::transaction::ConflictableTransactionError;
+
+use super::{SledMeta, append_audit_in, transaction_error};
 use crate::meta::PublisherStore;
+use crate::meta::{AuditBuild, MetaError};
 
 impl PublisherStore for SledMeta {
     async fn insert_publisher(

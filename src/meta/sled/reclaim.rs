@@ -1,7 +1,13 @@
 //! Reclaim on sled.
 
-use super::*;
+use amber_core::Digest;
+use sled::Transactional;
+use time::OffsetDateTime;
+
+use super::{SledMeta, Waiting, append_audit_in, key_digest, transaction_error, waiting};
+use crate::blobs::Object;
 use crate::meta::ReclaimStore;
+use crate::meta::{AuditBuild, Candidate, MetaError, RunnerLock};
 
 impl ReclaimStore for SledMeta {
     async fn reclaim_lock(&self) -> Result<Option<RunnerLock>, MetaError> {

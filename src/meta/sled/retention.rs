@@ -1,7 +1,17 @@
 //! Retention on sled.
 
-use super::*;
+use amber_core::wire::PolicyInfo;
+use amber_core::{Digest, RepoName, RepoPattern, Tag};
+use sled::Transactional;
+use sled::transaction::ConflictableTransactionError;
+use time::OffsetDateTime;
+
+use super::{
+    SledMeta, Waiting, append_audit_in, effective_policy, holder_key, key_digest, parse_link, repo_key, tag_record,
+    transaction_error,
+};
 use crate::meta::RetentionStore;
+use crate::meta::{AuditBuild, Expiry, Hold, LinkView, MetaError, RepoView, TagChange, TagRecord, TagView, Unlink};
 
 impl RetentionStore for SledMeta {
     async fn hold_tag(

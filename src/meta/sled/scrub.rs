@@ -1,7 +1,12 @@
 //! Scrub on sled.
 
-use super::*;
+use amber_core::Digest;
+use sled::Transactional;
+use time::OffsetDateTime;
+
+use super::{SCRUB_KEY, SledMeta, append_audit_in, transaction_error};
 use crate::meta::ScrubStore;
+use crate::meta::{AuditBuild, MetaError, Quarantined, RunnerLock, ScrubProgress};
 
 impl ScrubStore for SledMeta {
     async fn quarantine(&self, entry: &Quarantined, audit: AuditBuild) -> Result<bool, MetaError> {

@@ -1,7 +1,15 @@
 //! Tags and manifests on sled.
 
-use super::*;
+use amber_core::dsse::Envelope;
+use amber_core::wire::TagEntry;
+use amber_core::{Digest, RepoName, Tag};
+use sled::Transactional;
+use sled::transaction::ConflictableTransactionError;
+use time::OffsetDateTime;
+
+use super::{SledMeta, append_audit_in, parse_link, ref_key, repo_key, tag_record, transaction_error};
 use crate::meta::TagStore;
+use crate::meta::{AuditBuild, Bound, MetaError, TagRecord};
 
 impl TagStore for SledMeta {
     async fn bind_tag(

@@ -1,7 +1,16 @@
 //! Tokens on sled.
 
-use super::*;
+use std::sync::PoisonError;
+
+use amber_core::TokenId;
+use sled::Transactional;
+use sled::transaction::ConflictableTransactionError;
+use time::OffsetDateTime;
+
+use super::{SledMeta, append_audit_in, forget_replays, token_json, transaction_error};
 use crate::meta::TokenStore;
+use crate::meta::{AuditBuild, Exchange, MetaError, Replay, Revocation, Rotation, TokenRecord};
+use crate::space::Purpose;
 
 impl TokenStore for SledMeta {
     async fn insert_token(&self, record: &TokenRecord, audit: AuditBuild) -> Result<(), MetaError> {

@@ -1,7 +1,10 @@
 //! Resumable uploads as records on sled.
 
-use super::*;
+use amber_core::TokenId;
+
+use super::{SledMeta, by_token_prefix};
 use crate::meta::UploadRecordStore;
+use crate::meta::{Created, MetaError, Updated, UploadId, UploadKind, UploadRecord};
 
 impl UploadRecordStore for SledMeta {
     /// Ready when a read answers and the volume keeps the metadata's reserve.
