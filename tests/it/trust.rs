@@ -315,3 +315,38 @@ impl Drop for Guard {
         let _ = self.0.wait();
     }
 }
+
+/// A state file whose lock another process never lets go (a stopped job):
+/// the pull fails after its wait, naming the lock, and never hangs.
+#[tokio::test]
+async fn a_state_file_locked_for_good_fails_the_pull_instead_of_hanging_it() {
+    let work = tempfile::tempdir().unwrap();
+    let state = work.path().join("state.json");
+    let tree = work.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    let server = TestServer::builder().arg("--log-interval").arg("10").start().await;
+    let token = server.token(&[("acme/web", &["push", "pull"])]).await;
+    let keys = write_keys(&server, &work.path().join("keys.json")).await;
+    push(&server, &token, &tree, "v1").await;
+    // Python's flock, held for a minute by a process of the test's own.
+    let lock = format!("{}.lock", state.display());
+    let mut holder = std::process::Command::new("python3")
+        .args(["-c", "import fcntl,sys,time; f=open(sys.argv[1],'w'); fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)", &lock])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()), &mut line).unwrap();
+    assert_eq!(line.trim(), "held");
+    let started = std::time::Instant::now();
+    let blocked = pull(&server.url(""), &token, &state, &keys, "v1", work.path()).await;
+    let waited = started.elapsed();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(blocked.code, 1, "{}", blocked.stderr);
+    assert!(blocked.stderr.contains("stayed locked by another amber process"), "{}", blocked.stderr);
+    assert!(waited >= std::time::Duration::from_secs(29) && waited < std::time::Duration::from_secs(45), "{waited:?}");
+    // Let go: the next pull holds its checkpoint.
+    let after = pull(&server.url(""), &token, &state, &keys, "v1", work.path()).await;
+    assert_eq!(after.code, 0, "{}", after.stderr);
+}

@@ -97,6 +97,9 @@ pub fn default_state_path() -> Option<PathBuf> {
     Some(base.join("amber").join("log-state.json"))
 }
 
+/// Longest a pull waits for another to let go of the state file.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The state file, held locked from reading to writing: two `amber`
 /// processes sharing one file (two CI jobs on one runner) take turns, so
 /// neither writes over what the other held. The lock is on a file beside
@@ -128,7 +131,29 @@ impl Locked {
             .write(true)
             .open(&lock_path)
             .map_err(|e| CliError::io(format!("opening {}", PathBuf::from(&lock_path).display()), e))?;
-        lock.lock().map_err(|e| CliError::io(format!("locking {}", PathBuf::from(&lock_path).display()), e))?;
+        // Another job's pull holds it while it checks a proof: a turn is
+        // short. One that never lets go (a stopped process) fails this one
+        // after a while rather than hang it.
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        loop {
+            match lock.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(CliError::Io(format!(
+                        "the log state {} stayed locked by another amber process for {} s ({} names it)",
+                        path.display(),
+                        LOCK_WAIT.as_secs(),
+                        PathBuf::from(&lock_path).display()
+                    )));
+                }
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(CliError::io(format!("locking {}", PathBuf::from(&lock_path).display()), e));
+                }
+            }
+        }
         let state = match std::fs::read_to_string(&path) {
             Ok(text) => serde_json::from_str(&text).map_err(|e| {
                 CliError::Usage(format!("log state {}: {e} (move it aside to start again)", path.display()))
