@@ -206,7 +206,7 @@ impl IntoResponse for ApiError {
                 tracing::error!(%digest, "stored blob is corrupt; refusing to serve it")
             }
             // Messages may quote what the client sent: logged cut short.
-            _ => tracing::debug!(code, message = %crate::auth::bounded(&self.to_string()), "request failed"),
+            _ => tracing::debug!(code, message = %crate::error::bounded(&self.to_string()), "request failed"),
         }
         let detail = match &self {
             Self::ManifestBlobUnknown(missing) => Some(serde_json::json!({ "missing": missing })),

@@ -156,11 +156,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Log(LogCommand::Rename { origin }) => {
-            if !amber_core::log::is_valid_origin(&origin) || origin.contains("://") || origin.ends_with('/') {
-                anyhow::bail!(
-                    "{origin:?} is not a log origin: a schema-less URL with no trailing slash, spaces or '+'"
-                );
-            }
+            amber_server::config::check_origin(&origin, "the log origin")?;
             let meta = Meta::open(&config.meta, config.limits.min_free_space).await?;
             if let Some((size, note)) = meta.log_checkpoint().await? {
                 let current = note.lines().next().unwrap_or_default().to_owned();

@@ -20,7 +20,6 @@ use axum::http::{HeaderMap, HeaderValue};
 use base64::Engine;
 use time::{Duration, OffsetDateTime};
 
-pub use crate::error::bounded;
 pub use denials::{Denial, Denials, WINDOW as DENIAL_WINDOW};
 pub use issue::{TokenSpec, check_grants, issue_token, rotate};
 

@@ -315,7 +315,9 @@ pub fn origin_of(url: &url::Url) -> String {
     format!("{host}{port}{path}/log")
 }
 
-fn check_origin(origin: &str, what: &str) -> anyhow::Result<()> {
+/// A log origin as C2SP and the signed-note key names take it: a
+/// schema-less URL, no trailing slash, spaces or `+`.
+pub fn check_origin(origin: &str, what: &str) -> anyhow::Result<()> {
     if !amber_core::log::is_valid_origin(origin) || origin.contains("://") || origin.ends_with('/') {
         bail!(
             "{what} {origin:?} must be a schema-less URL with no trailing slash, spaces or '+' (e.g. amber.example.com/log)"

@@ -96,7 +96,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Scope {
             Ok(pattern @ (amber_core::RepoPattern::Exact(_) | amber_core::RepoPattern::Owner(_))) => Ok(Self(pattern)),
             _ => Err(ApiError::NameInvalid(format!(
                 "{:?} is neither a repository nor OWNER/* (an owner's default)",
-                crate::auth::bounded(&scope)
+                crate::error::bounded(&scope)
             ))),
         }
     }

@@ -22,7 +22,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::lifecycle;
 use crate::meta::{Hold, TagChange, TagRecord};
 use crate::meta::{LogStore, RetentionStore, TagStore};
-use crate::push::publish::{self, Published};
+use crate::push::publish::{self, Published, expired};
 use crate::state::AppState;
 
 pub const MANIFEST_DIGEST_HEADER: HeaderName = HeaderName::from_static("amber-manifest-digest");
@@ -32,20 +32,6 @@ fn envelope_response(status: StatusCode, digest: &Digest, envelope: Envelope) ->
     let value = HeaderValue::try_from(digest.to_string()).map_err(ApiError::internal)?;
     response.headers_mut().insert(MANIFEST_DIGEST_HEADER, value);
     Ok(response)
-}
-
-/// `410` (a read) or `409` (a bind) for an expired tag, with its tombstone.
-fn expired(repo: &RepoName, tag: &Tag, record: &TagRecord, on_bind: bool) -> ApiResult<()> {
-    match &record.expiry {
-        Some(expiry) => Err(ApiError::TagExpired {
-            repo: repo.clone(),
-            tag: tag.clone(),
-            tombstone: Box::new(expiry.tombstone.clone()),
-            on_bind,
-            what: if on_bind { "its name is never bound again" } else { "see the tombstone" },
-        }),
-        None => Ok(()),
-    }
 }
 
 /// `Amber-Log-Index`: the log index of the binding's `tag_bound` entry, the

@@ -48,7 +48,7 @@ fn check_pattern(pattern: &str) -> Result<(), String> {
     } else {
         Err(format!(
             "keep_tags pattern {:?} must be 1 to {MAX_PATTERN_LEN} characters of A-Z a-z 0-9 . _ - and *",
-            crate::auth::bounded(pattern)
+            crate::error::bounded(pattern)
         ))
     }
 }

@@ -97,16 +97,10 @@ pub fn is_ref_name(name: &str) -> bool {
         && name.split('/').all(|c| !c.starts_with('.') && !c.ends_with(".lock"))
 }
 
-/// The part of a pattern before its `*`: a ref name, or the start of one.
+/// The part of a pattern before its `*`: the start of a ref name git
+/// accepts (it may end with `/` or mid-component).
 fn is_ref_prefix(prefix: &str) -> bool {
-    let whole = prefix.trim_end_matches('/');
-    !prefix.is_empty()
-        && !prefix.chars().any(bad_ref_char)
-        && !prefix.contains("..")
-        && !prefix.contains("//")
-        && !prefix.contains("@{")
-        && !prefix.starts_with('/')
-        && whole.split('/').all(|c| !c.starts_with('.'))
+    !prefix.is_empty() && is_ref_name(&format!("{prefix}x"))
 }
 
 /// Lowercase hex of a git commit: 40 digits (SHA-1), or 64 (SHA-256).

@@ -35,6 +35,20 @@ pub enum Published {
     Existing(Manifest),
 }
 
+/// `410` (a read) or `409` (a bind) for an expired tag, with its tombstone.
+pub fn expired(repo: &RepoName, tag: &Tag, record: &TagRecord, on_bind: bool) -> ApiResult<()> {
+    match &record.expiry {
+        Some(expiry) => Err(ApiError::TagExpired {
+            repo: repo.clone(),
+            tag: tag.clone(),
+            tombstone: Box::new(expiry.tombstone.clone()),
+            on_bind,
+            what: if on_bind { "its name is never bound again" } else { "see the tombstone" },
+        }),
+        None => Ok(()),
+    }
+}
+
 /// A manifest request body, parsed strictly and bounded.
 pub fn parse_request(body: &[u8]) -> ApiResult<ManifestRequest> {
     let request: ManifestRequest =
@@ -142,15 +156,7 @@ async fn existing_binding(
     record: TagRecord,
     request: &ManifestRequest,
 ) -> ApiResult<Published> {
-    if let Some(expiry) = &record.expiry {
-        return Err(ApiError::TagExpired {
-            repo: repo.clone(),
-            tag: tag.clone(),
-            tombstone: Box::new(expiry.tombstone.clone()),
-            on_bind: true,
-            what: "its name is never bound again",
-        });
-    }
+    expired(repo, tag, &record, true)?;
     let envelope = state
         .meta
         .manifest(repo, &record.digest)

@@ -410,15 +410,13 @@ async fn log_command(command: LogCommand) -> Result<()> {
         LogCommand::Trust { origin, keys: key_files, log_state } => {
             let vkeys = keys::load_log(&key_files)?;
             let path = state_path(log_state)?;
-            let before = transparency::trust(&path, &origin, &vkeys).await?;
-            let now = transparency::Locked::open(&path).await?.state.logs.get(&origin).map(|h| h.vkey.clone());
+            let (before, now) = transparency::trust(&path, &origin, &vkeys).await?;
             match before {
-                Some(old) if Some(&old) == now.as_ref() => eprintln!("{origin} was already held under {old}"),
+                Some(old) if old == now => eprintln!("{origin} was already held under {old}"),
                 Some(old) => eprintln!(
-                    "{origin} is now held under {}; was {old}. The checkpoint held stays: the next pull must extend it",
-                    now.unwrap_or_default()
+                    "{origin} is now held under {now}; was {old}. The checkpoint held stays: the next pull must extend it"
                 ),
-                None => eprintln!("{origin} is now held under {}", now.unwrap_or_default()),
+                None => eprintln!("{origin} is now held under {now}"),
             }
             Ok(())
         }

@@ -255,8 +255,9 @@ pub fn vkey_origin(vkey: &str) -> &str {
 /// gives it (its active one, for a JSON key list). The checkpoint held stays:
 /// the next pull must still extend it, so a store whose key was replaced
 /// keeps its rollback protection; a store that really started over needs
-/// `amber log forget` instead. Returns the key held before, if any.
-pub async fn trust(state_path: &Path, origin: &str, vkeys: &[String]) -> Result<Option<String>> {
+/// `amber log forget` instead. Returns the key held before, if any, and
+/// the key held now.
+pub async fn trust(state_path: &Path, origin: &str, vkeys: &[String]) -> Result<(Option<String>, String)> {
     let vkey = vkeys.iter().find(|v| vkey_origin(v) == origin).ok_or_else(|| {
         let named: Vec<&str> = vkeys.iter().map(|v| vkey_origin(v)).collect();
         CliError::Usage(if named.is_empty() {
@@ -273,7 +274,7 @@ pub async fn trust(state_path: &Path, origin: &str, vkeys: &[String]) -> Result<
     };
     locked.state.logs.insert(origin.to_owned(), held);
     locked.save()?;
-    Ok(before)
+    Ok((before, vkey.clone()))
 }
 
 /// `amber log forget ORIGIN`: the log is no longer held; the next pull holds
