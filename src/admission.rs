@@ -9,9 +9,10 @@
 //! uploads starts another only while more than `min(k * slots/64, slots/8)`
 //! slots stay free (4 per upload held, at most 32, of the default 256). A
 //! token's first upload needs only a free slot. So tokens that stall uploads
-//! leave an eighth of the slots free for the others however many uploads they
-//! start, a token holding few uploads still gets more, and one token alone
-//! (with `--max-uploads-per-token` raised) may use seven eighths.
+//! leave an eighth of the slots free for the others however many uploads
+//! each starts, a token holding few uploads still gets more, and one token
+//! alone (with `--max-uploads-per-token` raised) may use seven eighths. Only
+//! many distinct tokens, each stalling its first upload, can take that eighth.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
