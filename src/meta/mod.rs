@@ -59,6 +59,7 @@ pub trait MetaStore:
     + TagStore
     + RetentionStore
     + UploadRecordStore
+    + OciStore
 {
     /// Fails when the store cannot serve (readiness).
     fn check(&self) -> impl Future<Output = Result<(), MetaError>> + Send;
@@ -172,6 +173,7 @@ mod audit;
 mod keys;
 mod links;
 mod log;
+mod oci;
 mod publishers;
 mod reclaim;
 mod retention;
@@ -186,6 +188,8 @@ pub use self::keys::KeyStore;
 pub use self::links::LinkStore;
 pub use self::links::{LEASE_LIFETIME, Lease};
 pub use self::log::LogStore;
+pub use self::oci::OciStore;
+pub use self::oci::{OciManifest, Referrer};
 pub use self::publishers::PublisherStore;
 pub use self::reclaim::Candidate;
 pub use self::reclaim::ReclaimStore;

@@ -7,7 +7,9 @@
 
 use amber_core::audit::Event;
 use amber_core::dsse::Envelope;
-use amber_core::manifest::{self, ManifestPayload, ManifestRequest, PushedBy};
+use std::collections::BTreeMap;
+
+use amber_core::manifest::{self, FileEntry, ManifestPayload, ManifestRequest, OciRef, PushedBy};
 use amber_core::{Digest, RepoName, Tag};
 use time::OffsetDateTime;
 
@@ -69,6 +71,49 @@ pub fn parse_request(body: &[u8]) -> ApiResult<ManifestRequest> {
     request.normalise().map_err(|e| ApiError::ManifestInvalid(e.to_string()))
 }
 
+/// What a binding publishes: the files and annotations of its manifest,
+/// the OCI manifest it is (pushed through `/v2/`), and every blob it keeps
+/// linked (its files; for an OCI manifest also its config and what the
+/// manifests an index lists reference).
+pub struct Binding {
+    pub files: Vec<FileEntry>,
+    pub annotations: BTreeMap<String, String>,
+    pub oci: Option<OciRef>,
+    pub keep: Vec<(Digest, u64)>,
+}
+
+impl Binding {
+    /// A `/v1/` manifest request.
+    pub fn of_request(request: &ManifestRequest) -> Self {
+        Self {
+            files: request.files.clone(),
+            annotations: request.annotations.clone(),
+            oci: None,
+            keep: request.files.iter().map(|f| (f.digest, f.size)).collect(),
+        }
+    }
+
+    fn same_content(&self, payload: &ManifestPayload) -> bool {
+        payload.files == self.files && payload.annotations == self.annotations && payload.oci == self.oci
+    }
+
+    /// The entries a missing blob gets in `manifest_blob_unknown`: each file
+    /// of its digest, or the blob alone.
+    fn missing(&self, digest: &Digest, size: u64, stored: Option<u64>) -> Vec<serde_json::Value> {
+        let files: Vec<serde_json::Value> = self
+            .files
+            .iter()
+            .filter(|f| f.digest == *digest)
+            .map(|f| serde_json::json!({ "path": f.path, "digest": f.digest, "size": f.size, "stored_size": stored }))
+            .collect();
+        if files.is_empty() {
+            vec![serde_json::json!({ "digest": digest, "size": size, "stored_size": stored })]
+        } else {
+            files
+        }
+    }
+}
+
 /// Binds `tag` in `repo` to a new signed manifest of `request`, once.
 pub async fn publish(
     state: &AppState,
@@ -77,24 +122,38 @@ pub async fn publish(
     tag: &Tag,
     request: &ManifestRequest,
 ) -> ApiResult<Published> {
+    bind(state, caller, repo, tag, &Binding::of_request(request)).await
+}
+
+/// Binds `tag` in `repo` to a new signed manifest of `binding`, once.
+pub async fn bind(
+    state: &AppState,
+    caller: &Caller,
+    repo: &RepoName,
+    tag: &Tag,
+    binding: &Binding,
+) -> ApiResult<Published> {
     if let Some(record) = state.meta.tag(repo, tag).await? {
-        return existing_binding(state, repo, tag, record, request).await;
+        return existing_binding(state, repo, tag, record, binding).await;
     }
     let mut missing = Vec::new();
-    for file in &request.files {
-        // Quarantined bytes (found corrupt or gone by the scrub) are as good
-        // as missing: listed, so the client uploads them again, which heals them.
-        if state.quarantine.contains(&file.digest) {
-            missing.push(serde_json::json!({
-                "path": file.path, "digest": file.digest, "size": file.size, "stored_size": null, "quarantined": true,
-            }));
+    let mut seen = std::collections::HashSet::new();
+    for &(digest, size) in &binding.keep {
+        if !seen.insert((digest, size)) {
             continue;
         }
-        let stored = state.meta.blob_size(repo, &file.digest).await?;
-        if stored != Some(file.size) {
-            missing.push(serde_json::json!({
-                "path": file.path, "digest": file.digest, "size": file.size, "stored_size": stored,
-            }));
+        // Quarantined bytes (found corrupt or gone by the scrub) are as good
+        // as missing: listed, so the client uploads them again, which heals them.
+        if state.quarantine.contains(&digest) {
+            for mut entry in binding.missing(&digest, size, None) {
+                entry["quarantined"] = serde_json::Value::Bool(true);
+                missing.push(entry);
+            }
+            continue;
+        }
+        let stored = state.meta.blob_size(repo, &digest).await?;
+        if stored != Some(size) {
+            missing.extend(binding.missing(&digest, size, stored));
         }
     }
     if !missing.is_empty() {
@@ -113,8 +172,9 @@ pub async fn publish(
             pipeline: token.pipeline.clone(),
             ci: token.ci.clone(),
         },
-        files: request.files.clone(),
-        annotations: request.annotations.clone(),
+        files: binding.files.clone(),
+        annotations: binding.annotations.clone(),
+        oci: binding.oci.clone(),
     };
     let bytes = payload.to_bytes();
     let digest = Digest::of(&bytes);
@@ -124,25 +184,18 @@ pub async fn publish(
         Event::TagBound { repository: repo.clone(), tag: tag.clone(), digest },
     ];
     let draft = audit::Draft::shared(&state.signer, caller.actor(), events);
-    let files: Vec<(Digest, u64)> = request.files.iter().map(|f| (f.digest, f.size)).collect();
-    match state.meta.bind_tag(repo, tag, &digest, &envelope, &files, created_at, draft).await? {
+    let mut keep = binding.keep.clone();
+    keep.sort();
+    keep.dedup();
+    match state.meta.bind_tag(repo, tag, &digest, &envelope, &keep, created_at, draft).await? {
         Bound::Created => {
             tracing::info!(%repo, %tag, %digest, token = %token.id, "tag bound");
             Ok(Published::Created(Manifest { digest, envelope }))
         }
-        Bound::Existing(record) => existing_binding(state, repo, tag, record, request).await,
+        Bound::Existing(record) => existing_binding(state, repo, tag, record, binding).await,
         // Unlinked by retention since the check above.
         Bound::BlobsGone(gone) => Err(ApiError::ManifestBlobUnknown(
-            request
-                .files
-                .iter()
-                .filter(|f| gone.contains(&f.digest))
-                .map(|f| {
-                    serde_json::json!({
-                        "path": f.path, "digest": f.digest, "size": f.size, "stored_size": null,
-                    })
-                })
-                .collect(),
+            keep.iter().filter(|(d, _)| gone.contains(d)).flat_map(|(d, size)| binding.missing(d, *size, None)).collect(),
         )),
     }
 }
@@ -154,7 +207,7 @@ async fn existing_binding(
     repo: &RepoName,
     tag: &Tag,
     record: TagRecord,
-    request: &ManifestRequest,
+    binding: &Binding,
 ) -> ApiResult<Published> {
     expired(repo, tag, &record, true)?;
     let envelope = state
@@ -164,7 +217,7 @@ async fn existing_binding(
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("tag {repo}:{tag} names a missing manifest")))?;
     let payload: ManifestPayload =
         serde_json::from_slice(&envelope.payload_bytes().map_err(ApiError::internal)?).map_err(ApiError::internal)?;
-    if payload.same_content(request) {
+    if binding.same_content(&payload) {
         Ok(Published::Existing(Manifest { digest: record.digest, envelope }))
     } else {
         Err(ApiError::TagExists { repo: repo.clone(), tag: tag.clone(), digest: record.digest })

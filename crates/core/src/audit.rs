@@ -56,6 +56,13 @@ pub enum Event {
         tag: Tag,
         digest: Digest,
     },
+    /// An OCI manifest stored through `/v2/` (named by its OCI digest, the
+    /// hash of its bytes); one pushed by tag is also bound, as any tag.
+    OciManifestPushed {
+        repository: RepoName,
+        digest: String,
+        media_type: String,
+    },
     KeyRotated {
         keyid: String,
     },

@@ -208,6 +208,18 @@ pub struct ManifestPayload {
     pub pushed_by: PushedBy,
     pub files: Vec<FileEntry>,
     pub annotations: BTreeMap<String, String>,
+    /// The OCI manifest this binding is, when it was pushed through `/v2/`:
+    /// its files are that manifest's layers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oci: Option<OciRef>,
+}
+
+/// An OCI manifest, named in an Amber manifest: its digest (the hash of its
+/// bytes, `sha256:<hex>` or as pushed) and media type.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OciRef {
+    pub digest: String,
+    pub media_type: String,
 }
 
 impl ManifestPayload {
@@ -351,6 +363,7 @@ mod tests {
             },
             files: vec![file("a")],
             annotations: BTreeMap::new(),
+            oci: None,
         };
         let bytes = payload.to_bytes();
         (dsse::sign(PAYLOAD_TYPE, &bytes, key), Digest::of(&bytes))

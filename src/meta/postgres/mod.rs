@@ -9,6 +9,7 @@ mod audit;
 mod keys;
 mod links;
 mod log;
+mod oci;
 mod publishers;
 mod reclaim;
 mod retention;

@@ -19,6 +19,9 @@
 //! replays_by_time until i64 BE, issuer \0 jti -> () (to forget them in order)
 //! uploads    upload id                 -> UploadRecord (JSON): resumable uploads
 //! uploads_by_token token id \0 upload id -> () (to count a token's uploads)
+//! oci_aliases `sha256:<hex>` / `sha512:<hex>` -> digest(32 bytes): OCI names of stored blobs
+//! oci_manifests repo \0 OCI digest   -> OciManifest (JSON): OCI manifests, byte-exact
+//! oci_referrers repo \0 subject \0 OCI digest -> the referrer's descriptor (JSON)
 //!            (default tree) "scrub"    -> ScrubProgress (JSON)
 //! audit      seq, u64 big-endian       -> hash (64 hex) + entry bytes
 //! audit_head "head"                    -> seq u64 BE + hash (64 hex) + the log's
@@ -50,6 +53,7 @@ mod audit;
 mod keys;
 mod links;
 mod log;
+mod oci;
 mod publishers;
 mod reclaim;
 mod retention;
@@ -124,6 +128,9 @@ struct Trees {
     replays_by_time: Tree,
     uploads: Tree,
     uploads_by_token: Tree,
+    oci_aliases: Tree,
+    oci_manifests: Tree,
+    oci_referrers: Tree,
     /// Held by the reclaim run.
     runner: Arc<tokio::sync::Mutex<()>>,
     /// Held by the scrubber.
@@ -375,6 +382,9 @@ impl SledMeta {
             replays_by_time: db.open_tree("replays_by_time")?,
             uploads: db.open_tree("uploads")?,
             uploads_by_token: db.open_tree("uploads_by_token")?,
+            oci_aliases: db.open_tree("oci_aliases")?,
+            oci_manifests: db.open_tree("oci_manifests")?,
+            oci_referrers: db.open_tree("oci_referrers")?,
             runner: Arc::new(tokio::sync::Mutex::new(())),
             scrubber: Arc::new(tokio::sync::Mutex::new(())),
             audit: db.open_tree("audit")?,

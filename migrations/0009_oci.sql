@@ -1,0 +1,23 @@
+-- The OCI front door (/v2/): which sha256 (or sha512) names which stored
+-- blob (one index for the store, as storage is shared), OCI manifests stored
+-- byte-exact per repository, and the referrers of each subject.
+CREATE TABLE oci_aliases (
+    alias   TEXT  PRIMARY KEY CHECK (length(alias) BETWEEN 8 AND 140),
+    digest  BYTEA NOT NULL CHECK (length(digest) = 32)
+);
+
+CREATE TABLE oci_manifests (
+    repository  TEXT  NOT NULL,
+    digest      TEXT  NOT NULL,
+    -- OciManifest as JSON: media type, the bytes as pushed, subject, blobs.
+    record      BYTEA NOT NULL,
+    PRIMARY KEY (repository, digest)
+);
+
+CREATE TABLE oci_referrers (
+    repository  TEXT  NOT NULL,
+    subject     TEXT  NOT NULL,
+    digest      TEXT  NOT NULL,
+    descriptor  BYTEA NOT NULL,
+    PRIMARY KEY (repository, subject, digest)
+);

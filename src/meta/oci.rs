@@ -1,0 +1,127 @@
+//! The OCI front door's records: which sha256 (or sha512) names which
+//! BLAKE3-named blob (one index for the whole store, as storage is), OCI
+//! manifests byte-exact per repository, and the referrers of each subject.
+//! A manifest is stored once under the digest its bytes hash to and never
+//! changes; which tag names it is a binding of `TagStore`.
+
+use std::future::Future;
+
+use amber_core::{Digest, RepoName};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::{AuditBuild, Meta, MetaError};
+use crate::blobs::Stored;
+
+/// An OCI manifest as pushed: the bytes the client sent, byte for byte, and
+/// what the store needs without parsing them again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OciManifest {
+    /// `Content-Type` it was pushed with, served back as is.
+    pub media_type: String,
+    #[serde(with = "bytes_b64")]
+    pub bytes: Vec<u8>,
+    /// The digest of the manifest it refers to (`subject`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// The stored blobs it references (BLAKE3, size), its config included.
+    #[serde(default)]
+    pub blobs: Vec<(Digest, u64)>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+mod bytes_b64 {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        STANDARD.decode(text.as_bytes()).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A referrer of a subject: the descriptor the referrers API lists (JSON,
+/// made once when the referrer was pushed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Referrer {
+    pub digest: String,
+    pub descriptor: Vec<u8>,
+}
+
+pub trait OciStore {
+    /// Records that `alias` (`sha256:<hex>` or `sha512:<hex>`) names the
+    /// blob stored as `digest`. An alias, once recorded, never changes.
+    fn put_alias(&self, alias: &str, digest: &Digest) -> impl Future<Output = Result<(), MetaError>> + Send;
+
+    /// The BLAKE3 digest an alias names, if recorded.
+    fn alias(&self, alias: &str) -> impl Future<Output = Result<Option<Digest>, MetaError>> + Send;
+
+    /// Stores `manifest` in `repo` under `digest` unless it is there; when
+    /// new, with its referrer entry (the descriptor listed for its subject)
+    /// and `audit`, in one transaction.
+    fn put_oci_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &str,
+        manifest: &OciManifest,
+        referrer: Option<&[u8]>,
+        audit: AuditBuild,
+    ) -> impl Future<Output = Result<Stored, MetaError>> + Send;
+
+    fn oci_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &str,
+    ) -> impl Future<Output = Result<Option<OciManifest>, MetaError>> + Send;
+
+    /// The referrers of `subject` in `repo`, in digest order after `after`,
+    /// at most `limit`.
+    fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Referrer>, MetaError>> + Send;
+}
+
+impl OciStore for Meta {
+    async fn put_alias(&self, alias: &str, digest: &Digest) -> Result<(), MetaError> {
+        dispatch!(self, s => s.put_alias(alias, digest))
+    }
+
+    async fn alias(&self, alias: &str) -> Result<Option<Digest>, MetaError> {
+        dispatch!(self, s => s.alias(alias))
+    }
+
+    async fn put_oci_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &str,
+        manifest: &OciManifest,
+        referrer: Option<&[u8]>,
+        audit: AuditBuild,
+    ) -> Result<Stored, MetaError> {
+        dispatch!(self, s => s.put_oci_manifest(repo, digest, manifest, referrer, audit))
+    }
+
+    async fn oci_manifest(&self, repo: &RepoName, digest: &str) -> Result<Option<OciManifest>, MetaError> {
+        dispatch!(self, s => s.oci_manifest(repo, digest))
+    }
+
+    async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Referrer>, MetaError> {
+        dispatch!(self, s => s.referrers(repo, subject, after, limit))
+    }
+}

@@ -1,0 +1,116 @@
+//! The OCI front door's records on sled.
+
+use amber_core::{Digest, RepoName};
+use sled::Transactional;
+
+use super::{SledMeta, append_audit_in, repo_key, transaction_error};
+use crate::blobs::Stored;
+use crate::meta::OciStore;
+use crate::meta::{AuditBuild, MetaError, OciManifest, Referrer};
+
+/// `repo \0 subject \0`: the prefix of a subject's referrers.
+fn referrers_prefix(repo: &RepoName, subject: &str) -> Vec<u8> {
+    let mut key = repo_key(repo, subject.as_bytes());
+    key.push(0);
+    key
+}
+
+impl OciStore for SledMeta {
+    async fn put_alias(&self, alias: &str, digest: &Digest) -> Result<(), MetaError> {
+        let (alias, digest) = (alias.to_owned(), *digest);
+        self.write("put_alias", move |t| {
+            // First writer wins: an alias names one content, ever.
+            t.oci_aliases.compare_and_swap(alias.as_bytes(), None::<&[u8]>, Some(&digest.as_bytes()[..]))?.ok();
+            Ok(())
+        })
+        .await
+    }
+
+    async fn alias(&self, alias: &str) -> Result<Option<Digest>, MetaError> {
+        let alias = alias.to_owned();
+        self.read("alias", move |t| {
+            let Some(value) = t.oci_aliases.get(alias.as_bytes())? else { return Ok(None) };
+            let bytes: [u8; 32] = value.as_ref().try_into().map_err(|_| MetaError::Corrupt("oci alias".into()))?;
+            Ok(Some(Digest::from_bytes(bytes)))
+        })
+        .await
+    }
+
+    async fn put_oci_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &str,
+        manifest: &OciManifest,
+        referrer: Option<&[u8]>,
+        audit: AuditBuild,
+    ) -> Result<Stored, MetaError> {
+        let key = repo_key(repo, digest.as_bytes());
+        let value = serde_json::to_vec(manifest)?;
+        let referrer = match (&manifest.subject, referrer) {
+            (Some(subject), Some(descriptor)) => {
+                let mut key = referrers_prefix(repo, subject);
+                key.extend_from_slice(digest.as_bytes());
+                Some((key, descriptor.to_vec()))
+            }
+            _ => None,
+        };
+        self.write("put_oci_manifest", move |t| {
+            (&t.oci_manifests, &t.oci_referrers, &t.audit, &t.audit_head)
+                .transaction(|(manifests, referrers, audit_tree, head)| {
+                    if manifests.get(&key)?.is_some() {
+                        return Ok(Stored::AlreadyPresent);
+                    }
+                    manifests.insert(key.as_slice(), value.as_slice())?;
+                    if let Some((key, descriptor)) = &referrer {
+                        referrers.insert(key.as_slice(), descriptor.as_slice())?;
+                    }
+                    append_audit_in(audit_tree, head, &*audit)?;
+                    Ok(Stored::Created)
+                })
+                .map_err(transaction_error)
+        })
+        .await
+    }
+
+    async fn oci_manifest(&self, repo: &RepoName, digest: &str) -> Result<Option<OciManifest>, MetaError> {
+        let key = repo_key(repo, digest.as_bytes());
+        self.read("oci_manifest", move |t| match t.oci_manifests.get(key)? {
+            Some(value) => Ok(Some(serde_json::from_slice(&value)?)),
+            None => Ok(None),
+        })
+        .await
+    }
+
+    async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Referrer>, MetaError> {
+        let prefix = referrers_prefix(repo, subject);
+        let start = match after {
+            Some(after) => {
+                let mut key = prefix.clone();
+                key.extend_from_slice(after.as_bytes());
+                key.push(0);
+                key
+            }
+            None => prefix.clone(),
+        };
+        self.read("referrers", move |t| {
+            let mut found = Vec::new();
+            for item in t.oci_referrers.range(start..) {
+                let (key, value) = item?;
+                if !key.starts_with(&prefix) || found.len() >= limit {
+                    break;
+                }
+                let digest = String::from_utf8(key[prefix.len()..].to_vec())
+                    .map_err(|_| MetaError::Corrupt("referrer key".into()))?;
+                found.push(Referrer { digest, descriptor: value.to_vec() });
+            }
+            Ok(found)
+        })
+        .await
+    }
+}
