@@ -20,6 +20,7 @@ pub mod lifecycle;
 pub mod log;
 pub mod meta;
 pub mod metrics;
+pub mod oci;
 pub mod oidc;
 pub mod push;
 pub mod quarantine;

@@ -7,6 +7,7 @@
 
 mod denials;
 mod issue;
+pub mod scoped;
 
 use std::sync::Arc;
 
@@ -27,6 +28,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::meta::Meta;
 use crate::meta::TokenRecord;
 use crate::meta::TokenStore;
+use crate::signing::Signer;
 
 /// `last_used_at` is refreshed at most this often, so auth adds no write to
 /// every request.
@@ -42,12 +44,18 @@ pub enum Authentication {
     Failed(&'static str),
     Unavailable,
     Token(Arc<TokenRecord>),
+    /// A scoped token of the Docker token flow: its parent, with the
+    /// scoped token's grants in place of the parent's.
+    Scoped(Arc<TokenRecord>),
 }
 
 /// An authenticated request's token.
 #[derive(Debug)]
 pub struct Caller {
     pub token: Arc<TokenRecord>,
+    /// Authenticated by a scoped token (`GET /v2/token`): a denial asks for
+    /// a token of a wider scope rather than refusing outright.
+    pub scoped: bool,
 }
 
 impl Caller {
@@ -86,8 +94,14 @@ pub fn actor(token: &TokenRecord) -> Actor {
     Actor { token_id: Some(token.info.id.clone()), token_name: Some(token.info.name.clone()) }
 }
 
-/// The secret from `Authorization: Bearer <secret>` or `Basic base64(user:<secret>)`.
-fn presented_secret(headers: &HeaderMap) -> Result<Option<TokenSecret>, &'static str> {
+/// What a request presents: an Amber token's secret, or a scoped token.
+enum Presented {
+    Secret(TokenSecret),
+    Scoped(String),
+}
+
+/// The credential from `Authorization: Bearer <secret>` or `Basic base64(user:<secret>)`.
+fn presented_secret(headers: &HeaderMap) -> Result<Option<Presented>, &'static str> {
     let Some(header) = headers.get(AUTHORIZATION) else { return Ok(None) };
     let header = header.to_str().map_err(|_| "malformed Authorization header")?;
     let (scheme, value) = header.split_once(' ').ok_or("malformed Authorization header")?;
@@ -104,8 +118,11 @@ fn presented_secret(headers: &HeaderMap) -> Result<Option<TokenSecret>, &'static
     } else {
         return Err("unsupported authorization scheme: use Bearer or Basic");
     };
+    if secret.starts_with(scoped::PREFIX) {
+        return Ok(Some(Presented::Scoped(secret)));
+    }
     // The checksum rejects garbage and typos before any lookup.
-    secret.parse().map(Some).map_err(|_| "malformed token")
+    secret.parse().map(|s| Some(Presented::Secret(s))).map_err(|_| "malformed token")
 }
 
 pub fn secret_hash(secret: &TokenSecret) -> String {
@@ -114,9 +131,10 @@ pub fn secret_hash(secret: &TokenSecret) -> String {
 
 /// Resolves the request's token: read from the store on every request, so
 /// that revocation and expiry take effect at once, on every replica.
-pub async fn resolve(meta: &Meta, headers: &HeaderMap) -> Authentication {
+pub async fn resolve(meta: &Meta, signer: &Signer, headers: &HeaderMap) -> Authentication {
     let secret = match presented_secret(headers) {
-        Ok(Some(secret)) => secret,
+        Ok(Some(Presented::Secret(secret))) => secret,
+        Ok(Some(Presented::Scoped(token))) => return resolve_scoped(meta, signer, &token).await,
         Ok(None) => return Authentication::Missing,
         Err(reason) => return Authentication::Failed(reason),
     };
@@ -130,23 +148,60 @@ pub async fn resolve(meta: &Meta, headers: &HeaderMap) -> Authentication {
             return Authentication::Unavailable;
         }
     };
+    if let Err(reason) = usable(&token) {
+        return Authentication::Failed(reason);
+    }
     let now = OffsetDateTime::now_utc();
-    if token.info.revoked_at.is_some_and(|at| at <= now) {
-        return Authentication::Failed("token has been revoked");
-    }
-    if token.info.expires_at <= now {
-        return Authentication::Failed(if token.info.rotated_to.is_some() {
-            "token was rotated and its grace period has ended"
-        } else {
-            "token has expired"
-        });
-    }
     if token.info.last_used_at.is_none_or(|at| now - at > LAST_USED_GRANULARITY)
         && let Err(err) = meta.touch_token(&token.info.id, now).await
     {
         tracing::warn!(error = %err, "recording token use failed");
     }
     Authentication::Token(Arc::new(token))
+}
+
+/// A scoped token: its parent, read again (revoked, expired or rotated, the
+/// scoped token ends with it), with the scoped token's grants.
+async fn resolve_scoped(meta: &Meta, signer: &Signer, token: &str) -> Authentication {
+    let Some((claims, payload, mac)) = scoped::claims(token) else {
+        return Authentication::Failed("malformed token");
+    };
+    let parent = match meta.token(&claims.token).await {
+        Ok(Some(parent)) => parent,
+        Ok(None) => return Authentication::Failed("unknown token"),
+        Err(err) => {
+            tracing::error!(error = %err, "token lookup failed");
+            return Authentication::Unavailable;
+        }
+    };
+    if !scoped::verify(signer, &parent, &payload, &mac) {
+        return Authentication::Failed("unknown token");
+    }
+    if claims.exp <= OffsetDateTime::now_utc().unix_timestamp() {
+        return Authentication::Failed("scoped token has expired; ask /v2/token for another");
+    }
+    if let Err(reason) = usable(&parent) {
+        return Authentication::Failed(reason);
+    }
+    let mut scoped = parent;
+    scoped.info.grants = claims.grants;
+    Authentication::Scoped(Arc::new(scoped))
+}
+
+/// Whether a stored token may be used now.
+fn usable(token: &TokenRecord) -> Result<(), &'static str> {
+    let now = OffsetDateTime::now_utc();
+    if token.info.revoked_at.is_some_and(|at| at <= now) {
+        return Err("token has been revoked");
+    }
+    if token.info.expires_at <= now {
+        return Err(if token.info.rotated_to.is_some() {
+            "token was rotated and its grace period has ended"
+        } else {
+            "token has expired"
+        });
+    }
+    Ok(())
 }
 
 pub fn expiry_warning(token: &TokenRecord) -> Option<HeaderValue> {
@@ -174,7 +229,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         match parts.extensions.get::<Authentication>() {
-            Some(Authentication::Token(token)) => Ok(Self { token: token.clone() }),
+            Some(Authentication::Token(token)) => Ok(Self { token: token.clone(), scoped: false }),
+            Some(Authentication::Scoped(token)) => Ok(Self { token: token.clone(), scoped: true }),
             Some(Authentication::Failed(reason)) => Err(ApiError::Unauthorized(reason)),
             Some(Authentication::Unavailable) => Err(ApiError::Unavailable),
             Some(Authentication::Missing) => {

@@ -27,6 +27,9 @@ pub struct Options {
     /// Do not serve the operator console at `/ui/`.
     #[arg(long, env = "AMBER_NO_UI", global = true)]
     pub no_ui: bool,
+    /// Do not serve the OCI distribution API at `/v2/`.
+    #[arg(long, env = "AMBER_NO_OCI", global = true)]
+    pub no_oci: bool,
     /// Directory for the embedded backends' data [default: ./amber-data].
     #[arg(long, env = "AMBER_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,
@@ -192,6 +195,7 @@ struct FileOptions {
     listen: Option<SocketAddr>,
     metrics_listen: Option<SocketAddr>,
     no_ui: Option<bool>,
+    no_oci: Option<bool>,
     data_dir: Option<PathBuf>,
     blobs: Option<String>,
     meta: Option<String>,
@@ -253,6 +257,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// Whether `/ui/` serves the operator console.
     pub ui: bool,
+    /// Whether `/v2/` serves the OCI distribution API.
+    pub oci: bool,
     pub data_dir: PathBuf,
     pub blobs: BlobsConfig,
     pub meta: MetaConfig,
@@ -402,6 +408,7 @@ impl Config {
             listen,
             metrics_listen,
             ui: !(options.no_ui || file.no_ui.unwrap_or(false)),
+            oci: !(options.no_oci || file.no_oci.unwrap_or(false)),
             data_dir,
             blobs,
             meta,

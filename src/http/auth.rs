@@ -18,7 +18,7 @@ use crate::state::AppState;
 /// Authenticates (for routes that need it, the `Caller` extractor then reads
 /// the outcome), adds expiry warnings, and audits denied requests.
 pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    let authentication = resolve(&state.meta, request.headers()).await;
+    let authentication = resolve(&state.meta, &state.signer, request.headers()).await;
     request.extensions_mut().insert(authentication.clone());
     let method = request.method().to_string();
     let client = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
@@ -26,7 +26,7 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
     let mut response = next.run(request).await;
 
     let token = match &authentication {
-        Authentication::Token(token) => Some(token),
+        Authentication::Token(token) | Authentication::Scoped(token) => Some(token),
         _ => None,
     };
     if let Some(warning) = token.and_then(|t| expiry_warning(t)) {

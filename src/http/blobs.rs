@@ -25,7 +25,7 @@ const MAX_MISSING_QUERY: usize = 10_000;
 
 /// The body as the blob store reads it; a body that stalled past the body
 /// idle timeout becomes an error of kind `TimedOut` (answered `408`).
-pub(super) fn body_stream(body: Body, idle: std::time::Duration) -> BodyStream {
+pub(crate) fn body_stream(body: Body, idle: std::time::Duration) -> BodyStream {
     Box::pin(body.into_data_stream().map_err(move |err| {
         if super::body_timed_out(&err) {
             std::io::Error::new(std::io::ErrorKind::TimedOut, BodyIdle(idle.as_secs()))
@@ -37,7 +37,7 @@ pub(super) fn body_stream(body: Body, idle: std::time::Duration) -> BodyStream {
 
 /// The announced body length; an oversize body is refused before any of it
 /// is read.
-fn content_length(headers: &HeaderMap, limit: u64) -> ApiResult<Option<u64>> {
+pub(crate) fn content_length(headers: &HeaderMap, limit: u64) -> ApiResult<Option<u64>> {
     let Some(value) = headers.get(header::CONTENT_LENGTH) else { return Ok(None) };
     let length = value
         .to_str()
@@ -176,12 +176,7 @@ pub async fn head_blob(
     DigestParam(digest): DigestParam,
     request: HeaderMap,
 ) -> ApiResult<Response> {
-    // A quarantined blob is absent, so that a client sends it again.
-    let plan = plan_read(&state, &caller, &repo, &digest, &request).await.map_err(|e| match e {
-        ApiError::BlobCorrupt(digest) => ApiError::BlobUnknown(digest),
-        other => other,
-    })?;
-    Ok((plan.status, plan.headers).into_response())
+    read_blob(&state, &caller, &repo, digest, &request, true).await
 }
 
 pub async fn get_blob(
@@ -191,13 +186,33 @@ pub async fn get_blob(
     DigestParam(digest): DigestParam,
     request: HeaderMap,
 ) -> ApiResult<Response> {
-    let plan = plan_read(&state, &caller, &repo, &digest, &request).await?;
+    read_blob(&state, &caller, &repo, digest, &request, false).await
+}
+
+/// A `HEAD` (`head`) or `GET` of a blob in `repo`: every front door's read.
+pub(crate) async fn read_blob(
+    state: &AppState,
+    caller: &Caller,
+    repo: &amber_core::RepoName,
+    digest: amber_core::Digest,
+    request: &HeaderMap,
+    head: bool,
+) -> ApiResult<Response> {
+    if head {
+        // A quarantined blob is absent, so that a client sends it again.
+        let plan = plan_read(state, caller, repo, &digest, request).await.map_err(|e| match e {
+            ApiError::BlobCorrupt(digest) => ApiError::BlobUnknown(digest),
+            other => other,
+        })?;
+        return Ok((plan.status, plan.headers).into_response());
+    }
+    let plan = plan_read(state, caller, repo, &digest, request).await?;
     if plan.status == StatusCode::NOT_MODIFIED {
         return Ok((plan.status, plan.headers).into_response());
     }
     let read = state.blobs.read(digest, plan.size, plan.range).await;
     if let Err(err @ (BlobError::Corrupt(_) | BlobError::Missing(_))) = &read {
-        crate::lifecycle::scrub::quarantine(&state, digest, err).await;
+        crate::lifecycle::scrub::quarantine(state, digest, err).await;
     }
     // A read that finds the bytes wrong quarantines them.
     let found = state.clone();

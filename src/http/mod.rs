@@ -3,14 +3,14 @@
 
 mod audit;
 mod auth;
-mod blobs;
+pub(crate) mod blobs;
 pub(crate) mod json;
 mod lifecycle;
 mod log;
 mod metrics;
 mod oidc;
 mod page;
-mod paths;
+pub(crate) mod paths;
 mod repos;
 mod system;
 mod tags;
@@ -23,6 +23,8 @@ use axum::Router;
 use axum::http::{Method, Request};
 use axum::routing::{MethodFilter, MethodRouter, on};
 use tower_http::trace::TraceLayer;
+
+use axum::response::IntoResponse;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -109,15 +111,29 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
     ]
 }
 
+/// Answers a path no route matched, if it is the door's.
+pub type Fallback = fn(&axum::http::Uri) -> Option<axum::response::Response>;
+
+/// Another front door (`/v2/`): its routes, served behind the same
+/// authentication, metrics and limits, and its answer for paths it owns
+/// that no route matched.
+pub struct Door {
+    pub routes: Vec<(Method, &'static str, MethodRouter<AppState>)>,
+    pub fallback: Fallback,
+}
+
 /// A tus route: every answer carries `Tus-Resumable`.
 fn tus(route: MethodRouter<AppState>) -> MethodRouter<AppState> {
     route.layer(axum::middleware::map_response(uploads::tus_resumable))
 }
 
-/// The API. `GET /metrics` is left out when it has a listener of its own.
-pub fn router(state: AppState) -> Router {
+/// The API, with the routes of other front doors (`doors`: `/v2/`) behind
+/// the same authentication, metrics and limits. `GET /metrics` is left out
+/// when it has a listener of its own.
+pub fn router(state: AppState, doors: Vec<Door>) -> Router {
     let mut router = Router::new();
-    for (_, path, handler) in routes() {
+    let fallbacks: Vec<Fallback> = doors.iter().map(|d| d.fallback).collect();
+    for (_, path, handler) in routes().into_iter().chain(doors.into_iter().flat_map(|d| d.routes)) {
         if path == METRICS && state.config.metrics_listen.is_some() {
             continue;
         }
@@ -135,7 +151,10 @@ pub fn router(state: AppState) -> Router {
             .route("/ui/{*file}", axum::routing::get(crate::ui::file));
     }
     router
-        .fallback(|| async { ApiError::NotFound })
+        .fallback(move |uri: axum::http::Uri| async move {
+            // A door answers the paths it owns in its own dialect.
+            fallbacks.iter().find_map(|answer| answer(&uri)).unwrap_or_else(|| ApiError::NotFound.into_response())
+        })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(
             // Logs method, path, status and latency; never headers, so never a token.

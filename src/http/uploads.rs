@@ -196,7 +196,8 @@ async fn find(
     id: &UploadId,
 ) -> ApiResult<UploadRecord> {
     let record = state.meta.upload(&caller.token.info.id, id).await?.ok_or(ApiError::UploadUnknown)?;
-    if record.repository != *repo {
+    // An OCI upload session is `/v2/`'s own.
+    if record.repository != *repo || matches!(record.kind, UploadKind::Open) {
         return Err(ApiError::UploadUnknown);
     }
     Ok(record)
@@ -224,7 +225,7 @@ pub async fn head_upload(
         out.insert(UPLOAD_METADATA, value);
     }
     let concat = match &record.kind {
-        UploadKind::Single => None,
+        UploadKind::Single | UploadKind::Open => None,
         UploadKind::Partial { .. } => Some("partial".to_owned()),
         UploadKind::Final { parts } => {
             let urls: Vec<String> = parts.iter().map(|id| format!("{}/{id}", base(&repo))).collect();

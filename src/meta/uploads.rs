@@ -71,6 +71,9 @@ pub enum UploadKind {
     Partial { slot: Option<PartSlot> },
     /// The concatenation of these partial uploads, in order.
     Final { parts: Vec<UploadId> },
+    /// An OCI upload session (`/v2/`): its length is known once it is
+    /// closed (`PUT ?digest=`); until then its `length` is the size limit.
+    Open,
 }
 
 /// Bytes of an upload stored as one object per `PATCH` (the S3 backend):

@@ -329,10 +329,11 @@ pub async fn patch(
 }
 
 /// The hash state of the bytes stored so far, hashed again from the store.
-async fn hash_so_far(state: &AppState, record: &UploadRecord) -> ApiResult<Option<Check>> {
+pub(crate) async fn hash_so_far(state: &AppState, record: &UploadRecord) -> ApiResult<Option<Check>> {
     let mut check = match &record.kind {
         UploadKind::Single => Check::Whole(blake3::Hasher::new()),
         UploadKind::Partial { slot: Some(slot) } => Check::Part(slot.hasher()),
+        UploadKind::Open => Check::Open(Box::default()),
         _ => return Ok(None),
     };
     if record.offset > 0 {
@@ -400,7 +401,7 @@ async fn finish_single(
 }
 
 /// Links the blob of `parts` through the path of a `PUT`.
-async fn link(
+pub(crate) async fn link(
     state: &AppState,
     caller: &Caller,
     parts: &[UploadRecord],

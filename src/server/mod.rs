@@ -148,7 +148,8 @@ pub async fn serve(
     let scrub = (state.config.scrub_rate > 0).then(|| {
         tokio::spawn(crate::lifecycle::scrub::scrub_forever(state.clone(), state.config.scrub_rate, stop.clone()))
     });
-    let router = http::router(state.clone());
+    let doors = if state.config.oci { vec![crate::oci::door()] } else { Vec::new() };
+    let router = http::router(state.clone(), doors);
     connections::serve(listener, router, connection_limits, state.metrics.connections.clone(), stopping, drain).await;
     stop.cancel();
     let finish = async {

@@ -22,6 +22,16 @@ pub enum Check {
     Whole(blake3::Hasher),
     /// A part with a chaining value to match.
     Part(PartHasher),
+    /// An OCI upload: its BLAKE3 and sha256, the digest the client names
+    /// being known only when it closes the upload.
+    Open(Box<OpenHash>),
+}
+
+/// The hashes of an OCI upload's bytes so far.
+#[derive(Clone, Default)]
+pub struct OpenHash {
+    pub blake3: blake3::Hasher,
+    pub sha256: sha2::Sha256,
 }
 
 impl Check {
@@ -31,6 +41,10 @@ impl Check {
                 hasher.update(bytes);
             }
             Self::Part(hasher) => hasher.update(bytes),
+            Self::Open(hash) => {
+                hash.blake3.update(bytes);
+                sha2::Digest::update(&mut hash.sha256, bytes);
+            }
         }
     }
 }

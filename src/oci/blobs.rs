@@ -1,0 +1,425 @@
+//! Blobs through `/v2/`: reads by any OCI digest, and uploads (monolithic
+//! `POST ?digest=`, `POST` then `PUT ?digest=`, chunked and streamed `PATCH`,
+//! status, cancel, cross-repository mount). An upload session is a
+//! resumable upload of `crate::uploads` (bound to its token, durable
+//! offset, expiry), so it survives a restart and continues on any replica.
+//! Bytes are hashed with BLAKE3 and sha256 as they arrive and stored once,
+//! under BLAKE3; the sha256 (and sha512 when named) is recorded as an alias.
+
+use amber_core::audit::Event;
+use amber_core::{Action, Digest, RepoName};
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use sha2::Digest as _;
+use time::OffsetDateTime;
+
+use super::auth::OciCaller;
+use super::digest::{self, Algorithm, OciDigest};
+use super::error::{OciError, OciResult};
+use crate::auth::Caller;
+use crate::blobs::{BlobError, BlobStore, Upload};
+use crate::error::ApiError;
+use crate::http::blobs::{body_stream, content_length, read_blob};
+use crate::meta::{Created, LinkStore, OciStore, UploadId, UploadKind, UploadRecord, UploadRecordStore};
+use crate::push::resumable;
+use crate::state::AppState;
+use crate::uploads::store::{Check, UploadBytes};
+
+const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
+const DOCKER_UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uuid");
+
+/// The stored blob an OCI digest names, if known.
+pub async fn resolve(state: &AppState, digest: &OciDigest) -> OciResult<Option<Digest>> {
+    match digest.blake3() {
+        Some(b3) => Ok(Some(b3)),
+        None => Ok(state.meta.alias(&digest.to_string()).await?),
+    }
+}
+
+fn digest_param(text: &str) -> OciResult<OciDigest> {
+    OciDigest::parse(text).map_err(OciError::from)
+}
+
+#[derive(serde::Deserialize)]
+pub struct BlobPath {
+    owner: String,
+    name: String,
+    digest: String,
+}
+
+/// `HEAD` and `GET /v2/{name}/blobs/{digest}`.
+async fn read(state: AppState, caller: OciCaller, path: BlobPath, request: HeaderMap, head: bool) -> OciResult<Response> {
+    let repo = repo_of(&path.owner, &path.name)?;
+    caller.require(&state, Action::Pull, &repo)?;
+    let digest = digest_param(&path.digest)?;
+    // Unknown to the index and unknown here are the same answer.
+    let Some(b3) = resolve(&state, &digest).await? else {
+        return Err(OciError::from(ApiError::BlobUnknown(Digest::of(digest.to_string().as_bytes()))));
+    };
+    let mut response = read_blob(&state, &caller.caller, &repo, b3, &request, head).await.map_err(|e| match e {
+        ApiError::BlobUnknown(_) => OciError::from(ApiError::BlobUnknown(b3)),
+        other => other.into(),
+    })?;
+    response.headers_mut().insert(DOCKER_CONTENT_DIGEST, header_value(&digest.to_string()));
+    Ok(response)
+}
+
+pub async fn head_blob(
+    State(state): State<AppState>,
+    caller: OciCaller,
+    Path(path): Path<BlobPath>,
+    request: HeaderMap,
+) -> OciResult<Response> {
+    read(state, caller, path, request, true).await
+}
+
+pub async fn get_blob(
+    State(state): State<AppState>,
+    caller: OciCaller,
+    Path(path): Path<BlobPath>,
+    request: HeaderMap,
+) -> OciResult<Response> {
+    read(state, caller, path, request, false).await
+}
+
+pub fn repo_of(owner: &str, name: &str) -> OciResult<RepoName> {
+    format!("{owner}/{name}").parse().map_err(|e| OciError::from(ApiError::NameInvalid(format!("{e}"))))
+}
+
+fn header_value(text: &str) -> HeaderValue {
+    HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+/// `201` for a blob now in `repo`.
+fn created(repo: &RepoName, digest: &OciDigest) -> Response {
+    let location = format!("/v2/{repo}/blobs/{digest}");
+    let mut response = StatusCode::CREATED.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::LOCATION, header_value(&location));
+    headers.insert(DOCKER_CONTENT_DIGEST, header_value(&digest.to_string()));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+    response
+}
+
+/// Records what the OCI digests of a stored blob are.
+async fn record_aliases(state: &AppState, b3: &Digest, aliases: &[&OciDigest]) -> OciResult<()> {
+    for alias in aliases {
+        if alias.algorithm != Algorithm::Blake3 {
+            state.meta.put_alias(&alias.to_string(), b3).await?;
+        }
+    }
+    Ok(())
+}
+
+/// A whole blob in one request body: hashed with BLAKE3 by the blob store
+/// and with sha256 (and sha512) beside it, linked only if it matches.
+async fn put_whole(
+    state: &AppState,
+    caller: &Caller,
+    repo: &RepoName,
+    expected: &OciDigest,
+    headers: &HeaderMap,
+    body: Body,
+) -> OciResult<Response> {
+    let limit = state.config.max_blob_size;
+    let announced = content_length(headers, limit)?;
+    let _slot = crate::push::admit(state, caller)?;
+    let pushing = crate::push::Pushing::new(state);
+    let (body, tap) =
+        digest::tap(body_stream(body, state.config.limits.body_idle_timeout), expected.algorithm == Algorithm::Sha512);
+    let upload = Upload {
+        expected: expected.blake3(),
+        limit,
+        announced,
+        memory: state.admission.memory.clone(),
+        gate: Some(pushing.gate()),
+    };
+    let mut written = state.blobs.put(upload, body).await;
+    let tapped = digest::finish(&tap);
+    if written.is_ok() && tapped.get(expected.algorithm).is_some_and(|got| got != expected) {
+        written = Err(BlobError::Client(std::io::Error::other("digest mismatch")));
+        let _ = pushing.link(state, caller, repo, written).await;
+        return Err(mismatch(expected, tapped.get(expected.algorithm)));
+    }
+    let mismatched = matches!(written, Err(BlobError::Mismatch { .. }));
+    let linked = pushing.link(state, caller, repo, written).await;
+    if mismatched {
+        return Err(mismatch(expected, None));
+    }
+    let (written, _) = linked?;
+    record_aliases(state, &written.digest, &[&tapped.sha256, expected]).await?;
+    if let Some(sha512) = &tapped.sha512 {
+        record_aliases(state, &written.digest, &[sha512]).await?;
+    }
+    Ok(created(repo, expected))
+}
+
+fn mismatch(expected: &OciDigest, actual: Option<&OciDigest>) -> OciError {
+    let actual = actual.map_or_else(|| "other content".to_owned(), ToString::to_string);
+    OciError::with_code(ApiError::DigestInvalid(format!("the bytes hash to {actual}, not {expected}")), "DIGEST_INVALID")
+}
+
+#[derive(serde::Deserialize)]
+pub struct RepoPath {
+    owner: String,
+    name: String,
+}
+
+#[derive(serde::Deserialize)]
+pub struct StartQuery {
+    digest: Option<String>,
+    mount: Option<String>,
+    from: Option<String>,
+}
+
+/// `POST /v2/{name}/blobs/uploads/`: a mount, a whole blob, or a session.
+pub async fn start_upload(
+    State(state): State<AppState>,
+    caller: OciCaller,
+    Path(path): Path<RepoPath>,
+    Query(query): Query<StartQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> OciResult<Response> {
+    let repo = repo_of(&path.owner, &path.name)?;
+    caller.require(&state, Action::Push, &repo)?;
+    if let Some(mount) = &query.mount {
+        let digest = digest_param(mount)?;
+        if let Some(from) = query.from.as_deref().and_then(|f| f.parse::<RepoName>().ok()) {
+            caller.widen_for_mount(&state, &repo, &from).await?;
+        }
+        // A source the caller cannot pull, or that lacks the blob, is a
+        // plain upload start: never an oracle of what another repository holds.
+        if let Some(from) = query.from.as_deref().and_then(|f| f.parse::<RepoName>().ok())
+            && caller.caller.require(Action::Pull, &from).is_ok()
+            && let Some(b3) = resolve(&state, &digest).await?
+            && !state.quarantine.contains(&b3)
+            && let Some(size) = state.meta.blob_size(&from, &b3).await?
+        {
+            let event = Event::BlobPushed { repository: repo.clone(), digest: b3, size };
+            let draft = crate::audit::Draft::shared(&state.signer, caller.caller.actor(), vec![event]);
+            state.meta.link_blob(&repo, &b3, size, None, draft).await?;
+            return Ok(created(&repo, &digest));
+        }
+    }
+    if let Some(digest) = &query.digest {
+        let digest = digest_param(digest)?;
+        return put_whole(&state, &caller.caller, &repo, &digest, &headers, body).await;
+    }
+    let now = OffsetDateTime::now_utc();
+    let record = UploadRecord {
+        id: UploadId::random(),
+        token: caller.caller.token.info.id.clone(),
+        repository: repo.clone(),
+        length: state.config.max_blob_size,
+        offset: 0,
+        metadata: String::new(),
+        digest: None,
+        kind: UploadKind::Open,
+        segments: Vec::new(),
+        created: now,
+        expires: now + state.config.upload_expiry,
+        done: None,
+        claimed_by: None,
+    };
+    match state.meta.create_upload(&record, crate::uploads::MAX_PER_TOKEN).await? {
+        Created::Created => {}
+        _ => {
+            return Err(ApiError::TooManyRequests {
+                reason: "this token holds as many uploads as it may; finish or cancel some",
+                retry_after: 60,
+            }
+            .into());
+        }
+    }
+    Ok(session(StatusCode::ACCEPTED, &record))
+}
+
+/// An answer about a session: where it is and what it holds.
+fn session(status: StatusCode, record: &UploadRecord) -> Response {
+    let mut response = status.into_response();
+    let headers = response.headers_mut();
+    let location = format!("/v2/{}/blobs/uploads/{}", record.repository, record.id);
+    headers.insert(header::LOCATION, header_value(&location));
+    headers.insert(header::RANGE, header_value(&format!("0-{}", record.offset.saturating_sub(1))));
+    headers.insert(DOCKER_UPLOAD_UUID, header_value(record.id.as_str()));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+    response
+}
+
+#[derive(serde::Deserialize)]
+pub struct UploadPath {
+    owner: String,
+    name: String,
+    id: String,
+}
+
+/// The caller's session in this repository, or `BLOB_UPLOAD_UNKNOWN`.
+async fn find(state: &AppState, caller: &OciCaller, path: &UploadPath, action: Action) -> OciResult<UploadRecord> {
+    let repo = repo_of(&path.owner, &path.name)?;
+    caller.require(state, action, &repo)?;
+    let id: UploadId = path.id.parse().map_err(|()| OciError::from(ApiError::UploadUnknown))?;
+    let record = state.meta.upload(&caller.caller.token.info.id, &id).await?.ok_or(ApiError::UploadUnknown)?;
+    if record.repository != repo || !matches!(record.kind, UploadKind::Open) || record.done.is_some() {
+        return Err(ApiError::UploadUnknown.into());
+    }
+    Ok(record)
+}
+
+/// Where a `Content-Range` (`start-end`) starts, if given.
+fn range_start(headers: &HeaderMap) -> OciResult<Option<u64>> {
+    let Some(value) = headers.get(header::CONTENT_RANGE) else { return Ok(None) };
+    let text = value.to_str().unwrap_or("").trim();
+    let text = text.strip_prefix("bytes ").unwrap_or(text);
+    let (start, _end) = text
+        .split_once('-')
+        .ok_or_else(|| OciError::from(ApiError::RequestInvalid("Content-Range is START-END".into())))?;
+    start
+        .parse()
+        .map(Some)
+        .map_err(|_| OciError::from(ApiError::RequestInvalid("Content-Range is START-END".into())))
+}
+
+fn out_of_order(record: &UploadRecord) -> OciError {
+    OciError::with_code(
+        ApiError::UploadOffset { current: record.offset, given: record.offset },
+        "BLOB_UPLOAD_INVALID",
+    )
+    .header(header::RANGE, format!("0-{}", record.offset.saturating_sub(1)))
+    .header(header::LOCATION, format!("/v2/{}/blobs/uploads/{}", record.repository, record.id))
+}
+
+/// Appends a body to a session at its offset.
+async fn append(state: &AppState, caller: &Caller, record: UploadRecord, body: Body) -> OciResult<UploadRecord> {
+    let offset = record.offset;
+    let body = body_stream(body, state.config.limits.body_idle_timeout);
+    match resumable::patch(state, caller, record.clone(), offset, body).await {
+        Ok(outcome) => Ok(outcome.record),
+        Err(ApiError::UploadOffset { .. }) => {
+            let now = state.meta.upload(&caller.token.info.id, &record.id).await?.unwrap_or(record);
+            Err(out_of_order(&now))
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// `PATCH`: a chunk (with `Content-Range`, in order) or a stream.
+pub async fn patch_upload(
+    State(state): State<AppState>,
+    caller: OciCaller,
+    Path(path): Path<UploadPath>,
+    headers: HeaderMap,
+    body: Body,
+) -> OciResult<Response> {
+    let record = find(&state, &caller, &path, Action::Push).await?;
+    if range_start(&headers)?.is_some_and(|start| start != record.offset) {
+        return Err(out_of_order(&record));
+    }
+    let record = append(&state, &caller.caller, record, body).await?;
+    Ok(session(StatusCode::ACCEPTED, &record))
+}
+
+/// `GET`: the session's progress.
+pub async fn upload_status(
+    State(state): State<AppState>,
+    caller: OciCaller,
+    Path(path): Path<UploadPath>,
+) -> OciResult<Response> {
+    let record = find(&state, &caller, &path, Action::Push).await?;
+    Ok(session(StatusCode::NO_CONTENT, &record))
+}
+
+/// `DELETE`: the session is cancelled, its bytes discarded.
+pub async fn cancel_upload(
+    State(state): State<AppState>,
+    caller: OciCaller,
+    Path(path): Path<UploadPath>,
+) -> OciResult<Response> {
+    let record = find(&state, &caller, &path, Action::Push).await?;
+    resumable::terminate(&state, &record).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(serde::Deserialize)]
+pub struct CloseQuery {
+    digest: Option<String>,
+}
+
+/// `PUT ?digest=`: the session's last bytes (if any), then the blob.
+pub async fn close_upload(
+    State(state): State<AppState>,
+    caller: OciCaller,
+    Path(path): Path<UploadPath>,
+    Query(query): Query<CloseQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> OciResult<Response> {
+    let record = find(&state, &caller, &path, Action::Push).await?;
+    let expected = digest_param(query.digest.as_deref().ok_or_else(|| {
+        OciError::with_code(ApiError::DigestInvalid("PUT closes an upload with ?digest=".into()), "DIGEST_INVALID")
+    })?)?;
+    if range_start(&headers)?.is_some_and(|start| start != record.offset) {
+        return Err(out_of_order(&record));
+    }
+    let caller = &caller.caller;
+    if record.offset == 0 && record.segments.is_empty() {
+        // Nothing stored yet: the body is the whole blob, put as one.
+        let response = put_whole(&state, caller, &record.repository, &expected, &headers, body).await?;
+        forget(&state, &record).await;
+        return Ok(response);
+    }
+    let has_body = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|v| v.trim() != "0");
+    let record = if has_body { append(&state, caller, record, body).await? } else { record };
+    let check = match state.uploads.take_hash(&record.id, record.offset) {
+        Some(check) => Some(check),
+        None => resumable::hash_so_far(&state, &record).await?,
+    };
+    let Some(Check::Open(hash)) = check else {
+        return Err(ApiError::internal(anyhow::anyhow!("an OCI upload without its hashes")).into());
+    };
+    let b3 = Digest::from(hash.blake3.finalize());
+    let sha256 = OciDigest::sha256_hex(format!("{:x}", hash.sha256.clone().finalize()));
+    let actual = match expected.algorithm {
+        Algorithm::Sha256 => sha256.clone(),
+        Algorithm::Blake3 => OciDigest::parse(&b3.to_string())?,
+        Algorithm::Sha512 => sha512_of(&state, &record).await?,
+    };
+    if actual != expected {
+        state.uploads.keep_hash(&record.id, record.offset, Check::Open(hash));
+        return Err(mismatch(&expected, Some(&actual)));
+    }
+    let mut closed = record.clone();
+    closed.length = closed.offset;
+    let (digest, _) = resumable::link(&state, caller, std::slice::from_ref(&closed), Some(b3), true).await?;
+    record_aliases(&state, &digest, &[&sha256, &expected]).await?;
+    forget(&state, &record).await;
+    Ok(created(&record.repository, &expected))
+}
+
+/// The sha512 of a session's stored bytes (only a client naming sha512 asks).
+async fn sha512_of(state: &AppState, record: &UploadRecord) -> OciResult<OciDigest> {
+    let mut hasher = sha2::Sha512::new();
+    let mut bytes = state.uploads.store.read(record, 0..record.offset).await.map_err(ApiError::from)?;
+    while let Some(chunk) = bytes.next().await {
+        hasher.update(&chunk.map_err(ApiError::from)?);
+    }
+    Ok(OciDigest::parse(&format!("sha512:{:x}", hasher.finalize()))?)
+}
+
+/// Drops a finished session: its record and any bytes left.
+async fn forget(state: &AppState, record: &UploadRecord) {
+    if let Err(err) = resumable::terminate(state, record).await {
+        tracing::debug!(upload = %record.id, error = %err, "finished OCI upload not forgotten now; expiry will");
+    }
+}
+
+/// `DELETE` of a blob: refused, immutability is the product.
+pub async fn delete_blob(_caller: OciCaller) -> OciError {
+    OciError::unsupported_delete()
+}
