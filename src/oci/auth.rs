@@ -38,12 +38,19 @@ fn realm(state: &AppState, headers: &HeaderMap) -> String {
     }
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
     // Only a host name and port: never echo anything else into a header.
-    let host: String = host.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '-' | '[' | ']')).collect();
+    let host: String =
+        host.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '-' | '[' | ']')).collect();
     format!("http://{host}/v2/token")
 }
 
 /// `401` with the Bearer challenge (for the token flow) and Basic.
-pub fn challenge(state: &AppState, headers: &HeaderMap, scope: Option<&str>, error: ApiError, insufficient: bool) -> OciError {
+pub fn challenge(
+    state: &AppState,
+    headers: &HeaderMap,
+    scope: Option<&str>,
+    error: ApiError,
+    insufficient: bool,
+) -> OciError {
     let mut bearer = format!("Bearer realm=\"{}\",service=\"amber\"", realm(state, headers));
     if let Some(scope) = scope {
         bearer.push_str(&format!(",scope=\"{scope}\""));
@@ -74,7 +81,13 @@ impl OciCaller {
             Err(denied) if self.caller.scoped => {
                 let actions = if action == Action::Pull { "pull" } else { "pull,push" };
                 let scope = format!("repository:{repo}:{actions}");
-                let mut refusal = challenge(state, &self.headers, Some(&scope), ApiError::Unauthorized("the token's scope does not cover this request"), true);
+                let mut refusal = challenge(
+                    state,
+                    &self.headers,
+                    Some(&scope),
+                    ApiError::Unauthorized("the token's scope does not cover this request"),
+                    true,
+                );
                 // Audited as the denial it is.
                 refusal.error = match denied {
                     ApiError::Denied { .. } => ApiError::Unauthorized("the token's scope does not cover this request"),
@@ -104,7 +117,9 @@ impl FromRequestParts<AppState> for OciCaller {
                     state,
                     &parts.headers,
                     scope.as_deref(),
-                    ApiError::Unauthorized("authentication required: an Amber token as Bearer, or as the password of Basic"),
+                    ApiError::Unauthorized(
+                        "authentication required: an Amber token as Bearer, or as the password of Basic",
+                    ),
                     false,
                 ));
             }
@@ -143,7 +158,9 @@ pub async fn base(_caller: OciCaller) -> Response {
 /// as that token's grants reach.
 pub async fn token(State(state): State<AppState>, caller: OciCaller, uri: Uri) -> OciResult<Response> {
     if caller.caller.scoped {
-        return Err(ApiError::Unauthorized("a scoped token cannot ask for another: authenticate with an Amber token").into());
+        return Err(
+            ApiError::Unauthorized("a scoped token cannot ask for another: authenticate with an Amber token").into()
+        );
     }
     // `scope` may repeat.
     let scopes: Vec<Scope> = url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())

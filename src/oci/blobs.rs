@@ -51,7 +51,13 @@ pub struct BlobPath {
 }
 
 /// `HEAD` and `GET /v2/{name}/blobs/{digest}`.
-async fn read(state: AppState, caller: OciCaller, path: BlobPath, request: HeaderMap, head: bool) -> OciResult<Response> {
+async fn read(
+    state: AppState,
+    caller: OciCaller,
+    path: BlobPath,
+    request: HeaderMap,
+    head: bool,
+) -> OciResult<Response> {
     let repo = repo_of(&path.owner, &path.name)?;
     caller.require(&state, Action::Pull, &repo)?;
     let digest = digest_param(&path.digest)?;
@@ -159,7 +165,10 @@ async fn put_whole(
 
 fn mismatch(expected: &OciDigest, actual: Option<&OciDigest>) -> OciError {
     let actual = actual.map_or_else(|| "other content".to_owned(), ToString::to_string);
-    OciError::with_code(ApiError::DigestInvalid(format!("the bytes hash to {actual}, not {expected}")), "DIGEST_INVALID")
+    OciError::with_code(
+        ApiError::DigestInvalid(format!("the bytes hash to {actual}, not {expected}")),
+        "DIGEST_INVALID",
+    )
 }
 
 #[derive(serde::Deserialize)]
@@ -277,19 +286,13 @@ fn range_start(headers: &HeaderMap) -> OciResult<Option<u64>> {
     let (start, _end) = text
         .split_once('-')
         .ok_or_else(|| OciError::from(ApiError::RequestInvalid("Content-Range is START-END".into())))?;
-    start
-        .parse()
-        .map(Some)
-        .map_err(|_| OciError::from(ApiError::RequestInvalid("Content-Range is START-END".into())))
+    start.parse().map(Some).map_err(|_| OciError::from(ApiError::RequestInvalid("Content-Range is START-END".into())))
 }
 
 fn out_of_order(record: &UploadRecord) -> OciError {
-    OciError::with_code(
-        ApiError::UploadOffset { current: record.offset, given: record.offset },
-        "BLOB_UPLOAD_INVALID",
-    )
-    .header(header::RANGE, format!("0-{}", record.offset.saturating_sub(1)))
-    .header(header::LOCATION, format!("/v2/{}/blobs/uploads/{}", record.repository, record.id))
+    OciError::with_code(ApiError::UploadOffset { current: record.offset, given: record.offset }, "BLOB_UPLOAD_INVALID")
+        .header(header::RANGE, format!("0-{}", record.offset.saturating_sub(1)))
+        .header(header::LOCATION, format!("/v2/{}/blobs/uploads/{}", record.repository, record.id))
 }
 
 /// Appends a body to a session at its offset.
@@ -371,10 +374,7 @@ pub async fn close_upload(
         forget(&state, &record).await;
         return Ok(response);
     }
-    let has_body = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .is_none_or(|v| v.trim() != "0");
+    let has_body = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).is_none_or(|v| v.trim() != "0");
     let record = if has_body { append(&state, caller, record, body).await? } else { record };
     let check = match state.uploads.take_hash(&record.id, record.offset) {
         Some(check) => Some(check),

@@ -44,10 +44,7 @@ impl OciError {
 
     /// Deletes are refused: immutability is the product.
     pub fn unsupported_delete() -> Self {
-        Self::with_code(
-            ApiError::MethodNotAllowed,
-            "UNSUPPORTED",
-        )
+        Self::with_code(ApiError::MethodNotAllowed, "UNSUPPORTED")
     }
 }
 

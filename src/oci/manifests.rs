@@ -88,9 +88,9 @@ fn reference(text: &str) -> OciResult<Reference> {
     if text.contains(':') {
         return Ok(Reference::Digest(OciDigest::parse(text)?));
     }
-    text.parse().map(Reference::Tag).map_err(|e| {
-        OciError::with_code(ApiError::NameInvalid(format!("tag: {e}")), "TAG_INVALID")
-    })
+    text.parse()
+        .map(Reference::Tag)
+        .map_err(|e| OciError::with_code(ApiError::NameInvalid(format!("tag: {e}")), "TAG_INVALID"))
 }
 
 #[derive(Deserialize)]
@@ -110,7 +110,10 @@ fn files_of(layers: &[(String, Option<String>, Digest, u64)]) -> Vec<FileEntry> 
     let mut files: Vec<FileEntry> = Vec::new();
     let mut seen = HashSet::new();
     for (oci, title, b3, size) in layers {
-        let path = title.as_deref().and_then(|t| t.parse::<FilePath>().ok()).filter(|p| !seen.contains(&p.as_str().to_lowercase()));
+        let path = title
+            .as_deref()
+            .and_then(|t| t.parse::<FilePath>().ok())
+            .filter(|p| !seen.contains(&p.as_str().to_lowercase()));
         let path = path.unwrap_or_else(|| by_digest(oci));
         if seen.insert(path.as_str().to_lowercase()) {
             files.push(FileEntry { path, digest: *b3, size: *size });
@@ -219,8 +222,11 @@ pub async fn put_manifest(
                 Some((b3, size)) if size == descriptor.size => {
                     keep.push((b3, size));
                     if index > 0 {
-                        let title =
-                            descriptor.annotations.as_ref().and_then(|a| a.get("org.opencontainers.image.title")).cloned();
+                        let title = descriptor
+                            .annotations
+                            .as_ref()
+                            .and_then(|a| a.get("org.opencontainers.image.title"))
+                            .cloned();
                         layers.push((oci.to_string(), title, b3, size));
                     }
                 }
@@ -247,10 +253,12 @@ pub async fn put_manifest(
         created_at: OffsetDateTime::now_utc().replace_nanosecond(0).expect("0 is a valid nanosecond"),
     };
     // The descriptor the referrers API lists for it.
-    let artifact_type = parsed.artifact_type.clone().or_else(|| {
-        (!is_index).then(|| parsed.config.as_ref().map(|c| c.media_type.clone())).flatten()
-    });
-    let mut descriptor = serde_json::json!({ "mediaType": media_type, "digest": digest.to_string(), "size": bytes.len() });
+    let artifact_type = parsed
+        .artifact_type
+        .clone()
+        .or_else(|| (!is_index).then(|| parsed.config.as_ref().map(|c| c.media_type.clone())).flatten());
+    let mut descriptor =
+        serde_json::json!({ "mediaType": media_type, "digest": digest.to_string(), "size": bytes.len() });
     if let Some(artifact_type) = &artifact_type {
         descriptor["artifactType"] = serde_json::json!(artifact_type);
     }

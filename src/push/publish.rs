@@ -195,7 +195,10 @@ pub async fn bind(
         Bound::Existing(record) => existing_binding(state, repo, tag, record, binding).await,
         // Unlinked by retention since the check above.
         Bound::BlobsGone(gone) => Err(ApiError::ManifestBlobUnknown(
-            keep.iter().filter(|(d, _)| gone.contains(d)).flat_map(|(d, size)| binding.missing(d, *size, None)).collect(),
+            keep.iter()
+                .filter(|(d, _)| gone.contains(d))
+                .flat_map(|(d, size)| binding.missing(d, *size, None))
+                .collect(),
         )),
     }
 }

@@ -11,6 +11,7 @@ mod hardening;
 mod harness;
 mod log;
 mod manifests;
+mod oci;
 mod oidc;
 mod openapi;
 mod proxy;

@@ -1,0 +1,1 @@
+//! Unmodified OCI clients against a real `amberd`.
