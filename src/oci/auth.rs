@@ -60,9 +60,9 @@ pub fn challenge(
     }
     let mut error = OciError::from(error);
     if let Ok(value) = HeaderValue::try_from(bearer) {
-        error.headers.append(WWW_AUTHENTICATE, value);
+        error.append(WWW_AUTHENTICATE, value);
     }
-    error.headers.append(WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"amber\""));
+    error.append(WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"amber\""));
     error
 }
 
@@ -78,22 +78,11 @@ impl OciCaller {
     pub fn require(&self, state: &AppState, action: Action, repo: &RepoName) -> OciResult<()> {
         match self.caller.require(action, repo) {
             Ok(()) => Ok(()),
-            Err(denied) if self.caller.scoped => {
+            Err(ApiError::Denied { .. }) if self.caller.scoped => {
                 let actions = if action == Action::Pull { "pull" } else { "pull,push" };
                 let scope = format!("repository:{repo}:{actions}");
-                let mut refusal = challenge(
-                    state,
-                    &self.headers,
-                    Some(&scope),
-                    ApiError::Unauthorized("the token's scope does not cover this request"),
-                    true,
-                );
-                // Audited as the denial it is.
-                refusal.error = match denied {
-                    ApiError::Denied { .. } => ApiError::Unauthorized("the token's scope does not cover this request"),
-                    other => other,
-                };
-                Err(refusal)
+                let reason = "the token's scope does not cover this request";
+                Err(challenge(state, &self.headers, Some(&scope), ApiError::Unauthorized(reason), true))
             }
             Err(denied) => Err(denied.into()),
         }

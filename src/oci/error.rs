@@ -8,8 +8,10 @@ use axum::response::{IntoResponse, Response};
 
 use crate::error::ApiError;
 
-/// A `/v2/` failure.
-pub struct OciError {
+/// A `/v2/` failure (boxed: it travels in every `Result` of the door).
+pub struct OciError(Box<Failure>);
+
+pub struct Failure {
     pub error: ApiError,
     /// The OCI code, when the context knows better than the mapping.
     pub code: Option<&'static str>,
@@ -20,7 +22,7 @@ pub type OciResult<T> = Result<T, OciError>;
 
 impl From<ApiError> for OciError {
     fn from(error: ApiError) -> Self {
-        Self { error, code: None, headers: HeaderMap::new() }
+        Self(Box::new(Failure { error, code: None, headers: HeaderMap::new() }))
     }
 }
 
@@ -32,14 +34,19 @@ impl From<crate::meta::MetaError> for OciError {
 
 impl OciError {
     pub fn with_code(error: ApiError, code: &'static str) -> Self {
-        Self { error, code: Some(code), headers: HeaderMap::new() }
+        Self(Box::new(Failure { error, code: Some(code), headers: HeaderMap::new() }))
     }
 
     pub fn header(mut self, name: HeaderName, value: String) -> Self {
         if let Ok(value) = HeaderValue::try_from(value) {
-            self.headers.insert(name, value);
+            self.0.headers.insert(name, value);
         }
         self
+    }
+
+    /// Adds a header value beside any others of its name.
+    pub fn append(&mut self, name: HeaderName, value: HeaderValue) {
+        self.0.headers.append(name, value);
     }
 
     /// Deletes are refused: immutability is the product.
@@ -80,9 +87,10 @@ fn oci_code(error: &ApiError) -> (&'static str, Option<StatusCode>) {
 
 impl IntoResponse for OciError {
     fn into_response(self) -> Response {
-        let (mapped, status) = oci_code(&self.error);
-        let code = self.code.unwrap_or(mapped);
-        let message = match (&self.error, self.code) {
+        let failure = *self.0;
+        let (mapped, status) = oci_code(&failure.error);
+        let code = failure.code.unwrap_or(mapped);
+        let message = match (&failure.error, failure.code) {
             (ApiError::MethodNotAllowed, Some("UNSUPPORTED")) => {
                 "Amber never deletes or moves content: expire a tag (POST /v1/repos/{owner}/{name}/tags/{tag}/expire) \
                  and let retention reclaim what no live tag keeps"
@@ -91,25 +99,25 @@ impl IntoResponse for OciError {
             (ApiError::Internal(_), _) => "internal error".to_owned(),
             (error, _) => error.to_string(),
         };
-        let mut detail = serde_json::json!({ "code": self.error.code() });
-        if let ApiError::ManifestBlobUnknown(missing) = &self.error {
+        let mut detail = serde_json::json!({ "code": failure.error.code() });
+        if let ApiError::ManifestBlobUnknown(missing) = &failure.error {
             detail["missing"] = serde_json::Value::Array(missing.clone());
         }
-        if let ApiError::TagExists { digest, .. } = &self.error {
+        if let ApiError::TagExists { digest, .. } = &failure.error {
             detail["manifest"] = serde_json::json!(digest);
         }
         let body = serde_json::json!({ "errors": [{ "code": code, "message": message, "detail": detail }] });
-        let mut response = self.error.into_response();
+        let mut response = failure.error.into_response();
         if let Some(status) = status {
             *response.status_mut() = status;
         }
         let bytes = serde_json::to_vec(&body).expect("an error body serialises");
         response.headers_mut().remove(header::CONTENT_LENGTH);
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        for name in self.headers.keys() {
+        for name in failure.headers.keys() {
             response.headers_mut().remove(name);
         }
-        for (name, value) in &self.headers {
+        for (name, value) in &failure.headers {
             response.headers_mut().append(name, value.clone());
         }
         *response.body_mut() = Body::from(bytes);

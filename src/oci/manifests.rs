@@ -396,7 +396,7 @@ pub async fn list_tags(
     let mut tags: Vec<String> = Vec::new();
     let mut after = query.last.clone();
     let mut more = false;
-    'scan: while n > 0 {
+    'scan: while n > 0 && !more {
         let page = state.meta.list_tags(&repo, after.as_deref(), 1000).await?;
         let Some(last) = page.last() else { break };
         after = Some(last.tag.to_string());
@@ -478,7 +478,7 @@ pub async fn catalog(
     let admin = caller.caller.require_admin().is_ok();
     let mut names: Vec<String> = Vec::new();
     let mut more = false;
-    'scan: while n > 0 {
+    'scan: while n > 0 && !more {
         let scanned = state.meta.repositories(after.as_ref(), 1000).await?;
         let Some(last) = scanned.last().cloned() else { break };
         for repo in scanned {

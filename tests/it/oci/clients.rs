@@ -1,1 +1,158 @@
-//! Unmodified OCI clients against a real `amberd`.
+//! Unmodified OCI clients against a real `amberd`: `oras` (push, pull,
+//! attach, discover, manifest fetch) and `crane` (append, pull, push, copy,
+//! digest, ls), with credentials from a Docker config as any CI job has;
+//! the bytes pulled compared with `cmp`, digests with `sha256sum`.
+
+use std::path::Path;
+use std::process::Command;
+
+use base64::Engine;
+use serde_json::{Value, json};
+
+use crate::backends::Backend;
+use crate::harness::{TestServer, data};
+use crate::on_both_backends;
+
+/// A client's environment: a home and Docker config of its own holding
+/// `token` for `host` (the user name is anything).
+fn docker_config(dir: &Path, host: &str, token: &str) {
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("ci:{token}"));
+    let config = json!({"auths": {host: {"auth": auth}}});
+    std::fs::create_dir_all(dir.join(".docker")).unwrap();
+    std::fs::write(dir.join(".docker/config.json"), config.to_string()).unwrap();
+}
+
+fn run(tool: &str, home: &Path, cwd: &Path, args: &[&str]) -> String {
+    let out = Command::new(super::go_tool(tool))
+        .args(args)
+        .env("HOME", home)
+        .env("DOCKER_CONFIG", home.join(".docker"))
+        .current_dir(cwd)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{tool} {args:?}: {stdout}{stderr}");
+    stdout.into_owned()
+}
+
+fn same_file(a: &Path, b: &Path) {
+    let cmp = Command::new("cmp").arg(a).arg(b).status().unwrap();
+    assert!(cmp.success(), "{} and {} differ", a.display(), b.display());
+}
+
+fn sha256sum(path: &Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    format!("sha256:{}", String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap())
+}
+
+async fn oras_pushes_pulls_attaches_and_discovers(backend: Backend) {
+    let server = TestServer::on(backend).await;
+    let token = server.token(&[("acme/*", &["pull", "push"])]).await;
+    let host = server.url("").trim_start_matches("http://").to_owned();
+    let work = tempfile::tempdir().unwrap();
+    let (home, src, out) = (work.path().join("home"), work.path().join("src"), work.path().join("out"));
+    for dir in [&home, &src, &out] {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    docker_config(&home, &host, &token);
+    std::fs::write(src.join("app.bin"), data(300_000, 7)).unwrap();
+    std::fs::write(src.join("README.md"), b"# artifact\n").unwrap();
+    let reference = format!("{host}/acme/art:1.0.0");
+    run(
+        "oras",
+        &home,
+        &src,
+        &[
+            "push",
+            "--plain-http",
+            &reference,
+            "--artifact-type",
+            "application/vnd.example.bundle",
+            "app.bin",
+            "README.md",
+        ],
+    );
+    run("oras", &home, &out, &["pull", "--plain-http", &reference]);
+    for name in ["app.bin", "README.md"] {
+        same_file(&src.join(name), &out.join(name));
+    }
+    // The manifest names each layer by the sha256 that sha256sum computes.
+    let manifest: Value =
+        serde_json::from_str(&run("oras", &home, &out, &["manifest", "fetch", "--plain-http", &reference])).unwrap();
+    let layer = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["annotations"]["org.opencontainers.image.title"] == "app.bin")
+        .unwrap();
+    assert_eq!(layer["digest"].as_str().unwrap(), sha256sum(&src.join("app.bin")));
+
+    // A signature attached as a referrer, found through the referrers API.
+    std::fs::write(src.join("sig.txt"), b"signed by someone\n").unwrap();
+    run(
+        "oras",
+        &home,
+        &src,
+        &["attach", "--plain-http", &reference, "--artifact-type", "application/vnd.example.sig", "sig.txt"],
+    );
+    let found: Value = serde_json::from_str(&run(
+        "oras",
+        &home,
+        &out,
+        &["discover", "--plain-http", "--format", "json", "--artifact-type", "application/vnd.example.sig", &reference],
+    ))
+    .unwrap();
+    let referrers = found["referrers"].as_array().or_else(|| found["manifests"].as_array()).expect("referrers listed");
+    assert_eq!(referrers.len(), 1, "{found}");
+    assert_eq!(referrers[0]["artifactType"], "application/vnd.example.sig");
+    // Nothing was tagged `sha256-…` for it: the tags are the one pushed.
+    let tags = run("oras", &home, &out, &["repo", "tags", "--plain-http", &format!("{host}/acme/art")]);
+    assert_eq!(tags.trim(), "1.0.0");
+}
+
+async fn crane_appends_pulls_pushes_copies_and_lists(backend: Backend) {
+    let server = TestServer::on(backend).await;
+    let token = server.token(&[("acme/*", &["pull", "push"])]).await;
+    let host = server.url("").trim_start_matches("http://").to_owned();
+    let work = tempfile::tempdir().unwrap();
+    let home = work.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    docker_config(&home, &host, &token);
+    // A layer: a tar of one file.
+    let layer_dir = work.path().join("layer");
+    std::fs::create_dir_all(&layer_dir).unwrap();
+    std::fs::write(layer_dir.join("hello.txt"), data(50_000, 9)).unwrap();
+    let tar = work.path().join("layer.tar");
+    assert!(
+        Command::new("tar").arg("-cf").arg(&tar).arg("-C").arg(&layer_dir).arg("hello.txt").status().unwrap().success()
+    );
+    let (image, copy, pushed) =
+        (format!("{host}/acme/img:1.0"), format!("{host}/acme/copy:1.0"), format!("{host}/acme/pushed:1.0"));
+    let w = work.path();
+    run("crane", &home, w, &["append", "--insecure", "--oci-empty-base", "-f", tar.to_str().unwrap(), "-t", &image]);
+    let digest = run("crane", &home, w, &["digest", "--insecure", &image]).trim().to_owned();
+    assert!(digest.starts_with("sha256:"));
+    run("crane", &home, w, &["copy", "--insecure", &image, &copy]);
+    assert_eq!(run("crane", &home, w, &["digest", "--insecure", &copy]).trim(), digest, "a copy keeps the digest");
+    // Pulled to an OCI layout and pushed again: the same image.
+    let tarball = work.path().join("img-layout");
+    run("crane", &home, w, &["pull", "--insecure", "--format", "oci", &image, tarball.to_str().unwrap()]);
+    run("crane", &home, w, &["push", "--insecure", tarball.to_str().unwrap(), &pushed]);
+    assert_eq!(run("crane", &home, w, &["digest", "--insecure", &pushed]).trim(), digest);
+    assert_eq!(run("crane", &home, w, &["ls", "--insecure", &format!("{host}/acme/img")]).trim(), "1.0");
+    // The layer crane pulls back is the tar it appended.
+    let config: Value = serde_json::from_str(&run("crane", &home, w, &["manifest", "--insecure", &image])).unwrap();
+    let layer = config["layers"][0]["digest"].as_str().unwrap().to_owned();
+    let blob = work.path().join("layer.out");
+    let out = Command::new(super::go_tool("crane"))
+        .args(["blob", "--insecure", &format!("{host}/acme/img@{layer}")])
+        .env("HOME", &home)
+        .env("DOCKER_CONFIG", home.join(".docker"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    std::fs::write(&blob, &out.stdout).unwrap();
+    assert_eq!(sha256sum(&blob), layer);
+}
+
+on_both_backends!(oras_pushes_pulls_attaches_and_discovers, crane_appends_pulls_pushes_copies_and_lists);
