@@ -6,6 +6,12 @@ CREATE TABLE oci_aliases (
     digest  BYTEA NOT NULL CHECK (length(digest) = 32)
 );
 
+-- The way back: the sha256 of a stored blob, for OCI views of /v1/ tags.
+CREATE TABLE oci_sha256 (
+    digest  BYTEA PRIMARY KEY CHECK (length(digest) = 32),
+    sha256  TEXT  NOT NULL
+);
+
 CREATE TABLE oci_manifests (
     repository  TEXT  NOT NULL,
     digest      TEXT  NOT NULL,

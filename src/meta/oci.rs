@@ -29,6 +29,10 @@ pub struct OciManifest {
     pub blobs: Vec<(Digest, u64)>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// For the OCI view of a `/v1/` tag: that tag (its receipt becomes a
+    /// referrer once a checkpoint covers it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub view_of: Option<amber_core::Tag>,
 }
 
 mod bytes_b64 {
@@ -56,11 +60,15 @@ pub struct Referrer {
 
 pub trait OciStore {
     /// Records that `alias` (`sha256:<hex>` or `sha512:<hex>`) names the
-    /// blob stored as `digest`. An alias, once recorded, never changes.
+    /// blob stored as `digest`, and for sha256 the way back. An alias, once
+    /// recorded, never changes.
     fn put_alias(&self, alias: &str, digest: &Digest) -> impl Future<Output = Result<(), MetaError>> + Send;
 
     /// The BLAKE3 digest an alias names, if recorded.
     fn alias(&self, alias: &str) -> impl Future<Output = Result<Option<Digest>, MetaError>> + Send;
+
+    /// The sha256 alias (`sha256:<hex>`) of a stored blob, if recorded.
+    fn sha256_of(&self, digest: &Digest) -> impl Future<Output = Result<Option<String>, MetaError>> + Send;
 
     /// Stores `manifest` in `repo` under `digest` unless it is there; when
     /// new, with its referrer entry (the descriptor listed for its subject)
@@ -98,6 +106,10 @@ impl OciStore for Meta {
 
     async fn alias(&self, alias: &str) -> Result<Option<Digest>, MetaError> {
         dispatch!(self, s => s.alias(alias))
+    }
+
+    async fn sha256_of(&self, digest: &Digest) -> Result<Option<String>, MetaError> {
+        dispatch!(self, s => s.sha256_of(digest))
     }
 
     async fn put_oci_manifest(

@@ -61,6 +61,9 @@ async fn read(
     let repo = repo_of(&path.owner, &path.name)?;
     caller.require(&state, Action::Pull, &repo)?;
     let digest = digest_param(&path.digest)?;
+    if digest.to_string() == super::view::EMPTY_SHA256 {
+        return Ok(empty_blob(&digest, head));
+    }
     // Unknown to the index and unknown here are the same answer.
     let Some(b3) = resolve(&state, &digest).await? else {
         return Err(OciError::from(ApiError::BlobUnknown(Digest::of(digest.to_string().as_bytes()))));
@@ -71,6 +74,18 @@ async fn read(
     })?;
     response.headers_mut().insert(DOCKER_CONTENT_DIGEST, header_value(&digest.to_string()));
     Ok(response)
+}
+
+/// The empty JSON config (`{}`), the same in every repository.
+fn empty_blob(digest: &OciDigest, head: bool) -> Response {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(super::view::EMPTY.len()));
+    headers.insert(DOCKER_CONTENT_DIGEST, header_value(&digest.to_string()));
+    if head {
+        return (StatusCode::OK, headers).into_response();
+    }
+    (StatusCode::OK, headers, super::view::EMPTY).into_response()
 }
 
 pub async fn head_blob(
@@ -161,6 +176,16 @@ async fn put_whole(
         record_aliases(state, &written.digest, &[sha512]).await?;
     }
     Ok(created(repo, expected))
+}
+
+/// Stores `bytes` as a blob of `repo` (what the server itself makes: the
+/// layers of a `/v1/` tag's referrers), returning its sha256.
+pub async fn put_bytes(state: &AppState, caller: &Caller, repo: &RepoName, bytes: Vec<u8>) -> OciResult<OciDigest> {
+    let digest = OciDigest::of(Algorithm::Sha256, &bytes);
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    put_whole(state, caller, repo, &digest, &headers, Body::from(bytes)).await?;
+    Ok(digest)
 }
 
 fn mismatch(expected: &OciDigest, actual: Option<&OciDigest>) -> OciError {

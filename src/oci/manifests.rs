@@ -19,6 +19,7 @@ use super::auth::OciCaller;
 use super::blobs::{repo_of, resolve};
 use super::digest::{Algorithm, OciDigest};
 use super::error::{OciError, OciResult};
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::meta::{OciManifest, OciStore, TagStore};
 use crate::push::publish::{self, Binding};
@@ -208,7 +209,11 @@ pub async fn put_manifest(
             return Err(invalid(format!("at most {MAX_DESCRIPTORS} layers per manifest")));
         }
         for (index, descriptor) in std::iter::once(config).chain(listed).enumerate() {
-            if non_distributable(&descriptor.media_type) {
+            // Not distributed through registries; or the empty config, the
+            // same two bytes in every repository.
+            if non_distributable(&descriptor.media_type)
+                || (descriptor.digest == super::view::EMPTY_SHA256 && descriptor.size == 2)
+            {
                 continue;
             }
             let oci = OciDigest::parse(&descriptor.digest)?;
@@ -251,6 +256,7 @@ pub async fn put_manifest(
         subject: subject.clone(),
         blobs: keep.clone(),
         created_at: OffsetDateTime::now_utc().replace_nanosecond(0).expect("0 is a valid nanosecond"),
+        view_of: None,
     };
     // The descriptor the referrers API lists for it.
     let artifact_type = parsed
@@ -305,7 +311,12 @@ async fn read_body(body: Body, state: &AppState) -> OciResult<Bytes> {
 }
 
 /// The OCI manifest a reference names in `repo`: its digest and record.
-pub async fn find(state: &AppState, repo: &RepoName, reference: &str) -> OciResult<(String, OciManifest)> {
+pub async fn find(
+    state: &AppState,
+    caller: &Caller,
+    repo: &RepoName,
+    reference: &str,
+) -> OciResult<(String, OciManifest)> {
     let unknown = || OciError::from(ApiError::ManifestUnknown(Digest::of(b"")));
     let digest = match self::reference(reference)? {
         Reference::Digest(digest) => digest.to_string(),
@@ -318,7 +329,7 @@ pub async fn find(state: &AppState, repo: &RepoName, reference: &str) -> OciResu
                     .map_err(ApiError::internal)?;
             match payload.oci {
                 Some(oci) => oci.digest,
-                None => return super::view::artifact(state, repo, &tag, &record.digest, &envelope, &payload).await,
+                None => return super::view::artifact(state, caller, repo, &record.digest, &envelope, &payload).await,
             }
         }
     };
@@ -329,7 +340,7 @@ pub async fn find(state: &AppState, repo: &RepoName, reference: &str) -> OciResu
 async fn read(state: AppState, caller: OciCaller, path: ManifestPath, head: bool) -> OciResult<Response> {
     let repo = repo_of(&path.owner, &path.name)?;
     caller.require(&state, Action::Pull, &repo)?;
-    let (digest, manifest) = find(&state, &repo, &path.reference).await?;
+    let (digest, manifest) = find(&state, &caller.caller, &repo, &path.reference).await?;
     let mut headers = HeaderMap::new();
     headers.insert(header::CONTENT_TYPE, header_value(&manifest.media_type));
     headers.insert(DOCKER_CONTENT_DIGEST, header_value(&digest));
@@ -443,7 +454,7 @@ pub async fn referrers(
     let repo = repo_of(&path.owner, &path.name)?;
     caller.require(&state, Action::Pull, &repo)?;
     let subject = OciDigest::parse(&path.digest)?.to_string();
-    super::view::ensure_referrers(&state, &repo, &subject).await?;
+    super::view::ensure_referrers(&state, &caller.caller, &repo, &subject).await?;
     let found = state.meta.referrers(&repo, &subject, None, MAX_REFERRERS).await?;
     let mut manifests = Vec::with_capacity(found.len());
     for referrer in found {

@@ -15,7 +15,7 @@ pub mod blobs;
 pub mod digest;
 pub mod error;
 pub mod manifests;
-mod view;
+pub mod view;
 
 use axum::http::{Method, Uri};
 use axum::response::{IntoResponse, Response};

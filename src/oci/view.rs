@@ -1,29 +1,207 @@
 //! Amber's own tags seen through `/v2/`: each tag pushed through `/v1/` is
-//! also an OCI artifact (an image manifest with one titled layer per file),
-//! made once, stored, and served byte-identical forever.
+//! also an OCI artifact, an image manifest with the empty config and one
+//! titled layer per file (its sha256 and size, its BLAKE3 in an annotation),
+//! made on its first OCI read, stored, and served byte-identical forever
+//! (found again by its Amber manifest, never made twice). Its referrers: the
+//! signed DSSE envelope, and the binding's transparency-log receipt once a
+//! checkpoint covers it. A `/v1/` blob gets its sha256 here the first time
+//! a view needs it, hashed once from its verified bytes, then kept.
+//!
+//! Made on a read, so made with the reading token as the actor of their
+//! audit entries: derived from what is there, never a change of content.
 
+use std::collections::BTreeMap;
+
+use amber_core::Digest;
+use amber_core::RepoName;
+use amber_core::audit::Event;
 use amber_core::dsse::Envelope;
 use amber_core::manifest::ManifestPayload;
-use amber_core::{Digest, RepoName, Tag};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use sha2::Digest as _;
 
+use super::blobs::put_bytes;
+use super::digest::{Algorithm, OciDigest};
 use super::error::OciResult;
+use super::manifests::OCI_MANIFEST;
+use crate::auth::Caller;
+use crate::blobs::BlobStore;
 use crate::error::ApiError;
-use crate::meta::OciManifest;
+use crate::meta::{OciManifest, OciStore};
 use crate::state::AppState;
 
-/// The OCI artifact of a `/v1/` tag: its digest and record.
-pub async fn artifact(
-    _state: &AppState,
-    _repo: &RepoName,
-    _tag: &Tag,
-    _manifest: &Digest,
-    _envelope: &Envelope,
-    _payload: &ManifestPayload,
-) -> OciResult<(String, OciManifest)> {
-    Err(ApiError::ManifestUnknown(Digest::of(b"")).into())
+/// The empty config every view uses (`application/vnd.oci.empty.v1+json`),
+/// served in every repository (`blobs::read`): two bytes anyone may know.
+pub const EMPTY: &[u8] = b"{}";
+pub const EMPTY_SHA256: &str = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
+pub const ARTIFACT_TYPE: &str = "application/vnd.amber.manifest.v1+json";
+pub const ENVELOPE_TYPE: &str = "application/vnd.dsse.envelope.v1+json";
+pub const RECEIPT_TYPE: &str = "application/vnd.amber.tlog-proof";
+const BLAKE3_ANNOTATION: &str = "dev.amber.blake3";
+const TITLE: &str = "org.opencontainers.image.title";
+
+fn empty_config() -> Value {
+    json!({"mediaType": "application/vnd.oci.empty.v1+json", "digest": EMPTY_SHA256, "size": 2, "data": "e30="})
 }
 
-/// Makes sure the referrers of a `/v1/` tag's artifact are listed.
-pub async fn ensure_referrers(_state: &AppState, _repo: &RepoName, _subject: &str) -> OciResult<()> {
+/// Where the view of the tag bound to Amber manifest `manifest` is kept.
+fn view_key(manifest: &Digest) -> String {
+    format!("amber-view:{manifest}")
+}
+
+/// The sha256 of a stored blob: recorded, or hashed once from its verified bytes.
+async fn sha256_of(state: &AppState, digest: &Digest, size: u64) -> OciResult<String> {
+    if let Some(known) = state.meta.sha256_of(digest).await? {
+        return Ok(known);
+    }
+    let mut hasher = sha2::Sha256::new();
+    let mut bytes = state.blobs.read(*digest, size, None).await.map_err(ApiError::from)?;
+    while let Some(chunk) = bytes.next().await {
+        hasher.update(&chunk.map_err(ApiError::from)?);
+    }
+    let sha256 = format!("sha256:{:x}", hasher.finalize());
+    state.meta.put_alias(&sha256, digest).await?;
+    Ok(sha256)
+}
+
+/// The OCI artifact of a `/v1/` tag bound to `manifest`: its digest and record.
+pub async fn artifact(
+    state: &AppState,
+    caller: &Caller,
+    repo: &RepoName,
+    manifest: &Digest,
+    envelope: &Envelope,
+    payload: &ManifestPayload,
+) -> OciResult<(String, OciManifest)> {
+    if let Some(view) = state.meta.oci_manifest(repo, &view_key(manifest)).await? {
+        return Ok((OciDigest::of(Algorithm::Sha256, &view.bytes).to_string(), view));
+    }
+    let mut layers = Vec::with_capacity(payload.files.len());
+    for file in &payload.files {
+        let sha256 = sha256_of(state, &file.digest, file.size).await?;
+        layers.push(json!({
+            "mediaType": "application/octet-stream",
+            "digest": sha256,
+            "size": file.size,
+            "annotations": {TITLE: file.path.as_str(), BLAKE3_ANNOTATION: file.digest.to_string()},
+        }));
+    }
+    let created =
+        payload.created_at.format(&time::format_description::well_known::Rfc3339).map_err(ApiError::internal)?;
+    let mut annotations: BTreeMap<String, String> = BTreeMap::new();
+    annotations.insert("dev.amber.manifest".into(), manifest.to_string());
+    annotations.insert("dev.amber.tag".into(), payload.tag.to_string());
+    annotations.insert("org.opencontainers.image.created".into(), created);
+    let bytes = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": ARTIFACT_TYPE,
+        "config": empty_config(),
+        "layers": layers,
+        "annotations": annotations,
+    }))
+    .expect("a manifest serialises");
+    let digest = OciDigest::of(Algorithm::Sha256, &bytes);
+    let record = OciManifest {
+        media_type: OCI_MANIFEST.into(),
+        bytes,
+        subject: None,
+        blobs: payload.files.iter().map(|f| (f.digest, f.size)).collect(),
+        created_at: payload.created_at,
+        view_of: Some(payload.tag.clone()),
+    };
+    let event = Event::OciManifestPushed {
+        repository: repo.clone(),
+        digest: digest.to_string(),
+        media_type: OCI_MANIFEST.into(),
+    };
+    let draft = crate::audit::Draft::shared(&state.signer, caller.actor(), vec![event]);
+    state.meta.put_oci_manifest(repo, &digest.to_string(), &record, None, draft).await?;
+    // Its envelope, as a referrer, before the view can be found by its tag.
+    let envelope_bytes = serde_json::to_vec(envelope).map_err(ApiError::internal)?;
+    let title = format!("{}.dsse.json", payload.tag);
+    refer(state, caller, repo, &digest, record.bytes.len(), ENVELOPE_TYPE, envelope_bytes, &title, manifest).await?;
+    // Found by its tag from now on: the first view made is the one kept.
+    let none = crate::audit::Draft::shared(&state.signer, caller.actor(), Vec::new());
+    state.meta.put_oci_manifest(repo, &view_key(manifest), &record, None, none).await?;
+    let kept = state.meta.oci_manifest(repo, &view_key(manifest)).await?.unwrap_or(record);
+    Ok((OciDigest::of(Algorithm::Sha256, &kept.bytes).to_string(), kept))
+}
+
+/// Stores `bytes` as a blob of `repo` and a manifest referring to `subject`
+/// with that one layer, listed among the subject's referrers.
+#[allow(clippy::too_many_arguments)]
+async fn refer(
+    state: &AppState,
+    caller: &Caller,
+    repo: &RepoName,
+    subject: &OciDigest,
+    subject_size: usize,
+    artifact_type: &str,
+    bytes: Vec<u8>,
+    title: &str,
+    manifest: &Digest,
+) -> OciResult<()> {
+    let (size, b3) = (bytes.len(), Digest::of(&bytes));
+    let layer = put_bytes(state, caller, repo, bytes).await?;
+    let annotations = json!({"dev.amber.manifest": manifest.to_string()});
+    let body = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": artifact_type,
+        "config": empty_config(),
+        "layers": [{
+            "mediaType": artifact_type, "digest": layer.to_string(), "size": size,
+            "annotations": {TITLE: title, BLAKE3_ANNOTATION: b3.to_string()},
+        }],
+        "subject": {"mediaType": OCI_MANIFEST, "digest": subject.to_string(), "size": subject_size},
+        "annotations": annotations,
+    }))
+    .expect("a manifest serialises");
+    let digest = OciDigest::of(Algorithm::Sha256, &body);
+    let descriptor = serde_json::to_vec(&json!({
+        "mediaType": OCI_MANIFEST, "digest": digest.to_string(), "size": body.len(),
+        "artifactType": artifact_type, "annotations": annotations,
+    }))
+    .expect("a descriptor serialises");
+    let record = OciManifest {
+        media_type: OCI_MANIFEST.into(),
+        bytes: body,
+        subject: Some(subject.to_string()),
+        blobs: vec![(b3, size as u64)],
+        created_at: time::OffsetDateTime::now_utc().replace_nanosecond(0).expect("0 is a valid nanosecond"),
+        view_of: None,
+    };
+    let event = Event::OciManifestPushed {
+        repository: repo.clone(),
+        digest: digest.to_string(),
+        media_type: OCI_MANIFEST.into(),
+    };
+    let draft = crate::audit::Draft::shared(&state.signer, caller.actor(), vec![event]);
+    state.meta.put_oci_manifest(repo, &digest.to_string(), &record, Some(&descriptor), draft).await?;
     Ok(())
+}
+
+/// Before the referrers of `subject` are listed: when it is the view of a
+/// `/v1/` tag whose receipt is not yet among them and a checkpoint covers
+/// the binding now, the receipt is added.
+pub async fn ensure_referrers(state: &AppState, caller: &Caller, repo: &RepoName, subject: &str) -> OciResult<()> {
+    let Some(view) = state.meta.oci_manifest(repo, subject).await? else { return Ok(()) };
+    let Some(tag) = &view.view_of else { return Ok(()) };
+    let listed = state.meta.referrers(repo, subject, None, 1000).await?;
+    let has_receipt = listed
+        .iter()
+        .any(|r| serde_json::from_slice::<Value>(&r.descriptor).is_ok_and(|d| d["artifactType"] == RECEIPT_TYPE));
+    if has_receipt {
+        return Ok(());
+    }
+    let Ok(receipt) = state.log.receipt(&state.meta, repo, tag).await else { return Ok(()) };
+    let manifest: Value = serde_json::from_slice(&view.bytes).map_err(ApiError::internal)?;
+    let amber = manifest["annotations"]["dev.amber.manifest"].as_str().and_then(|d| d.parse::<Digest>().ok());
+    let Some(amber) = amber else { return Ok(()) };
+    let subject = OciDigest::parse(subject)?;
+    let title = format!("{tag}.receipt");
+    let bytes = receipt.to_text().into_bytes();
+    refer(state, caller, repo, &subject, view.bytes.len(), RECEIPT_TYPE, bytes, &title, &amber).await
 }

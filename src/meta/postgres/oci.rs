@@ -15,7 +15,22 @@ impl OciStore for PostgresMeta {
             .bind(&digest.as_bytes()[..])
             .execute(&self.pool)
             .await?;
+        if alias.starts_with("sha256:") {
+            sqlx::query("INSERT INTO oci_sha256 (digest, sha256) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                .bind(&digest.as_bytes()[..])
+                .bind(alias)
+                .execute(&self.pool)
+                .await?;
+        }
         Ok(())
+    }
+
+    async fn sha256_of(&self, digest: &Digest) -> Result<Option<String>, MetaError> {
+        let row: Option<(String,)> = sqlx::query_as("SELECT sha256 FROM oci_sha256 WHERE digest = $1")
+            .bind(&digest.as_bytes()[..])
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|(s,)| s))
     }
 
     async fn alias(&self, alias: &str) -> Result<Option<Digest>, MetaError> {

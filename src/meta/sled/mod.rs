@@ -20,6 +20,7 @@
 //! uploads    upload id                 -> UploadRecord (JSON): resumable uploads
 //! uploads_by_token token id \0 upload id -> () (to count a token's uploads)
 //! oci_aliases `sha256:<hex>` / `sha512:<hex>` -> digest(32 bytes): OCI names of stored blobs
+//! oci_sha256 digest(32 bytes)          -> `sha256:<hex>`: the way back, for OCI views of /v1/ blobs
 //! oci_manifests repo \0 OCI digest   -> OciManifest (JSON): OCI manifests, byte-exact
 //! oci_referrers repo \0 subject \0 OCI digest -> the referrer's descriptor (JSON)
 //!            (default tree) "scrub"    -> ScrubProgress (JSON)
@@ -129,6 +130,7 @@ struct Trees {
     uploads: Tree,
     uploads_by_token: Tree,
     oci_aliases: Tree,
+    oci_sha256: Tree,
     oci_manifests: Tree,
     oci_referrers: Tree,
     /// Held by the reclaim run.
@@ -383,6 +385,7 @@ impl SledMeta {
             uploads: db.open_tree("uploads")?,
             uploads_by_token: db.open_tree("uploads_by_token")?,
             oci_aliases: db.open_tree("oci_aliases")?,
+            oci_sha256: db.open_tree("oci_sha256")?,
             oci_manifests: db.open_tree("oci_manifests")?,
             oci_referrers: db.open_tree("oci_referrers")?,
             runner: Arc::new(tokio::sync::Mutex::new(())),

@@ -21,6 +21,9 @@ impl OciStore for SledMeta {
         self.write("put_alias", move |t| {
             // First writer wins: an alias names one content, ever.
             t.oci_aliases.compare_and_swap(alias.as_bytes(), None::<&[u8]>, Some(&digest.as_bytes()[..]))?.ok();
+            if alias.starts_with("sha256:") {
+                t.oci_sha256.compare_and_swap(&digest.as_bytes()[..], None::<&[u8]>, Some(alias.as_bytes()))?.ok();
+            }
             Ok(())
         })
         .await
@@ -32,6 +35,17 @@ impl OciStore for SledMeta {
             let Some(value) = t.oci_aliases.get(alias.as_bytes())? else { return Ok(None) };
             let bytes: [u8; 32] = value.as_ref().try_into().map_err(|_| MetaError::Corrupt("oci alias".into()))?;
             Ok(Some(Digest::from_bytes(bytes)))
+        })
+        .await
+    }
+
+    async fn sha256_of(&self, digest: &Digest) -> Result<Option<String>, MetaError> {
+        let digest = *digest;
+        self.read("sha256_of", move |t| match t.oci_sha256.get(digest.as_bytes())? {
+            Some(value) => {
+                Ok(Some(String::from_utf8(value.to_vec()).map_err(|_| MetaError::Corrupt("sha256".into()))?))
+            }
+            None => Ok(None),
         })
         .await
     }

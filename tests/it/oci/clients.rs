@@ -156,3 +156,86 @@ async fn crane_appends_pulls_pushes_copies_and_lists(backend: Backend) {
 }
 
 on_both_backends!(oras_pushes_pulls_attaches_and_discovers, crane_appends_pulls_pushes_copies_and_lists);
+
+async fn an_amber_push_is_an_oci_artifact(backend: Backend) {
+    let server = TestServer::on(backend).await;
+    let token = server.token(&[("acme/*", &["pull", "push"])]).await;
+    let host = server.url("").trim_start_matches("http://").to_owned();
+    let work = tempfile::tempdir().unwrap();
+    let (home, src, out, sig) =
+        (work.path().join("home"), work.path().join("src"), work.path().join("out"), work.path().join("sig"));
+    for dir in [&home, &src.join("docs"), &out, &sig] {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    docker_config(&home, &host, &token);
+    std::fs::write(src.join("app.bin"), data(200_000, 11)).unwrap();
+    std::fs::write(src.join("docs/guide.md"), b"# guide\n").unwrap();
+    let pushed = server.amber(&token, &["push", "acme/web:1.0.0", src.to_str().unwrap()]).await;
+    assert_eq!(pushed.code, 0, "{}{}", pushed.stdout, pushed.stderr);
+
+    // oras writes the files by their paths, byte-identical.
+    let reference = format!("{host}/acme/web:1.0.0");
+    run("oras", &home, &out, &["pull", "--plain-http", &reference]);
+    same_file(&src.join("app.bin"), &out.join("app.bin"));
+    same_file(&src.join("docs/guide.md"), &out.join("docs/guide.md"));
+    // The view is made once: the same digest on every read.
+    let first = run("oras", &home, &out, &["resolve", "--plain-http", &reference]);
+    let manifest: Value =
+        serde_json::from_str(&run("oras", &home, &out, &["manifest", "fetch", "--plain-http", &reference])).unwrap();
+    assert_eq!(manifest["artifactType"], "application/vnd.amber.manifest.v1+json");
+    let layer = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["annotations"]["org.opencontainers.image.title"] == "app.bin")
+        .unwrap();
+    assert_eq!(layer["digest"].as_str().unwrap(), sha256sum(&src.join("app.bin")));
+    assert_eq!(
+        layer["annotations"]["dev.amber.blake3"].as_str().unwrap(),
+        crate::harness::independent_b3(&src.join("app.bin"))
+    );
+    assert_eq!(run("oras", &home, &out, &["resolve", "--plain-http", &reference]), first);
+
+    // Its envelope and its receipt are referrers; the envelope oras pulls verifies offline.
+    let mut found: Value = Value::Null;
+    for _ in 0..50 {
+        found = serde_json::from_str(&run(
+            "oras",
+            &home,
+            &out,
+            &["discover", "--plain-http", "--format", "json", &reference],
+        ))
+        .unwrap();
+        if found["referrers"].as_array().is_some_and(|r| r.len() == 2) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let referrers = found["referrers"].as_array().expect("referrers listed");
+    let types: Vec<&str> = referrers.iter().filter_map(|r| r["artifactType"].as_str()).collect();
+    assert!(types.contains(&"application/vnd.dsse.envelope.v1+json"), "{found}");
+    assert!(types.contains(&"application/vnd.amber.tlog-proof"), "{found}");
+    let envelope = referrers.iter().find(|r| r["artifactType"] == "application/vnd.dsse.envelope.v1+json").unwrap();
+    let at = format!("{host}/acme/web@{}", envelope["digest"].as_str().unwrap());
+    run("oras", &home, &sig, &["pull", "--plain-http", &at]);
+    let keys = work.path().join("keys.json");
+    std::fs::write(&keys, reqwest::get(server.url("/v1/keys")).await.unwrap().text().await.unwrap()).unwrap();
+    let verified = server
+        .amber(
+            "",
+            &[
+                "verify",
+                "--key",
+                keys.to_str().unwrap(),
+                sig.join("1.0.0.dsse.json").to_str().unwrap(),
+                "--ref",
+                "acme/web:1.0.0",
+                "--dir",
+                out.to_str().unwrap(),
+            ],
+        )
+        .await;
+    assert_eq!(verified.code, 0, "{}{}", verified.stdout, verified.stderr);
+}
+
+on_both_backends!(an_amber_push_is_an_oci_artifact);
