@@ -4,8 +4,8 @@
 //! ground (`config`, `error`, `json`, `space`, `failpoint`, `admission`);
 //! stores (`blobs`, `meta`); the parts `AppState` holds (`signing`, `audit`,
 //! `log`, `metrics`, `quarantine`, `auth`, `oidc`, `uploads`); `state`; the
-//! services that take it (`push`, `lifecycle`); the doors (`http`, `ui`,
-//! `server`).
+//! services that take it (`push`, `lifecycle`); the doors (`http`, `oci`,
+//! `ui`, `server`).
 
 pub mod admission;
 pub mod audit;
