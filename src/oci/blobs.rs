@@ -61,7 +61,7 @@ async fn read(
     let repo = repo_of(&path.owner, &path.name)?;
     caller.require(&state, Action::Pull, &repo)?;
     let digest = digest_param(&path.digest)?;
-    if digest.to_string() == super::view::EMPTY_SHA256 {
+    if digest.to_string() == super::media::EMPTY_SHA256 {
         return Ok(empty_blob(&digest, head));
     }
     // Unknown to the index and unknown here are the same answer.
@@ -80,12 +80,12 @@ async fn read(
 fn empty_blob(digest: &OciDigest, head: bool) -> Response {
     let mut headers = HeaderMap::new();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(super::view::EMPTY.len()));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(super::media::EMPTY.len()));
     headers.insert(DOCKER_CONTENT_DIGEST, header_value(&digest.to_string()));
     if head {
         return (StatusCode::OK, headers).into_response();
     }
-    (StatusCode::OK, headers, super::view::EMPTY).into_response()
+    (StatusCode::OK, headers, super::media::EMPTY).into_response()
 }
 
 pub async fn head_blob(

@@ -19,6 +19,7 @@ use super::auth::OciCaller;
 use super::blobs::{repo_of, resolve};
 use super::digest::{Algorithm, OciDigest};
 use super::error::{OciError, OciResult};
+use super::media::{DOCKER_LIST, EMPTY_SHA256, OCI_INDEX, OCI_MANIFEST};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::meta::{OciManifest, OciStore, TagStore};
@@ -32,9 +33,6 @@ const MAX_DESCRIPTORS: usize = 10_000;
 /// Most referrers one answer lists.
 const MAX_REFERRERS: usize = 1000;
 
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
 const OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
 const OCI_FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters-applied");
@@ -211,8 +209,7 @@ pub async fn put_manifest(
         for (index, descriptor) in std::iter::once(config).chain(listed).enumerate() {
             // Not distributed through registries; or the empty config, the
             // same two bytes in every repository.
-            if non_distributable(&descriptor.media_type)
-                || (descriptor.digest == super::view::EMPTY_SHA256 && descriptor.size == 2)
+            if non_distributable(&descriptor.media_type) || (descriptor.digest == EMPTY_SHA256 && descriptor.size == 2)
             {
                 continue;
             }

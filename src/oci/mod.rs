@@ -8,14 +8,16 @@
 //! `crate::server`), OCI errors (`error`), digests and the second hash
 //! (`digest`), who calls (`auth`: Basic, Bearer, the Docker token flow),
 //! blobs and upload sessions (`blobs`), manifests, tags, referrers and the
-//! catalog (`manifests`), and `/v1/` tags as OCI artifacts (`view`).
+//! catalog (`manifests`), `/v1/` tags as OCI artifacts (`view`), and the
+//! media types they name (`media`).
 
 pub mod auth;
 pub mod blobs;
 pub mod digest;
 pub mod error;
 pub mod manifests;
-pub mod view;
+pub mod media;
+mod view;
 
 use axum::http::{Method, Uri};
 use axum::response::{IntoResponse, Response};

@@ -24,20 +24,13 @@ use sha2::Digest as _;
 use super::blobs::put_bytes;
 use super::digest::{Algorithm, OciDigest};
 use super::error::OciResult;
-use super::manifests::OCI_MANIFEST;
+use super::media::{ARTIFACT_TYPE, EMPTY_SHA256, ENVELOPE_TYPE, OCI_MANIFEST, RECEIPT_TYPE};
 use crate::auth::Caller;
 use crate::blobs::BlobStore;
 use crate::error::ApiError;
 use crate::meta::{OciManifest, OciStore};
 use crate::state::AppState;
 
-/// The empty config every view uses (`application/vnd.oci.empty.v1+json`),
-/// served in every repository (`blobs::read`): two bytes anyone may know.
-pub const EMPTY: &[u8] = b"{}";
-pub const EMPTY_SHA256: &str = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
-pub const ARTIFACT_TYPE: &str = "application/vnd.amber.manifest.v1+json";
-pub const ENVELOPE_TYPE: &str = "application/vnd.dsse.envelope.v1+json";
-pub const RECEIPT_TYPE: &str = "application/vnd.amber.tlog-proof";
 const BLAKE3_ANNOTATION: &str = "dev.amber.blake3";
 const TITLE: &str = "org.opencontainers.image.title";
 

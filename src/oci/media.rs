@@ -1,0 +1,15 @@
+//! The media types and well-known content `/v2/` names.
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// The empty config (`application/vnd.oci.empty.v1+json`), `{}`: served in
+/// every repository, two bytes anyone may know.
+pub const EMPTY: &[u8] = b"{}";
+pub const EMPTY_SHA256: &str = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
+
+/// What a `/v1/` tag's OCI view, and its referrers, are.
+pub const ARTIFACT_TYPE: &str = "application/vnd.amber.manifest.v1+json";
+pub const ENVELOPE_TYPE: &str = "application/vnd.dsse.envelope.v1+json";
+pub const RECEIPT_TYPE: &str = "application/vnd.amber.tlog-proof";
