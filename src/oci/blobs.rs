@@ -315,7 +315,7 @@ fn range_start(headers: &HeaderMap) -> OciResult<Option<u64>> {
 }
 
 fn out_of_order(record: &UploadRecord) -> OciError {
-    OciError::with_code(ApiError::UploadOffset { current: record.offset, given: record.offset }, "BLOB_UPLOAD_INVALID")
+    OciError::with_code(ApiError::UploadOffset { current: record.offset, given: record.offset }, "RANGE_INVALID")
         .header(header::RANGE, format!("0-{}", record.offset.saturating_sub(1)))
         .header(header::LOCATION, format!("/v2/{}/blobs/uploads/{}", record.repository, record.id))
 }
@@ -368,7 +368,7 @@ pub async fn cancel_upload(
 ) -> OciResult<Response> {
     let record = find(&state, &caller, &path, Action::Push).await?;
     resumable::terminate(&state, &record).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok((StatusCode::NO_CONTENT, [(DOCKER_UPLOAD_UUID, header_value(record.id.as_str()))]).into_response())
 }
 
 #[derive(serde::Deserialize)]

@@ -71,11 +71,11 @@ fn oci_code(error: &ApiError) -> (&'static str, Option<StatusCode>) {
         E::TagExpired { on_bind: false, .. } => ("MANIFEST_UNKNOWN", Some(StatusCode::NOT_FOUND)),
         E::TagExists { .. } | E::TagExpired { .. } => ("DENIED", None),
         E::UploadUnknown | E::UploadGone => ("BLOB_UPLOAD_UNKNOWN", Some(StatusCode::NOT_FOUND)),
-        E::UploadOffset { .. } => ("BLOB_UPLOAD_INVALID", Some(StatusCode::RANGE_NOT_SATISFIABLE)),
+        E::UploadOffset { .. } => ("RANGE_INVALID", Some(StatusCode::RANGE_NOT_SATISFIABLE)),
         E::UploadBusy | E::UploadIncomplete(_) | E::RequestInvalid(_) | E::RequestTimeout(_) => {
             ("BLOB_UPLOAD_INVALID", None)
         }
-        E::RangeInvalid { .. } => ("BLOB_UNKNOWN", None),
+        E::RangeInvalid { .. } => ("RANGE_INVALID", None),
         E::TooManyRequests { .. } => ("TOOMANYREQUESTS", None),
         E::MethodNotAllowed => ("UNSUPPORTED", None),
         E::NotFound => ("NAME_UNKNOWN", None),

@@ -8,7 +8,6 @@ use std::collections::{BTreeMap, HashSet};
 use amber_core::audit::Event;
 use amber_core::manifest::{FileEntry, FilePath, ManifestPayload, OciRef, check_portable};
 use amber_core::{Action, Digest, RepoName, Tag};
-use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -22,6 +21,7 @@ use super::error::{OciError, OciResult};
 use super::media::{DOCKER_LIST, EMPTY_SHA256, OCI_INDEX, OCI_MANIFEST};
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::http::json::JsonBody;
 use crate::meta::{OciManifest, OciStore, TagStore};
 use crate::push::publish::{self, Binding};
 use crate::state::AppState;
@@ -137,7 +137,7 @@ pub async fn put_manifest(
     caller: OciCaller,
     Path(path): Path<ManifestPath>,
     headers: HeaderMap,
-    body: Body,
+    body: JsonBody,
 ) -> OciResult<Response> {
     let repo = repo_of(&path.owner, &path.name)?;
     caller.require(&state, Action::Push, &repo)?;
@@ -150,7 +150,11 @@ pub async fn put_manifest(
             "DENIED",
         ));
     }
-    let bytes = read_body(body, &state).await?;
+    // Read within the limit, its memory borrowed from the budget.
+    let bytes = body.bytes_within(&state, MAX_MANIFEST).await.map_err(|e| match e {
+        too @ ApiError::RequestTooLarge { .. } => OciError::with_code(too, "SIZE_INVALID"),
+        other => other.into(),
+    })?;
     let parsed: Parsed = serde_json::from_slice(&bytes).map_err(|e| invalid(format!("manifest body: {e}")))?;
     if parsed.schema_version != Some(2) {
         return Err(invalid("schemaVersion must be 2"));
@@ -294,17 +298,6 @@ pub async fn put_manifest(
         out.insert(OCI_SUBJECT, header_value(subject));
     }
     Ok(response)
-}
-
-async fn read_body(body: Body, state: &AppState) -> OciResult<Bytes> {
-    let _ = state;
-    axum::body::to_bytes(body, MAX_MANIFEST).await.map_err(|e| {
-        if crate::http::body_timed_out(&e) {
-            OciError::from(ApiError::RequestTimeout(state.config.limits.body_idle_timeout.as_secs()))
-        } else {
-            OciError::with_code(ApiError::RequestTooLarge { limit: MAX_MANIFEST }, "SIZE_INVALID")
-        }
-    })
 }
 
 /// The OCI manifest a reference names in `repo`: its digest and record.

@@ -140,6 +140,38 @@ async fn crane_appends_pulls_pushes_copies_and_lists(backend: Backend) {
     run("crane", &home, w, &["push", "--insecure", tarball.to_str().unwrap(), &pushed]);
     assert_eq!(run("crane", &home, w, &["digest", "--insecure", &pushed]).trim(), digest);
     assert_eq!(run("crane", &home, w, &["ls", "--insecure", &format!("{host}/acme/img")]).trim(), "1.0");
+    // skopeo (Debian's) copies it to another repository and to an OCI
+    // layout: the same manifest digest, the same layer bytes.
+    let creds = format!("ci:{token}");
+    let skopeo_copy = format!("{host}/acme/skopeo:1.0");
+    let skopeo = |args: &[&str]| {
+        let out = Command::new("skopeo").arg("--insecure-policy").args(args).env("HOME", &home).output().unwrap();
+        assert!(out.status.success(), "skopeo {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        "--src-creds",
+        &creds,
+        "--dest-creds",
+        &creds,
+        &format!("docker://{image}"),
+        &format!("docker://{skopeo_copy}"),
+    ]);
+    assert_eq!(run("crane", &home, w, &["digest", "--insecure", &skopeo_copy]).trim(), digest);
+    let layout = work.path().join("skopeo-layout");
+    skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        "--src-creds",
+        &creds,
+        &format!("docker://{image}"),
+        &format!("oci:{}:1.0", layout.display()),
+    ]);
+    let index: Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    assert_eq!(index["manifests"][0]["digest"].as_str().unwrap(), digest);
     // The layer crane pulls back is the tar it appended.
     let config: Value = serde_json::from_str(&run("crane", &home, w, &["manifest", "--insecure", &image])).unwrap();
     let layer = config["layers"][0]["digest"].as_str().unwrap().to_owned();
@@ -239,3 +271,140 @@ async fn an_amber_push_is_an_oci_artifact(backend: Backend) {
 }
 
 on_both_backends!(an_amber_push_is_an_oci_artifact);
+
+/// `helm` (4): a packaged chart pushed, pulled, shown; and `amber pull`
+/// verifies the binding `helm push` made.
+async fn helm_pushes_pulls_and_shows_a_chart(backend: Backend) {
+    let server = TestServer::on(backend).await;
+    let token = server.token(&[("acme/*", &["pull", "push"])]).await;
+    let host = server.url("").trim_start_matches("http://").to_owned();
+    let work = tempfile::tempdir().unwrap();
+    let (home, chart, out) = (work.path().join("home"), work.path().join("hello"), work.path().join("out"));
+    for dir in [&home, &chart.join("templates"), &out] {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    std::fs::write(chart.join("Chart.yaml"), "apiVersion: v2\nname: hello\nversion: 1.2.0\ndescription: a chart\n")
+        .unwrap();
+    std::fs::write(chart.join("values.yaml"), "replicas: 2\n").unwrap();
+    std::fs::write(chart.join("templates/cm.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: hello\n")
+        .unwrap();
+    let helm = |args: &[&str]| {
+        let out = Command::new(super::go_tool("helm"))
+            .args(args)
+            .env("HOME", &home)
+            .env("HELM_CONFIG_HOME", home.join("helm-config"))
+            .env("HELM_CACHE_HOME", home.join("helm-cache"))
+            .env("HELM_DATA_HOME", home.join("helm-data"))
+            .env("HELM_REGISTRY_CONFIG", home.join("registry.json"))
+            .current_dir(work.path())
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "helm {args:?}: {text}");
+        text
+    };
+    helm(&["registry", "login", &host, "--username", "ci", "--password", &token, "--plain-http"]);
+    helm(&["package", chart.to_str().unwrap(), "--destination", work.path().to_str().unwrap()]);
+    let package = work.path().join("hello-1.2.0.tgz");
+    helm(&["push", package.to_str().unwrap(), &format!("oci://{host}/acme"), "--plain-http"]);
+    let reference = format!("oci://{host}/acme/hello");
+    helm(&["pull", &reference, "--version", "1.2.0", "--plain-http", "--destination", out.to_str().unwrap()]);
+    same_file(&package, &out.join("hello-1.2.0.tgz"));
+    let shown = helm(&["show", "chart", &reference, "--version", "1.2.0", "--plain-http"]);
+    assert!(shown.contains("name: hello") && shown.contains("version: 1.2.0"), "{shown}");
+    // The tag helm bound is an Amber binding: `amber pull` verifies it.
+    let keys = work.path().join("keys.json");
+    std::fs::write(&keys, reqwest::get(server.url("/v1/keys")).await.unwrap().text().await.unwrap()).unwrap();
+    let pulled = work.path().join("pulled");
+    let run = server
+        .amber(&token, &["pull", "acme/hello:1.2.0", "-o", pulled.to_str().unwrap(), "--key", keys.to_str().unwrap()])
+        .await;
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let files: Vec<std::path::PathBuf> = walk(&pulled);
+    assert!(files.iter().any(|f| std::fs::read(f).unwrap() == std::fs::read(&package).unwrap()), "{files:?}");
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// `cosign` 3, offline: a key pair it made, a signing config with no log or
+/// timestamp service; the signature stored as a referrer (no `sha256-` tag).
+async fn cosign_signs_and_verifies_through_referrers(backend: Backend) {
+    let server = TestServer::on(backend).await;
+    let token = server.token(&[("acme/*", &["pull", "push"])]).await;
+    let host = server.url("").trim_start_matches("http://").to_owned();
+    let work = tempfile::tempdir().unwrap();
+    let home = work.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    docker_config(&home, &host, &token);
+    let body = super::protocol::image(&server, &token, "acme/signed", &[(b"signed layer", "layer.bin")]).await;
+    assert!(super::protocol::put_manifest(&server, &token, "acme/signed", "1.0", &body).await.status().is_success());
+    let image = format!("{host}/acme/signed@{}", super::protocol::sha256(&body));
+    let cosign = |args: &[&str]| {
+        let out = Command::new(super::go_tool("cosign"))
+            .args(args)
+            .env("HOME", &home)
+            .env("DOCKER_CONFIG", home.join(".docker"))
+            .env("COSIGN_PASSWORD", "")
+            .env("COSIGN_YES", "true")
+            .env("TUF_ROOT", home.join("tuf"))
+            .current_dir(work.path())
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "cosign {args:?}: {text}");
+        text
+    };
+    cosign(&["generate-key-pair"]);
+    cosign(&["signing-config", "create", "--out", "sc.json"]);
+    cosign(&["sign", "--key", "cosign.key", "--signing-config", "sc.json", "--allow-http-registry", &image]);
+    cosign(&["verify", "--key", "cosign.pub", "--insecure-ignore-tlog", "--allow-http-registry", &image]);
+    // Found through the referrers API; no fallback tag was made.
+    let referrers: Value = server
+        .request(reqwest::Method::GET, &format!("/v2/acme/signed/referrers/{}", super::protocol::sha256(&body)), &token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(!referrers["manifests"].as_array().unwrap().is_empty(), "{referrers}");
+    let tags: Value = server
+        .request(reqwest::Method::GET, "/v2/acme/signed/tags/list", &token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(tags["tags"], json!(["1.0"]));
+    // Another key does not verify it.
+    std::fs::create_dir_all(work.path().join("other")).unwrap();
+    let other = Command::new(super::go_tool("cosign"))
+        .args(["generate-key-pair"])
+        .env("COSIGN_PASSWORD", "")
+        .current_dir(work.path().join("other"))
+        .output()
+        .unwrap();
+    assert!(other.status.success());
+    let refused = Command::new(super::go_tool("cosign"))
+        .args(["verify", "--key", "other/cosign.pub", "--insecure-ignore-tlog", "--allow-http-registry", &image])
+        .env("HOME", &home)
+        .env("DOCKER_CONFIG", home.join(".docker"))
+        .current_dir(work.path())
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+}
+
+on_both_backends!(helm_pushes_pulls_and_shows_a_chart, cosign_signs_and_verifies_through_referrers);

@@ -5,9 +5,12 @@
 //! `../shared/tools/go-tools.sh` (pinned), found through `AMBER_GO_TOOLS_BIN`
 //! or its default directory; a missing tool fails the test.
 
+mod authz;
 mod clients;
 mod conformance;
+mod differential;
 mod protocol;
+mod replicas;
 
 use std::path::PathBuf;
 
