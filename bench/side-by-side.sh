@@ -5,6 +5,10 @@
 #   bench/side-by-side.sh            # embedded backends
 #   BACKENDS="embedded s3pg" bench/side-by-side.sh
 #   FILL_PAGE_CACHE=1 bench/side-by-side.sh   # page cache full first, as on a server that has run a while
+#   REGISTRY_BIN=/var/cache/amber-go-tools/bin/registry bench/side-by-side.sh   # against distribution v3.1.2
+#
+# Amber runs each workload through /v1/ (protocol amber) and through /v2/
+# (protocol oci, the very requests the registry gets).
 #
 # Needs ../shared/bench (limits.sh, peer-registry.sh, loadgen.py), a release
 # build, and for s3pg: moto_server and PostgreSQL on 127.0.0.1:5432.
@@ -129,6 +133,11 @@ for backend in $BACKENDS; do
       --file "$OUT/blob" --unique --server-pid "$AMBER_PID" --max-seconds 300 | emit "$r" "amber_$backend" >> "$RES"
     python3 "$SHARED/loadgen.py" small --protocol amber --repo bench/blobs --base "$AMBER_BASE" --token "$TOKEN" --label "amber_$backend" \
       --count "$SMALL_COUNT" --size 4096 --concurrency "$CONC" --server-pid "$AMBER_PID" --max-seconds 120 | emit "$r" "amber_$backend" >> "$RES"
+    # The same through the OCI front door (/v2/), the workload the registry gets.
+    python3 "$SHARED/loadgen.py" large --protocol oci --repo bench/oci --base "$AMBER_BASE" --token "$TOKEN" --label "amber_oci_$backend" \
+      --file "$OUT/blob" --unique --server-pid "$AMBER_PID" --max-seconds 300 | emit "$r" "amber_oci_$backend" >> "$RES"
+    python3 "$SHARED/loadgen.py" small --protocol oci --repo bench/oci --base "$AMBER_BASE" --token "$TOKEN" --label "amber_oci_$backend" \
+      --count "$SMALL_COUNT" --size 4096 --concurrency "$CONC" --server-pid "$AMBER_PID" --max-seconds 120 | emit "$r" "amber_oci_$backend" >> "$RES"
     evict_large_blobs
   done
   # The Rust client: small blobs without Python in the way, and a CI-shaped tree.

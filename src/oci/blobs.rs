@@ -149,8 +149,8 @@ async fn put_whole(
     let announced = content_length(headers, limit)?;
     let _slot = crate::push::admit(state, caller)?;
     let pushing = crate::push::Pushing::new(state);
-    let (body, tap) =
-        digest::tap(body_stream(body, state.config.limits.body_idle_timeout), expected.algorithm == Algorithm::Sha512);
+    let sha512 = expected.algorithm == Algorithm::Sha512;
+    let (body, tap) = digest::tap(body_stream(body, state.config.limits.body_idle_timeout), sha512, announced);
     let upload = Upload {
         expected: expected.blake3(),
         limit,
@@ -159,7 +159,7 @@ async fn put_whole(
         gate: Some(pushing.gate()),
     };
     let mut written = state.blobs.put(upload, body).await;
-    let tapped = digest::finish(&tap);
+    let tapped = digest::finish(tap).await;
     if written.is_ok() && tapped.get(expected.algorithm).is_some_and(|got| got != expected) {
         written = Err(BlobError::Client(std::io::Error::other("digest mismatch")));
         let _ = pushing.link(state, caller, repo, written).await;
@@ -321,8 +321,21 @@ fn out_of_order(record: &UploadRecord) -> OciError {
 }
 
 /// Appends a body to a session at its offset.
-async fn append(state: &AppState, caller: &Caller, record: UploadRecord, body: Body) -> OciResult<UploadRecord> {
+async fn append(
+    state: &AppState,
+    caller: &Caller,
+    record: UploadRecord,
+    headers: &HeaderMap,
+    body: Body,
+) -> OciResult<UploadRecord> {
     let offset = record.offset;
+    // A session's length is the size limit until it closes: past it, refused
+    // before a byte is read (and a body of unknown length, once it is full).
+    let left = record.length.saturating_sub(offset);
+    let announced = content_length(headers, u64::MAX)?;
+    if announced.is_some_and(|n| n > left) || (announced.is_none() && left == 0) {
+        return Err(ApiError::BlobTooLarge { limit: state.config.max_blob_size }.into());
+    }
     let body = body_stream(body, state.config.limits.body_idle_timeout);
     match resumable::patch(state, caller, record.clone(), offset, body).await {
         Ok(outcome) => Ok(outcome.record),
@@ -346,7 +359,7 @@ pub async fn patch_upload(
     if range_start(&headers)?.is_some_and(|start| start != record.offset) {
         return Err(out_of_order(&record));
     }
-    let record = append(&state, &caller.caller, record, body).await?;
+    let record = append(&state, &caller.caller, record, &headers, body).await?;
     Ok(session(StatusCode::ACCEPTED, &record))
 }
 
@@ -400,7 +413,7 @@ pub async fn close_upload(
         return Ok(response);
     }
     let has_body = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).is_none_or(|v| v.trim() != "0");
-    let record = if has_body { append(&state, caller, record, body).await? } else { record };
+    let record = if has_body { append(&state, caller, record, &headers, body).await? } else { record };
     let check = match state.uploads.take_hash(&record.id, record.offset) {
         Some(check) => Some(check),
         None => resumable::hash_so_far(&state, &record).await?,

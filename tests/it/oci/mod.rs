@@ -9,6 +9,7 @@ mod authz;
 mod clients;
 mod conformance;
 mod differential;
+mod limits;
 mod protocol;
 mod replicas;
 
