@@ -243,40 +243,89 @@ pub async fn start_upload(
         let digest = digest_param(digest)?;
         return put_whole(&state, &caller.caller, &repo, &digest, &headers, body).await;
     }
-    let now = OffsetDateTime::now_utc();
-    let record = UploadRecord {
-        id: UploadId::random(),
-        token: caller.caller.token.info.id.clone(),
-        repository: repo.clone(),
-        length: state.config.max_blob_size,
-        offset: 0,
-        metadata: String::new(),
-        digest: None,
-        kind: UploadKind::Open,
-        segments: Vec::new(),
-        created: now,
-        expires: now + state.config.upload_expiry,
-        done: None,
-        claimed_by: None,
-    };
-    match state.meta.create_upload(&record, crate::uploads::MAX_PER_TOKEN).await? {
-        Created::Created => {}
-        _ => {
-            return Err(ApiError::TooManyRequests {
-                reason: "this token holds as many uploads as it may; finish or cancel some",
-                retry_after: 60,
-            }
-            .into());
+    // Nothing is stored until the session's first bytes: most clients send
+    // the whole blob with the `PUT` that closes it.
+    let session = Session::open(&state, &caller.caller, &repo);
+    let record = session.unrecorded(&state, &caller.caller, &repo);
+    Ok(answer(StatusCode::ACCEPTED, &session, &record))
+}
+
+/// A session as its URL names it: `<id>.<created, 16 hex>.<MAC, 64 hex>`,
+/// the MAC binding the id and its creation time to the token and the
+/// repository (keyed by the store's active manifest key), so that a session
+/// needs no record until its first bytes arrive, and none at all when a
+/// `PUT` brings the whole blob. Its record, once written, is found by `id`.
+struct Session {
+    id: UploadId,
+    created: i64,
+    text: String,
+}
+
+const SESSION_KEY_CONTEXT: &str = "amber 2026 oci upload session mac v1";
+
+fn session_mac(state: &AppState, caller: &Caller, repo: &RepoName, id: &UploadId, created: i64) -> blake3::Hash {
+    let key = blake3::derive_key(SESSION_KEY_CONTEXT, &state.signer.active_key().to_bytes());
+    let mut mac = blake3::Hasher::new_keyed(&key);
+    for part in [caller.token.info.id.as_str(), repo.as_str(), id.as_str()] {
+        mac.update(part.as_bytes()).update(&[0]);
+    }
+    mac.update(&created.to_be_bytes());
+    mac.finalize()
+}
+
+impl Session {
+    fn open(state: &AppState, caller: &Caller, repo: &RepoName) -> Self {
+        let (id, created) = (UploadId::random(), OffsetDateTime::now_utc().unix_timestamp());
+        let mac = session_mac(state, caller, repo, &id, created);
+        let text = format!("{id}.{created:016x}.{}", mac.to_hex());
+        Self { id, created, text }
+    }
+
+    /// The session a URL names, if its MAC holds for this caller and
+    /// repository and it has not expired.
+    fn parse(state: &AppState, caller: &Caller, repo: &RepoName, text: &str) -> Option<Self> {
+        let mut parts = text.split('.');
+        let (id, created, mac) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() || created.len() != 16 {
+            return None;
+        }
+        let id: UploadId = id.parse().ok()?;
+        let created = i64::from_str_radix(created, 16).ok()?;
+        let mac = blake3::Hash::from_hex(mac).ok()?;
+        // Compared in constant time.
+        if mac != session_mac(state, caller, repo, &id, created) {
+            return None;
+        }
+        let expires = OffsetDateTime::from_unix_timestamp(created).ok()? + state.config.upload_expiry;
+        (expires > OffsetDateTime::now_utc()).then(|| Self { id, created, text: text.to_owned() })
+    }
+
+    /// The record it would have: nothing stored yet.
+    fn unrecorded(&self, state: &AppState, caller: &Caller, repo: &RepoName) -> UploadRecord {
+        let created = OffsetDateTime::from_unix_timestamp(self.created).unwrap_or_else(|_| OffsetDateTime::now_utc());
+        UploadRecord {
+            id: self.id.clone(),
+            token: caller.token.info.id.clone(),
+            repository: repo.clone(),
+            length: state.config.max_blob_size,
+            offset: 0,
+            metadata: String::new(),
+            digest: None,
+            kind: UploadKind::Open,
+            segments: Vec::new(),
+            created,
+            expires: created + state.config.upload_expiry,
+            done: None,
+            claimed_by: None,
         }
     }
-    Ok(session(StatusCode::ACCEPTED, &record))
 }
 
 /// An answer about a session: where it is and what it holds.
-fn session(status: StatusCode, record: &UploadRecord) -> Response {
+fn answer(status: StatusCode, session: &Session, record: &UploadRecord) -> Response {
     let mut response = status.into_response();
     let headers = response.headers_mut();
-    let location = format!("/v2/{}/blobs/uploads/{}", record.repository, record.id);
+    let location = format!("/v2/{}/blobs/uploads/{}", record.repository, session.text);
     headers.insert(header::LOCATION, header_value(&location));
     headers.insert(header::RANGE, header_value(&format!("0-{}", record.offset.saturating_sub(1))));
     headers.insert(DOCKER_UPLOAD_UUID, header_value(record.id.as_str()));
@@ -291,16 +340,58 @@ pub struct UploadPath {
     id: String,
 }
 
+/// A session found: its record (`recorded`: stored, else what it would be).
+struct Found {
+    session: Session,
+    record: UploadRecord,
+    recorded: bool,
+}
+
 /// The caller's session in this repository, or `BLOB_UPLOAD_UNKNOWN`.
-async fn find(state: &AppState, caller: &OciCaller, path: &UploadPath, action: Action) -> OciResult<UploadRecord> {
+async fn find(state: &AppState, caller: &OciCaller, path: &UploadPath, action: Action) -> OciResult<Found> {
     let repo = repo_of(&path.owner, &path.name)?;
     caller.require(state, action, &repo)?;
-    let id: UploadId = path.id.parse().map_err(|()| OciError::from(ApiError::UploadUnknown))?;
-    let record = state.meta.upload(&caller.caller.token.info.id, &id).await?.ok_or(ApiError::UploadUnknown)?;
-    if record.repository != repo || !matches!(record.kind, UploadKind::Open) || record.done.is_some() {
-        return Err(ApiError::UploadUnknown.into());
+    let session = Session::parse(state, &caller.caller, &repo, &path.id).ok_or(ApiError::UploadUnknown)?;
+    match state.meta.upload(&caller.caller.token.info.id, &session.id).await? {
+        Some(record) => {
+            if record.repository != repo || !matches!(record.kind, UploadKind::Open) || record.done.is_some() {
+                return Err(ApiError::UploadUnknown.into());
+            }
+            Ok(Found { session, record, recorded: true })
+        }
+        None => {
+            let record = session.unrecorded(state, &caller.caller, &repo);
+            Ok(Found { session, record, recorded: false })
+        }
     }
-    Ok(record)
+}
+
+/// Stores a session's record before its first bytes (once, even when two
+/// requests race to).
+async fn record(state: &AppState, caller: &Caller, found: Found) -> OciResult<Found> {
+    if found.recorded {
+        return Ok(found);
+    }
+    let _busy = state.uploads.claim(&found.record.id).await?;
+    let token = &caller.token.info.id;
+    if let Some(record) = state.meta.upload(token, &found.record.id).await? {
+        return Ok(Found { record, recorded: true, ..found });
+    }
+    let mut record = found.record.clone();
+    record.expires = OffsetDateTime::now_utc() + state.config.upload_expiry;
+    match state.meta.create_upload(&record, crate::uploads::MAX_PER_TOKEN).await {
+        Ok(Created::Created) => Ok(Found { record, recorded: true, ..found }),
+        Ok(_) => Err(ApiError::TooManyRequests {
+            reason: "this token holds as many uploads as it may; finish or cancel some",
+            retry_after: 60,
+        }
+        .into()),
+        // Another replica stored it first.
+        Err(err) => match state.meta.upload(token, &found.record.id).await? {
+            Some(record) => Ok(Found { record, recorded: true, ..found }),
+            None => Err(err.into()),
+        },
+    }
 }
 
 /// Where a `Content-Range` (`start-end`) starts, if given.
@@ -314,34 +405,29 @@ fn range_start(headers: &HeaderMap) -> OciResult<Option<u64>> {
     start.parse().map(Some).map_err(|_| OciError::from(ApiError::RequestInvalid("Content-Range is START-END".into())))
 }
 
-fn out_of_order(record: &UploadRecord) -> OciError {
+fn out_of_order(session: &Session, record: &UploadRecord) -> OciError {
     OciError::with_code(ApiError::UploadOffset { current: record.offset, given: record.offset }, "RANGE_INVALID")
         .header(header::RANGE, format!("0-{}", record.offset.saturating_sub(1)))
-        .header(header::LOCATION, format!("/v2/{}/blobs/uploads/{}", record.repository, record.id))
+        .header(header::LOCATION, format!("/v2/{}/blobs/uploads/{}", record.repository, session.text))
 }
 
-/// Appends a body to a session at its offset.
-async fn append(
-    state: &AppState,
-    caller: &Caller,
-    record: UploadRecord,
-    headers: &HeaderMap,
-    body: Body,
-) -> OciResult<UploadRecord> {
-    let offset = record.offset;
+/// Appends a body to a session at its offset (storing its record first).
+async fn append(state: &AppState, caller: &Caller, found: Found, headers: &HeaderMap, body: Body) -> OciResult<Found> {
+    let offset = found.record.offset;
     // A session's length is the size limit until it closes: past it, refused
     // before a byte is read (and a body of unknown length, once it is full).
-    let left = record.length.saturating_sub(offset);
+    let left = found.record.length.saturating_sub(offset);
     let announced = content_length(headers, u64::MAX)?;
     if announced.is_some_and(|n| n > left) || (announced.is_none() && left == 0) {
         return Err(ApiError::BlobTooLarge { limit: state.config.max_blob_size }.into());
     }
+    let found = record(state, caller, found).await?;
     let body = body_stream(body, state.config.limits.body_idle_timeout);
-    match resumable::patch(state, caller, record.clone(), offset, body).await {
-        Ok(outcome) => Ok(outcome.record),
+    match resumable::patch(state, caller, found.record.clone(), offset, body).await {
+        Ok(outcome) => Ok(Found { record: outcome.record, ..found }),
         Err(ApiError::UploadOffset { .. }) => {
-            let now = state.meta.upload(&caller.token.info.id, &record.id).await?.unwrap_or(record);
-            Err(out_of_order(&now))
+            let now = state.meta.upload(&caller.token.info.id, &found.record.id).await?.unwrap_or(found.record);
+            Err(out_of_order(&found.session, &now))
         }
         Err(err) => Err(err.into()),
     }
@@ -355,12 +441,12 @@ pub async fn patch_upload(
     headers: HeaderMap,
     body: Body,
 ) -> OciResult<Response> {
-    let record = find(&state, &caller, &path, Action::Push).await?;
-    if range_start(&headers)?.is_some_and(|start| start != record.offset) {
-        return Err(out_of_order(&record));
+    let found = find(&state, &caller, &path, Action::Push).await?;
+    if range_start(&headers)?.is_some_and(|start| start != found.record.offset) {
+        return Err(out_of_order(&found.session, &found.record));
     }
-    let record = append(&state, &caller.caller, record, &headers, body).await?;
-    Ok(session(StatusCode::ACCEPTED, &record))
+    let found = append(&state, &caller.caller, found, &headers, body).await?;
+    Ok(answer(StatusCode::ACCEPTED, &found.session, &found.record))
 }
 
 /// `GET`: the session's progress.
@@ -369,8 +455,8 @@ pub async fn upload_status(
     caller: OciCaller,
     Path(path): Path<UploadPath>,
 ) -> OciResult<Response> {
-    let record = find(&state, &caller, &path, Action::Push).await?;
-    Ok(session(StatusCode::NO_CONTENT, &record))
+    let found = find(&state, &caller, &path, Action::Push).await?;
+    Ok(answer(StatusCode::NO_CONTENT, &found.session, &found.record))
 }
 
 /// `DELETE`: the session is cancelled, its bytes discarded.
@@ -379,9 +465,11 @@ pub async fn cancel_upload(
     caller: OciCaller,
     Path(path): Path<UploadPath>,
 ) -> OciResult<Response> {
-    let record = find(&state, &caller, &path, Action::Push).await?;
-    resumable::terminate(&state, &record).await?;
-    Ok((StatusCode::NO_CONTENT, [(DOCKER_UPLOAD_UUID, header_value(record.id.as_str()))]).into_response())
+    let found = find(&state, &caller, &path, Action::Push).await?;
+    if found.recorded {
+        resumable::terminate(&state, &found.record).await?;
+    }
+    Ok((StatusCode::NO_CONTENT, [(DOCKER_UPLOAD_UUID, header_value(found.record.id.as_str()))]).into_response())
 }
 
 #[derive(serde::Deserialize)]
@@ -398,22 +486,25 @@ pub async fn close_upload(
     headers: HeaderMap,
     body: Body,
 ) -> OciResult<Response> {
-    let record = find(&state, &caller, &path, Action::Push).await?;
+    let found = find(&state, &caller, &path, Action::Push).await?;
     let expected = digest_param(query.digest.as_deref().ok_or_else(|| {
         OciError::with_code(ApiError::DigestInvalid("PUT closes an upload with ?digest=".into()), "DIGEST_INVALID")
     })?)?;
-    if range_start(&headers)?.is_some_and(|start| start != record.offset) {
-        return Err(out_of_order(&record));
+    if range_start(&headers)?.is_some_and(|start| start != found.record.offset) {
+        return Err(out_of_order(&found.session, &found.record));
     }
     let caller = &caller.caller;
-    if record.offset == 0 && record.segments.is_empty() {
+    if found.record.offset == 0 && found.record.segments.is_empty() {
         // Nothing stored yet: the body is the whole blob, put as one.
-        let response = put_whole(&state, caller, &record.repository, &expected, &headers, body).await?;
-        forget(&state, &record).await;
+        let response = put_whole(&state, caller, &found.record.repository, &expected, &headers, body).await?;
+        if found.recorded {
+            forget(&state, &found.record).await;
+        }
         return Ok(response);
     }
     let has_body = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).is_none_or(|v| v.trim() != "0");
-    let record = if has_body { append(&state, caller, record, &headers, body).await? } else { record };
+    let found = if has_body { append(&state, caller, found, &headers, body).await? } else { found };
+    let record = found.record;
     let check = match state.uploads.take_hash(&record.id, record.offset) {
         Some(check) => Some(check),
         None => resumable::hash_so_far(&state, &record).await?,
@@ -436,7 +527,14 @@ pub async fn close_upload(
     closed.length = closed.offset;
     let (digest, _) = resumable::link(&state, caller, std::slice::from_ref(&closed), Some(b3), true).await?;
     record_aliases(&state, &digest, &[&sha256, &expected]).await?;
-    forget(&state, &record).await;
+    // Kept as done until it expires, so that its URL is unknown from now on
+    // (a session nothing was stored for is never recorded at all).
+    closed.done = Some(digest);
+    let _ = state.meta.update_upload(&closed, closed.offset).await?;
+    state.uploads.forget_hash(&record.id);
+    if let Err(err) = state.uploads.store.discard(&record).await {
+        tracing::warn!(upload = %record.id, error = %err, "could not remove a closed session's bytes; the sweep will");
+    }
     Ok(created(&record.repository, &expected))
 }
 
