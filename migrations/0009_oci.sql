@@ -27,3 +27,12 @@ CREATE TABLE oci_referrers (
     descriptor  BYTEA NOT NULL,
     PRIMARY KEY (repository, subject, digest)
 );
+
+-- The first tag bound to each OCI manifest: a referrer pushed later (a
+-- signature, an SBOM) shares that binding's life in retention.
+CREATE TABLE oci_tags (
+    repository  TEXT NOT NULL,
+    digest      TEXT NOT NULL,
+    tag         TEXT NOT NULL,
+    PRIMARY KEY (repository, digest)
+);

@@ -6,7 +6,7 @@
 
 use std::future::Future;
 
-use amber_core::{Digest, RepoName};
+use amber_core::{Digest, RepoName, Tag};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -71,16 +71,31 @@ pub trait OciStore {
     fn sha256_of(&self, digest: &Digest) -> impl Future<Output = Result<Option<String>, MetaError>> + Send;
 
     /// Stores `manifest` in `repo` under `digest` unless it is there; when
-    /// new, with its referrer entry (the descriptor listed for its subject)
-    /// and `audit`, in one transaction.
+    /// new, with its referrer entry (the descriptor listed for its subject),
+    /// `audit`, and, with `keep_with` (a tag and the Amber manifest it binds),
+    /// its blobs referenced by that binding, so that retention keeps them
+    /// while the tag is live: in one transaction.
     fn put_oci_manifest(
         &self,
         repo: &RepoName,
         digest: &str,
         manifest: &OciManifest,
         referrer: Option<&[u8]>,
+        keep_with: Option<(&Tag, &Digest)>,
         audit: AuditBuild,
     ) -> impl Future<Output = Result<Stored, MetaError>> + Send;
+
+    /// Records that `tag` binds the OCI manifest `digest` in `repo` (the first
+    /// tag that did, kept for good).
+    fn put_bound_tag(
+        &self,
+        repo: &RepoName,
+        digest: &str,
+        tag: &Tag,
+    ) -> impl Future<Output = Result<(), MetaError>> + Send;
+
+    /// The tag first bound to the OCI manifest `digest` in `repo`, if any.
+    fn bound_tag(&self, repo: &RepoName, digest: &str) -> impl Future<Output = Result<Option<Tag>, MetaError>> + Send;
 
     fn oci_manifest(
         &self,
@@ -140,9 +155,18 @@ impl OciStore for Meta {
         digest: &str,
         manifest: &OciManifest,
         referrer: Option<&[u8]>,
+        keep_with: Option<(&Tag, &Digest)>,
         audit: AuditBuild,
     ) -> Result<Stored, MetaError> {
-        dispatch!(self, s => s.put_oci_manifest(repo, digest, manifest, referrer, audit))
+        dispatch!(self, s => s.put_oci_manifest(repo, digest, manifest, referrer, keep_with, audit))
+    }
+
+    async fn put_bound_tag(&self, repo: &RepoName, digest: &str, tag: &Tag) -> Result<(), MetaError> {
+        dispatch!(self, s => s.put_bound_tag(repo, digest, tag))
+    }
+
+    async fn bound_tag(&self, repo: &RepoName, digest: &str) -> Result<Option<Tag>, MetaError> {
+        dispatch!(self, s => s.bound_tag(repo, digest))
     }
 
     async fn oci_manifest(&self, repo: &RepoName, digest: &str) -> Result<Option<OciManifest>, MetaError> {

@@ -279,7 +279,13 @@ pub async fn put_manifest(
         media_type: media_type.clone(),
     };
     let draft = crate::audit::Draft::shared(&state.signer, caller.caller.actor(), vec![event]);
-    state.meta.put_oci_manifest(&repo, &digest.to_string(), &record, Some(&descriptor), draft).await?;
+    // A referrer lives as long as its subject's binding (in retention).
+    let keep_with = match &subject {
+        Some(subject) => subject_binding(&state, &repo, subject).await?,
+        None => None,
+    };
+    let keep_with = keep_with.as_ref().map(|(tag, bound)| (tag, bound));
+    state.meta.put_oci_manifest(&repo, &digest.to_string(), &record, Some(&descriptor), keep_with, draft).await?;
     if let Reference::Tag(tag) = &reference {
         let binding = Binding {
             files: files_of(&layers),
@@ -288,6 +294,7 @@ pub async fn put_manifest(
             keep,
         };
         publish::bind(&state, &caller.caller, &repo, tag, &binding).await?;
+        state.meta.put_bound_tag(&repo, &digest.to_string(), tag).await?;
     }
     let mut response = StatusCode::CREATED.into_response();
     let out = response.headers_mut();
@@ -298,6 +305,21 @@ pub async fn put_manifest(
         out.insert(OCI_SUBJECT, header_value(subject));
     }
     Ok(response)
+}
+
+/// The live binding a subject shares its life with: the tag of a `/v1/`
+/// tag's view, or the first tag bound to the OCI manifest; with the Amber
+/// manifest that tag binds.
+async fn subject_binding(state: &AppState, repo: &RepoName, subject: &str) -> OciResult<Option<(Tag, Digest)>> {
+    let tag = match state.meta.oci_manifest(repo, subject).await?.and_then(|m| m.view_of) {
+        Some(tag) => Some(tag),
+        None => state.meta.bound_tag(repo, subject).await?,
+    };
+    let Some(tag) = tag else { return Ok(None) };
+    match state.meta.tag(repo, &tag).await? {
+        Some(record) if record.expiry.is_none() => Ok(Some((tag, record.digest))),
+        _ => Ok(None),
+    }
 }
 
 /// The OCI manifest a reference names in `repo`: its digest and record.

@@ -13,10 +13,10 @@
 use std::collections::BTreeMap;
 
 use amber_core::Digest;
-use amber_core::RepoName;
 use amber_core::audit::Event;
 use amber_core::dsse::Envelope;
 use amber_core::manifest::ManifestPayload;
+use amber_core::{RepoName, Tag};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use sha2::Digest as _;
@@ -110,20 +110,22 @@ pub async fn artifact(
         media_type: OCI_MANIFEST.into(),
     };
     let draft = crate::audit::Draft::shared(&state.signer, caller.actor(), vec![event]);
-    state.meta.put_oci_manifest(repo, &digest.to_string(), &record, None, draft).await?;
+    state.meta.put_oci_manifest(repo, &digest.to_string(), &record, None, None, draft).await?;
     // Its envelope, as a referrer, before the view can be found by its tag.
     let envelope_bytes = serde_json::to_vec(envelope).map_err(ApiError::internal)?;
     let title = format!("{}.dsse.json", payload.tag);
-    refer(state, caller, repo, &digest, record.bytes.len(), ENVELOPE_TYPE, envelope_bytes, &title, manifest).await?;
+    let binding = (&payload.tag, manifest);
+    refer(state, caller, repo, &digest, record.bytes.len(), ENVELOPE_TYPE, envelope_bytes, &title, binding).await?;
     // Found by its tag from now on: the first view made is the one kept.
     let none = crate::audit::Draft::shared(&state.signer, caller.actor(), Vec::new());
-    state.meta.put_oci_manifest(repo, &view_key(manifest), &record, None, none).await?;
+    state.meta.put_oci_manifest(repo, &view_key(manifest), &record, None, None, none).await?;
     let kept = state.meta.oci_manifest(repo, &view_key(manifest)).await?.unwrap_or(record);
     Ok((OciDigest::of(Algorithm::Sha256, &kept.bytes).to_string(), kept))
 }
 
 /// Stores `bytes` as a blob of `repo` and a manifest referring to `subject`
-/// with that one layer, listed among the subject's referrers.
+/// with that one layer, listed among the subject's referrers, and kept by
+/// retention while `binding` (the tag and its Amber manifest) is live.
 #[allow(clippy::too_many_arguments)]
 async fn refer(
     state: &AppState,
@@ -134,8 +136,9 @@ async fn refer(
     artifact_type: &str,
     bytes: Vec<u8>,
     title: &str,
-    manifest: &Digest,
+    binding: (&Tag, &Digest),
 ) -> OciResult<()> {
+    let manifest = binding.1;
     let (size, b3) = (bytes.len(), Digest::of(&bytes));
     let layer = put_bytes(state, caller, repo, bytes).await?;
     let annotations = json!({"dev.amber.manifest": manifest.to_string()});
@@ -172,7 +175,7 @@ async fn refer(
         media_type: OCI_MANIFEST.into(),
     };
     let draft = crate::audit::Draft::shared(&state.signer, caller.actor(), vec![event]);
-    state.meta.put_oci_manifest(repo, &digest.to_string(), &record, Some(&descriptor), draft).await?;
+    state.meta.put_oci_manifest(repo, &digest.to_string(), &record, Some(&descriptor), Some(binding), draft).await?;
     Ok(())
 }
 
@@ -196,5 +199,5 @@ pub async fn ensure_referrers(state: &AppState, caller: &Caller, repo: &RepoName
     let subject = OciDigest::parse(subject)?;
     let title = format!("{tag}.receipt");
     let bytes = receipt.to_text().into_bytes();
-    refer(state, caller, repo, &subject, view.bytes.len(), RECEIPT_TYPE, bytes, &title, &amber).await
+    refer(state, caller, repo, &subject, view.bytes.len(), RECEIPT_TYPE, bytes, &title, (tag, &amber)).await
 }

@@ -1,6 +1,6 @@
 //! The OCI front door's records on PostgreSQL.
 
-use amber_core::{Digest, RepoName};
+use amber_core::{Digest, RepoName, Tag};
 
 use super::{PostgresMeta, append_audit_in, digest_from};
 use crate::blobs::Stored;
@@ -47,6 +47,7 @@ impl OciStore for PostgresMeta {
         digest: &str,
         manifest: &OciManifest,
         referrer: Option<&[u8]>,
+        keep_with: Option<(&Tag, &Digest)>,
         audit: AuditBuild,
     ) -> Result<Stored, MetaError> {
         let record = serde_json::to_vec(manifest).map_err(|e| MetaError::Corrupt(e.to_string()))?;
@@ -76,9 +77,40 @@ impl OciStore for PostgresMeta {
             .execute(&mut *tx)
             .await?;
         }
+        if let Some((_, bound)) = keep_with {
+            // The binding's references: retention keeps these blobs while its tag is live.
+            let blobs: Vec<Vec<u8>> = manifest.blobs.iter().map(|(b, _)| b.as_bytes().to_vec()).collect();
+            sqlx::query(
+                "INSERT INTO manifest_blobs (repository, blob, manifest) SELECT $1, blob, $3 FROM unnest($2::bytea[]) AS blob ON CONFLICT DO NOTHING",
+            )
+            .bind(repo.as_str())
+            .bind(&blobs)
+            .bind(&bound.as_bytes()[..])
+            .execute(&mut *tx)
+            .await?;
+        }
         append_audit_in(&mut tx, &*audit).await?;
         tx.commit().await?;
         Ok(Stored::Created)
+    }
+
+    async fn put_bound_tag(&self, repo: &RepoName, digest: &str, tag: &Tag) -> Result<(), MetaError> {
+        sqlx::query("INSERT INTO oci_tags (repository, digest, tag) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+            .bind(repo.as_str())
+            .bind(digest)
+            .bind(tag.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn bound_tag(&self, repo: &RepoName, digest: &str) -> Result<Option<Tag>, MetaError> {
+        let row: Option<(String,)> = sqlx::query_as("SELECT tag FROM oci_tags WHERE repository = $1 AND digest = $2")
+            .bind(repo.as_str())
+            .bind(digest)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|(t,)| t.parse().map_err(|_| MetaError::Corrupt("bound tag".into()))).transpose()
     }
 
     async fn oci_manifest(&self, repo: &RepoName, digest: &str) -> Result<Option<OciManifest>, MetaError> {

@@ -23,6 +23,7 @@
 //! oci_sha256 digest(32 bytes)          -> `sha256:<hex>`: the way back, for OCI views of /v1/ blobs
 //! oci_manifests repo \0 OCI digest   -> OciManifest (JSON): OCI manifests, byte-exact
 //! oci_referrers repo \0 subject \0 OCI digest -> the referrer's descriptor (JSON)
+//! oci_tags   repo \0 OCI digest       -> the first tag bound to that OCI manifest
 //!            (default tree) "scrub"    -> ScrubProgress (JSON)
 //! audit      seq, u64 big-endian       -> hash (64 hex) + entry bytes
 //! audit_head "head"                    -> seq u64 BE + hash (64 hex) + the log's
@@ -133,6 +134,7 @@ struct Trees {
     oci_sha256: Tree,
     oci_manifests: Tree,
     oci_referrers: Tree,
+    oci_tags: Tree,
     /// Held by the reclaim run.
     runner: Arc<tokio::sync::Mutex<()>>,
     /// Held by the scrubber.
@@ -388,6 +390,7 @@ impl SledMeta {
             oci_sha256: db.open_tree("oci_sha256")?,
             oci_manifests: db.open_tree("oci_manifests")?,
             oci_referrers: db.open_tree("oci_referrers")?,
+            oci_tags: db.open_tree("oci_tags")?,
             runner: Arc::new(tokio::sync::Mutex::new(())),
             scrubber: Arc::new(tokio::sync::Mutex::new(())),
             audit: db.open_tree("audit")?,

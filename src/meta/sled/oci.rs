@@ -1,9 +1,9 @@
 //! The OCI front door's records on sled.
 
-use amber_core::{Digest, RepoName};
+use amber_core::{Digest, RepoName, Tag};
 use sled::Transactional;
 
-use super::{SledMeta, append_audit_in, repo_key, transaction_error};
+use super::{SledMeta, append_audit_in, ref_key, repo_key, transaction_error};
 use crate::blobs::Stored;
 use crate::meta::OciStore;
 use crate::meta::{AuditBuild, MetaError, OciManifest, Referrer};
@@ -56,9 +56,19 @@ impl OciStore for SledMeta {
         digest: &str,
         manifest: &OciManifest,
         referrer: Option<&[u8]>,
+        keep_with: Option<(&Tag, &Digest)>,
         audit: AuditBuild,
     ) -> Result<Stored, MetaError> {
         let key = repo_key(repo, digest.as_bytes());
+        // The binding's references: retention keeps these blobs while its tag is live.
+        let refs: Vec<(Vec<u8>, String)> = match keep_with {
+            Some((tag, bound)) => manifest
+                .blobs
+                .iter()
+                .map(|(blob, _)| (ref_key(repo.as_str().as_bytes(), blob, bound), tag.to_string()))
+                .collect(),
+            None => Vec::new(),
+        };
         let value = serde_json::to_vec(manifest)?;
         let referrer = match (&manifest.subject, referrer) {
             (Some(subject), Some(descriptor)) => {
@@ -69,12 +79,15 @@ impl OciStore for SledMeta {
             _ => None,
         };
         self.write("put_oci_manifest", move |t| {
-            (&t.oci_manifests, &t.oci_referrers, &t.audit, &t.audit_head)
-                .transaction(|(manifests, referrers, audit_tree, head)| {
+            (&t.oci_manifests, &t.oci_referrers, &t.refs, &t.audit, &t.audit_head)
+                .transaction(|(manifests, referrers, refs_tree, audit_tree, head)| {
                     if manifests.get(&key)?.is_some() {
                         return Ok(Stored::AlreadyPresent);
                     }
                     manifests.insert(key.as_slice(), value.as_slice())?;
+                    for (key, tag) in &refs {
+                        refs_tree.insert(key.as_slice(), tag.as_bytes())?;
+                    }
                     if let Some((key, descriptor)) = &referrer {
                         referrers.insert(key.as_slice(), descriptor.as_slice())?;
                     }
@@ -82,6 +95,28 @@ impl OciStore for SledMeta {
                     Ok(Stored::Created)
                 })
                 .map_err(transaction_error)
+        })
+        .await
+    }
+
+    async fn put_bound_tag(&self, repo: &RepoName, digest: &str, tag: &Tag) -> Result<(), MetaError> {
+        let (key, tag) = (repo_key(repo, digest.as_bytes()), tag.to_string());
+        self.write("put_bound_tag", move |t| {
+            t.oci_tags.compare_and_swap(key, None::<&[u8]>, Some(tag.as_bytes()))?.ok();
+            Ok(())
+        })
+        .await
+    }
+
+    async fn bound_tag(&self, repo: &RepoName, digest: &str) -> Result<Option<Tag>, MetaError> {
+        let key = repo_key(repo, digest.as_bytes());
+        self.read("bound_tag", move |t| match t.oci_tags.get(key)? {
+            Some(value) => std::str::from_utf8(&value)
+                .ok()
+                .and_then(|text| text.parse().ok())
+                .map(Some)
+                .ok_or_else(|| MetaError::Corrupt("bound tag".into())),
+            None => Ok(None),
         })
         .await
     }

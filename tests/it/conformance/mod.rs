@@ -363,6 +363,7 @@ macro_rules! on_both_stores {
 
 mod links;
 mod log;
+mod oci;
 mod publishers;
 mod reclaim;
 mod retention;

@@ -258,3 +258,51 @@ async fn authentication_and_the_token_flow(backend: Backend) {
 
 on_both_backends!(a_tag_is_bound_once, an_oci_binding_is_an_amber_binding, deletes_are_refused);
 on_both_backends!(authentication_and_the_token_flow);
+
+/// A referrer (a signature, an SBOM) lives as long as its subject's binding:
+/// retention keeps its blobs while the tag is live, and takes them with it.
+async fn a_referrer_lives_as_long_as_its_subject(backend: Backend) {
+    let server = TestServer::on(backend).await;
+    let token = server.token(&[("acme/*", &["pull", "push"])]).await;
+    let subject = image(&server, &token, "acme/web", &[(b"the image", "image.bin")]).await;
+    assert_eq!(put_manifest(&server, &token, "acme/web", "1.0", &subject).await.status(), StatusCode::CREATED);
+    let signature = push_blob(&server, &token, "acme/web", b"a signature").await;
+    let referrer = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": "application/vnd.example.sig",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": sha256(b"{}"), "size": 2},
+        "layers": [{"mediaType": "application/octet-stream", "digest": signature, "size": 11}],
+        "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": sha256(&subject), "size": subject.len()},
+    }))
+    .unwrap();
+    let pushed = put_manifest(&server, &token, "acme/web", &sha256(&referrer), &referrer).await;
+    assert_eq!(pushed.status(), StatusCode::CREATED);
+    assert_eq!(pushed.headers()["oci-subject"], sha256(&subject).as_str());
+    let loose = push_blob(&server, &token, "acme/web", b"nothing refers to me").await;
+    let admin = |method: Method, path: &str, body: Option<Value>| {
+        let mut request = server.request(method, path, &server.admin);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send()
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let set = admin(Method::PUT, "/v1/retention/acme/web", Some(json!({"untagged_days": 0}))).await.unwrap();
+    assert!(set.status().is_success());
+    // The loose blob goes (and the empty config blob `image` pushed: the
+    // empty config is served in every repository, nothing keeps its link).
+    let run: Value = admin(Method::POST, "/v1/retention/run", None).await.unwrap().json().await.unwrap();
+    assert_eq!(run["unlink"].as_array().unwrap().len(), 2, "{run}");
+    let head = |digest: &str| server.request(Method::HEAD, &format!("/v2/acme/web/blobs/{digest}"), &token).send();
+    assert_eq!(head(&loose).await.unwrap().status(), StatusCode::NOT_FOUND);
+    assert_eq!(head(&signature).await.unwrap().status(), StatusCode::OK, "kept with its subject's tag");
+    // The subject's tag expires: the signature goes with it at the next run.
+    let expire =
+        admin(Method::POST, "/v1/repos/acme/web/tags/1.0/expire", Some(json!({"reason": "done"}))).await.unwrap();
+    assert!(expire.status().is_success());
+    admin(Method::POST, "/v1/retention/run", None).await.unwrap();
+    assert_eq!(head(&signature).await.unwrap().status(), StatusCode::NOT_FOUND);
+}
+
+on_both_backends!(a_referrer_lives_as_long_as_its_subject);
