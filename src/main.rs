@@ -239,6 +239,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     return_memory_when_idle();
     let (listen, metrics_listen) = (config.listen, config.metrics_listen);
     let grace = config.limits.shutdown_grace;
+    // Before anything answers: a SIGTERM from now on is a clean stop.
+    let signal = server::shutdown_signal();
     let state = AppState::open(config).await?;
     let listener = bind(listen)?;
     let metrics_listener = match metrics_listen {
@@ -251,7 +253,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     };
     tracing::info!(addr = %listener.local_addr()?, "amberd listening");
     let shutdown = async move {
-        server::shutdown_signal().await;
+        signal.await;
         // Whatever the backends are doing, the process ends within the grace.
         std::thread::spawn(move || {
             std::thread::sleep(grace);

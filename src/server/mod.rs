@@ -175,24 +175,28 @@ pub async fn serve(
 /// Time kept at the end of the grace for recording the last denials.
 const FINAL_FLUSH: Duration = Duration::from_secs(2);
 
-/// Completes on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+/// Completes on Ctrl-C or SIGTERM. The handlers are installed when this is
+/// called, not when it is first polled: call it before the listener is bound,
+/// so that a SIGTERM that comes as soon as the port answers is a clean stop
+/// rather than the default action (the process killed by the signal).
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (terminate, interrupt) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
+    async move {
+        let wait = |stream: std::io::Result<tokio::signal::unix::Signal>| async move {
+            match stream {
+                Ok(mut stream) => {
+                    stream.recv().await;
+                }
+                Err(_) => std::future::pending().await,
             }
-            Err(_) => std::future::pending().await,
+        };
+        tokio::select! {
+            () = wait(terminate) => {},
+            () = wait(interrupt) => {},
         }
-    };
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
+        tracing::info!("shutting down; finishing in-flight requests");
     }
-    tracing::info!("shutting down; finishing in-flight requests");
 }
 
 /// Runs `pass` every `every` (the first after one period) until `stop`; a

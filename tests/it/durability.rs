@@ -141,3 +141,13 @@ async fn sigterm_lets_an_in_flight_upload_finish(backend: Backend) {
 }
 
 on_both_backends!(sigterm_lets_an_in_flight_upload_finish,);
+
+/// A SIGTERM as soon as the port answers is a clean stop (exit 0), never the
+/// signal's default action: the handler is installed before anything listens.
+#[tokio::test]
+async fn a_sigterm_right_after_start_stops_cleanly() {
+    for _ in 0..10 {
+        let mut server = TestServer::start().await;
+        assert!(server.terminate(), "amberd exited with a failure on an early SIGTERM");
+    }
+}

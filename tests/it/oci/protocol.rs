@@ -306,3 +306,89 @@ async fn a_referrer_lives_as_long_as_its_subject(backend: Backend) {
 }
 
 on_both_backends!(a_referrer_lives_as_long_as_its_subject);
+
+/// Docker's schema 2 manifest and manifest list are accepted and served
+/// with the media type they were pushed with; a list names manifests of the
+/// repository only; the catalog pages with `n` and `last`.
+async fn docker_media_types_and_the_catalog(backend: Backend) {
+    let server = TestServer::on(backend).await;
+    let token = server.token(&[("acme/*", &["pull", "push"])]).await;
+    let config = push_blob(&server, &token, "acme/docker", br#"{"architecture":"amd64","os":"linux"}"#).await;
+    let layer = push_blob(&server, &token, "acme/docker", b"a docker layer").await;
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": config, "size": 37},
+        "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "digest": layer, "size": 14}],
+    }))
+    .unwrap();
+    let docker = "application/vnd.docker.distribution.manifest.v2+json";
+    let put = server
+        .request(Method::PUT, &format!("/v2/acme/docker/manifests/{}", sha256(&manifest)), &token)
+        .header("content-type", docker)
+        .body(manifest.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), StatusCode::CREATED, "{}", put.text().await.unwrap());
+    let list = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.list.v2+json",
+        "manifests": [{"mediaType": docker, "digest": sha256(&manifest), "size": manifest.len(), "platform": {"architecture": "amd64", "os": "linux"}}],
+    }))
+    .unwrap();
+    let list_type = "application/vnd.docker.distribution.manifest.list.v2+json";
+    let put = server
+        .request(Method::PUT, "/v2/acme/docker/manifests/latest", &token)
+        .header("content-type", list_type)
+        .body(list.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), StatusCode::CREATED, "{}", put.text().await.unwrap());
+    let got = server.request(Method::GET, "/v2/acme/docker/manifests/latest", &token).send().await.unwrap();
+    assert_eq!(got.headers()["content-type"], list_type);
+    assert_eq!(got.bytes().await.unwrap().to_vec(), list);
+    let got = server
+        .request(Method::GET, &format!("/v2/acme/docker/manifests/{}", sha256(&manifest)), &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.headers()["content-type"], docker);
+    // A list naming a manifest this repository does not hold is refused.
+    let stray = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": list_type,
+        "manifests": [{"mediaType": docker, "digest": sha256(b"elsewhere"), "size": 9}],
+    }))
+    .unwrap();
+    let refused = server
+        .request(Method::PUT, "/v2/acme/docker/manifests/stray", &token)
+        .header("content-type", list_type)
+        .body(stray)
+        .send()
+        .await
+        .unwrap();
+    oci_error(refused, StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN").await;
+
+    // The catalog, a page at a time.
+    for name in ["acme/a1", "acme/a2", "acme/a3"] {
+        push_blob(&server, &token, name, name.as_bytes()).await;
+    }
+    let first = server.request(Method::GET, "/v2/_catalog?n=2", &token).send().await.unwrap();
+    let link = first.headers()["link"].to_str().unwrap().to_owned();
+    assert!(link.contains("n=2&last=acme/a2") && link.ends_with("rel=\"next\""), "{link}");
+    let first: Value = first.json().await.unwrap();
+    assert_eq!(first["repositories"], json!(["acme/a1", "acme/a2"]));
+    let rest: Value = server
+        .request(Method::GET, "/v2/_catalog?n=2&last=acme/a2", &token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rest["repositories"], json!(["acme/a3", "acme/docker"]));
+}
+
+on_both_backends!(docker_media_types_and_the_catalog);
