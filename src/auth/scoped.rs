@@ -24,6 +24,8 @@ pub const LIFETIME: Duration = Duration::minutes(5);
 const KEY_CONTEXT: &str = "amber 2026 oci scoped token mac v1";
 /// Longest scoped token accepted (a few scopes' worth of grants).
 const MAX_LEN: usize = 8192;
+/// Most scopes one token request may name (the token stays under `MAX_LEN`).
+pub const MAX_SCOPES: usize = 32;
 
 #[derive(Serialize, Deserialize)]
 pub struct Claims {
@@ -51,6 +53,7 @@ impl Scope {
     pub fn parse(text: &str) -> Vec<Self> {
         // Several scopes may come space-separated in one parameter.
         text.split(' ')
+            .take(MAX_SCOPES)
             .filter_map(|one| {
                 let (kind, rest) = one.split_once(':')?;
                 let (name, actions) = rest.rsplit_once(':')?;
@@ -131,4 +134,22 @@ pub fn claims(token: &str) -> Option<(Claims, Vec<u8>, [u8; 32])> {
 /// True when `mac` is the MAC of `payload` for `parent` (in constant time).
 pub fn verify(signer: &Signer, parent: &TokenRecord, payload: &[u8], mac: &[u8; 32]) -> bool {
     blake3::keyed_hash(&mac_key(signer, parent), payload) == blake3::Hash::from_bytes(*mac)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_parse_and_stay_bounded() {
+        let parsed =
+            Scope::parse("repository:acme/web:pull,push registry:catalog:* repository:Bad Name:pull other:x:y");
+        assert_eq!(parsed.len(), 2);
+        assert!(
+            matches!(&parsed[0], Scope::Repository(repo, actions) if repo.as_str() == "acme/web" && actions.len() == 2)
+        );
+        assert!(matches!(parsed[1], Scope::Catalog));
+        let many = vec!["repository:acme/web:pull"; 100].join(" ");
+        assert_eq!(Scope::parse(&many).len(), MAX_SCOPES);
+    }
 }

@@ -156,6 +156,7 @@ pub async fn token(State(state): State<AppState>, caller: OciCaller, uri: Uri) -
         .filter(|(k, _)| k == "scope")
         .take(16)
         .flat_map(|(_, v)| Scope::parse(&v))
+        .take(scoped::MAX_SCOPES)
         .collect();
     let grants = scoped::downscope(&caller.caller, &scopes);
     let (token, expires) = scoped::mint(&state.signer, &caller.caller.token, grants);
