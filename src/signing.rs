@@ -192,6 +192,15 @@ impl Signer {
         dsse::sign(payload_type, payload, &self.current.load().active)
     }
 
+    /// A key for `context` derived from the active key (and `extra`): MACs the
+    /// server checks itself (scoped tokens, upload session URLs), void when
+    /// the key rotates. The key's seed never leaves this module.
+    pub fn derived_key(&self, context: &str, extra: &[u8]) -> [u8; 32] {
+        let mut material = self.current.load().active.to_bytes().to_vec();
+        material.extend_from_slice(extra);
+        blake3::derive_key(context, &material)
+    }
+
     /// The active key, for signed notes (the log's checkpoints).
     pub fn active_key(&self) -> SigningKey {
         self.current.load().active.clone()

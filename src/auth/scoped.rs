@@ -37,9 +37,7 @@ pub struct Claims {
 }
 
 fn mac_key(signer: &Signer, parent: &TokenRecord) -> [u8; 32] {
-    let mut material = signer.active_key().to_bytes().to_vec();
-    material.extend_from_slice(parent.secret_hash.as_bytes());
-    blake3::derive_key(KEY_CONTEXT, &material)
+    signer.derived_key(KEY_CONTEXT, parent.secret_hash.as_bytes())
 }
 
 /// A scope the client asked for: `repository:<name>:<actions>` or
@@ -63,11 +61,12 @@ impl Scope {
                         let actions = actions
                             .split(',')
                             .filter_map(|a| match a {
-                                "pull" => Some(Action::Pull),
-                                "push" => Some(Action::Push),
-                                "*" => Some(Action::Push),
+                                "pull" => Some(vec![Action::Pull]),
+                                "push" => Some(vec![Action::Push]),
+                                "*" => Some(vec![Action::Pull, Action::Push]),
                                 _ => None,
                             })
+                            .flatten()
                             .collect();
                         Some(Self::Repository(repo, actions))
                     }

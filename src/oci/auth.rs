@@ -10,7 +10,7 @@ use axum::Json;
 use axum::extract::{FromRequestParts, State};
 use axum::http::header::WWW_AUTHENTICATE;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
+use axum::http::{HeaderValue, Method, Uri, header};
 use axum::response::{IntoResponse, Response};
 
 use super::error::{OciError, OciResult};
@@ -32,11 +32,11 @@ fn needed_scope(method: &Method, path: &str) -> Option<String> {
 }
 
 /// The realm of the token endpoint: this server as the client reached it.
-fn realm(state: &AppState, headers: &HeaderMap) -> String {
+fn realm(state: &AppState, host: Option<&HeaderValue>) -> String {
     if let Some(url) = &state.config.public_url {
         return format!("{}/v2/token", url.as_str().trim_end_matches('/'));
     }
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+    let host = host.and_then(|h| h.to_str().ok()).unwrap_or("localhost");
     // Only a host name and port: never echo anything else into a header.
     let host: String =
         host.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '-' | '[' | ']')).collect();
@@ -46,12 +46,12 @@ fn realm(state: &AppState, headers: &HeaderMap) -> String {
 /// `401` with the Bearer challenge (for the token flow) and Basic.
 pub fn challenge(
     state: &AppState,
-    headers: &HeaderMap,
+    host: Option<&HeaderValue>,
     scope: Option<&str>,
     error: ApiError,
     insufficient: bool,
 ) -> OciError {
-    let mut bearer = format!("Bearer realm=\"{}\",service=\"amber\"", realm(state, headers));
+    let mut bearer = format!("Bearer realm=\"{}\",service=\"amber\"", realm(state, host));
     if let Some(scope) = scope {
         bearer.push_str(&format!(",scope=\"{scope}\""));
     }
@@ -69,7 +69,8 @@ pub fn challenge(
 /// The caller of a `/v2/` route.
 pub struct OciCaller {
     pub caller: Caller,
-    headers: HeaderMap,
+    /// The `Host` the request named: the realm of a challenge.
+    host: Option<HeaderValue>,
 }
 
 impl OciCaller {
@@ -82,7 +83,7 @@ impl OciCaller {
                 let actions = if action == Action::Pull { "pull" } else { "pull,push" };
                 let scope = format!("repository:{repo}:{actions}");
                 let reason = "the token's scope does not cover this request";
-                Err(challenge(state, &self.headers, Some(&scope), ApiError::Unauthorized(reason), true))
+                Err(challenge(state, self.host.as_ref(), Some(&scope), ApiError::Unauthorized(reason), true))
             }
             Err(denied) => Err(denied.into()),
         }
@@ -99,12 +100,18 @@ impl FromRequestParts<AppState> for OciCaller {
             Some(Authentication::Scoped(token)) => Caller { token: token.clone(), scoped: true },
             Some(Authentication::Unavailable) => return Err(ApiError::Unavailable.into()),
             Some(Authentication::Failed(reason)) => {
-                return Err(challenge(state, &parts.headers, scope.as_deref(), ApiError::Unauthorized(reason), false));
+                return Err(challenge(
+                    state,
+                    parts.headers.get(header::HOST),
+                    scope.as_deref(),
+                    ApiError::Unauthorized(reason),
+                    false,
+                ));
             }
             Some(Authentication::Missing) => {
                 return Err(challenge(
                     state,
-                    &parts.headers,
+                    parts.headers.get(header::HOST),
                     scope.as_deref(),
                     ApiError::Unauthorized(
                         "authentication required: an Amber token as Bearer, or as the password of Basic",
@@ -114,7 +121,7 @@ impl FromRequestParts<AppState> for OciCaller {
             }
             None => return Err(ApiError::internal(anyhow::anyhow!("authenticate middleware is not installed")).into()),
         };
-        Ok(Self { caller, headers: parts.headers.clone() })
+        Ok(Self { caller, host: parts.headers.get(header::HOST).cloned() })
     }
 }
 
@@ -133,7 +140,7 @@ impl OciCaller {
         }
         let scope = format!("repository:{repo}:pull,push repository:{from}:pull");
         let reason = "the token's scope does not cover the mount's source";
-        Err(challenge(state, &self.headers, Some(&scope), ApiError::Unauthorized(reason), true))
+        Err(challenge(state, self.host.as_ref(), Some(&scope), ApiError::Unauthorized(reason), true))
     }
 }
 

@@ -19,6 +19,7 @@ use time::OffsetDateTime;
 use super::auth::OciCaller;
 use super::digest::{self, Algorithm, OciDigest};
 use super::error::{OciError, OciResult};
+use super::media::{DOCKER_CONTENT_DIGEST, header_value};
 use crate::auth::Caller;
 use crate::blobs::{BlobError, BlobStore, Upload};
 use crate::error::ApiError;
@@ -28,7 +29,6 @@ use crate::push::resumable;
 use crate::state::AppState;
 use crate::uploads::store::{Check, UploadBytes};
 
-const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
 const DOCKER_UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uuid");
 
 /// The stored blob an OCI digest names, if known.
@@ -110,10 +110,6 @@ pub fn repo_of(owner: &str, name: &str) -> OciResult<RepoName> {
     format!("{owner}/{name}").parse().map_err(|e| OciError::from(ApiError::NameInvalid(format!("{e}"))))
 }
 
-fn header_value(text: &str) -> HeaderValue {
-    HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
-}
-
 /// `201` for a blob now in `repo`.
 fn created(repo: &RepoName, digest: &OciDigest) -> Response {
     let location = format!("/v2/{repo}/blobs/{digest}");
@@ -158,11 +154,10 @@ async fn put_whole(
         memory: state.admission.memory.clone(),
         gate: Some(pushing.gate()),
     };
-    let mut written = state.blobs.put(upload, body).await;
+    let written = state.blobs.put(upload, body).await;
     let tapped = digest::finish(tap).await;
     if written.is_ok() && tapped.get(expected.algorithm).is_some_and(|got| got != expected) {
-        written = Err(BlobError::Client(std::io::Error::other("digest mismatch")));
-        let _ = pushing.link(state, caller, repo, written).await;
+        pushing.abandon().await;
         return Err(mismatch(expected, tapped.get(expected.algorithm)));
     }
     let mismatched = matches!(written, Err(BlobError::Mismatch { .. }));
@@ -196,10 +191,11 @@ fn mismatch(expected: &OciDigest, actual: Option<&OciDigest>) -> OciError {
     )
 }
 
+/// `{owner}/{name}` of a `/v2/` route.
 #[derive(serde::Deserialize)]
 pub struct RepoPath {
-    owner: String,
-    name: String,
+    pub(super) owner: String,
+    pub(super) name: String,
 }
 
 #[derive(serde::Deserialize)]
@@ -264,7 +260,7 @@ struct Session {
 const SESSION_KEY_CONTEXT: &str = "amber 2026 oci upload session mac v1";
 
 fn session_mac(state: &AppState, caller: &Caller, repo: &RepoName, id: &UploadId, created: i64) -> blake3::Hash {
-    let key = blake3::derive_key(SESSION_KEY_CONTEXT, &state.signer.active_key().to_bytes());
+    let key = state.signer.derived_key(SESSION_KEY_CONTEXT, &[]);
     let mut mac = blake3::Hasher::new_keyed(&key);
     for part in [caller.token.info.id.as_str(), repo.as_str(), id.as_str()] {
         mac.update(part.as_bytes()).update(&[0]);

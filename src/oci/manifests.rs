@@ -15,10 +15,10 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 
 use super::auth::OciCaller;
-use super::blobs::{repo_of, resolve};
+use super::blobs::{RepoPath, repo_of, resolve};
 use super::digest::{Algorithm, OciDigest};
 use super::error::{OciError, OciResult};
-use super::media::{DOCKER_LIST, EMPTY_SHA256, OCI_INDEX, OCI_MANIFEST};
+use super::media::{DOCKER_CONTENT_DIGEST, DOCKER_LIST, EMPTY_SHA256, OCI_INDEX, OCI_MANIFEST, header_value};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::http::json::JsonBody;
@@ -33,7 +33,6 @@ const MAX_DESCRIPTORS: usize = 10_000;
 /// Most referrers one answer lists.
 const MAX_REFERRERS: usize = 1000;
 
-const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
 const OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
 const OCI_FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters-applied");
 
@@ -66,10 +65,6 @@ struct Parsed {
 
 fn invalid(message: impl Into<String>) -> OciError {
     OciError::from(ApiError::ManifestInvalid(message.into()))
-}
-
-fn header_value(text: &str) -> HeaderValue {
-    HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
 /// A layer that is not distributed through registries: never pushed, never checked.
@@ -383,12 +378,6 @@ pub async fn head_manifest(
 /// `DELETE` of a manifest or tag: refused, immutability is the product.
 pub async fn delete_manifest(_caller: OciCaller) -> OciError {
     OciError::unsupported_delete()
-}
-
-#[derive(Deserialize)]
-pub struct RepoPath {
-    owner: String,
-    name: String,
 }
 
 #[derive(Deserialize)]

@@ -1,4 +1,13 @@
-//! The media types and well-known content `/v2/` names.
+//! The media types, headers and well-known content `/v2/` names.
+
+use axum::http::{HeaderName, HeaderValue};
+
+pub const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
+
+/// A header value of text the server made (a digest, a path): never fails.
+pub fn header_value(text: &str) -> HeaderValue {
+    HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";

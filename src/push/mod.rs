@@ -54,6 +54,12 @@ impl Pushing {
         self.lease.clone()
     }
 
+    /// Gives the lease up without linking: the bytes were stored, but the
+    /// front door refuses them (an OCI digest they do not hash to).
+    pub async fn abandon(self) {
+        self.lease.abandon().await;
+    }
+
     /// Links what the blob store wrote (`written`: its result) into `repo`,
     /// with its audit entry; gives the lease up if anything failed.
     pub async fn link(

@@ -9,7 +9,7 @@ use reqwest::Method;
 use serde_json::Value;
 
 use crate::backends::Backend;
-use crate::harness::{TestServer, data};
+use crate::harness::{TestServer, data, key_file};
 use crate::on_both_backends;
 
 /// A tree with nested directories, an empty file and a 100 MiB file.
@@ -46,13 +46,6 @@ fn files_under(root: &Path) -> Vec<(String, Vec<u8>)> {
     walk(root, root, &mut out);
     out.sort();
     out
-}
-
-async fn key_file(server: &TestServer, dir: &Path) -> String {
-    let keys = server.http.get(server.url("/v1/keys")).send().await.unwrap().text().await.unwrap();
-    let path = dir.join("keys.json");
-    std::fs::write(&path, keys).unwrap();
-    path.to_str().unwrap().to_owned()
 }
 
 async fn push_then_pull_by_tag_and_by_digest_is_byte_identical(backend: Backend) {

@@ -471,6 +471,15 @@ pub fn amber_bin() -> PathBuf {
     path
 }
 
+/// The server's public keys (`GET /v1/keys`) written to `dir/keys.json`,
+/// for `amber pull|verify --key`; returns the file's path.
+pub async fn key_file(server: &TestServer, dir: &Path) -> String {
+    let keys = server.http.get(server.url("/v1/keys")).send().await.unwrap().text().await.unwrap();
+    let path = dir.join("keys.json");
+    std::fs::write(&path, keys).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
 /// What an `amber` run printed and how it exited.
 pub struct Run {
     pub code: i32,

@@ -10,7 +10,7 @@ use base64::Engine;
 use serde_json::{Value, json};
 
 use crate::backends::Backend;
-use crate::harness::{TestServer, data};
+use crate::harness::{TestServer, data, key_file};
 use crate::on_both_backends;
 
 /// A client's environment: a home and Docker config of its own holding
@@ -250,15 +250,14 @@ async fn an_amber_push_is_an_oci_artifact(backend: Backend) {
     let envelope = referrers.iter().find(|r| r["artifactType"] == "application/vnd.dsse.envelope.v1+json").unwrap();
     let at = format!("{host}/acme/web@{}", envelope["digest"].as_str().unwrap());
     run("oras", &home, &sig, &["pull", "--plain-http", &at]);
-    let keys = work.path().join("keys.json");
-    std::fs::write(&keys, reqwest::get(server.url("/v1/keys")).await.unwrap().text().await.unwrap()).unwrap();
+    let keys = key_file(&server, work.path()).await;
     let verified = server
         .amber(
             "",
             &[
                 "verify",
                 "--key",
-                keys.to_str().unwrap(),
+                &keys,
                 sig.join("1.0.0.dsse.json").to_str().unwrap(),
                 "--ref",
                 "acme/web:1.0.0",
@@ -313,12 +312,9 @@ async fn helm_pushes_pulls_and_shows_a_chart(backend: Backend) {
     let shown = helm(&["show", "chart", &reference, "--version", "1.2.0", "--plain-http"]);
     assert!(shown.contains("name: hello") && shown.contains("version: 1.2.0"), "{shown}");
     // The tag helm bound is an Amber binding: `amber pull` verifies it.
-    let keys = work.path().join("keys.json");
-    std::fs::write(&keys, reqwest::get(server.url("/v1/keys")).await.unwrap().text().await.unwrap()).unwrap();
+    let keys = key_file(&server, work.path()).await;
     let pulled = work.path().join("pulled");
-    let run = server
-        .amber(&token, &["pull", "acme/hello:1.2.0", "-o", pulled.to_str().unwrap(), "--key", keys.to_str().unwrap()])
-        .await;
+    let run = server.amber(&token, &["pull", "acme/hello:1.2.0", "-o", pulled.to_str().unwrap(), "--key", &keys]).await;
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     let files: Vec<std::path::PathBuf> = walk(&pulled);
     assert!(files.iter().any(|f| std::fs::read(f).unwrap() == std::fs::read(&package).unwrap()), "{files:?}");

@@ -133,13 +133,9 @@ async fn an_oci_binding_is_an_amber_binding(backend: Backend) {
     assert!(events.iter().any(|e| e["kind"] == "oci_manifest_pushed"), "{events:?}");
     // `amber pull` verifies it (signature, receipt) and writes the layers by title.
     let work = tempfile::tempdir().unwrap();
-    let keys = work.path().join("keys.json");
-    let listed = reqwest::get(server.url("/v1/keys")).await.unwrap().text().await.unwrap();
-    std::fs::write(&keys, listed).unwrap();
+    let keys = crate::harness::key_file(&server, work.path()).await;
     let out = work.path().join("out");
-    let run = server
-        .amber(&token, &["pull", "acme/chart:1.2.0", "-o", out.to_str().unwrap(), "--key", keys.to_str().unwrap()])
-        .await;
+    let run = server.amber(&token, &["pull", "acme/chart:1.2.0", "-o", out.to_str().unwrap(), "--key", &keys]).await;
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     assert_eq!(std::fs::read(out.join("chart-1.2.0.tgz")).unwrap(), chart);
     assert_eq!(std::fs::read(out.join("docs/NOTES.txt")).unwrap(), notes);
