@@ -114,35 +114,13 @@ pub trait OciStore {
     ) -> impl Future<Output = Result<Vec<Referrer>, MetaError>> + Send;
 }
 
-/// Aliases looked up lately. An alias is a fact about content (these bytes
-/// hash to both), true in any store and never changed, so a hit needs no
-/// store; bounded, and emptied whole when full.
-static ALIASES: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, Digest>>> =
-    std::sync::LazyLock::new(Default::default);
-const ALIASES_KEPT: usize = 65_536;
-
-fn remember(alias: &str, digest: Digest) {
-    let mut kept = ALIASES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if kept.len() >= ALIASES_KEPT {
-        kept.clear();
-    }
-    kept.insert(alias.to_owned(), digest);
-}
-
 impl OciStore for Meta {
     async fn put_alias(&self, alias: &str, digest: &Digest) -> Result<(), MetaError> {
         dispatch!(self, s => s.put_alias(alias, digest))
     }
 
     async fn alias(&self, alias: &str) -> Result<Option<Digest>, MetaError> {
-        if let Some(digest) = ALIASES.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(alias) {
-            return Ok(Some(*digest));
-        }
-        let found = dispatch!(self, s => s.alias(alias))?;
-        if let Some(digest) = found {
-            remember(alias, digest);
-        }
-        Ok(found)
+        dispatch!(self, s => s.alias(alias))
     }
 
     async fn sha256_of(&self, digest: &Digest) -> Result<Option<String>, MetaError> {

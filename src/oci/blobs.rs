@@ -6,6 +6,9 @@
 //! Bytes are hashed with BLAKE3 and sha256 as they arrive and stored once,
 //! under BLAKE3; the sha256 (and sha512 when named) is recorded as an alias.
 
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex, PoisonError};
+
 use amber_core::audit::Event;
 use amber_core::{Action, Digest, RepoName};
 use axum::body::Body;
@@ -31,12 +34,40 @@ use crate::uploads::store::{Check, UploadBytes};
 
 const DOCKER_UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uuid");
 
-/// The stored blob an OCI digest names, if known.
-pub async fn resolve(state: &AppState, digest: &OciDigest) -> OciResult<Option<Digest>> {
-    match digest.blake3() {
-        Some(b3) => Ok(Some(b3)),
-        None => Ok(state.meta.alias(&digest.to_string()).await?),
+/// Aliases found visible in a repository lately, by repository: a hit needs
+/// no store. Only what a read found in that repository is kept, so that
+/// nobody learns by timing what another repository holds. An alias is a
+/// fact about content (these bytes hash to both), true in any store and
+/// never changed; whether the blob is still linked is read every time.
+/// Bounded, and emptied whole when full.
+static SEEN: LazyLock<Mutex<HashMap<(RepoName, String), Digest>>> = LazyLock::new(Default::default);
+const SEEN_KEPT: usize = 65_536;
+
+fn seen(repo: &RepoName, alias: &str) -> Option<Digest> {
+    SEEN.lock().unwrap_or_else(PoisonError::into_inner).get(&(repo.clone(), alias.to_owned())).copied()
+}
+
+fn remember(repo: &RepoName, alias: &OciDigest, digest: Digest) {
+    if alias.algorithm == Algorithm::Blake3 {
+        return;
     }
+    let mut kept = SEEN.lock().unwrap_or_else(PoisonError::into_inner);
+    if kept.len() >= SEEN_KEPT {
+        kept.clear();
+    }
+    kept.insert((repo.clone(), alias.to_string()), digest);
+}
+
+/// The stored blob an OCI digest names, if known, as `repo` would read it.
+pub async fn resolve(state: &AppState, repo: &RepoName, digest: &OciDigest) -> OciResult<Option<Digest>> {
+    if let Some(b3) = digest.blake3() {
+        return Ok(Some(b3));
+    }
+    let alias = digest.to_string();
+    if let Some(b3) = seen(repo, &alias) {
+        return Ok(Some(b3));
+    }
+    Ok(state.meta.alias(&alias).await?)
 }
 
 fn digest_param(text: &str) -> OciResult<OciDigest> {
@@ -64,14 +95,13 @@ async fn read(
     if digest.to_string() == super::media::EMPTY_SHA256 {
         return Ok(empty_blob(&digest, head));
     }
-    // Unknown to the index and unknown here are the same answer.
-    let Some(b3) = resolve(&state, &digest).await? else {
-        return Err(OciError::from(ApiError::BlobUnknown(Digest::of(digest.to_string().as_bytes()))));
-    };
-    let mut response = read_blob(&state, &caller.caller, &repo, b3, &request, head).await.map_err(|e| match e {
-        ApiError::BlobUnknown(_) => OciError::from(ApiError::BlobUnknown(b3)),
-        other => other.into(),
-    })?;
+    // Unknown to the index, a link is read all the same (of a digest no
+    // blob has): the answer takes as long whether any repository holds it.
+    let b3 = resolve(&state, &repo, &digest).await?.unwrap_or_else(|| Digest::of(digest.to_string().as_bytes()));
+    let mut response = read_blob(&state, &caller.caller, &repo, b3, &request, head).await?;
+    if response.status().is_success() {
+        remember(&repo, &digest, b3);
+    }
     response.headers_mut().insert(DOCKER_CONTENT_DIGEST, header_value(&digest.to_string()));
     Ok(response)
 }
@@ -225,7 +255,7 @@ pub async fn start_upload(
         // plain upload start: never an oracle of what another repository holds.
         if let Some(from) = query.from.as_deref().and_then(|f| f.parse::<RepoName>().ok())
             && caller.caller.require(Action::Pull, &from).is_ok()
-            && let Some(b3) = resolve(&state, &digest).await?
+            && let Some(b3) = resolve(&state, &from, &digest).await?
             && !state.quarantine.contains(&b3)
             && let Some(size) = state.meta.blob_size(&from, &b3).await?
         {

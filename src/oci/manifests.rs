@@ -213,7 +213,7 @@ pub async fn put_manifest(
                 continue;
             }
             let oci = OciDigest::parse(&descriptor.digest)?;
-            let found = match resolve(&state, &oci).await? {
+            let found = match resolve(&state, &repo, &oci).await? {
                 Some(b3) if !state.quarantine.contains(&b3) => {
                     crate::meta::LinkStore::blob_size(&state.meta, &repo, &b3).await?.map(|size| (b3, size))
                 }

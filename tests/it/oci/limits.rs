@@ -94,3 +94,58 @@ async fn the_limits_hold_on_v2() {
     assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(code(refused.json().await.unwrap()), "TOOMANYREQUESTS");
 }
+
+/// No oracle by timing: a `HEAD` through `/v2/` of a blob another
+/// repository holds takes as long as one of a digest nobody holds (both
+/// `404`), even after the caller asked before (what it saw is remembered
+/// only for what its own repository holds).
+#[tokio::test]
+async fn a_head_takes_as_long_whether_another_repository_holds_the_blob_or_not() {
+    let server = TestServer::start().await;
+    let other = server.token(&[("acme/other", &["pull", "push"])]).await;
+    let token = server.token(&[("acme/web", &["pull", "push"])]).await;
+    let mut stored = Vec::new();
+    for i in 0..200 {
+        stored.push(super::protocol::push_blob(&server, &other, "acme/other", &data(512, 1000 + i)).await);
+    }
+    let client = reqwest::Client::new();
+    let head = |digest: String| {
+        let (client, token) = (client.clone(), token.clone());
+        let url = server.url(&format!("/v2/acme/web/blobs/{digest}"));
+        async move {
+            let started = Instant::now();
+            let response = client.head(url).bearer_auth(token).send().await.unwrap();
+            let elapsed = started.elapsed();
+            assert_eq!(response.status(), StatusCode::NOT_FOUND);
+            elapsed
+        }
+    };
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    // The machine is shared and noisy: a sitting whose medians differ is
+    // measured again, up to three times.
+    let mut last = (Duration::ZERO, Duration::ZERO);
+    for _ in 0..3 {
+        let (mut known, mut unknown) = (Vec::new(), Vec::new());
+        for (i, digest) in stored.iter().enumerate() {
+            // Each asked twice: a second ask must not be faster for a held blob.
+            for _ in 0..2 {
+                let a = head(digest.clone()).await;
+                let b = head(sha256(&rand::random::<[u8; 16]>())).await;
+                if i >= 20 {
+                    known.push(a);
+                    unknown.push(b);
+                }
+            }
+        }
+        last = (median(known), median(unknown));
+        let ratio = last.0.as_secs_f64() / last.1.as_secs_f64();
+        println!("/v2/ HEAD medians: held elsewhere {:?}, held nowhere {:?} (ratio {ratio:.3})", last.0, last.1);
+        if (0.9..=1.1).contains(&ratio) {
+            return;
+        }
+    }
+    panic!("medians differ by more than 10 %: held elsewhere {:?}, held nowhere {:?}", last.0, last.1);
+}
