@@ -455,8 +455,10 @@ pub async fn referrers(
     let repo = repo_of(&path.owner, &path.name)?;
     caller.require(&state, Action::Pull, &repo)?;
     let subject = OciDigest::parse(&path.digest)?.to_string();
-    super::view::ensure_referrers(&state, &caller.caller, &repo, &subject).await?;
-    let found = state.meta.referrers(&repo, &subject, None, MAX_REFERRERS).await?;
+    let mut found = state.meta.referrers(&repo, &subject, None, MAX_REFERRERS).await?;
+    if super::view::add_receipt(&state, &caller.caller, &repo, &subject, &found).await? {
+        found = state.meta.referrers(&repo, &subject, None, MAX_REFERRERS).await?;
+    }
     let mut manifests = Vec::with_capacity(found.len());
     for referrer in found {
         let descriptor: serde_json::Value = serde_json::from_slice(&referrer.descriptor).map_err(ApiError::internal)?;

@@ -28,7 +28,7 @@ use super::media::{ARTIFACT_TYPE, EMPTY_SHA256, ENVELOPE_TYPE, OCI_MANIFEST, REC
 use crate::auth::Caller;
 use crate::blobs::BlobStore;
 use crate::error::ApiError;
-use crate::meta::{OciManifest, OciStore};
+use crate::meta::{OciManifest, OciStore, Referrer};
 use crate::state::AppState;
 
 const BLAKE3_ANNOTATION: &str = "dev.amber.blake3";
@@ -179,25 +179,31 @@ async fn refer(
     Ok(())
 }
 
-/// Before the referrers of `subject` are listed: when it is the view of a
-/// `/v1/` tag whose receipt is not yet among them and a checkpoint covers
-/// the binding now, the receipt is added.
-pub async fn ensure_referrers(state: &AppState, caller: &Caller, repo: &RepoName, subject: &str) -> OciResult<()> {
-    let Some(view) = state.meta.oci_manifest(repo, subject).await? else { return Ok(()) };
-    let Some(tag) = &view.view_of else { return Ok(()) };
-    let listed = state.meta.referrers(repo, subject, None, 1000).await?;
+/// Given the referrers of `subject` as listed: when it is the view of a
+/// `/v1/` tag whose receipt is not yet among them and a checkpoint covers the
+/// binding now, the receipt is added. True when it was (list them again).
+pub async fn add_receipt(
+    state: &AppState,
+    caller: &Caller,
+    repo: &RepoName,
+    subject: &str,
+    listed: &[Referrer],
+) -> OciResult<bool> {
     let has_receipt = listed
         .iter()
         .any(|r| serde_json::from_slice::<Value>(&r.descriptor).is_ok_and(|d| d["artifactType"] == RECEIPT_TYPE));
     if has_receipt {
-        return Ok(());
+        return Ok(false);
     }
-    let Ok(receipt) = state.log.receipt(&state.meta, repo, tag).await else { return Ok(()) };
+    let Some(view) = state.meta.oci_manifest(repo, subject).await? else { return Ok(false) };
+    let Some(tag) = &view.view_of else { return Ok(false) };
+    let Ok(receipt) = state.log.receipt(&state.meta, repo, tag).await else { return Ok(false) };
     let manifest: Value = serde_json::from_slice(&view.bytes).map_err(ApiError::internal)?;
     let amber = manifest["annotations"]["dev.amber.manifest"].as_str().and_then(|d| d.parse::<Digest>().ok());
-    let Some(amber) = amber else { return Ok(()) };
+    let Some(amber) = amber else { return Ok(false) };
     let subject = OciDigest::parse(subject)?;
     let title = format!("{tag}.receipt");
     let bytes = receipt.to_text().into_bytes();
-    refer(state, caller, repo, &subject, view.bytes.len(), RECEIPT_TYPE, bytes, &title, (tag, &amber)).await
+    refer(state, caller, repo, &subject, view.bytes.len(), RECEIPT_TYPE, bytes, &title, (tag, &amber)).await?;
+    Ok(true)
 }
