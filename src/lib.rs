@@ -8,6 +8,7 @@
 //! `ui`, `server`).
 
 pub mod admission;
+pub mod attest;
 pub mod audit;
 pub mod auth;
 pub mod blobs;

@@ -83,6 +83,11 @@ fn public_info(record: &KeyRecord, key: &SigningKey, status: KeyStatus, origin: 
         status,
         purpose: record.purpose,
         vkey: origin.map(|origin| amber_core::log::vkey(origin, &key.verifying_key())),
+        sslib_keyid: (record.purpose == KeyPurpose::Manifest).then(|| dsse::sslib_key_id(&key.verifying_key())),
+        public_key_pem: {
+            use ed25519_dalek::pkcs8::EncodePublicKey;
+            key.verifying_key().to_public_key_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF).ok()
+        },
     }
 }
 
@@ -190,6 +195,15 @@ impl Signer {
     pub fn sign(&self, payload_type: &str, payload: &[u8]) -> Envelope {
         debug_assert_eq!(self.purpose, KeyPurpose::Manifest, "a log key signs only checkpoints");
         dsse::sign(payload_type, payload, &self.current.load().active)
+    }
+
+    /// Signs an in-toto statement: the envelope names the key by the id
+    /// stock verifiers compute for it (`dsse::sslib_key_id`).
+    pub fn sign_statement(&self, statement: &[u8]) -> Envelope {
+        debug_assert_eq!(self.purpose, KeyPurpose::Manifest, "a log key signs only checkpoints");
+        let active = &self.current.load().active;
+        let keyid = dsse::sslib_key_id(&active.verifying_key());
+        dsse::sign_as(amber_core::attestation::PAYLOAD_TYPE, statement, active, &keyid)
     }
 
     /// A key for `context` derived from the active key (and `extra`): MACs the

@@ -16,8 +16,8 @@ use super::paths::{DigestParam, Repo};
 use crate::auth::Caller;
 use crate::blobs::{BlobError, BlobStore, BodyStream, Stored, Upload};
 use crate::error::{ApiError, ApiResult, BodyIdle};
-use crate::meta::LinkStore;
-use crate::push;
+use crate::meta::{LinkStore, OciStore};
+use crate::push::{self, hashes};
 use crate::state::AppState;
 
 /// Most digests one `blobs/missing` call may ask about.
@@ -62,9 +62,15 @@ async fn upload(
     let pushing = push::Pushing::new(state);
     let upload =
         Upload { expected, limit, announced, memory: state.admission.memory.clone(), gate: Some(pushing.gate()) };
-    let body = body_stream(body, state.config.limits.body_idle_timeout);
+    // sha256 in the same pass as BLAKE3, for the attestations' subjects.
+    let (body, tap) = hashes::tap(body_stream(body, state.config.limits.body_idle_timeout), false, announced);
     let written = state.blobs.put(upload, body).await;
+    let sums = hashes::finish(tap).await;
     let (written, linked) = pushing.link(state, caller, repo, written).await?;
+    // Derived data: if it is not recorded, an attestation hashes the bytes again.
+    if let Err(err) = state.meta.note_sha256(&format!("sha256:{}", sums.sha256), &written.digest).await {
+        tracing::warn!(error = %err, digest = %written.digest, "the upload's sha256 was not recorded");
+    }
     let status = match linked {
         Stored::Created => StatusCode::CREATED,
         Stored::AlreadyPresent => StatusCode::OK,

@@ -1,6 +1,7 @@
 //! The HTTP API v1 router. Routes are declared once, in [`routes`], so the
 //! router and the test that holds it to `api/openapi.yaml` read the same table.
 
+mod attestations;
 mod audit;
 mod auth;
 pub(crate) mod blobs;
@@ -63,6 +64,7 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
         (Method::GET, "/readyz", on(M::GET, system::readyz)),
         (Method::GET, METRICS, on(M::GET, metrics::get_metrics)),
         (Method::GET, "/v1/keys", on(M::GET, system::list_keys)),
+        (Method::GET, crate::attest::POLICY_PATH, on(M::GET, attestations::get_policy)),
         (Method::GET, "/v1/whoami", on(M::GET, tokens::whoami)),
         (Method::POST, "/v1/tokens", on(M::POST, tokens::create_token)),
         (Method::GET, "/v1/tokens", on(M::GET, tokens::list_tokens)),
@@ -91,6 +93,7 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
         (Method::GET, "/v1/repos/{owner}/{name}/tags", on(M::GET, tags::list_tags)),
         (Method::GET, "/v1/repos/{owner}/{name}/manifests/{digest}", on(M::GET, tags::get_manifest)),
         (Method::GET, "/v1/repos/{owner}/{name}/tags/{tag}/receipt", on(M::GET, log::get_receipt)),
+        (Method::GET, "/v1/repos/{owner}/{name}/tags/{tag}/attestations", on(M::GET, attestations::get_attestations)),
         (Method::PUT, HOLD, on(M::PUT, tags::hold_tag)),
         (Method::DELETE, HOLD, on(M::DELETE, tags::release_tag)),
         (Method::POST, "/v1/repos/{owner}/{name}/tags/{tag}/expire", on(M::POST, tags::expire_tag)),

@@ -60,6 +60,7 @@ pub trait MetaStore:
     + RetentionStore
     + UploadRecordStore
     + OciStore
+    + AttestationStore
 {
     /// Fails when the store cannot serve (readiness).
     fn check(&self) -> impl Future<Output = Result<(), MetaError>> + Send;
@@ -169,6 +170,7 @@ macro_rules! dispatch {
     };
 }
 
+mod attestations;
 mod audit;
 mod keys;
 mod links;
@@ -182,6 +184,7 @@ mod tags;
 mod tokens;
 mod uploads;
 
+pub use self::attestations::AttestationStore;
 pub use self::audit::AuditStore;
 pub use self::keys::KeyRecord;
 pub use self::keys::KeyStore;
@@ -198,7 +201,7 @@ pub use self::retention::{LinkView, RepoView, TagChange, TagView, Unlink};
 pub use self::scrub::ScrubStore;
 pub use self::scrub::{Quarantined, ScrubProgress};
 pub use self::tags::TagStore;
-pub use self::tags::{Bound, Expiry, Hold, TagRecord};
+pub use self::tags::{Bound, Expiry, Hold, Signed, TagRecord};
 pub use self::tokens::TokenStore;
 pub use self::tokens::{Exchange, Replay, Revocation, Rotation, TokenRecord};
 pub use self::uploads::UploadRecordStore;

@@ -64,6 +64,12 @@ pub trait OciStore {
     /// recorded, never changes.
     fn put_alias(&self, alias: &str, digest: &Digest) -> impl Future<Output = Result<(), MetaError>> + Send;
 
+    /// Records the sha256 (`sha256:<hex>`) a `/v1/` upload hashed to beside
+    /// BLAKE3, as `put_alias` does, made durable by the next write that is
+    /// (it is hashed again from the stored bytes if a crash loses it): an
+    /// upload's answer waits for no flush of its own for it.
+    fn note_sha256(&self, sha256: &str, digest: &Digest) -> impl Future<Output = Result<(), MetaError>> + Send;
+
     /// The BLAKE3 digest an alias names, if recorded.
     fn alias(&self, alias: &str) -> impl Future<Output = Result<Option<Digest>, MetaError>> + Send;
 
@@ -117,6 +123,10 @@ pub trait OciStore {
 impl OciStore for Meta {
     async fn put_alias(&self, alias: &str, digest: &Digest) -> Result<(), MetaError> {
         dispatch!(self, s => s.put_alias(alias, digest))
+    }
+
+    async fn note_sha256(&self, sha256: &str, digest: &Digest) -> Result<(), MetaError> {
+        dispatch!(self, s => s.note_sha256(sha256, digest))
     }
 
     async fn alias(&self, alias: &str) -> Result<Option<Digest>, MetaError> {

@@ -62,6 +62,20 @@ pub struct Hold {
     pub by: Actor,
 }
 
+/// What a binding stores: the signed manifest, and the attestations made
+/// of it (in-toto statements in DSSE envelopes), in the same transaction.
+#[derive(Clone, Debug)]
+pub struct Signed {
+    pub envelope: Envelope,
+    pub attestations: Vec<Envelope>,
+}
+
+impl From<Envelope> for Signed {
+    fn from(envelope: Envelope) -> Self {
+        Self { envelope, attestations: Vec::new() }
+    }
+}
+
 /// The outcome of binding a tag.
 #[derive(Clone, Debug)]
 pub enum Bound {
@@ -85,7 +99,7 @@ pub trait TagStore {
         repo: &RepoName,
         tag: &Tag,
         digest: &Digest,
-        envelope: &Envelope,
+        signed: &Signed,
         files: &[(Digest, u64)],
         at: OffsetDateTime,
         audit: AuditBuild,
@@ -121,12 +135,12 @@ impl TagStore for Meta {
         repo: &RepoName,
         tag: &Tag,
         digest: &Digest,
-        envelope: &Envelope,
+        signed: &Signed,
         files: &[(Digest, u64)],
         at: OffsetDateTime,
         audit: AuditBuild,
     ) -> Result<Bound, MetaError> {
-        dispatch!(self, s => s.bind_tag(repo, tag, digest, envelope, files, at, audit))
+        dispatch!(self, s => s.bind_tag(repo, tag, digest, signed, files, at, audit))
     }
 
     async fn repositories(&self, after: Option<&RepoName>, limit: usize) -> Result<Vec<RepoName>, MetaError> {

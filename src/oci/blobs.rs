@@ -152,11 +152,14 @@ fn created(repo: &RepoName, digest: &OciDigest) -> Response {
 }
 
 /// Records what the OCI digests of a stored blob are.
-async fn record_aliases(state: &AppState, b3: &Digest, aliases: &[&OciDigest]) -> OciResult<()> {
-    for alias in aliases {
-        if alias.algorithm != Algorithm::Blake3 {
-            state.meta.put_alias(&alias.to_string(), b3).await?;
+async fn record_aliases(state: &AppState, repo: &RepoName, b3: &Digest, aliases: &[&OciDigest]) -> OciResult<()> {
+    for (i, alias) in aliases.iter().enumerate() {
+        if alias.algorithm == Algorithm::Blake3 || aliases[..i].contains(alias) {
+            continue;
         }
+        state.meta.put_alias(&alias.to_string(), b3).await?;
+        // Just linked in `repo`: its first reads need no store for the alias.
+        remember(repo, alias, *b3);
     }
     Ok(())
 }
@@ -176,7 +179,8 @@ async fn put_whole(
     let _slot = crate::push::admit(state, caller)?;
     let pushing = crate::push::Pushing::new(state);
     let sha512 = expected.algorithm == Algorithm::Sha512;
-    let (body, tap) = digest::tap(body_stream(body, state.config.limits.body_idle_timeout), sha512, announced);
+    let (body, tap) =
+        crate::push::hashes::tap(body_stream(body, state.config.limits.body_idle_timeout), sha512, announced);
     let upload = Upload {
         expected: expected.blake3(),
         limit,
@@ -185,7 +189,7 @@ async fn put_whole(
         gate: Some(pushing.gate()),
     };
     let written = state.blobs.put(upload, body).await;
-    let tapped = digest::finish(tap).await;
+    let tapped = digest::Tapped::from(crate::push::hashes::finish(tap).await);
     if written.is_ok() && tapped.get(expected.algorithm).is_some_and(|got| got != expected) {
         pushing.abandon().await;
         return Err(mismatch(expected, tapped.get(expected.algorithm)));
@@ -196,9 +200,9 @@ async fn put_whole(
         return Err(mismatch(expected, None));
     }
     let (written, _) = linked?;
-    record_aliases(state, &written.digest, &[&tapped.sha256, expected]).await?;
+    record_aliases(state, repo, &written.digest, &[&tapped.sha256, expected]).await?;
     if let Some(sha512) = &tapped.sha512 {
-        record_aliases(state, &written.digest, &[sha512]).await?;
+        record_aliases(state, repo, &written.digest, &[sha512]).await?;
     }
     Ok(created(repo, expected))
 }
@@ -552,7 +556,7 @@ pub async fn close_upload(
     let mut closed = record.clone();
     closed.length = closed.offset;
     let (digest, _) = resumable::link(&state, caller, std::slice::from_ref(&closed), Some(b3), true).await?;
-    record_aliases(&state, &digest, &[&sha256, &expected]).await?;
+    record_aliases(&state, &record.repository, &digest, &[&sha256, &expected]).await?;
     // Kept as done until it expires, so that its URL is unknown from now on
     // (a session nothing was stored for is never recorded at all).
     closed.done = Some(digest);

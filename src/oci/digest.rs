@@ -1,17 +1,15 @@
 //! OCI digests: `sha256:`, `sha512:` and `blake3:` (the algorithms the image
-//! spec registers), and the hashes computed as bytes arrive, so that a blob
-//! pushed through `/v2/` is read once and stored once, under BLAKE3.
+//! spec registers). A blob pushed through `/v2/` is read once and stored
+//! once, under BLAKE3, its sha256 (and sha512) computed in the same pass
+//! (`crate::push::hashes`).
 
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
 
 use amber_core::Digest;
-use bytes::Bytes;
-use futures_util::{StreamExt, TryStreamExt};
 use sha2::Digest as _;
 
-use crate::blobs::BodyStream;
 use crate::error::ApiError;
+use crate::push::hashes::Sums;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Algorithm {
@@ -86,37 +84,19 @@ impl fmt::Display for OciDigest {
     }
 }
 
-/// The OCI hashes of a body: sha256, and sha512 when asked.
-#[derive(Default)]
-pub struct Hashers {
-    sha256: sha2::Sha256,
-    sha512: Option<sha2::Sha512>,
-}
-
-impl Hashers {
-    fn new(sha512: bool) -> Self {
-        Self { sha256: sha2::Sha256::new(), sha512: sha512.then(sha2::Sha512::new) }
-    }
-
-    fn update(&mut self, chunk: &[u8]) {
-        self.sha256.update(chunk);
-        if let Some(sha512) = self.sha512.as_mut() {
-            sha512.update(chunk);
-        }
-    }
-
-    fn finish(self) -> Tapped {
-        Tapped {
-            sha256: OciDigest::sha256_hex(format!("{:x}", self.sha256.finalize())),
-            sha512: self.sha512.map(|h| OciDigest { algorithm: Algorithm::Sha512, hex: format!("{:x}", h.finalize()) }),
-        }
-    }
-}
-
-/// The finished hashes of a tapped body.
+/// The OCI digests of a tapped body (`crate::push::hashes`).
 pub struct Tapped {
     pub sha256: OciDigest,
     pub sha512: Option<OciDigest>,
+}
+
+impl From<Sums> for Tapped {
+    fn from(sums: Sums) -> Self {
+        Self {
+            sha256: OciDigest::sha256_hex(sums.sha256),
+            sha512: sums.sha512.map(|hex| OciDigest { algorithm: Algorithm::Sha512, hex }),
+        }
+    }
 }
 
 impl Tapped {
@@ -127,57 +107,6 @@ impl Tapped {
             Algorithm::Sha512 => self.sha512.as_ref(),
             Algorithm::Blake3 => None,
         }
-    }
-}
-
-/// Bodies at least this long are hashed on a thread of their own, beside
-/// the blob store's BLAKE3 and writes; smaller ones as they pass.
-const THREAD_FROM: u64 = 1 << 20;
-/// Chunks in flight to that thread; past it the body waits (no memory grows).
-const IN_FLIGHT: usize = 16;
-
-/// Where a tapped body's hashes are computed.
-pub enum Tap {
-    Inline(Arc<Mutex<Hashers>>),
-    Thread(tokio::task::JoinHandle<Tapped>),
-}
-
-/// Wraps `body` so that every chunk also feeds the OCI hashes. `announced`:
-/// the body's length as the client announced it, which picks where they run.
-pub fn tap(body: BodyStream, sha512: bool, announced: Option<u64>) -> (BodyStream, Tap) {
-    if announced.is_some_and(|n| n < THREAD_FROM) {
-        let hashers = Arc::new(Mutex::new(Hashers::new(sha512)));
-        let feeding = hashers.clone();
-        let body = body.inspect_ok(move |chunk| feeding.lock().unwrap_or_else(PoisonError::into_inner).update(chunk));
-        return (Box::pin(body), Tap::Inline(hashers));
-    }
-    let (sender, mut receiver) = tokio::sync::mpsc::channel::<Bytes>(IN_FLIGHT);
-    let hashing = tokio::task::spawn_blocking(move || {
-        let mut hashers = Hashers::new(sha512);
-        while let Some(chunk) = receiver.blocking_recv() {
-            hashers.update(&chunk);
-        }
-        hashers.finish()
-    });
-    let body = body.then(move |item| {
-        let sender = sender.clone();
-        async move {
-            if let Ok(chunk) = &item {
-                // The hasher ends only when every sender is gone: it is alive here.
-                let _ = sender.send(chunk.clone()).await;
-            }
-            item
-        }
-    });
-    (Box::pin(body), Tap::Thread(hashing))
-}
-
-/// The hashes of everything the tap saw; the body (and so every sender) must
-/// be dropped first.
-pub async fn finish(tap: Tap) -> Tapped {
-    match tap {
-        Tap::Inline(hashers) => std::mem::take(&mut *hashers.lock().unwrap_or_else(PoisonError::into_inner)).finish(),
-        Tap::Thread(hashing) => hashing.await.expect("the hashing thread does not panic"),
     }
 }
 

@@ -17,16 +17,13 @@ use amber_core::audit::Event;
 use amber_core::dsse::Envelope;
 use amber_core::manifest::ManifestPayload;
 use amber_core::{RepoName, Tag};
-use futures_util::StreamExt;
 use serde_json::{Value, json};
-use sha2::Digest as _;
 
 use super::blobs::put_bytes;
 use super::digest::{Algorithm, OciDigest};
 use super::error::OciResult;
 use super::media::{ARTIFACT_TYPE, EMPTY_SHA256, ENVELOPE_TYPE, OCI_MANIFEST, RECEIPT_TYPE};
 use crate::auth::Caller;
-use crate::blobs::BlobStore;
 use crate::error::ApiError;
 use crate::meta::{OciManifest, OciStore, Referrer};
 use crate::state::AppState;
@@ -43,21 +40,6 @@ fn view_key(manifest: &Digest) -> String {
     format!("amber-view:{manifest}")
 }
 
-/// The sha256 of a stored blob: recorded, or hashed once from its verified bytes.
-async fn sha256_of(state: &AppState, digest: &Digest, size: u64) -> OciResult<String> {
-    if let Some(known) = state.meta.sha256_of(digest).await? {
-        return Ok(known);
-    }
-    let mut hasher = sha2::Sha256::new();
-    let mut bytes = state.blobs.read(*digest, size, None).await.map_err(ApiError::from)?;
-    while let Some(chunk) = bytes.next().await {
-        hasher.update(&chunk.map_err(ApiError::from)?);
-    }
-    let sha256 = format!("sha256:{:x}", hasher.finalize());
-    state.meta.put_alias(&sha256, digest).await?;
-    Ok(sha256)
-}
-
 /// The OCI artifact of a `/v1/` tag bound to `manifest`: its digest and record.
 pub async fn artifact(
     state: &AppState,
@@ -72,7 +54,7 @@ pub async fn artifact(
     }
     let mut layers = Vec::with_capacity(payload.files.len());
     for file in &payload.files {
-        let sha256 = sha256_of(state, &file.digest, file.size).await?;
+        let sha256 = crate::attest::sha256_of(state, &file.digest, file.size).await?;
         layers.push(json!({
             "mediaType": "application/octet-stream",
             "digest": sha256,

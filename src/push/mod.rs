@@ -2,6 +2,7 @@
 //! finished resumable upload share (the upload slot, the reclaim lease, the
 //! link with its audit entry, healing quarantined bytes, the counters).
 
+pub mod hashes;
 pub mod lease;
 pub mod publish;
 pub mod resumable;

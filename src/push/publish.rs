@@ -1,7 +1,8 @@
 //! Publishing a manifest: the files checked (each linked in the repository
 //! at its size, none quarantined), the payload built from the request and
 //! the caller's token (with its verified CI claims), signed, and bound to the
-//! tag once, in one transaction with its audit entries and log leaf. A tag
+//! tag once, in one transaction with its audit entries, log leaf and
+//! attestations (`crate::attest`). A tag
 //! already bound to the same content is a safe retry; to other content, or
 //! expired, it is refused. Every front door that binds a tag comes here.
 
@@ -16,7 +17,7 @@ use time::OffsetDateTime;
 use crate::audit;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::meta::{Bound, LinkStore, TagRecord, TagStore};
+use crate::meta::{Bound, LinkStore, Signed, TagRecord, TagStore};
 use crate::state::AppState;
 
 const MAX_FILES: usize = 100_000;
@@ -179,6 +180,9 @@ pub async fn bind(
     let bytes = payload.to_bytes();
     let digest = Digest::of(&bytes);
     let envelope = state.signer.sign(manifest::PAYLOAD_TYPE, &bytes);
+    // Signed before the commit and stored with it: no binding without them.
+    let attestations = crate::attest::make(state, &digest, &payload).await?;
+    let signed = Signed { envelope, attestations };
     let events = vec![
         Event::ManifestPushed { repository: repo.clone(), digest },
         Event::TagBound { repository: repo.clone(), tag: tag.clone(), digest },
@@ -187,10 +191,10 @@ pub async fn bind(
     let mut keep = binding.keep.clone();
     keep.sort();
     keep.dedup();
-    match state.meta.bind_tag(repo, tag, &digest, &envelope, &keep, created_at, draft).await? {
+    match state.meta.bind_tag(repo, tag, &digest, &signed, &keep, created_at, draft).await? {
         Bound::Created => {
             tracing::info!(%repo, %tag, %digest, token = %token.id, "tag bound");
-            Ok(Published::Created(Manifest { digest, envelope }))
+            Ok(Published::Created(Manifest { digest, envelope: signed.envelope }))
         }
         Bound::Existing(record) => existing_binding(state, repo, tag, record, binding).await,
         // Unlinked by retention since the check above.

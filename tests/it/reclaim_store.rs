@@ -208,7 +208,7 @@ impl World {
                         &self.b,
                         &tag,
                         &manifest,
-                        &envelope,
+                        &envelope.into(),
                         &[(self.digest, 64)],
                         OffsetDateTime::now_utc(),
                         audit(),

@@ -109,7 +109,7 @@ async fn plan_and_run_agree(state: &AppState, n: u64, case: Case) -> Result<(), 
                 &repo,
                 &tag,
                 &Digest::of(format!("m-{n}-{i}").as_bytes()),
-                &envelope(n * 100 + i as u64),
+                &envelope(n * 100 + i as u64).into(),
                 &files,
                 base - Duration::seconds(*age),
                 audit(),
@@ -214,7 +214,7 @@ async fn bind_races_unlink(pg: bool, rounds: u64) {
         let (bind, unlink) = tokio::join!(
             async {
                 tokio::time::sleep(std::time::Duration::from_micros(first)).await;
-                state.meta.bind_tag(&repo, &tag, &manifest, &envelope, &files, now(), audit()).await
+                state.meta.bind_tag(&repo, &tag, &manifest, &envelope.clone().into(), &files, now(), audit()).await
             },
             async {
                 tokio::time::sleep(std::time::Duration::from_micros(second)).await;

@@ -5,7 +5,9 @@
 //! decimal. The payload travels base64-encoded (standard alphabet, padded), so
 //! verifiers sign and check the exact bytes, never a re-serialisation.
 //! A key id is derived from the public key: the first 16 bytes of its BLAKE3,
-//! in hex, so it cannot be chosen to impersonate another key.
+//! in hex, so it cannot be chosen to impersonate another key. Attestations
+//! carry the id stock verifiers compute instead ([`sslib_key_id`]); either
+//! names the key it was derived from, and [`Envelope::verify`] takes both.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -51,15 +53,33 @@ pub fn key_id(key: &VerifyingKey) -> String {
     blake3::hash(key.as_bytes()).to_hex()[..32].to_owned()
 }
 
+/// The key id securesystemslib (and so in-toto and TUF tooling) computes
+/// for an Ed25519 key: the sha256 of the canonical JSON of
+/// `{"keytype": "ed25519", "keyval": {"public": HEX}, "scheme": "ed25519"}`.
+pub fn sslib_key_id(key: &VerifyingKey) -> String {
+    use sha2::Digest as _;
+    let hex: String = key.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    // Canonical JSON: keys sorted, no white space; nothing here needs escaping.
+    let canonical = format!(r#"{{"keytype":"ed25519","keyval":{{"public":"{hex}"}},"scheme":"ed25519"}}"#);
+    sha2::Sha256::digest(canonical.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether `keyid` names `key`, by either of its ids.
+pub fn names(keyid: &str, key: &VerifyingKey) -> bool {
+    keyid == key_id(key) || keyid == sslib_key_id(key)
+}
+
 pub fn sign(payload_type: &str, payload: &[u8], key: &SigningKey) -> Envelope {
+    sign_as(payload_type, payload, key, &key_id(&key.verifying_key()))
+}
+
+/// Signs with `keyid` naming the key (one of its two ids).
+pub fn sign_as(payload_type: &str, payload: &[u8], key: &SigningKey, keyid: &str) -> Envelope {
     let signature = key.sign(&pae(payload_type, payload));
     Envelope {
         payload_type: payload_type.to_owned(),
         payload: B64.encode(payload),
-        signatures: vec![EnvelopeSignature {
-            keyid: key_id(&key.verifying_key()),
-            sig: B64.encode(signature.to_bytes()),
-        }],
+        signatures: vec![EnvelopeSignature { keyid: keyid.to_owned(), sig: B64.encode(signature.to_bytes()) }],
     }
 }
 
@@ -79,7 +99,7 @@ impl Envelope {
         let message = pae(&self.payload_type, &payload);
         let mut verified = false;
         for signature in &self.signatures {
-            let Some(key) = keys.iter().find(|k| key_id(k) == signature.keyid) else {
+            let Some(key) = keys.iter().find(|k| names(&signature.keyid, k)) else {
                 continue;
             };
             let bytes: [u8; 64] =

@@ -2,6 +2,7 @@
 //! validated names, the token secret format, manifests with DSSE signing and
 //! offline verification, and the HTTP API's wire types. No I/O lives here.
 
+pub mod attestation;
 pub mod audit;
 pub mod digest;
 pub mod dsse;

@@ -241,6 +241,14 @@ pub struct PublicKeyInfo {
     /// A log key's C2SP verifier key: `<origin>+<hex id>+<base64(0x01 || key)>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vkey: Option<String>,
+    /// A manifest key's id as securesystemslib computes it (the sha256 of
+    /// its canonical JSON): the `keyid` of attestations' signatures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sslib_keyid: Option<String>,
+    /// The key as PEM (SubjectPublicKeyInfo), for `cosign --key` and
+    /// `openssl`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key_pem: Option<String>,
 }
 
 /// `GET /v1/keys`, and the pinned-key file `amberd keys export` writes.

@@ -5,6 +5,7 @@
 //! triggers that refuse to update or delete tags, manifests, links and audit
 //! entries. A committed transaction is durable before it is acknowledged.
 
+mod attestations;
 mod audit;
 mod keys;
 mod links;

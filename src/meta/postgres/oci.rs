@@ -25,6 +25,19 @@ impl OciStore for PostgresMeta {
         Ok(())
     }
 
+    async fn note_sha256(&self, sha256: &str, digest: &Digest) -> Result<(), MetaError> {
+        // Every write here is durable; one statement writes both.
+        sqlx::query(
+            "WITH a AS (INSERT INTO oci_aliases (alias, digest) VALUES ($1, $2) ON CONFLICT DO NOTHING) \
+             INSERT INTO oci_sha256 (digest, sha256) VALUES ($2, $1) ON CONFLICT DO NOTHING",
+        )
+        .bind(sha256)
+        .bind(&digest.as_bytes()[..])
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn sha256_of(&self, digest: &Digest) -> Result<Option<String>, MetaError> {
         let row: Option<(String,)> = sqlx::query_as("SELECT sha256 FROM oci_sha256 WHERE digest = $1")
             .bind(&digest.as_bytes()[..])

@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 
 use super::{PostgresMeta, TAG_SELECT, TagRow, append_audit_in, tag_from_row};
 use crate::meta::TagStore;
-use crate::meta::{AuditBuild, Bound, MetaError, TagRecord};
+use crate::meta::{AuditBuild, Bound, MetaError, Signed, TagRecord};
 
 impl TagStore for PostgresMeta {
     async fn bind_tag(
@@ -15,7 +15,7 @@ impl TagStore for PostgresMeta {
         repo: &RepoName,
         tag: &Tag,
         digest: &Digest,
-        envelope: &Envelope,
+        signed: &Signed,
         files: &[(Digest, u64)],
         at: OffsetDateTime,
         audit: AuditBuild,
@@ -24,9 +24,19 @@ impl TagStore for PostgresMeta {
         sqlx::query("INSERT INTO manifests (repository, digest, envelope) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
             .bind(repo.as_str())
             .bind(&digest.as_bytes()[..])
-            .bind(serde_json::to_string(envelope)?)
+            .bind(serde_json::to_string(&signed.envelope)?)
             .execute(&mut *tx)
             .await?;
+        if !signed.attestations.is_empty() {
+            sqlx::query(
+                "INSERT INTO attestations (repository, manifest, envelopes) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            )
+            .bind(repo.as_str())
+            .bind(&digest.as_bytes()[..])
+            .bind(serde_json::to_string(&signed.attestations)?)
+            .execute(&mut *tx)
+            .await?;
+        }
         let bound = sqlx::query(
             "INSERT INTO tags (repository, tag, digest, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
         )

@@ -28,6 +28,7 @@ impl LinkStore for SledMeta {
         // Flushed also when the link was there: a racing request may have
         // made it and not yet flushed it, and this answer promises it is durable.
         self.write("link_blob", move |t| {
+            let read_in = t.link_sizes.generation();
             let linked = (&t.links, &t.linked_by, &t.reclaim, &t.audit, &t.audit_head)
                 .transaction(|(links, linked_by, reclaim, audit_tree, head)| {
                     if let Some(json) = reclaim.get(digest.as_bytes())? {
@@ -51,6 +52,10 @@ impl LinkStore for SledMeta {
                     Ok(Stored::Created)
                 })
                 .map_err(transaction_error);
+            if let Ok(Stored::Created) = linked {
+                // Read right after it is pushed, as often as not.
+                t.link_sizes.keep(read_in, key, size);
+            }
             if let Some(lease) = &lease {
                 t.promotions().leases.remove(&lease.0);
             }
@@ -96,11 +101,17 @@ impl LinkStore for SledMeta {
 
     async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, MetaError> {
         let key = repo_key(repo, digest.as_bytes());
+        if let Some(size) = self.trees.link_sizes.get(&key) {
+            return Ok(Some(size));
+        }
         self.read("blob_size", move |t| {
-            let Some(value) = t.links.get(key)? else {
+            let read_in = t.link_sizes.generation();
+            let Some(value) = t.links.get(&key)? else {
                 return Ok(None);
             };
-            Ok(Some(parse_link(&value)?.0))
+            let size = parse_link(&value)?.0;
+            t.link_sizes.keep(read_in, key, size);
+            Ok(Some(size))
         })
         .await
     }

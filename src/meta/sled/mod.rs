@@ -24,6 +24,7 @@
 //! oci_manifests repo \0 OCI digest   -> OciManifest (JSON): OCI manifests, byte-exact
 //! oci_referrers repo \0 subject \0 OCI digest -> the referrer's descriptor (JSON)
 //! oci_tags   repo \0 OCI digest       -> the first tag bound to that OCI manifest
+//! attestations repo \0 manifest(32)  -> the binding's attestations (JSON list of DSSE envelopes)
 //!            (default tree) "scrub"    -> ScrubProgress (JSON)
 //! audit      seq, u64 big-endian       -> hash (64 hex) + entry bytes
 //! audit_head "head"                    -> seq u64 BE + hash (64 hex) + the log's
@@ -51,7 +52,9 @@
 //! a [`Watchdog`], and writes first check the free-space reserve, so that
 //! sled itself never meets `ENOSPC`.
 
+mod attestations;
 mod audit;
+mod cache;
 mod keys;
 mod links;
 mod log;
@@ -80,6 +83,7 @@ use sled::transaction::{
 use sled::{Db, Transactional, Tree};
 use time::OffsetDateTime;
 
+use self::cache::ReadCache;
 use super::watchdog::Watchdog;
 use super::writer::Writer;
 use super::{AuditBuild, BuildAudit, KeyRecord, Lease, MetaError, MetaStore, TagChange, TagRecord, TokenRecord};
@@ -135,12 +139,16 @@ struct Trees {
     oci_manifests: Tree,
     oci_referrers: Tree,
     oci_tags: Tree,
+    attestations: Tree,
     /// Held by the reclaim run.
     runner: Arc<tokio::sync::Mutex<()>>,
     /// Held by the scrubber.
     scrubber: Arc<tokio::sync::Mutex<()>>,
     audit: Tree,
     audit_head: Tree,
+    /// Sizes of linked blobs by link key (see `cache`): a link is made
+    /// once with its size and only `unlink_blob` removes it.
+    link_sizes: ReadCache<Vec<u8>, u64>,
 }
 
 /// A digest no repository links, waiting for reclaim.
@@ -391,10 +399,12 @@ impl SledMeta {
             oci_manifests: db.open_tree("oci_manifests")?,
             oci_referrers: db.open_tree("oci_referrers")?,
             oci_tags: db.open_tree("oci_tags")?,
+            attestations: db.open_tree("attestations")?,
             runner: Arc::new(tokio::sync::Mutex::new(())),
             scrubber: Arc::new(tokio::sync::Mutex::new(())),
             audit: db.open_tree("audit")?,
             audit_head: db.open_tree("audit_head")?,
+            link_sizes: ReadCache::default(),
             db,
         };
         if from == Some(1) {

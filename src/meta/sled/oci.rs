@@ -29,6 +29,25 @@ impl OciStore for SledMeta {
         .await
     }
 
+    async fn note_sha256(&self, sha256: &str, digest: &Digest) -> Result<(), MetaError> {
+        let (alias, digest) = (sha256.to_owned(), *digest);
+        self.locked("note_sha256", move |t| {
+            // Both or neither, whatever a crash keeps of the unflushed writes.
+            (&t.oci_aliases, &t.oci_sha256)
+                .transaction(|(aliases, sha256)| {
+                    if aliases.get(alias.as_bytes())?.is_none() {
+                        aliases.insert(alias.as_bytes(), &digest.as_bytes()[..])?;
+                    }
+                    if sha256.get(digest.as_bytes())?.is_none() {
+                        sha256.insert(&digest.as_bytes()[..], alias.as_bytes())?;
+                    }
+                    Ok(())
+                })
+                .map_err(transaction_error)
+        })
+        .await
+    }
+
     async fn alias(&self, alias: &str) -> Result<Option<Digest>, MetaError> {
         let alias = alias.to_owned();
         self.read("alias", move |t| {

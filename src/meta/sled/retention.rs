@@ -84,6 +84,7 @@ impl RetentionStore for SledMeta {
     ) -> Result<Unlink, MetaError> {
         let (repo, digest) = (repo.clone(), *digest);
         self.write("unlink_blob", move |t| {
+            let _changing = t.link_sizes.changing();
             let link_key = repo_key(&repo, digest.as_bytes());
             let Some(value) = t.links.get(&link_key)? else { return Ok(Unlink::Gone) };
             if parse_link(&value)?.1 >= created_before {

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 
 use super::{SledMeta, append_audit_in, parse_link, ref_key, repo_key, tag_record, transaction_error};
 use crate::meta::TagStore;
-use crate::meta::{AuditBuild, Bound, MetaError, TagRecord};
+use crate::meta::{AuditBuild, Bound, MetaError, Signed, TagRecord};
 
 impl TagStore for SledMeta {
     async fn bind_tag(
@@ -17,7 +17,7 @@ impl TagStore for SledMeta {
         repo: &RepoName,
         tag: &Tag,
         digest: &Digest,
-        envelope: &Envelope,
+        signed: &Signed,
         files: &[(Digest, u64)],
         at: OffsetDateTime,
         audit: AuditBuild,
@@ -25,7 +25,9 @@ impl TagStore for SledMeta {
         let tag_key = repo_key(repo, tag.as_str().as_bytes());
         let manifest_key = repo_key(repo, digest.as_bytes());
         let record = serde_json::to_vec(&TagRecord::bound(*digest, at))?;
-        let envelope = serde_json::to_vec(envelope)?;
+        let envelope = serde_json::to_vec(&signed.envelope)?;
+        let attestations =
+            (!signed.attestations.is_empty()).then(|| serde_json::to_vec(&signed.attestations)).transpose()?;
         let (repo, tag, manifest, files) = (repo.clone(), tag.clone(), *digest, files.to_vec());
         self.write("bind_tag", move |t| {
             if let Some(existing) = tag_record(&t.tags, &tag_key)? {
@@ -44,14 +46,17 @@ impl TagStore for SledMeta {
             }
             let refs: Vec<Vec<u8>> =
                 files.iter().map(|(blob, _)| ref_key(repo.as_str().as_bytes(), blob, &manifest)).collect();
-            (&t.tags, &t.manifests, &t.refs, &t.audit, &t.audit_head)
-                .transaction(|(tags, manifests, refs_tree, audit_tree, head)| {
+            (&t.tags, &t.manifests, &t.refs, &t.attestations, &t.audit, &t.audit_head)
+                .transaction(|(tags, manifests, refs_tree, attestations_tree, audit_tree, head)| {
                     if let Some(existing) = tags.get(&tag_key)? {
                         let existing = serde_json::from_slice(&existing)
                             .map_err(|e| ConflictableTransactionError::Abort(MetaError::from(e)))?;
                         return Ok(Bound::Existing(existing));
                     }
                     manifests.insert(manifest_key.as_slice(), envelope.as_slice())?;
+                    if let Some(attestations) = &attestations {
+                        attestations_tree.insert(manifest_key.as_slice(), attestations.as_slice())?;
+                    }
                     tags.insert(tag_key.as_slice(), record.as_slice())?;
                     for key in &refs {
                         refs_tree.insert(key.as_slice(), tag.as_str().as_bytes())?;

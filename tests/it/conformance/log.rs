@@ -17,7 +17,8 @@ async fn log(meta: Arc<Meta>) {
     let digest = Digest::of(b"manifest-log");
     let tag: Tag = "v1".parse().unwrap();
     let events = vec![Event::TagBound { repository: repo("acme/log"), tag: tag.clone(), digest }];
-    let bound = meta.bind_tag(&repo("acme/log"), &tag, &digest, &envelope(3), &[], now(), audit_of(&s, events)).await;
+    let bound =
+        meta.bind_tag(&repo("acme/log"), &tag, &digest, &envelope(3).into(), &[], now(), audit_of(&s, events)).await;
     assert!(matches!(bound.unwrap(), Bound::Created));
     let entries = meta.audit_entries(0, 1000).await.unwrap();
     let tree = meta.log_tree().await.unwrap();

@@ -201,7 +201,7 @@ async fn meta_conformance(meta: Meta) {
         let digest = Digest::of(&[n]);
         let audit = bound(&a, &tag, digest);
         tokio::spawn(async move {
-            (digest, meta.bind_tag(&a, &tag, &digest, &envelope(n), &[], now(), audit).await.unwrap())
+            (digest, meta.bind_tag(&a, &tag, &digest, &envelope(n).into(), &[], now(), audit).await.unwrap())
         })
     });
     let outcomes: Vec<(Digest, Bound)> =
@@ -224,7 +224,9 @@ async fn meta_conformance(meta: Meta) {
 
     for (i, name) in ["b", "a", "A", "a-1", "c"].iter().enumerate() {
         let (digest, tag) = (Digest::of(name.as_bytes()), name.parse().unwrap());
-        meta.bind_tag(&b, &tag, &digest, &envelope(100 + i as u8), &[], now(), bound(&b, &tag, digest)).await.unwrap();
+        meta.bind_tag(&b, &tag, &digest, &envelope(100 + i as u8).into(), &[], now(), bound(&b, &tag, digest))
+            .await
+            .unwrap();
     }
     let page = meta.list_tags(&b, None, 3).await.unwrap();
     let names: Vec<&str> = page.iter().map(|t| t.tag.as_str()).collect();

@@ -93,7 +93,7 @@ async fn oci(meta: Arc<Meta>) {
     meta.link_blob(&r, &signature, 9, None, audit_of(&s, event())).await.unwrap();
     let bound = Digest::of(b"amber manifest");
     let bind = audit_of(&s, vec![Event::TagBound { repository: r.clone(), tag: t1.clone(), digest: bound }]);
-    meta.bind_tag(&r, &t1, &bound, &envelope(7), &[], now(), bind).await.unwrap();
+    meta.bind_tag(&r, &t1, &bound, &envelope(7).into(), &[], now(), bind).await.unwrap();
     let kept = manifest(40, Some(&subject), vec![(signature, 9)]);
     let kept_digest = "sha256:".to_owned() + &"40".repeat(32);
     meta.put_oci_manifest(&r, &kept_digest, &kept, Some(b"{}"), Some((&t1, &bound)), pushed(&kept_digest))

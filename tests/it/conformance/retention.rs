@@ -21,7 +21,9 @@ async fn retention(meta: Arc<Meta>) {
         let digest = Digest::of(name.as_bytes());
         let tag: Tag = name.parse().unwrap();
         let events = vec![Event::TagBound { repository: r.clone(), tag: tag.clone(), digest }];
-        meta.bind_tag(&r, &tag, &digest, &envelope(n as u8 + 20), &[], now(), audit_of(&s, events)).await.unwrap();
+        meta.bind_tag(&r, &tag, &digest, &envelope(n as u8 + 20).into(), &[], now(), audit_of(&s, events))
+            .await
+            .unwrap();
     }
     let old: Tag = "old".parse().unwrap();
     let hold = Hold { reason: "audit".into(), at: now(), by: Actor::operator() };
@@ -68,7 +70,7 @@ async fn retention(meta: Arc<Meta>) {
     let digest = Digest::of(b"referencing");
     let live: Tag = "live".parse().unwrap();
     let events = vec![Event::TagBound { repository: r.clone(), tag: live.clone(), digest }];
-    meta.bind_tag(&r, &live, &digest, &envelope(31), &[(kept, 9)], now(), audit_of(&s, events)).await.unwrap();
+    meta.bind_tag(&r, &live, &digest, &envelope(31).into(), &[(kept, 9)], now(), audit_of(&s, events)).await.unwrap();
     let view = meta.retention_view(&r).await.unwrap();
     assert_eq!(view.tags.len(), 3, "{view:?}");
     assert!(view.tags.iter().any(|t| t.tag == old && t.expired));

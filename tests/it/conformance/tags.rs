@@ -16,7 +16,7 @@ async fn tags(meta: Arc<Meta>) {
         let digest = Digest::of(name.as_bytes());
         let tag: Tag = "t".parse().unwrap();
         let events = vec![Event::TagBound { repository: repo(name), tag: tag.clone(), digest }];
-        meta.bind_tag(&repo(name), &tag, &digest, &envelope(n as u8 + 10), &[], now(), audit_of(&s, events))
+        meta.bind_tag(&repo(name), &tag, &digest, &envelope(n as u8 + 10).into(), &[], now(), audit_of(&s, events))
             .await
             .unwrap();
     }
