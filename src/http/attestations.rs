@@ -11,7 +11,6 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::Value;
 
 use super::paths::{Repo, TagParam};
 use super::tags::MANIFEST_DIGEST_HEADER;
@@ -40,10 +39,11 @@ pub async fn get_attestations(
     caller: Caller,
     Repo(repo): Repo,
     TagParam(tag): TagParam,
-    Query(query): Query<AttestationQuery>,
+    query: Result<Query<AttestationQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     caller.require(Action::Pull, &repo)?;
+    let Query(query) = query.map_err(|e| ApiError::RequestInvalid(e.body_text()))?;
     let bundles = match query.format.as_deref() {
         None | Some("dsse") => false,
         Some("sigstore-bundle") => true,
@@ -59,21 +59,20 @@ pub async fn get_attestations(
     let payload: ManifestPayload =
         serde_json::from_slice(&envelope.payload_bytes().map_err(ApiError::internal)?).map_err(ApiError::internal)?;
     let envelopes = crate::attest::of_binding(&state, &record.digest, &payload).await?;
-    let items: Vec<Value> = envelopes
-        .iter()
-        .map(
-            |e| if bundles { attestation::bundle(e) } else { serde_json::to_value(e).expect("an envelope serialises") },
-        )
-        .collect();
+    // Each as the bytes the VSA's input digest and the OCI referrer's layer
+    // hash: the envelope serialised once, its fields in DSSE's order.
+    let mut items = Vec::with_capacity(envelopes.len());
+    for envelope in &envelopes {
+        items.push(if bundles {
+            attestation::bundle(envelope).to_string()
+        } else {
+            serde_json::to_string(envelope).map_err(ApiError::internal)?
+        });
+    }
     let (content_type, body) = if wants_lines(&headers) {
-        let mut lines = String::new();
-        for item in &items {
-            lines.push_str(&serde_json::to_string(item).map_err(ApiError::internal)?);
-            lines.push('\n');
-        }
-        (NDJSON, lines)
+        (NDJSON, items.iter().map(|item| format!("{item}\n")).collect::<String>())
     } else {
-        ("application/json", serde_json::to_string(&items).map_err(ApiError::internal)?)
+        ("application/json", format!("[{}]", items.join(",")))
     };
     let mut response = (StatusCode::OK, body).into_response();
     let out = response.headers_mut();

@@ -23,7 +23,7 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::http::json::JsonBody;
 use crate::meta::{OciManifest, OciStore, TagStore};
-use crate::push::publish::{self, Binding};
+use crate::push::publish::{self, Binding, Published};
 use crate::state::AppState;
 
 /// Largest manifest accepted (distribution's limit).
@@ -288,8 +288,16 @@ pub async fn put_manifest(
             oci: Some(OciRef { digest: digest.to_string(), media_type: media_type.clone() }),
             keep,
         };
-        publish::bind(&state, &caller.caller, &repo, tag, &binding).await?;
+        let bound = match publish::bind(&state, &caller.caller, &repo, tag, &binding).await? {
+            Published::Created(bound) | Published::Existing(bound) => bound,
+        };
         state.meta.put_bound_tag(&repo, &digest.to_string(), tag).await?;
+        // Its attestations as its referrers (again on a retry: made once).
+        let payload: ManifestPayload =
+            serde_json::from_slice(&bound.envelope.payload_bytes().map_err(ApiError::internal)?)
+                .map_err(ApiError::internal)?;
+        let binding = (tag, &bound.digest);
+        super::view::attest(&state, &caller.caller, &repo, &digest, bytes.len(), binding, &payload).await?;
     }
     let mut response = StatusCode::CREATED.into_response();
     let out = response.headers_mut();

@@ -22,3 +22,5 @@ pub const EMPTY_SHA256: &str = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21
 pub const ARTIFACT_TYPE: &str = "application/vnd.amber.manifest.v1+json";
 pub const ENVELOPE_TYPE: &str = "application/vnd.dsse.envelope.v1+json";
 pub const RECEIPT_TYPE: &str = "application/vnd.amber.tlog-proof";
+/// An in-toto attestation (a DSSE envelope of a Statement), as a referrer.
+pub const INTOTO_TYPE: &str = "application/vnd.in-toto+json";

@@ -4,8 +4,9 @@
 //! made on its first OCI read, stored, and served byte-identical forever
 //! (found again by its Amber manifest, never made twice). Its referrers: the
 //! signed DSSE envelope, and the binding's transparency-log receipt once a
-//! checkpoint covers it. A `/v1/` blob gets its sha256 here the first time
-//! a view needs it, hashed once from its verified bytes, then kept.
+//! checkpoint covers it, and its attestations (`crate::attest`). A `/v1/`
+//! blob's sha256 was hashed on upload, or is hashed once from its verified
+//! bytes the first time a view needs it (`crate::attest::sha256_of`).
 //!
 //! Made on a read, so made with the reading token as the actor of their
 //! audit entries: derived from what is there, never a change of content.
@@ -22,7 +23,7 @@ use serde_json::{Value, json};
 use super::blobs::put_bytes;
 use super::digest::{Algorithm, OciDigest};
 use super::error::OciResult;
-use super::media::{ARTIFACT_TYPE, EMPTY_SHA256, ENVELOPE_TYPE, OCI_MANIFEST, RECEIPT_TYPE};
+use super::media::{ARTIFACT_TYPE, EMPTY_SHA256, ENVELOPE_TYPE, INTOTO_TYPE, OCI_MANIFEST, RECEIPT_TYPE};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::meta::{OciManifest, OciStore, Referrer};
@@ -97,12 +98,43 @@ pub async fn artifact(
     let envelope_bytes = serde_json::to_vec(envelope).map_err(ApiError::internal)?;
     let title = format!("{}.dsse.json", payload.tag);
     let binding = (&payload.tag, manifest);
-    refer(state, caller, repo, &digest, record.bytes.len(), ENVELOPE_TYPE, envelope_bytes, &title, binding).await?;
+    refer(state, caller, repo, &digest, record.bytes.len(), ENVELOPE_TYPE, envelope_bytes, &title, binding, None)
+        .await?;
+    attest(state, caller, repo, &digest, record.bytes.len(), binding, payload).await?;
     // Found by its tag from now on: the first view made is the one kept.
     let none = crate::audit::Draft::shared(&state.signer, caller.actor(), Vec::new());
     state.meta.put_oci_manifest(repo, &view_key(manifest), &record, None, None, none).await?;
     let kept = state.meta.oci_manifest(repo, &view_key(manifest)).await?.unwrap_or(record);
     Ok((OciDigest::of(Algorithm::Sha256, &kept.bytes).to_string(), kept))
+}
+
+/// Annotates an attestation referrer with its statement's predicate type.
+const PREDICATE_ANNOTATION: &str = "in-toto.io/predicate-type";
+
+/// The binding's attestations (`crate::attest`), each a referrer of
+/// `subject` (the binding's OCI manifest), so that `oras discover` and
+/// in-toto tooling find them.
+pub async fn attest(
+    state: &AppState,
+    caller: &Caller,
+    repo: &RepoName,
+    subject: &OciDigest,
+    subject_size: usize,
+    binding: (&Tag, &Digest),
+    payload: &ManifestPayload,
+) -> OciResult<()> {
+    for envelope in crate::attest::of_binding(state, binding.1, payload).await? {
+        let predicate_type = amber_core::attestation::statement_of(&envelope).map(|s| s.predicate_type);
+        let short = match predicate_type.as_deref() {
+            Some(amber_core::attestation::PROVENANCE_V1) => "provenance",
+            _ => "vsa",
+        };
+        let title = format!("{}.{short}.intoto.json", binding.0);
+        let bytes = serde_json::to_vec(&envelope).map_err(ApiError::internal)?;
+        let (kind, predicate) = (INTOTO_TYPE, predicate_type.as_deref());
+        refer(state, caller, repo, subject, subject_size, kind, bytes, &title, binding, predicate).await?;
+    }
+    Ok(())
 }
 
 /// Stores `bytes` as a blob of `repo` and a manifest referring to `subject`
@@ -119,11 +151,15 @@ async fn refer(
     bytes: Vec<u8>,
     title: &str,
     binding: (&Tag, &Digest),
+    predicate_type: Option<&str>,
 ) -> OciResult<()> {
     let manifest = binding.1;
     let (size, b3) = (bytes.len(), Digest::of(&bytes));
     let layer = put_bytes(state, caller, repo, bytes).await?;
-    let annotations = json!({"dev.amber.manifest": manifest.to_string()});
+    let mut annotations = json!({"dev.amber.manifest": manifest.to_string()});
+    if let Some(predicate_type) = predicate_type {
+        annotations[PREDICATE_ANNOTATION] = json!(predicate_type);
+    }
     let body = serde_json::to_vec(&json!({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
@@ -186,6 +222,6 @@ pub async fn add_receipt(
     let subject = OciDigest::parse(subject)?;
     let title = format!("{tag}.receipt");
     let bytes = receipt.to_text().into_bytes();
-    refer(state, caller, repo, &subject, view.bytes.len(), RECEIPT_TYPE, bytes, &title, (tag, &amber)).await?;
+    refer(state, caller, repo, &subject, view.bytes.len(), RECEIPT_TYPE, bytes, &title, (tag, &amber), None).await?;
     Ok(true)
 }

@@ -592,6 +592,12 @@ pub fn data(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
+/// The payload bytes of a DSSE envelope.
+pub fn payload_bytes(envelope: &Value) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(envelope["payload"].as_str().unwrap()).unwrap()
+}
+
 /// The payload of a DSSE envelope, as JSON.
 pub fn payload(envelope: &Value) -> Value {
     use base64::Engine;

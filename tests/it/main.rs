@@ -1,5 +1,6 @@
 //! Integration tests: each boots the real `amberd` on 127.0.0.1:0 and talks HTTP.
 
+mod attestations;
 mod auth;
 mod backends;
 mod blobs;

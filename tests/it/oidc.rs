@@ -14,7 +14,10 @@ use crate::on_both_backends;
 
 /// A server trusting `issuers` as `(name, issuer, kind)`; the returned
 /// directory holds its configuration file.
-async fn server_trusting(backend: Backend, issuers: &[(&str, &FakeIssuer, &str)]) -> (TestServer, tempfile::TempDir) {
+pub(crate) async fn server_trusting(
+    backend: Backend,
+    issuers: &[(&str, &FakeIssuer, &str)],
+) -> (TestServer, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut toml = String::new();
     for (name, issuer, kind) in issuers {
@@ -29,7 +32,7 @@ async fn server_trusting(backend: Backend, issuers: &[(&str, &FakeIssuer, &str)]
     (server, dir)
 }
 
-fn github_publisher() -> Value {
+pub(crate) fn github_publisher() -> Value {
     json!({
         "name": "web release", "issuer": "github",
         "github": {"repository": "acme/web", "repository_id": "123456789", "repository_owner_id": "98765",
@@ -39,7 +42,7 @@ fn github_publisher() -> Value {
     })
 }
 
-async fn create_publisher(server: &TestServer, body: &Value) -> Value {
+pub(crate) async fn create_publisher(server: &TestServer, body: &Value) -> Value {
     let response = server.request(Method::POST, "/v1/publishers", &server.admin).json(body).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::CREATED, "{}", response.text().await.unwrap());
     response.json().await.unwrap()
@@ -53,7 +56,7 @@ async fn exchange(server: &TestServer, id_token: &str) -> reqwest::Response {
     exchange_at(server, &server.url("/v1/oidc/token"), id_token).await
 }
 
-async fn minted(server: &TestServer, id_token: &str) -> Value {
+pub(crate) async fn minted(server: &TestServer, id_token: &str) -> Value {
     let response = exchange(server, id_token).await;
     assert_eq!(response.status(), StatusCode::CREATED, "{}", response.text().await.unwrap());
     response.json().await.unwrap()
@@ -73,7 +76,7 @@ async fn untrusted(server: &TestServer, id_token: &str, claim: &str) {
     assert!(message.contains(&format!("differs in {claim}")), "expected {claim} in {message:?}");
 }
 
-fn with(mut claims: Value, changes: Value) -> Value {
+pub(crate) fn with(mut claims: Value, changes: Value) -> Value {
     let Value::Object(changes) = changes else { panic!("changes are an object") };
     for (k, v) in changes {
         if v.is_null() {
