@@ -51,7 +51,8 @@ pub fn verifier_id(state: &AppState) -> String {
     }
 }
 
-/// The authority the store's references are written under.
+/// The authority the store's references are written under: the host (and
+/// port, and path) of its public URL, else its log origin's host.
 fn authority(state: &AppState) -> String {
     match &state.config.public_url {
         Some(url) => {
@@ -62,7 +63,7 @@ fn authority(state: &AppState) -> String {
                 None => format!("{host}{path}"),
             }
         }
-        None => state.log.origin().to_owned(),
+        None => state.log.origin().split('/').next().unwrap_or_default().to_owned(),
     }
 }
 

@@ -306,3 +306,103 @@ async fn provenance_carries_exactly_the_claims_of_the_id_token() {
 }
 
 on_both_backends!(stock_verifiers_check_every_binding);
+
+/// `amber pull --attestations` saves what `amber verify --attestation`,
+/// `cosign verify-blob-attestation` (with `--signature` and with `--bundle`,
+/// the key as PEM from `GET /v1/keys`) and sigstore-js (`@sigstore/verify`,
+/// with a key selector) all verify offline; a file that is no subject and a
+/// tampered bundle fail each of them.
+#[tokio::test]
+async fn the_cli_cosign_and_sigstore_js_check_what_pull_saved() {
+    let server = TestServer::start().await;
+    let token = server.token(&[("acme/*", &["push", "pull"])]).await;
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    std::fs::create_dir_all(src.join("bin")).unwrap();
+    std::fs::write(src.join("bin/app"), data(200_000, 9)).unwrap();
+    std::fs::write(src.join("README"), b"read me\n").unwrap();
+    let pushed = server.amber(&token, &["push", "acme/tool:1.2", src.to_str().unwrap()]).await;
+    assert_eq!(pushed.code, 0, "{}", pushed.stderr);
+    let keys = crate::harness::key_file(&server, work.path()).await;
+    let (out, saved) = (work.path().join("out"), work.path().join("att"));
+    let (out_s, saved_s) = (out.to_str().unwrap(), saved.to_str().unwrap());
+    let pulled =
+        server.amber(&token, &["pull", "acme/tool:1.2", "-o", out_s, "--key", &keys, "--attestations", saved_s]).await;
+    assert_eq!(pulled.code, 0, "{}", pulled.stderr);
+    assert!(
+        pulled.stderr.contains("attestation https://slsa.dev/verification_summary/v1 verified"),
+        "{}",
+        pulled.stderr
+    );
+    for name in ["1.2.intoto.jsonl", "1.2.vsa.dsse.json", "1.2.vsa.sigstore.json"] {
+        assert!(saved.join(name).is_file(), "{name} was not saved");
+    }
+    for file in ["1.2.intoto.jsonl", "1.2.vsa.dsse.json", "1.2.vsa.sigstore.json"] {
+        let path = saved.join(file);
+        let verified = server
+            .amber(&token, &["verify", "--attestation", path.to_str().unwrap(), "--key", &keys, "--dir", out_s])
+            .await;
+        assert_eq!(verified.code, 0, "{file}: {}", verified.stderr);
+        assert!(
+            verified.stderr.contains("PASSED") && verified.stderr.contains("are its subjects"),
+            "{}",
+            verified.stderr
+        );
+    }
+
+    // cosign, with the key as PEM.
+    let key_list: Value = serde_json::from_str(&std::fs::read_to_string(&keys).unwrap()).unwrap();
+    let pem =
+        key_list["keys"].as_array().unwrap().iter().find(|k| k["purpose"] == "manifest").unwrap()["public_key_pem"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    let pem_path = work.path().join("amber.pem");
+    std::fs::write(&pem_path, pem).unwrap();
+    let other = work.path().join("other");
+    std::fs::write(&other, b"not a subject").unwrap();
+    let cosign = |how: &str, file: &std::path::Path, blob: &std::path::Path| {
+        Command::new(crate::oci::go_tool("cosign"))
+            .args([
+                "verify-blob-attestation",
+                "--key",
+                pem_path.to_str().unwrap(),
+                "--type",
+                VSA,
+                "--insecure-ignore-tlog",
+            ])
+            .args([how, file.to_str().unwrap(), blob.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let (dsse, bundle) = (saved.join("1.2.vsa.dsse.json"), saved.join("1.2.vsa.sigstore.json"));
+    for (how, file) in [("--signature", &dsse), ("--bundle", &bundle)] {
+        let ok = cosign(how, file, &out.join("bin/app"));
+        assert!(ok.status.success(), "cosign {how}: {}", String::from_utf8_lossy(&ok.stderr));
+        assert!(!cosign(how, file, &other).status.success(), "cosign {how} took a file that is no subject");
+    }
+
+    // sigstore-js, with a key selector.
+    let sigstore = |file: &std::path::Path| {
+        Command::new("node")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/sigstore_verify.mjs"))
+            .args([file, std::path::Path::new(&keys)])
+            .output()
+            .unwrap()
+    };
+    let ok = sigstore(&bundle);
+    assert!(ok.status.success(), "sigstore-js: {}", String::from_utf8_lossy(&ok.stderr));
+    assert_eq!(String::from_utf8_lossy(&ok.stdout).trim(), VSA);
+
+    // Tampered: every verifier refuses it.
+    let mut tampered: Value = serde_json::from_str(&std::fs::read_to_string(&bundle).unwrap()).unwrap();
+    let envelope = json!({"payload": tampered["dsseEnvelope"]["payload"], "payloadType": "x", "signatures": []});
+    let changed = altered(&envelope, |s| s["subject"][0]["digest"]["sha256"] = json!(sha256_hex(b"not a subject")));
+    tampered["dsseEnvelope"]["payload"] = changed["payload"].clone();
+    let bad = work.path().join("tampered.sigstore.json");
+    std::fs::write(&bad, tampered.to_string()).unwrap();
+    assert!(!sigstore(&bad).status.success(), "sigstore-js took a tampered bundle");
+    assert!(!cosign("--bundle", &bad, &other).status.success(), "cosign took a tampered bundle");
+    let refused = server.amber(&token, &["verify", "--attestation", bad.to_str().unwrap(), "--key", &keys]).await;
+    assert_eq!(refused.code, 4, "{}", refused.stderr);
+}

@@ -141,6 +141,13 @@ impl Client {
         self.get_text(&format!("/v1/repos/{repo}/tags/{tag}/receipt")).await
     }
 
+    /// A binding's attestations, one DSSE envelope per line (`.intoto.jsonl`).
+    pub async fn tag_attestations(&self, repo: &RepoName, tag: &Tag) -> Result<String> {
+        let path = format!("/v1/repos/{repo}/tags/{tag}/attestations");
+        let request = || Ok(self.request(Method::GET, &path).header(reqwest::header::ACCEPT, "application/x-ndjson"));
+        Ok(self.send(Retry::Idempotent, request).await?.text().await?)
+    }
+
     async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         Ok(self.send(Retry::Idempotent, || Ok(self.request(Method::GET, path))).await?.json().await?)
     }

@@ -2,6 +2,7 @@
 //! workflows the command line runs on it: push a tree, pull and verify one,
 //! verify offline, verify the audit log.
 
+pub mod attest;
 pub mod bench;
 pub mod client;
 pub mod error;

@@ -99,15 +99,27 @@ enum Command {
         /// Save the tag's receipt here, for `amber verify --receipt`.
         #[arg(long, value_name = "FILE")]
         save_receipt: Option<PathBuf>,
+        /// Fetch the binding's attestations (in-toto statements: the VSA, and
+        /// SLSA provenance for a trusted-publishing push), check them with the
+        /// pinned keys against the manifest, and save them in DIR.
+        #[arg(long, value_name = "DIR")]
+        attestations: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
-    /// Check a saved envelope offline, and optionally a directory against it.
+    /// Check a saved envelope offline, and optionally a directory against it;
+    /// or, with --attestation, a saved attestation.
     Verify {
         #[arg(long = "key", value_name = "FILE", required = true)]
         keys: Vec<PathBuf>,
         /// The envelope JSON, as the server answered it.
-        envelope: PathBuf,
+        #[arg(required_unless_present = "attestation", conflicts_with = "attestation")]
+        envelope: Option<PathBuf>,
+        /// An attestation to check instead: a DSSE envelope, a Sigstore
+        /// bundle, or an `.intoto.jsonl` file (`amber pull --attestations`).
+        /// Prints who built what; with --dir, checks the files' digests.
+        #[arg(long, value_name = "FILE")]
+        attestation: Option<PathBuf>,
         /// Expect this repository and tag (or digest): OWNER/NAME:TAG or OWNER/NAME@DIGEST.
         #[arg(long = "ref", value_name = "REF")]
         reference: Option<String>,
@@ -515,7 +527,7 @@ async fn run(cli: Cli) -> Result<()> {
                 println!("{}", report.digest);
             }
         }
-        Command::Pull { reference: text, dir, keys: key_files, log_state, save_receipt, json } => {
+        Command::Pull { reference: text, dir, keys: key_files, log_state, save_receipt, attestations, json } => {
             let reference = reference(&text)?;
             let keys = keys::load(&key_files)?;
             let vkeys = keys::load_log(&key_files)?;
@@ -527,7 +539,12 @@ async fn run(cli: Cli) -> Result<()> {
             } else {
                 Some(pull::LogCheck { vkeys, state: state_path(log_state)?, save_receipt })
             };
-            let report = pull::pull(&client, &reference, &keys, &dir, json, log.as_ref()).await?;
+            let mut report = pull::pull(&client, &reference, &keys, &dir, json, log.as_ref()).await?;
+            if let Some(into) = &attestations {
+                let (repo, tag) = (&report.verified.payload.repository, &report.verified.payload.tag);
+                report.attestations =
+                    amber_cli::attest::fetch(&client, repo, tag, &report.verified, &keys, into).await?;
+            }
             if json {
                 print_json(&report)?;
             } else {
@@ -546,10 +563,42 @@ async fn run(cli: Cli) -> Result<()> {
                         ci.sha.as_deref().unwrap_or("?")
                     );
                 }
+                for summary in &report.attestations {
+                    eprintln!("attestation {} verified:", summary.predicate_type);
+                    for line in &summary.lines {
+                        eprintln!("  {line}");
+                    }
+                }
                 println!("{}", report.digest);
             }
         }
-        Command::Verify { keys: key_files, envelope, reference: expected, dir, receipt } => {
+        Command::Verify { keys: key_files, attestation: Some(file), dir, .. } => {
+            let keys = keys::load(&key_files)?;
+            let text =
+                std::fs::read_to_string(&file).map_err(|e| CliError::io(format!("reading {}", file.display()), e))?;
+            let envelopes =
+                amber_cli::attest::parse(&text).map_err(|e| CliError::Usage(format!("{}: {e}", file.display())))?;
+            if envelopes.is_empty() {
+                return Err(CliError::Usage(format!("{}: no attestation in it", file.display())));
+            }
+            for envelope in &envelopes {
+                let (statement, summary) = amber_cli::attest::check(envelope, &keys)?;
+                eprintln!("signature ok: {}", summary.predicate_type);
+                for line in summary.lines.iter().chain(&summary.subjects) {
+                    eprintln!("  {line}");
+                }
+                if let Some(dir) = &dir {
+                    let problems = amber_cli::attest::against_dir(&statement, dir);
+                    if !problems.is_empty() {
+                        return Err(CliError::Verify(problems.join("; ")));
+                    }
+                    eprintln!("  the files in {} are its subjects", dir.display());
+                }
+            }
+        }
+        Command::Verify { keys: key_files, envelope, reference: expected, dir, receipt, .. } => {
+            let envelope =
+                envelope.ok_or_else(|| CliError::Usage("verify needs an ENVELOPE or --attestation".into()))?;
             let keys = keys::load(&key_files)?;
             let text = std::fs::read_to_string(&envelope)
                 .map_err(|e| CliError::io(format!("reading {}", envelope.display()), e))?;

@@ -34,6 +34,12 @@ pub struct PullReport {
     /// The binding's place in the transparency log, when a log key is pinned.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log: Option<LogReport>,
+    /// The verified manifest itself.
+    #[serde(skip)]
+    pub verified: amber_core::manifest::VerifiedManifest,
+    /// What the binding's attestations state, when asked for.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attestations: Vec<crate::attest::Summary>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -129,6 +135,8 @@ pub async fn pull(
         keyid: envelope.signatures.first().map(|s| s.keyid.clone()).unwrap_or_default(),
         pushed_by: verified.payload.pushed_by.clone(),
         log,
+        verified,
+        attestations: Vec::new(),
     })
 }
 

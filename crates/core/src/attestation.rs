@@ -85,7 +85,10 @@ pub fn verify(envelope: &Envelope, keys: &[VerifyingKey]) -> Result<Statement, A
 
 /// A Sigstore bundle v0.3 of `envelope`: the envelope and the hint of the
 /// key that signed it, no certificate and no entry in Sigstore's logs (the
-/// store's own transparency log and receipts prove its history).
+/// store's own transparency log and receipts prove its history). The hint
+/// names the key; the signatures carry no `keyid` (optional in DSSE), as
+/// `cosign verify-blob-attestation --bundle` skips a signature whose key id
+/// is not the one it computes for the key it was given.
 pub fn bundle(envelope: &Envelope) -> serde_json::Value {
     let hint = envelope.signatures.first().map_or("", |s| s.keyid.as_str());
     serde_json::json!({
@@ -99,18 +102,26 @@ pub fn bundle(envelope: &Envelope) -> serde_json::Value {
             "payload": envelope.payload,
             "payloadType": envelope.payload_type,
             "signatures": envelope.signatures.iter()
-                .map(|s| serde_json::json!({"sig": s.sig, "keyid": s.keyid}))
+                .map(|s| serde_json::json!({"sig": s.sig}))
                 .collect::<Vec<_>>(),
         },
     })
 }
 
-/// The envelope a Sigstore bundle carries.
+/// The envelope a Sigstore bundle carries, its signatures named by the
+/// bundle's key hint where they carry no key id.
 pub fn envelope_of_bundle(bundle: &serde_json::Value) -> Option<Envelope> {
     if bundle["mediaType"] != BUNDLE_V03 {
         return None;
     }
-    serde_json::from_value(bundle["dsseEnvelope"].clone()).ok()
+    let mut envelope = bundle["dsseEnvelope"].clone();
+    let hint = bundle["verificationMaterial"]["publicKey"]["hint"].clone();
+    for signature in envelope["signatures"].as_array_mut()? {
+        if signature.get("keyid").is_none_or(|k| k.as_str() == Some("")) {
+            signature["keyid"] = hint.clone();
+        }
+    }
+    serde_json::from_value(envelope).ok()
 }
 
 /// The statement an envelope carries, unchecked (for listing what a store
