@@ -93,7 +93,11 @@ fn the_vendored_hashes_are_the_npm_package_unchanged() {
 
 #[tokio::test]
 async fn the_console_works_end_to_end_in_chromium() {
-    let server = TestServer::start().await;
+    // Trusting a (fake) GitHub Actions issuer: acme/web:2.0.0 is pushed
+    // through trusted publishing, so its provenance is shown.
+    let issuer = crate::fake_issuer::FakeIssuer::start().await;
+    let (server, _config) =
+        crate::oidc::server_trusting(crate::backends::Backend::Embedded, &[("github", &issuer, "github")]).await;
     let pusher =
         server.token_with(&[("acme/*", &["push", "pull"])], json!({"name": "ci-pusher", "pipeline": "web-ci"})).await;
     // Admin grants no pull: the operator's console token has both.
@@ -109,6 +113,11 @@ async fn the_console_works_end_to_end_in_chromium() {
             .await;
         assert_eq!(run.code, 0, "{}", run.stderr);
     }
+    crate::oidc::create_publisher(&server, &crate::oidc::github_publisher()).await;
+    let minted = crate::oidc::minted(&server, &issuer.sign("rsa-1", &issuer.github_claims())).await;
+    let run =
+        server.amber(minted["token"].as_str().unwrap(), &["push", "acme/web:2.0.0", tree.to_str().unwrap()]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
 
     let mut node = Command::new("node");
     node.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/console.mjs"))

@@ -2,7 +2,8 @@
 // by Playwright, against a real amberd the Rust test started and filled:
 //   node console.mjs   with AMBER_URL, AMBER_ADMIN (admin token),
 //   AMBER_PUSHER (push+pull on acme/web), AMBER_PULL (pull on acme/web only).
-// acme/web holds tag 1.0.0; acme/secret holds a tag too. SCREENSHOTS=DIR
+// acme/web holds tags 1.0.0, 1.1.0 and 2.0.0 (pushed through trusted
+// publishing, with provenance); acme/secret holds a tag too. SCREENSHOTS=DIR
 // saves a picture of each page. Prints one line per case; exits 1 on failure.
 import { execFileSync } from 'node:child_process';
 import assert from 'node:assert/strict';
@@ -86,7 +87,32 @@ await test('a manifest is verified in the browser, with its log receipt', async 
   await page.getByText('In the log.').waitFor();
   assert.match(await page.locator('.copyable code').first().textContent(), /^amber pull acme\/web:1\.0\.0 /);
   await page.getByRole('cell', { name: 'dist/app.bin' }).waitFor();
+  await page.getByText('No SLSA provenance').waitFor();
+  await page.getByRole('cell', { name: 'PASSED' }).waitFor();
   await shot(page, 'manifest');
+});
+
+await test('the provenance of a trusted-publishing push is verified and shown', async (page) => {
+  await signIn(page, admin);
+  await page.goto(`${ui}#/repos/acme/web/tags/2.0.0`);
+  await page.getByText('SLSA provenance verified.').waitFor();
+  await page.getByRole('cell', { name: 'https://actions.github.io/buildtypes/workflow/v1' }).waitFor();
+  // The commit, in the provenance (and in the CI run's claims above).
+  await page.getByRole('table', { name: 'Build' }).getByRole('cell', { name: '0123456789abcdef0123456789abcdef01234567' }).waitFor();
+  assert.match(await page.getByRole('cell', { name: /actions\/runs\/4711/ }).textContent(), /attempts\/1$/);
+  await shot(page, 'provenance');
+  // Altered in transit: red, and nothing of it shown as verified.
+  await page.route('**/v1/repos/acme/web/tags/2.0.0/attestations', async (route) => {
+    const response = await route.fetch();
+    const envelopes = await response.json();
+    const statement = JSON.parse(Buffer.from(envelopes[0].payload, 'base64').toString());
+    statement.predicate.buildDefinition.resolvedDependencies[0].digest.gitCommit = 'f'.repeat(40);
+    envelopes[0].payload = Buffer.from(JSON.stringify(statement)).toString('base64');
+    await route.fulfill({ response, json: envelopes });
+  });
+  await page.reload();
+  await page.getByText('Attestations not verified:').waitFor();
+  assert.equal(await page.getByText('SLSA provenance verified.').count(), 0);
 });
 
 await test('an envelope altered in transit shows the red reason', async (page) => {
@@ -206,11 +232,11 @@ await test('an edited audit entry is named', async (page) => {
 await test('publishers, retention with its plan, storage and keys pages', async (page) => {
   await signIn(page, admin);
   await page.getByRole('link', { name: 'Publishers' }).click();
-  await page.getByText('No publishers').waitFor();
+  await page.getByRole('cell', { name: 'web release' }).first().waitFor();
   await shot(page, 'publishers');
   await page.getByRole('link', { name: 'Retention' }).click();
   await page.getByLabel('Scope').fill('acme/web');
-  await page.getByLabel('Keep the last N tags').fill('1');
+  await page.getByLabel('Keep the last N tags').fill('2');
   await page.getByRole('button', { name: 'Show the plan' }).click();
   await page.getByText('Would expire 1 tag').waitFor();
   await page.getByRole('cell', { name: '1.0.0' }).waitFor();

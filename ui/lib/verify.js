@@ -39,6 +39,13 @@ export const blake3Digest = (bytes) => `blake3:${hex(blake3(bytes))}`;
 /** A manifest key's id, from its bytes (never taken from the server). */
 export const dsseKeyId = (publicKey) => hex(blake3(publicKey)).slice(0, 32);
 
+/**
+ * The same key's id as securesystemslib computes it (the sha256 of its
+ * canonical JSON): the `keyid` of attestations' signatures.
+ */
+export const sslibKeyId = (publicKey) =>
+  hex(sha256(utf8.encode(`{"keytype":"ed25519","keyval":{"public":"${hex(publicKey)}"},"scheme":"ed25519"}`)));
+
 async function ed25519Verify(publicKey, signature, message) {
   const key = await crypto.subtle.importKey('raw', publicKey, { name: 'Ed25519' }, false, ['verify']);
   return crypto.subtle.verify({ name: 'Ed25519' }, key, signature, message);
@@ -65,7 +72,7 @@ export async function openEnvelope(envelope, payloadType, keys) {
   const message = pae(payloadType, payload);
   const unknown = [];
   for (const signature of envelope.signatures) {
-    const key = keys.find((k) => k.keyid === signature.keyid);
+    const key = keys.find((k) => k.keyid === signature.keyid || sslibKeyId(k.key) === signature.keyid);
     if (!key) {
       unknown.push(signature.keyid);
       continue;
@@ -96,6 +103,27 @@ export async function checkManifest(envelope, keys, { repository, tag, digest })
   const actual = blake3Digest(payload);
   if (digest !== undefined && actual !== digest) throw new VerifyError(`the payload's digest is ${actual}, not ${digest}`);
   return { manifest, keyid, digest: actual };
+}
+
+/**
+ * Checks an attestation: an in-toto Statement v1 signed by a pinned
+ * manifest key, whose last subject is the binding `repository:tag` at the
+ * manifest `digest` (BLAKE3). Answers the statement.
+ */
+export async function checkAttestation(envelope, keys, { repository, tag, digest }) {
+  const { payload, keyid } = await openEnvelope(envelope, 'application/vnd.in-toto+json', keys);
+  let statement;
+  try {
+    statement = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(payload));
+  } catch {
+    throw new VerifyError('the signed statement is not JSON');
+  }
+  if (statement._type !== 'https://in-toto.io/Statement/v1') throw new VerifyError(`_type is ${JSON.stringify(statement._type)}`);
+  const last = Array.isArray(statement.subject) ? statement.subject[statement.subject.length - 1] : undefined;
+  if (!last || last.name !== `${repository}:${tag}` || `blake3:${last.digest?.blake3}` !== digest) {
+    throw new VerifyError(`it is not about ${repository}:${tag} at ${digest}`);
+  }
+  return { statement, keyid };
 }
 
 // C2SP signed notes and checkpoints.

@@ -6,7 +6,7 @@
 import { ApiError, enc, repoPath, request } from '../lib/api.js';
 import { bytes, copyable, copyButton, h, table, time, verdict } from '../lib/dom.js';
 import { trusted } from '../lib/keys.js';
-import { VerifyError, checkManifest, checkReceipt, fromBase64, openEnvelope } from '../lib/verify.js';
+import { VerifyError, checkAttestation, checkManifest, checkReceipt, fromBase64, openEnvelope } from '../lib/verify.js';
 import { pusher } from './tags.js';
 
 const reason = (err) => (err instanceof VerifyError || err instanceof ApiError ? err.message : `could not check: ${err.message}`);
@@ -29,6 +29,54 @@ function details(manifest, digest, repo, tag) {
     h('h3', {}, 'Annotations'),
     table('Annotations', ['Key', 'Value'], Object.entries(manifest.annotations ?? {}).map(([k, v]) => [k, v]), 'No annotations.'),
   ];
+}
+
+const PROVENANCE = 'https://slsa.dev/provenance/v1';
+const VSA = 'https://slsa.dev/verification_summary/v1';
+
+/** The binding's attestations, each verified here: who built it, what the server checked. */
+async function provenance(path, keys, binding) {
+  const section = h('section', { 'aria-label': 'Provenance' }, h('h3', {}, 'Provenance'));
+  try {
+    const envelopes = await (await request('GET', `${path}/attestations`)).json();
+    const statements = [];
+    for (const envelope of envelopes) statements.push((await checkAttestation(envelope, keys, binding)).statement);
+    const built = statements.find((s) => s.predicateType === PROVENANCE);
+    const summary = statements.find((s) => s.predicateType === VSA);
+    if (built) {
+      const d = built.predicate.buildDefinition ?? {};
+      const run = built.predicate.runDetails ?? {};
+      const source = (d.resolvedDependencies ?? [])[0] ?? {};
+      section.append(
+        verdict('ok', 'SLSA provenance verified.', 'Made by the store from the CI system\'s verified ID token, signed with a pinned key.'),
+        table('Build', ['Field', 'Value'], [
+          ['Builder', run.builder?.id ?? ''],
+          ['Build type', d.buildType ?? ''],
+          ['Source', source.uri ?? ''],
+          ['Commit', source.digest?.gitCommit ?? ''],
+          ['Run', run.metadata?.invocationId ?? ''],
+          ...Object.entries(d.externalParameters ?? {}).map(([k, v]) => [`Parameter ${k}`, typeof v === 'string' ? v : JSON.stringify(v)]),
+        ]),
+      );
+    } else {
+      section.append(h('p', {}, 'No SLSA provenance: pushed with a stored token, not through trusted publishing.'));
+    }
+    if (summary) {
+      const p = summary.predicate;
+      section.append(
+        table('Verification summary', ['Field', 'Value'], [
+          ['Result', p.verificationResult ?? ''],
+          ['Verifier', p.verifier?.id ?? ''],
+          ['Verified', p.timeVerified ?? ''],
+          ['Policy', p.policy?.uri ?? ''],
+          ['Resource', p.resourceUri ?? ''],
+        ]),
+      );
+    }
+  } catch (err) {
+    section.append(verdict('bad', 'Attestations not verified:', reason(err)));
+  }
+  return section;
 }
 
 async function expired(main, body, keys) {
@@ -83,6 +131,7 @@ export async function render(main, { params }) {
   }
   if (verified) {
     main.append(...details(verified.manifest, verified.digest, repo, tag).filter(Boolean));
+    if (tag) main.append(await provenance(path, keys.manifest, { repository: repo, tag, digest: verified.digest }));
   } else {
     let raw = '';
     try {
