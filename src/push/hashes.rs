@@ -2,8 +2,9 @@
 //! sha512 when asked), computed as the bytes arrive, in the same pass that
 //! the blob store hashes them with BLAKE3 and writes them: one read of the
 //! bytes, two hashers. Small bodies are hashed as they pass; from
-//! [`THREAD_FROM`] on, on a thread of their own fed through a bounded
-//! channel, beside the blob store's thread.
+//! [`THREAD_FROM`] on, a batch at a time on the blocking pool, fed through a
+//! bounded channel, beside the blob store's thread; waiting for the client
+//! holds no thread.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -46,11 +47,13 @@ impl Hashers {
     }
 }
 
-/// Bodies at least this long are hashed on a thread of their own, beside
-/// the blob store's BLAKE3 and writes; smaller ones as they pass.
+/// Bodies at least this long are hashed beside the blob store's BLAKE3 and
+/// writes, on the blocking pool a batch at a time; smaller ones as they pass.
 const THREAD_FROM: u64 = 1 << 20;
-/// Chunks in flight to that thread; past it the body waits (no memory grows).
+/// Chunks in flight to the hasher; past it the body waits (no memory grows).
 const IN_FLIGHT: usize = 16;
+/// Bytes hashed per trip to the blocking pool.
+const BATCH: usize = 1 << 20;
 
 /// A tapped body's hashes, being computed.
 pub struct Tap(Where);
@@ -71,14 +74,11 @@ pub fn tap(body: BodyStream, sha512: bool, announced: Option<u64>) -> (BodyStrea
         let body = body.inspect_ok(move |chunk| feeding.lock().unwrap_or_else(PoisonError::into_inner).update(chunk));
         return (Box::pin(body), Tap(Where::Inline(hashers)));
     }
-    let (sender, mut receiver) = tokio::sync::mpsc::channel::<Bytes>(IN_FLIGHT);
-    let hashing = tokio::task::spawn_blocking(move || {
-        let mut hashers = Hashers::new(sha512);
-        while let Some(chunk) = receiver.blocking_recv() {
-            hashers.update(&chunk);
-        }
-        hashers.finish()
-    });
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Bytes>(IN_FLIGHT);
+    // An async task that waits for chunks holding no thread (a client that
+    // stalls its upload must not hold one), and hashes each batch on the
+    // blocking pool, beside the blob store's own work.
+    let hashing = tokio::spawn(hash_batches(receiver, Hashers::new(sha512)));
     let body = body.then(move |item| {
         let sender = sender.clone();
         async move {
@@ -90,6 +90,31 @@ pub fn tap(body: BodyStream, sha512: bool, announced: Option<u64>) -> (BodyStrea
         }
     });
     (Box::pin(body), Tap(Where::Thread(hashing)))
+}
+
+async fn hash_batches(mut receiver: tokio::sync::mpsc::Receiver<Bytes>, mut hashers: Hashers) -> Sums {
+    while let Some(first) = receiver.recv().await {
+        let mut batch = vec![first];
+        let mut bytes = batch[0].len();
+        while bytes < BATCH {
+            match receiver.try_recv() {
+                Ok(chunk) => {
+                    bytes += chunk.len();
+                    batch.push(chunk);
+                }
+                Err(_) => break,
+            }
+        }
+        hashers = tokio::task::spawn_blocking(move || {
+            for chunk in &batch {
+                hashers.update(chunk);
+            }
+            hashers
+        })
+        .await
+        .expect("hashing does not panic");
+    }
+    hashers.finish()
 }
 
 /// The hashes of everything the tap saw; the body (and so every sender) must

@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use crate::auth::Caller;
 use crate::blobs::{BodyStream, Stored, Upload};
 use crate::error::{ApiError, ApiResult};
-use crate::meta::{Created, Updated, UploadId, UploadKind, UploadRecord, UploadRecordStore};
+use crate::meta::{Created, OciStore, Updated, UploadId, UploadKind, UploadRecord, UploadRecordStore};
 use crate::state::AppState;
 use crate::uploads::store::{self, Check, UploadBytes};
 use crate::uploads::{MAX_PER_TOKEN, MAX_PLAN_PARTS, tus};
@@ -306,7 +306,16 @@ pub async fn patch(
         // Linked before the offset reaches the end, so that an upload shown
         // complete always has its blob.
         let computed = store::whole_digest(appended.check.as_ref());
-        return finish_single(state, caller, advanced, offset, computed.or(record.digest), computed.is_some()).await;
+        let sha256 = store::whole_sha256(appended.check.as_ref());
+        let digest = computed.or(record.digest);
+        let outcome = finish_single(state, caller, advanced, offset, digest, computed.is_some()).await?;
+        // Derived data: if it is not recorded, an attestation hashes the bytes again.
+        if let (Some(sha256), Some(digest)) = (sha256, outcome.record.done)
+            && let Err(err) = state.meta.note_sha256(&sha256, &digest).await
+        {
+            tracing::warn!(error = %err, %digest, "the upload's sha256 was not recorded");
+        }
+        return Ok(outcome);
     }
     match state.meta.update_upload(&advanced, offset).await? {
         Updated::Done => {}
@@ -331,7 +340,7 @@ pub async fn patch(
 /// The hash state of the bytes stored so far, hashed again from the store.
 pub(crate) async fn hash_so_far(state: &AppState, record: &UploadRecord) -> ApiResult<Option<Check>> {
     let mut check = match &record.kind {
-        UploadKind::Single => Check::Whole(blake3::Hasher::new()),
+        UploadKind::Single => Check::Whole(Box::default()),
         UploadKind::Partial { slot: Some(slot) } => Check::Part(slot.hasher()),
         UploadKind::Open => Check::Open(Box::default()),
         _ => return Ok(None),
@@ -360,9 +369,9 @@ fn verify(record: &UploadRecord, check: Option<&Check>, from: u64) -> ApiResult<
         (Some(Check::Part(hasher)), UploadKind::Partial { slot: Some(slot) }) if !hasher.matches() => {
             Err(ApiError::PartMismatch { index: slot.index, offset: from })
         }
-        (Some(Check::Whole(hasher)), UploadKind::Single) => match record.digest {
-            Some(expected) if Digest::from(hasher.finalize()) != expected => {
-                Err(ApiError::DigestMismatch { expected, actual: Digest::from(hasher.finalize()) })
+        (Some(Check::Whole(hash)), UploadKind::Single) => match record.digest {
+            Some(expected) if Digest::from(hash.blake3.finalize()) != expected => {
+                Err(ApiError::DigestMismatch { expected, actual: Digest::from(hash.blake3.finalize()) })
             }
             _ => Ok(()),
         },

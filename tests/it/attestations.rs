@@ -212,6 +212,19 @@ async fn stock_verifiers_check_every_binding(backend: Backend) {
     let served = server.request(Method::GET, &format!("/v2/acme/app/blobs/{layer}"), &token).send().await.unwrap();
     let served = served.text().await.unwrap();
     assert_eq!(format!("{served}\n"), lines, "the referrer's layer is the envelope's line, byte for byte");
+
+    // An expired tag keeps its attestations: they are history.
+    let expire = server
+        .request(Method::POST, "/v1/repos/acme/app/tags/v1/expire", &server.admin)
+        .json(&json!({"reason": "superseded"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(expire.status().is_success(), "{}", expire.text().await.unwrap());
+    let kept = server.request(Method::GET, "/v1/repos/acme/app/tags/v1/attestations", &token).send().await.unwrap();
+    assert_eq!(kept.status(), StatusCode::OK);
+    assert_eq!(kept.headers()["amber-tag-state"], "expired");
+    assert_eq!(kept.text().await.unwrap(), list);
 }
 
 /// A push with a token minted from a GitHub Actions ID token, and one from

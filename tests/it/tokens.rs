@@ -294,6 +294,15 @@ async fn authorization_matrix_has_no_unexpected_allow(backend: Backend) {
                 "pull",
                 StatusCode::OK,
             ),
+            (
+                Method::GET,
+                "/v1/repos/{owner}/{name}/tags/{tag}/attestations",
+                "/v1/repos/acme/web/tags/v1/attestations".into(),
+                None,
+                None,
+                "pull",
+                StatusCode::OK,
+            ),
             // Hash tiles are public; entry bundles are the admin's.
             (
                 Method::GET,
@@ -449,6 +458,7 @@ async fn authorization_matrix_has_no_unexpected_allow(backend: Backend) {
         "/readyz",
         "/metrics",
         "/v1/keys",
+        "/v1/attestations/policy",
         "/v1/oidc/token",
         "/v1/log/checkpoint",
         "/v1/log/proof",

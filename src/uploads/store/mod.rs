@@ -18,8 +18,9 @@ use crate::meta::{Segment, UploadId, UploadRecord};
 
 /// The hash of an upload's bytes so far, fed as they are stored.
 pub enum Check {
-    /// A blob of its own: its digest, computed as it arrives.
-    Whole(blake3::Hasher),
+    /// A blob of its own: its digest, computed as it arrives, and its
+    /// sha256 beside it (for its attestations' subjects).
+    Whole(Box<OpenHash>),
     /// A part with a chaining value to match.
     Part(PartHasher),
     /// An OCI upload: its BLAKE3 and sha256, the digest the client names
@@ -27,7 +28,7 @@ pub enum Check {
     Open(Box<OpenHash>),
 }
 
-/// The hashes of an OCI upload's bytes so far.
+/// BLAKE3 and sha256 of an upload's bytes so far.
 #[derive(Clone, Default)]
 pub struct OpenHash {
     pub blake3: blake3::Hasher,
@@ -37,11 +38,8 @@ pub struct OpenHash {
 impl Check {
     pub fn update(&mut self, bytes: &[u8]) {
         match self {
-            Self::Whole(hasher) => {
-                hasher.update(bytes);
-            }
             Self::Part(hasher) => hasher.update(bytes),
-            Self::Open(hash) => {
+            Self::Whole(hash) | Self::Open(hash) => {
                 hash.blake3.update(bytes);
                 sha2::Digest::update(&mut hash.sha256, bytes);
             }
@@ -162,7 +160,15 @@ impl UploadBytes for UploadStore {
 /// The digest `check` computed, if it covered a whole blob of its own.
 pub fn whole_digest(check: Option<&Check>) -> Option<Digest> {
     match check {
-        Some(Check::Whole(hasher)) => Some(Digest::from(hasher.finalize())),
+        Some(Check::Whole(hash)) => Some(Digest::from(hash.blake3.finalize())),
+        _ => None,
+    }
+}
+
+/// The sha256 (`sha256:<hex>`) `check` computed, if it covered a whole blob.
+pub fn whole_sha256(check: Option<&Check>) -> Option<String> {
+    match check {
+        Some(Check::Whole(hash)) => Some(format!("sha256:{:x}", sha2::Digest::finalize(hash.sha256.clone()))),
         _ => None,
     }
 }
