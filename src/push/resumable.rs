@@ -341,7 +341,7 @@ pub async fn patch(
 pub(crate) async fn hash_so_far(state: &AppState, record: &UploadRecord) -> ApiResult<Option<Check>> {
     let mut check = match &record.kind {
         UploadKind::Single => Check::Whole(Box::default()),
-        UploadKind::Partial { slot: Some(slot) } => Check::Part(slot.hasher()),
+        UploadKind::Partial { slot: Some(slot) } => Check::Part(Box::new(slot.hasher())),
         UploadKind::Open => Check::Open(Box::default()),
         _ => return Ok(None),
     };

@@ -22,7 +22,7 @@ pub enum Check {
     /// sha256 beside it (for its attestations' subjects).
     Whole(Box<OpenHash>),
     /// A part with a chaining value to match.
-    Part(PartHasher),
+    Part(Box<PartHasher>),
     /// An OCI upload: its BLAKE3 and sha256, the digest the client names
     /// being known only when it closes the upload.
     Open(Box<OpenHash>),
