@@ -60,8 +60,13 @@ async fn main() -> anyhow::Result<()> {
         appended.as_secs_f64(),
         entries as f64 / appended.as_secs_f64()
     );
-    let log_config =
-        LogConfig { origin: None, origin_explicit: false, interval: Duration::from_millis(500), key_file: None };
+    let log_config = LogConfig {
+        origin: None,
+        origin_explicit: false,
+        interval: Duration::from_millis(500),
+        key_file: None,
+        witnesses: Default::default(),
+    };
     let log = Log::open(&meta, &log_config).await?;
 
     let mut rng = rand::random::<u64>() | 1;

@@ -126,7 +126,7 @@ impl KeySet {
             active = Some(file.key.clone());
         }
         let active = active.with_context(|| format!("no active {} signing key", purpose.as_str()))?;
-        Ok(Self { active, keys: KeyList { keys }, built_from: summary(records) })
+        Ok(Self { active, keys: KeyList { keys, witness_policy: None }, built_from: summary(records) })
     }
 
     fn active_id(&self) -> String {

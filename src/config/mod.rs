@@ -3,6 +3,7 @@
 //! a [`Config`] whose backend choices mirror the backend enums.
 
 pub mod oidc;
+pub mod witnesses;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -224,6 +225,9 @@ struct FileOptions {
     scrub_rate: Option<u64>,
     #[serde(default)]
     oidc: oidc::OidcConfig,
+    /// `[log]`: the log's witnesses.
+    #[serde(default)]
+    log: witnesses::LogFile,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -295,6 +299,8 @@ pub struct LogConfig {
     pub origin_explicit: bool,
     pub interval: Duration,
     pub key_file: Option<PathBuf>,
+    /// Witnesses asked to cosign each checkpoint, and how many must.
+    pub witnesses: witnesses::WitnessConfig,
 }
 
 /// `--public-url`: an absolute http(s) URL with a host and nothing after
@@ -392,6 +398,7 @@ impl Config {
             origin: explicit.or_else(|| public_url.as_ref().map(origin_of)),
             interval: Duration::from_millis(options.log_interval.or(file.log_interval).unwrap_or(500)),
             key_file: options.log_key_file.or(file.log_key_file),
+            witnesses: file.log.witnesses()?,
         };
         if let Some(origin) = &log.origin {
             check_origin(origin, if log.origin_explicit { "log_origin" } else { "the log origin of public_url" })?;

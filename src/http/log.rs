@@ -29,8 +29,25 @@ fn text(body: String, cache: &'static str) -> Response {
 /// Tiles at a given width never change.
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
-pub async fn get_checkpoint(State(state): State<AppState>) -> ApiResult<Response> {
-    let (_, note) = state.log.checkpoint(&state.meta).await?;
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointQuery {
+    /// Present (empty): the newest checkpoint, cosigned or not.
+    uncosigned: Option<String>,
+}
+
+/// With witnesses: the newest checkpoint a quorum of them cosigned, with
+/// their cosignature lines (the newest, cosigned or not, until one is;
+/// `?uncosigned` always); without: the newest.
+pub async fn get_checkpoint(
+    State(state): State<AppState>,
+    query: Result<Query<CheckpointQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(q) = query.map_err(|e| ApiError::RequestInvalid(e.body_text()))?;
+    let (_, note) = match q.uncosigned {
+        Some(_) => state.log.checkpoint(&state.meta).await?,
+        None => state.log.served_checkpoint(&state.meta, 0).await?,
+    };
     Ok(text(note, "public, max-age=2"))
 }
 

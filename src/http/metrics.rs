@@ -8,6 +8,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use crate::meta::LogStore;
 use crate::state::AppState;
 
 /// Counts every routed request by method, route template and status.
@@ -22,5 +23,10 @@ pub async fn record(State(state): State<AppState>, request: Request, next: Next)
 }
 
 pub async fn get_metrics(State(state): State<AppState>) -> impl IntoResponse {
-    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render(state.quarantine.len()))
+    let mut text = state.metrics.render(state.quarantine.len());
+    if !state.log.witnesses.is_empty() {
+        let newest = state.meta.log_checkpoint().await.ok().flatten().map_or(0, |(size, _)| size);
+        text.push_str(&state.log.witnesses.render_metrics(newest));
+    }
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }

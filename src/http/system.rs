@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 
 use super::json::ApiJson;
 use crate::blobs::BlobStore;
-use crate::meta::MetaStore;
+use crate::meta::{LogStore, MetaStore};
 use crate::state::AppState;
 
 /// Live while the server can serve: not while a metadata store call is stuck
@@ -24,8 +24,23 @@ pub async fn healthz(State(state): State<AppState>) -> (StatusCode, &'static str
 const READY_WITHIN: Duration = Duration::from_secs(2);
 
 /// Ready when both backends answer within [`READY_WITHIN`], and the data
-/// volume keeps its free-space reserve.
-pub async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
+/// volume keeps its free-space reserve. A witness behind does not make the
+/// store unready (pushes and pulls never wait for one): it is named in the
+/// answer.
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
+    let (status, text) = backends_ready(&state).await;
+    let mut text = text.to_owned();
+    if status == StatusCode::OK && !state.log.witnesses.is_empty() {
+        let newest = state.meta.log_checkpoint().await.ok().flatten().map_or(0, |(size, _)| size);
+        for line in state.log.witnesses.lagging(newest) {
+            text.push_str(&line);
+            text.push('\n');
+        }
+    }
+    (status, text)
+}
+
+async fn backends_ready(state: &AppState) -> (StatusCode, &'static str) {
     let checks = async { tokio::join!(state.meta.check(), state.blobs.check()) };
     let unavailable = StatusCode::SERVICE_UNAVAILABLE;
     match tokio::time::timeout(READY_WITHIN, checks).await {
@@ -56,5 +71,9 @@ pub async fn list_keys(State(state): State<AppState>) -> ApiJson<KeyList> {
     }
     let mut keys = state.signer.key_list();
     keys.keys.extend(log.key_list().keys);
+    let witnesses = &state.log.witnesses;
+    if !witnesses.is_empty() {
+        keys.witness_policy = Some(amber_core::witness::policy_text(witnesses.list(), witnesses.quorum()));
+    }
     ApiJson(keys)
 }

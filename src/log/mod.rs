@@ -12,6 +12,8 @@
 //! only if larger. Checkpoint text has no timestamp and Ed25519 is
 //! deterministic, so replicas signing the same tree sign the same bytes.
 
+pub mod witness;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -75,6 +77,8 @@ pub struct Log {
     origin: String,
     interval: Duration,
     signer: Arc<Signer>,
+    /// The witnesses asked to cosign its checkpoints (none: none asked).
+    pub witnesses: Arc<witness::Witnesses>,
 }
 
 impl Log {
@@ -84,7 +88,8 @@ impl Log {
     pub async fn open(meta: &Meta, config: &LogConfig) -> anyhow::Result<Self> {
         let origin = resolve_origin(meta, config).await?;
         let signer = Arc::new(Signer::load_log(meta, &origin, config.key_file.as_deref()).await?);
-        let log = Self { origin, interval: config.interval, signer };
+        let witnesses = Arc::new(witness::Witnesses::new(config.witnesses.clone())?);
+        let log = Self { origin, interval: config.interval, signer, witnesses };
         let mut added = 0;
         loop {
             let n = meta.integrate_log(CATCH_UP_BATCH).await?;
@@ -175,6 +180,20 @@ impl Log {
         meta.log_checkpoint().await?.ok_or(ApiError::Unavailable)
     }
 
+    /// The checkpoint to serve: with witnesses, the newest one a quorum of
+    /// them cosigned (with their cosignature lines) if it covers `at_least`
+    /// entries, else the newest (a client that requires cosignatures then
+    /// refuses it, and says why; one that does not is unaffected).
+    pub async fn served_checkpoint(&self, meta: &Meta, at_least: u64) -> ApiResult<(u64, String)> {
+        if !self.witnesses.is_empty()
+            && let Some((size, note)) = meta.cosigned_checkpoint().await?
+            && size >= at_least
+        {
+            return Ok((size, note));
+        }
+        self.checkpoint(meta).await
+    }
+
     /// A proof built from the store's hashes (sizes checked by the caller).
     pub async fn proof(&self, meta: &Meta, request: ProofRequest) -> Result<Vec<Hash>, MetaError> {
         let hashes = meta.log_hashes(request.needed_hashes()).await?;
@@ -187,7 +206,7 @@ impl Log {
         let index = meta.tag_log_index(repo, tag).await?.ok_or_else(|| ApiError::TagUnknown(tag.clone()))?;
         let deadline = tokio::time::Instant::now() + RECEIPT_WAIT;
         let (size, checkpoint) = loop {
-            let (size, note) = self.checkpoint(meta).await?;
+            let (size, note) = self.served_checkpoint(meta, index + 1).await?;
             if size > index {
                 break (size, note);
             }

@@ -23,6 +23,15 @@ pub trait LogStore {
     /// one kept; returns whether it did.
     fn put_log_checkpoint(&self, size: u64, note: &str) -> impl Future<Output = Result<bool, MetaError>> + Send;
 
+    /// The newest checkpoint served as cosigned: its note with the
+    /// cosignature lines of a quorum of the log's witnesses.
+    fn cosigned_checkpoint(&self) -> impl Future<Output = Result<Option<(u64, String)>, MetaError>> + Send;
+
+    /// Keeps `note` (a checkpoint with its cosignatures) as the newest
+    /// cosigned one if its `size` is larger than the one kept; returns
+    /// whether it did.
+    fn put_cosigned_checkpoint(&self, size: u64, note: &str) -> impl Future<Output = Result<bool, MetaError>> + Send;
+
     /// The log's origin, fixed at the first start: the one stored, or else
     /// `candidate`, stored now (the first replica to store one wins; every
     /// other gets its origin back).
@@ -55,6 +64,14 @@ impl LogStore for Meta {
 
     async fn put_log_checkpoint(&self, size: u64, note: &str) -> Result<bool, MetaError> {
         dispatch!(self, s => s.put_log_checkpoint(size, note))
+    }
+
+    async fn cosigned_checkpoint(&self) -> Result<Option<(u64, String)>, MetaError> {
+        dispatch!(self, s => s.cosigned_checkpoint())
+    }
+
+    async fn put_cosigned_checkpoint(&self, size: u64, note: &str) -> Result<bool, MetaError> {
+        dispatch!(self, s => s.put_cosigned_checkpoint(size, note))
     }
 
     async fn claim_log_origin(&self, candidate: &str) -> Result<String, MetaError> {

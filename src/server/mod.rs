@@ -145,6 +145,15 @@ pub async fn serve(
             }
         }
     });
+    let witnesses = (!state.log.witnesses.is_empty()).then(|| {
+        let (state, stop) = (state.clone(), stop.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                () = state.log.witnesses.run(&state.log, &state.meta) => {}
+                () = stop.cancelled() => {}
+            }
+        })
+    });
     let scrub = (state.config.scrub_rate > 0).then(|| {
         tokio::spawn(crate::lifecycle::scrub::scrub_forever(state.clone(), state.config.scrub_rate, stop.clone()))
     });
@@ -157,7 +166,7 @@ pub async fn serve(
             let _ = metrics.await;
         }
         let _ = housekeeping.await;
-        for task in [retention, reclaim, scrub, oidc_keys, Some(log), Some(uploads)].into_iter().flatten() {
+        for task in [retention, reclaim, scrub, oidc_keys, witnesses, Some(log), Some(uploads)].into_iter().flatten() {
             let _ = task.await;
         }
         state.denials.flush(&state.meta, &state.signer, true).await;

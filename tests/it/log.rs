@@ -293,8 +293,13 @@ async fn a_log_past_65536_entries_verifies_in_go() {
         meta.append_audit(Draft::shared(&signer, actor.clone(), events)).await.unwrap();
         size += n;
     }
-    let config =
-        LogConfig { origin: None, origin_explicit: false, interval: Duration::from_millis(10), key_file: None };
+    let config = LogConfig {
+        origin: None,
+        origin_explicit: false,
+        interval: Duration::from_millis(10),
+        key_file: None,
+        witnesses: Default::default(),
+    };
     amber_server::log::Log::open(&meta, &config).await.unwrap();
     let (signed, at_65536) = meta.log_checkpoint().await.unwrap().unwrap();
     assert_eq!(signed, 65_536);

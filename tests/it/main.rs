@@ -28,3 +28,4 @@ mod tokens;
 mod trust;
 mod ui;
 mod uploads;
+mod witness;

@@ -71,3 +71,32 @@ pub fn parse(text: &str) -> std::result::Result<Vec<VerifyingKey>, String> {
         })
         .collect()
 }
+
+/// The witness policy to require: `--witness-policy FILE`, else the one a
+/// pinned key file carries (`witness_policy` of `GET /v1/keys`), else none.
+pub fn load_witness_policy(
+    explicit: Option<&Path>,
+    key_files: &[impl AsRef<Path>],
+) -> Result<Option<amber_core::witness::Policy>> {
+    let parse = |text: &str, from: &Path| {
+        amber_core::witness::Policy::parse(text)
+            .map_err(|e| CliError::Usage(format!("witness policy {}: {e}", from.display())))
+    };
+    if let Some(path) = explicit {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| CliError::io(format!("reading witness policy {}", path.display()), e))?;
+        return parse(&text, path).map(Some);
+    }
+    for path in key_files {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| CliError::io(format!("reading key file {}", path.display()), e))?;
+        if text.trim_start().starts_with('{')
+            && let Ok(list) = serde_json::from_str::<KeyList>(&text)
+            && let Some(policy) = list.witness_policy
+        {
+            return parse(&policy, path).map(Some);
+        }
+    }
+    Ok(None)
+}

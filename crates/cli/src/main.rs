@@ -99,6 +99,12 @@ enum Command {
         /// Save the tag's receipt here, for `amber verify --receipt`.
         #[arg(long, value_name = "FILE")]
         save_receipt: Option<PathBuf>,
+        /// Require the receipt's checkpoint to carry the cosignatures this
+        /// policy asks for (`log`, `witness NAME VKEY [URL]`, `group NAME
+        /// all|any|K MEMBER...`, `quorum NAME|none`); default: the policy a
+        /// --key file carries, if any.
+        #[arg(long, value_name = "FILE")]
+        witness_policy: Option<PathBuf>,
         /// Fetch the binding's attestations (in-toto statements: the VSA, and
         /// SLSA provenance for a trusted-publishing push), check them with the
         /// pinned keys against the manifest, and save them in DIR.
@@ -130,6 +136,10 @@ enum Command {
         /// the pinned log key, and proving the envelope's binding is logged.
         #[arg(long, value_name = "FILE")]
         receipt: Option<PathBuf>,
+        /// Require the receipt's checkpoint to meet this witness policy
+        /// (default: the one a --key file carries, if any).
+        #[arg(long, value_name = "FILE")]
+        witness_policy: Option<PathBuf>,
     },
     /// Show the token in use: id, name, pipeline, grants, expiry.
     Whoami,
@@ -527,17 +537,29 @@ async fn run(cli: Cli) -> Result<()> {
                 println!("{}", report.digest);
             }
         }
-        Command::Pull { reference: text, dir, keys: key_files, log_state, save_receipt, attestations, json } => {
+        Command::Pull {
+            reference: text,
+            dir,
+            keys: key_files,
+            log_state,
+            save_receipt,
+            witness_policy,
+            attestations,
+            json,
+        } => {
             let reference = reference(&text)?;
             let keys = keys::load(&key_files)?;
             let vkeys = keys::load_log(&key_files)?;
+            let witness_policy = keys::load_witness_policy(witness_policy.as_deref(), &key_files)?;
             let log = if vkeys.is_empty() {
-                if save_receipt.is_some() {
-                    return Err(CliError::Usage("--save-receipt needs the log key in a --key file".into()));
+                if save_receipt.is_some() || witness_policy.is_some() {
+                    return Err(CliError::Usage(
+                        "--save-receipt and a witness policy need the log key in a --key file".into(),
+                    ));
                 }
                 None
             } else {
-                Some(pull::LogCheck { vkeys, state: state_path(log_state)?, save_receipt })
+                Some(pull::LogCheck { vkeys, state: state_path(log_state)?, save_receipt, witness_policy })
             };
             let mut report = pull::pull(&client, &reference, &keys, &dir, json, log.as_ref()).await?;
             if let Some(into) = &attestations {
@@ -555,6 +577,9 @@ async fn run(cli: Cli) -> Result<()> {
                         |n| format!("consistent with the {n} entries held before"),
                     );
                     eprintln!("logged as entry {} of {} ({}; {since})", log.index, log.tree_size, log.origin);
+                    if !log.cosigned_by.is_empty() {
+                        eprintln!("cosigned by witnesses {}", log.cosigned_by.join(", "));
+                    }
                 }
                 if let Some(ci) = &report.pushed_by.ci {
                     eprintln!(
@@ -596,9 +621,12 @@ async fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
-        Command::Verify { keys: key_files, envelope, reference: expected, dir, receipt, .. } => {
+        Command::Verify { keys: key_files, envelope, reference: expected, dir, receipt, witness_policy, .. } => {
             let envelope =
                 envelope.ok_or_else(|| CliError::Usage("verify needs an ENVELOPE or --attestation".into()))?;
+            if witness_policy.is_some() && receipt.is_none() {
+                return Err(CliError::Usage("--witness-policy checks a --receipt's checkpoint: pass --receipt".into()));
+            }
             let keys = keys::load(&key_files)?;
             let text = std::fs::read_to_string(&envelope)
                 .map_err(|e| CliError::io(format!("reading {}", envelope.display()), e))?;
@@ -643,6 +671,11 @@ async fn run(cli: Cli) -> Result<()> {
                     &verified.digest,
                 )?;
                 eprintln!("receipt ok: the binding is in log {} of {} entries", checkpoint.origin, checkpoint.size);
+                if let Some(policy) = keys::load_witness_policy(witness_policy.as_deref(), &key_files)? {
+                    let cosigned = policy.check(&checkpoint.note).map_err(|e| CliError::Verify(e.to_string()))?;
+                    let names: Vec<String> = cosigned.into_iter().collect();
+                    eprintln!("witness policy met: cosigned by {}", names.join(", "));
+                }
             }
             if let Some(dir) = dir {
                 let problems = pull::check_dir(&verified, &dir);

@@ -49,6 +49,9 @@ pub struct LogReport {
     pub tree_size: u64,
     /// The size of the checkpoint held before, which this one extends.
     pub extends: Option<u64>,
+    /// The witnesses of the policy that cosigned its checkpoint.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cosigned_by: Vec<String>,
 }
 
 /// What `amber pull` checks in the log: the pinned log keys, where the
@@ -57,6 +60,8 @@ pub struct LogCheck {
     pub vkeys: Vec<String>,
     pub state: PathBuf,
     pub save_receipt: Option<PathBuf>,
+    /// Cosignatures the receipt's checkpoint must carry (fails closed).
+    pub witness_policy: Option<amber_core::witness::Policy>,
 }
 
 pub fn verify_envelope(
@@ -156,11 +161,17 @@ async fn check_log(
         text = client.tag_receipt(repo, tag).await?;
         (checkpoint, index) = transparency::check_receipt(&check.vkeys, &text, repo, tag, &verified.digest)?;
     }
+    let cosigned_by = match &check.witness_policy {
+        Some(policy) => {
+            policy.check(&checkpoint.note).map_err(|e| CliError::Verify(e.to_string()))?.into_iter().collect()
+        }
+        None => Vec::new(),
+    };
     let extends = transparency::advance(client, &check.state, &check.vkeys, &checkpoint).await?;
     if let Some(path) = &check.save_receipt {
         std::fs::write(path, &text).map_err(|e| CliError::io(format!("writing {}", path.display()), e))?;
     }
-    Ok(LogReport { origin: checkpoint.origin, index, tree_size: checkpoint.size, extends })
+    Ok(LogReport { origin: checkpoint.origin, index, tree_size: checkpoint.size, extends, cosigned_by })
 }
 
 /// Where `entry` goes under `dir`, creating parent directories, and refusing

@@ -14,6 +14,7 @@ pub mod parts;
 pub mod token;
 pub mod tombstone;
 pub mod wire;
+pub mod witness;
 
 pub use digest::Digest;
 pub use name::{RepoName, RepoPattern, Tag};

@@ -255,6 +255,11 @@ pub struct PublicKeyInfo {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyList {
     pub keys: Vec<PublicKeyInfo>,
+    /// The witnesses the store asks to cosign its log, as a witness policy
+    /// (`amber pull --witness-policy` syntax), when it has any: pinned with
+    /// the keys, so that a deploy tool pins one file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub witness_policy: Option<String>,
 }
 
 impl KeyList {

@@ -54,6 +54,26 @@ impl LogStore for PostgresMeta {
         Ok(stored == 1)
     }
 
+    async fn cosigned_checkpoint(&self) -> Result<Option<(u64, String)>, MetaError> {
+        let row: Option<(i64, String)> =
+            sqlx::query_as("SELECT size, note FROM log_cosigned WHERE singleton").fetch_optional(&self.pool).await?;
+        Ok(row.map(|(size, note)| (size as u64, note)))
+    }
+
+    async fn put_cosigned_checkpoint(&self, size: u64, note: &str) -> Result<bool, MetaError> {
+        let stored = sqlx::query(
+            "INSERT INTO log_cosigned (size, note) VALUES ($1, $2)
+             ON CONFLICT (singleton) DO UPDATE SET size = EXCLUDED.size, note = EXCLUDED.note
+             WHERE log_cosigned.size < EXCLUDED.size",
+        )
+        .bind(size as i64)
+        .bind(note)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(stored == 1)
+    }
+
     async fn claim_log_origin(&self, candidate: &str) -> Result<String, MetaError> {
         // Read first: every start after the first writes nothing.
         let stored: Option<(String,)> =

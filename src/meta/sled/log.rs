@@ -5,8 +5,8 @@ use amber_core::{RepoName, Tag};
 use sled::Transactional;
 
 use super::{
-    AUDIT_HEAD, LOG_CHECKPOINT, LOG_ORIGIN, SledMeta, integrate_in, log_hash_key, parse_head, read_head, tag_log_key,
-    transaction_error, write_head,
+    AUDIT_HEAD, COSIGNED_CHECKPOINT, LOG_CHECKPOINT, LOG_ORIGIN, SledMeta, Trees, integrate_in, log_hash_key,
+    parse_head, read_head, tag_log_key, transaction_error, write_head,
 };
 use crate::meta::LogStore;
 use crate::meta::MetaError;
@@ -37,15 +37,16 @@ impl LogStore for SledMeta {
     }
 
     async fn log_checkpoint(&self) -> Result<Option<(u64, String)>, MetaError> {
-        self.read("log_checkpoint", |t| match t.audit_head.get(LOG_CHECKPOINT)? {
-            Some(v) if v.len() > 8 => Ok(Some((
-                u64::from_be_bytes(v[..8].try_into().expect("8 bytes")),
-                String::from_utf8_lossy(&v[8..]).into_owned(),
-            ))),
-            Some(_) => Err(MetaError::Corrupt("log checkpoint".into())),
-            None => Ok(None),
-        })
-        .await
+        self.read("log_checkpoint", |t| sized_note(t, LOG_CHECKPOINT)).await
+    }
+
+    async fn cosigned_checkpoint(&self) -> Result<Option<(u64, String)>, MetaError> {
+        self.read("cosigned_checkpoint", |t| sized_note(t, COSIGNED_CHECKPOINT)).await
+    }
+
+    async fn put_cosigned_checkpoint(&self, size: u64, note: &str) -> Result<bool, MetaError> {
+        let note = note.to_owned();
+        self.write("put_cosigned_checkpoint", move |t| put_sized_note(t, COSIGNED_CHECKPOINT, size, &note)).await
     }
 
     async fn claim_log_origin(&self, candidate: &str) -> Result<String, MetaError> {
@@ -86,18 +87,8 @@ impl LogStore for SledMeta {
     }
 
     async fn put_log_checkpoint(&self, size: u64, note: &str) -> Result<bool, MetaError> {
-        let mut value = size.to_be_bytes().to_vec();
-        value.extend_from_slice(note.as_bytes());
-        self.write("put_log_checkpoint", move |t| {
-            let held = t.audit_head.get(LOG_CHECKPOINT)?;
-            if held.as_ref().is_some_and(|v| v.len() >= 8 && u64::from_be_bytes(v[..8].try_into().expect("8")) >= size)
-            {
-                return Ok(false);
-            }
-            t.audit_head.insert(LOG_CHECKPOINT, value)?;
-            Ok(true)
-        })
-        .await
+        let note = note.to_owned();
+        self.write("put_log_checkpoint", move |t| put_sized_note(t, LOG_CHECKPOINT, size, &note)).await
     }
 
     async fn tag_log_index(&self, repo: &RepoName, tag: &Tag) -> Result<Option<u64>, MetaError> {
@@ -135,4 +126,28 @@ impl LogStore for SledMeta {
         })
         .await
     }
+}
+
+/// A checkpoint kept under `key`: its size (u64 BE) then its note.
+fn sized_note(t: &Trees, key: &[u8]) -> Result<Option<(u64, String)>, MetaError> {
+    match t.audit_head.get(key)? {
+        Some(v) if v.len() > 8 => Ok(Some((
+            u64::from_be_bytes(v[..8].try_into().expect("8 bytes")),
+            String::from_utf8_lossy(&v[8..]).into_owned(),
+        ))),
+        Some(_) => Err(MetaError::Corrupt("log checkpoint".into())),
+        None => Ok(None),
+    }
+}
+
+/// Keeps `note` under `key` if `size` is larger than the one kept.
+fn put_sized_note(t: &Trees, key: &[u8], size: u64, note: &str) -> Result<bool, MetaError> {
+    let held = t.audit_head.get(key)?;
+    if held.as_ref().is_some_and(|v| v.len() >= 8 && u64::from_be_bytes(v[..8].try_into().expect("8")) >= size) {
+        return Ok(false);
+    }
+    let mut value = size.to_be_bytes().to_vec();
+    value.extend_from_slice(note.as_bytes());
+    t.audit_head.insert(key, value)?;
+    Ok(true)
 }

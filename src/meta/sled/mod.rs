@@ -31,6 +31,7 @@
 //!                                         tree (`Frontier::to_bytes`; absent before the log)
 //!            "checkpoint"              -> signed checkpoint envelope (JSON)
 //!            "log_checkpoint"          -> tree size u64 BE + signed note
+//!            "cosigned_checkpoint"     -> tree size u64 BE + the note with its witnesses' cosignatures
 //!            "log_origin"              -> the log's origin (UTF-8), fixed at the first start
 //!            \0 'h' index u64 BE       -> a stored hash of the tree (32 bytes)
 //!            \0 't' repo \0 tag        -> log index u64 BE of its tag_bound entry
@@ -95,6 +96,7 @@ const SCHEMA_VERSION: &[u8] = b"3";
 const AUDIT_HEAD: &[u8] = b"head";
 const AUDIT_CHECKPOINT: &[u8] = b"checkpoint";
 const LOG_CHECKPOINT: &[u8] = b"log_checkpoint";
+const COSIGNED_CHECKPOINT: &[u8] = b"cosigned_checkpoint";
 const LOG_ORIGIN: &[u8] = b"log_origin";
 const SCRUB_KEY: &[u8] = b"scrub";
 

@@ -1,0 +1,311 @@
+//! Witnesses: a real `litewitness` (torchwood, pinned in
+//! `../shared/tools/go-tools.sh`) per test, its Ed25519 key in an
+//! `ssh-agent` of the test's own, the store's log added with `witnessctl`.
+//! The store submits its checkpoints (C2SP tlog-witness), serves the
+//! cosigned one, and `amber pull --witness-policy` requires the quorum,
+//! failing closed below it; a witness that is down delays nothing else.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::harness::{TestServer, data, key_file};
+
+/// A free port on 127.0.0.1.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running litewitness and its ssh-agent, ended when dropped.
+struct LiteWitness {
+    name: String,
+    vkey: String,
+    url: String,
+    db: PathBuf,
+    agent: Child,
+    witness: Option<Child>,
+    fingerprint: String,
+    socket: PathBuf,
+    port: u16,
+}
+
+impl Drop for LiteWitness {
+    fn drop(&mut self) {
+        if let Some(mut witness) = self.witness.take() {
+            let _ = witness.kill();
+            let _ = witness.wait();
+        }
+        let _ = self.agent.kill();
+        let _ = self.agent.wait();
+    }
+}
+
+fn run(command: &mut Command) -> String {
+    let out = command.output().unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{command:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl LiteWitness {
+    /// A witness named `name` with a fresh key, not yet started.
+    fn new(dir: &Path, name: &str) -> Self {
+        let key = dir.join("witness_key");
+        run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "witness", "-f"]).arg(&key));
+        let public = std::fs::read_to_string(dir.join("witness_key.pub")).unwrap();
+        let blob = B64.decode(public.split_whitespace().nth(1).unwrap()).unwrap();
+        let raw: [u8; 32] = blob[blob.len() - 32..].try_into().unwrap();
+        let verifying = ed25519_dalek::VerifyingKey::from_bytes(&raw).unwrap();
+        let id = amber_core::witness::cosigner_key_id(name, &verifying);
+        let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        let mut typed = vec![amber_core::witness::COSIGNATURE_ED25519];
+        typed.extend_from_slice(&raw);
+        let vkey = format!("{name}+{hex}+{}", B64.encode(typed));
+        let listed =
+            run(Command::new("ssh-keygen").args(["-l", "-E", "sha256", "-f"]).arg(dir.join("witness_key.pub")));
+        let fingerprint = listed.split_whitespace().nth(1).unwrap().to_owned();
+        // A short socket path: the limit of a Unix socket's path is ~108 bytes.
+        let socket = PathBuf::from(format!("/tmp/lw-{}.sock", rand::random::<u32>()));
+        let agent = Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&socket)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let until = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            assert!(Instant::now() < until, "ssh-agent did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        run(Command::new("ssh-add").arg(&key).env("SSH_AUTH_SOCK", &socket));
+        let port = free_port();
+        Self {
+            name: name.to_owned(),
+            vkey,
+            url: format!("http://127.0.0.1:{port}"),
+            db: dir.join("litewitness.db"),
+            agent,
+            witness: None,
+            fingerprint,
+            socket,
+            port,
+        }
+    }
+
+    /// Adds the store's log (its origin and log key) to the witness's database.
+    fn add_log(&self, origin: &str, log_vkey: &str) {
+        let ctl = crate::oci::go_tool("witnessctl");
+        run(Command::new(&ctl).args(["add-log", "-origin", origin, "-db"]).arg(&self.db));
+        run(Command::new(&ctl).args(["add-key", "-origin", origin, "-key", log_vkey, "-db"]).arg(&self.db));
+    }
+
+    fn start(&mut self) {
+        let child = Command::new(crate::oci::go_tool("litewitness"))
+            .args(["-name", &self.name, "-key", &self.fingerprint, "-listen", &format!("127.0.0.1:{}", self.port)])
+            .arg("-ssh-agent")
+            .arg(&self.socket)
+            .arg("-db")
+            .arg(&self.db)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.witness = Some(child);
+        let until = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < until, "litewitness did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A store asking `witnesses` (name, vkey, url) to cosign, quorum `quorum`.
+async fn store_with(witnesses: &[(&str, &str, &str)], quorum: usize, dir: &Path) -> TestServer {
+    let mut toml = format!("[log]\nwitness_quorum = {quorum}\n");
+    for (name, vkey, url) in witnesses {
+        toml.push_str(&format!("\n[[log.witnesses]]\nname = \"{name}\"\nvkey = \"{vkey}\"\nurl = \"{url}\"\n"));
+    }
+    let path = dir.join("amber.toml");
+    std::fs::write(&path, toml).unwrap();
+    TestServer::builder().arg("--config").arg(path.to_str().unwrap()).start().await
+}
+
+/// The log's origin and verifier key, from `GET /v1/keys`.
+async fn log_key(server: &TestServer) -> (String, String) {
+    let keys = server.keys().await;
+    let vkey = keys["keys"].as_array().unwrap().iter().find(|k| k["purpose"] == "log").unwrap()["vkey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (vkey.split('+').next().unwrap().to_owned(), vkey)
+}
+
+async fn checkpoint(server: &TestServer, query: &str) -> String {
+    server.http.get(server.url(&format!("/v1/log/checkpoint{query}"))).send().await.unwrap().text().await.unwrap()
+}
+
+/// Waits until the served checkpoint carries a cosignature by `name` and
+/// covers at least `size` entries.
+async fn cosigned(server: &TestServer, name: &str, size: u64) -> String {
+    // Long enough for the backoff a witness that was down has reached.
+    let until = Instant::now() + Duration::from_secs(45);
+    loop {
+        let note = checkpoint(server, "").await;
+        let covers = note.lines().nth(1).and_then(|l| l.parse::<u64>().ok()).is_some_and(|n| n >= size);
+        if covers && note.lines().any(|l| l.starts_with(&format!("\u{2014} {name} "))) {
+            return note;
+        }
+        assert!(
+            Instant::now() < until,
+            "no cosignature by {name} of {size} entries; served:\n{note}\n{}",
+            server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn push(server: &TestServer, token: &str, tag: &str, dir: &Path) {
+    let src = dir.join(format!("src-{tag}"));
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("app.bin"), data(4000, tag.len() as u64)).unwrap();
+    let pushed = server.amber(token, &["push", &format!("acme/web:{tag}"), src.to_str().unwrap()]).await;
+    assert_eq!(pushed.code, 0, "{}", pushed.stderr);
+}
+
+/// litewitness cosigns the store's checkpoints; the cosignature verifies
+/// with its key; `amber pull` with a policy requiring it succeeds and says
+/// so, one requiring a witness that never cosigned fails closed (exit 4).
+#[tokio::test]
+async fn litewitness_cosigns_and_clients_require_the_quorum() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut witness = LiteWitness::new(dir.path(), "witness.test/w1");
+    let server = store_with(&[(&witness.name, &witness.vkey, &witness.url)], 1, dir.path()).await;
+    let (origin, log_vkey) = log_key(&server).await;
+    witness.add_log(&origin, &log_vkey);
+    witness.start();
+    let token = server.token(&[("acme/*", &["push", "pull"])]).await;
+    push(&server, &token, "1.0", dir.path()).await;
+    let (size, _) = (checkpoint(&server, "?uncosigned").await.lines().nth(1).unwrap().parse::<u64>().unwrap(), ());
+    let note = cosigned(&server, &witness.name, size).await;
+    // The witness's line verifies with its key (our verifier; litewitness made it).
+    let w = amber_core::witness::Witness::from_vkey(&witness.vkey, None).unwrap();
+    assert!(amber_core::witness::cosigners(&note, [&w]).contains(&witness.name), "{note}");
+    // The keys file carries the store's policy.
+    let keys: Value = server.keys().await;
+    assert!(keys["witness_policy"].as_str().unwrap().contains(&witness.vkey), "{keys}");
+
+    // A pull that requires the witness: the receipt's checkpoint is cosigned.
+    let keys_path = key_file(&server, dir.path()).await;
+    let policy = dir.path().join("policy");
+    std::fs::write(&policy, format!("log {log_vkey}\nwitness w1 {}\nquorum w1\n", witness.vkey)).unwrap();
+    let out = dir.path().join("out");
+    let pulled = server
+        .amber(
+            &token,
+            &[
+                "pull",
+                "acme/web:1.0",
+                "-o",
+                out.to_str().unwrap(),
+                "--key",
+                &keys_path,
+                "--witness-policy",
+                policy.to_str().unwrap(),
+            ],
+        )
+        .await;
+    assert_eq!(pulled.code, 0, "{}", pulled.stderr);
+    assert!(pulled.stderr.contains("cosigned by witnesses w1"), "{}", pulled.stderr);
+    // By default, the policy the pinned key file carries.
+    let pulled =
+        server.amber(&token, &["pull", "acme/web:1.0", "-o", out.to_str().unwrap(), "--key", &keys_path]).await;
+    assert_eq!(pulled.code, 0, "{}", pulled.stderr);
+    assert!(pulled.stderr.contains("cosigned by witnesses"), "{}", pulled.stderr);
+
+    // A policy that also requires a witness that never cosigned: refused.
+    let other = LiteWitness::new(&dir.path().join("other").tap_mkdir(), "witness.test/w2");
+    std::fs::write(
+        &policy,
+        format!("witness w1 {}\nwitness w2 {}\ngroup both all w1 w2\nquorum both\n", witness.vkey, other.vkey),
+    )
+    .unwrap();
+    let refused = server
+        .amber(
+            &token,
+            &[
+                "pull",
+                "acme/web:1.0",
+                "-o",
+                out.to_str().unwrap(),
+                "--key",
+                &keys_path,
+                "--witness-policy",
+                policy.to_str().unwrap(),
+            ],
+        )
+        .await;
+    assert_eq!(refused.code, 4, "{}", refused.stderr);
+    assert!(refused.stderr.contains("quorum both") && refused.stderr.contains("w2"), "{}", refused.stderr);
+
+    // The witness goes down: pushes and plain pulls go on; the store serves
+    // the newest cosigned checkpoint, and the uncosigned one on request.
+    if let Some(mut child) = witness.witness.take() {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let started = Instant::now();
+    push(&server, &token, "2.0", dir.path()).await;
+    assert!(started.elapsed() < Duration::from_secs(5), "a push waited for a witness that is down");
+    let plain = server
+        .amber(
+            &token,
+            &[
+                "pull",
+                "acme/web:2.0",
+                "-o",
+                out.to_str().unwrap(),
+                "--key",
+                &server_keys_without_policy(&server, dir.path()).await,
+            ],
+        )
+        .await;
+    assert_eq!(plain.code, 0, "{}", plain.stderr);
+    let newest: u64 = checkpoint(&server, "?uncosigned").await.lines().nth(1).unwrap().parse().unwrap();
+    let served: u64 = checkpoint(&server, "").await.lines().nth(1).unwrap().parse().unwrap();
+    assert!(served < newest, "the served checkpoint ({served}) is the cosigned one, behind the newest ({newest})");
+    // Back up: it catches up (re-proved from the size it holds).
+    witness.start();
+    cosigned(&server, &witness.name, newest).await;
+    let _ = server.request(Method::GET, "/v1/whoami", &token).send().await.unwrap();
+}
+
+/// The keys without a witness policy: a client that asks for none.
+async fn server_keys_without_policy(server: &TestServer, dir: &Path) -> String {
+    let mut keys = server.keys().await;
+    keys.as_object_mut().unwrap().remove("witness_policy");
+    let path = dir.join("keys-no-policy.json");
+    std::fs::write(&path, keys.to_string()).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+trait TapMkdir {
+    fn tap_mkdir(self) -> PathBuf;
+}
+
+impl TapMkdir for PathBuf {
+    fn tap_mkdir(self) -> PathBuf {
+        std::fs::create_dir_all(&self).unwrap();
+        self
+    }
+}
