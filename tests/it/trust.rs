@@ -51,7 +51,7 @@ fn held(state: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(state).unwrap()).expect("the state file is whole JSON")
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+pub(crate) fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();

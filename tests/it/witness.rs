@@ -175,6 +175,22 @@ async fn cosigned(server: &TestServer, name: &str, size: u64) -> String {
     }
 }
 
+/// The tree size that covers `repo:tag`'s binding (its log index plus one),
+/// from its receipt (which waits for a checkpoint that covers it).
+async fn covering(base: &str, token: &str, repo: &str, tag: &str) -> u64 {
+    let receipt = reqwest::Client::new()
+        .get(format!("{base}/v1/repos/{repo}/tags/{tag}/receipt"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let index: u64 = receipt.lines().find_map(|l| l.strip_prefix("index ")).unwrap().parse().unwrap();
+    index + 1
+}
+
 async fn push(server: &TestServer, token: &str, tag: &str, dir: &Path) {
     let src = dir.join(format!("src-{tag}"));
     std::fs::create_dir_all(&src).unwrap();
@@ -196,7 +212,7 @@ async fn litewitness_cosigns_and_clients_require_the_quorum() {
     witness.start();
     let token = server.token(&[("acme/*", &["push", "pull"])]).await;
     push(&server, &token, "1.0", dir.path()).await;
-    let (size, _) = (checkpoint(&server, "?uncosigned").await.lines().nth(1).unwrap().parse::<u64>().unwrap(), ());
+    let size = covering(&server.url(""), &token, "acme/web", "1.0").await;
     let note = cosigned(&server, &witness.name, size).await;
     // The witness's line verifies with its key (our verifier; litewitness made it).
     let w = amber_core::witness::Witness::from_vkey(&witness.vkey, None).unwrap();
@@ -281,7 +297,8 @@ async fn litewitness_cosigns_and_clients_require_the_quorum() {
         )
         .await;
     assert_eq!(plain.code, 0, "{}", plain.stderr);
-    let newest: u64 = checkpoint(&server, "?uncosigned").await.lines().nth(1).unwrap().parse().unwrap();
+    let newest = covering(&server.url(""), &token, "acme/web", "2.0").await;
+    let newest = newest.max(checkpoint(&server, "?uncosigned").await.lines().nth(1).unwrap().parse().unwrap());
     let served: u64 = checkpoint(&server, "").await.lines().nth(1).unwrap().parse().unwrap();
     assert!(served < newest, "the served checkpoint ({served}) is the cosigned one, behind the newest ({newest})");
     // Back up: it catches up (re-proved from the size it holds).
@@ -308,4 +325,94 @@ impl TapMkdir for PathBuf {
         std::fs::create_dir_all(&self).unwrap();
         self
     }
+}
+
+/// Pushes one small file to `repo:tag` through `/v1/` at `base`.
+async fn push_to(base: &str, token: &str, repo: &str, tag: &str, seed: u64) {
+    let http = reqwest::Client::new();
+    let bytes = data(3000, seed);
+    let put = http.post(format!("{base}/v1/repos/{repo}/blobs")).bearer_auth(token).body(bytes).send().await.unwrap();
+    assert!(put.status().is_success(), "{}", put.text().await.unwrap());
+    let info: Value = put.json().await.unwrap();
+    let files = serde_json::json!({"files": [{"path": "app.bin", "digest": info["digest"], "size": 3000}]});
+    let bound =
+        http.put(format!("{base}/v1/repos/{repo}/tags/{tag}")).bearer_auth(token).json(&files).send().await.unwrap();
+    assert!(bound.status().is_success(), "{}", bound.text().await.unwrap());
+}
+
+/// Split view: two stores from one snapshot (same keys, same origin)
+/// diverge. The witness cosigns the first one's history and refuses the
+/// other's; a client requiring the witness takes the first one's receipts
+/// and refuses the other's, though every log signature on them is valid.
+#[tokio::test]
+async fn a_split_view_is_cosigned_once_and_refused_by_clients_that_require_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut witness = LiteWitness::new(dir.path(), "witness.test/w1");
+    let mut a = store_with(&[(&witness.name, &witness.vkey, &witness.url)], 1, dir.path()).await;
+    let (origin, log_vkey) = log_key(&a).await;
+    witness.add_log(&origin, &log_vkey);
+    witness.start();
+    let token = a.token(&[("acme/*", &["push", "pull"])]).await;
+    push(&a, &token, "1.0", dir.path()).await;
+    cosigned(&a, &witness.name, covering(&a.url(""), &token, "acme/web", "1.0").await).await;
+
+    // The snapshot, then B on it: the same keys, origin and tokens.
+    assert!(a.terminate());
+    let snapshot = tempfile::tempdir().unwrap();
+    crate::trust::copy_dir(a.data_dir(), snapshot.path());
+    a.restart();
+    let config = dir.path().join("amber.toml");
+    let b_log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let (b_child, b_addr) =
+        crate::harness::spawn(snapshot.path(), &["--config".into(), config.to_str().unwrap().into()], &[], &b_log);
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _b = Kill(b_child);
+    let b = format!("http://{b_addr}");
+
+    // They diverge: each binds a tag the other never sees.
+    push_to(&a.url(""), &token, "acme/web", "2.0-a", 1).await;
+    push_to(&b, &token, "acme/web", "2.0-b", 2).await;
+    cosigned(&a, &witness.name, covering(&a.url(""), &token, "acme/web", "2.0-a").await).await;
+
+    let keys_path = key_file(&a, dir.path()).await;
+    let policy = dir.path().join("policy");
+    std::fs::write(&policy, format!("log {log_vkey}\nwitness w1 {}\nquorum w1\n", witness.vkey)).unwrap();
+    let pull = |base: String, tag: &'static str, state: &'static str| {
+        let (keys_path, policy, token) = (keys_path.clone(), policy.clone(), token.clone());
+        let out = dir.path().join(format!("out-{tag}"));
+        let state = dir.path().join(state);
+        async move {
+            let out = tokio::process::Command::new(crate::harness::amber_bin())
+                .args(["pull", &format!("acme/web:{tag}"), "-o", out.to_str().unwrap(), "--key", &keys_path])
+                .arg("--witness-policy")
+                .arg(&policy)
+                .env("AMBER_URL", base)
+                .env("AMBER_TOKEN", token)
+                .env("AMBER_LOG_STATE", state)
+                .output()
+                .await
+                .unwrap();
+            (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    };
+    let (code, stderr) = pull(a.url(""), "2.0-a", "state-a.json").await;
+    assert_eq!(code, 0, "A's history is the witnessed one: {stderr}");
+    // B's receipt: a valid log signature, but no witness will cosign B's
+    // history. Give B time to try (it is told 409 and then 422 or a larger size).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (code, stderr) = pull(b.clone(), "2.0-b", "state-b.json").await;
+    assert_eq!(code, 4, "{stderr}");
+    assert!(stderr.contains("quorum w1"), "{stderr}");
+    let served = reqwest::get(format!("{b}/v1/log/checkpoint?uncosigned")).await.unwrap().text().await.unwrap();
+    assert!(!served.contains("\u{2014} witness.test/w1"), "B's newest checkpoint got a cosignature:\n{served}");
+    let ready = reqwest::get(format!("{b}/readyz")).await.unwrap().text().await.unwrap();
+    assert!(ready.contains("witness witness.test/w1 behind"), "{ready}");
+    let logs = b_log.lock().unwrap().clone();
+    assert!(logs.contains("ALARM"), "B raised no alarm:\n{logs}");
 }
