@@ -416,3 +416,109 @@ async fn a_split_view_is_cosigned_once_and_refused_by_clients_that_require_it() 
     let logs = b_log.lock().unwrap().clone();
     assert!(logs.contains("ALARM"), "B raised no alarm:\n{logs}");
 }
+
+/// How a fake witness misbehaves.
+#[derive(Clone, Copy)]
+enum Misbehaviour {
+    /// Answers after 30 s (past the store's 10 s limit).
+    Slow,
+    /// `200` with lines that are no cosignature.
+    Garbage,
+    /// `409` naming a size it never accepts a proof from, forever.
+    ConflictForever,
+}
+
+/// A witness on 127.0.0.1 that misbehaves; counts the submissions it got.
+async fn misbehaving(how: Misbehaviour) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let count = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    let app = axum::Router::new().route(
+        "/add-checkpoint",
+        axum::routing::post(move |_body: String| {
+            let seen = seen.clone();
+            async move {
+                seen.fetch_add(1, Ordering::SeqCst);
+                match how {
+                    Misbehaviour::Slow => {
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                        (axum::http::StatusCode::OK, String::new())
+                    }
+                    Misbehaviour::Garbage => (axum::http::StatusCode::OK, "\u{2014} nobody AAAA\nnot a line\n".into()),
+                    Misbehaviour::ConflictForever => (axum::http::StatusCode::CONFLICT, "1\n".into()),
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, count)
+}
+
+/// A witness that is slow, answers garbage or `409`s forever: every push
+/// and plain pull goes on at once, the store keeps retrying, and its
+/// metrics and `/readyz` say which witness is behind and why.
+#[tokio::test]
+async fn a_witness_that_misbehaves_delays_nothing_and_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = |n: u8| {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[n; 32]).verifying_key();
+        let name = format!("bad.test/w{n}");
+        let id = amber_core::witness::cosigner_key_id(&name, &key);
+        let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        let mut typed = vec![amber_core::witness::COSIGNATURE_ED25519];
+        typed.extend_from_slice(key.as_bytes());
+        (name.clone(), format!("{name}+{hex}+{}", B64.encode(typed)))
+    };
+    let mut witnesses = Vec::new();
+    let mut counts = Vec::new();
+    for (n, how) in [(1, Misbehaviour::Slow), (2, Misbehaviour::Garbage), (3, Misbehaviour::ConflictForever)] {
+        let (url, count) = misbehaving(how).await;
+        let (name, vkey) = key(n);
+        witnesses.push((name, vkey, url));
+        counts.push(count);
+    }
+    let listed: Vec<(&str, &str, &str)> =
+        witnesses.iter().map(|(n, v, u)| (n.as_str(), v.as_str(), u.as_str())).collect();
+    let server = store_with(&listed, 1, dir.path()).await;
+    let token = server.token(&[("acme/*", &["push", "pull"])]).await;
+    let keys = server_keys_without_policy(&server, dir.path()).await;
+    let started = Instant::now();
+    for n in 0..10 {
+        push(&server, &token, &format!("1.{n}"), dir.path()).await;
+    }
+    let out = dir.path().join("out");
+    let pulled = server.amber(&token, &["pull", "acme/web:1.9", "-o", out.to_str().unwrap(), "--key", &keys]).await;
+    assert_eq!(pulled.code, 0, "{}", pulled.stderr);
+    assert!(started.elapsed() < Duration::from_secs(15), "10 pushes and a pull took {:?}", started.elapsed());
+    // Retried: the garbage and conflicting witnesses were asked more than once.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    use std::sync::atomic::Ordering;
+    assert!(
+        counts[1].load(Ordering::SeqCst) >= 2,
+        "the garbage witness was asked {} times",
+        counts[1].load(Ordering::SeqCst)
+    );
+    assert!(
+        counts[2].load(Ordering::SeqCst) >= 3,
+        "the 409 witness was asked {} times",
+        counts[2].load(Ordering::SeqCst)
+    );
+    let metrics = server.http.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    for (name, _, _) in &witnesses[1..] {
+        assert!(metrics.contains(&format!("amber_witness_failing{{witness=\"{name}\"}} 1")), "{name}:\n{metrics}");
+    }
+    assert!(metrics.contains("amber_witness_behind_entries{witness=\"bad.test/w1\"}"), "{metrics}");
+    let ready = server.http.get(server.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), reqwest::StatusCode::OK, "a witness behind does not make the store unready");
+    let ready = ready.text().await.unwrap();
+    for (name, _, _) in &witnesses {
+        assert!(ready.contains(&format!("witness {name} behind")), "{ready}");
+    }
+    assert!(ready.contains("without a valid cosignature") && ready.contains("409"), "{ready}");
+    // Nothing cosigned: the newest checkpoint is served.
+    assert_eq!(checkpoint(&server, "").await, checkpoint(&server, "?uncosigned").await);
+}
