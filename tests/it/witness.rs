@@ -214,7 +214,11 @@ async fn litewitness_cosigns_and_clients_require_the_quorum() {
     push(&server, &token, "1.0", dir.path()).await;
     let size = covering(&server.url(""), &token, "acme/web", "1.0").await;
     let note = cosigned(&server, &witness.name, size).await;
-    // The witness's line verifies with its key (our verifier; litewitness made it).
+    // The witness's line verifies with torchwood's cosignature verifier (Go)
+    // and with Amber's.
+    let checked = cosigcheck(&witness.name, &dir.path().join("witness_key"), &note);
+    assert!(checked.is_ok(), "torchwood: {checked:?}\n{note}");
+    assert!(cosigcheck(&witness.name, &dir.path().join("witness_key"), &note.replacen('\n', "x\n", 1)).is_err());
     let w = amber_core::witness::Witness::from_vkey(&witness.vkey, None).unwrap();
     assert!(amber_core::witness::cosigners(&note, [&w]).contains(&witness.name), "{note}");
     // The keys file carries the store's policy.
@@ -521,4 +525,39 @@ async fn a_witness_that_misbehaves_delays_nothing_and_is_named() {
     assert!(ready.contains("without a valid cosignature") && ready.contains("409"), "{ready}");
     // Nothing cosigned: the newest checkpoint is served.
     assert_eq!(checkpoint(&server, "").await, checkpoint(&server, "?uncosigned").await);
+}
+
+/// `tests/tools/cosigcheck` (torchwood's cosignature verifier and Go's
+/// `sumdb/note`) on `note`, for the witness whose private key is `key`:
+/// the cosignature's timestamp, or why it does not verify.
+fn cosigcheck(name: &str, key: &Path, note: &str) -> Result<String, String> {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let binary = BUILT.get_or_init(|| {
+        let out = std::env::temp_dir().join(format!("amber-cosigcheck-{}", std::process::id()));
+        let modcache = std::env::var("AMBER_GO_MODCACHE").unwrap_or_else(|_| "/var/cache/amber-go-tools/mod".into());
+        run(Command::new("go")
+            .args(["build", "-o"])
+            .arg(&out)
+            .arg(".")
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/cosigcheck"))
+            .env("GOMODCACHE", modcache)
+            .env("GOFLAGS", "-mod=mod"));
+        out
+    });
+    let mut child = Command::new(binary)
+        .arg(name)
+        .arg(key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(note.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
 }
