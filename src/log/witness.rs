@@ -1,6 +1,7 @@
 //! Asking the log's witnesses to cosign its checkpoints (C2SP tlog-witness
-//! `add-checkpoint`), off the request path: each witness has a task of its
-//! own, so one that is slow or down delays no other and no push. A witness
+//! `add-checkpoint`), off the request path: each witness is followed on its
+//! own (polled together), so one that is slow or down delays no other and
+//! no push. A witness
 //! that holds another size (`409`) is re-proved from it; one that says the
 //! history is inconsistent (`422`) raises an alarm and is asked nothing more
 //! until the server restarts (an operator looks first); an outage or a bad
