@@ -132,13 +132,22 @@ impl LiteWitness {
 
 /// A store asking `witnesses` (name, vkey, url) to cosign, quorum `quorum`.
 async fn store_with(witnesses: &[(&str, &str, &str)], quorum: usize, dir: &Path) -> TestServer {
+    store_on(crate::backends::Backend::Embedded, witnesses, quorum, dir).await
+}
+
+async fn store_on(
+    backend: crate::backends::Backend,
+    witnesses: &[(&str, &str, &str)],
+    quorum: usize,
+    dir: &Path,
+) -> TestServer {
     let mut toml = format!("[log]\nwitness_quorum = {quorum}\n");
     for (name, vkey, url) in witnesses {
         toml.push_str(&format!("\n[[log.witnesses]]\nname = \"{name}\"\nvkey = \"{vkey}\"\nurl = \"{url}\"\n"));
     }
     let path = dir.join("amber.toml");
     std::fs::write(&path, toml).unwrap();
-    TestServer::builder().arg("--config").arg(path.to_str().unwrap()).start().await
+    TestServer::builder().backend(backend).arg("--config").arg(path.to_str().unwrap()).start().await
 }
 
 /// The log's origin and verifier key, from `GET /v1/keys`.
@@ -560,4 +569,44 @@ fn cosigcheck(name: &str, key: &Path, note: &str) -> Result<String, String> {
     } else {
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
+}
+
+/// Two replicas on PostgreSQL, both submitting, under pushes through both:
+/// the witness sees one history (no alarm), and both serve checkpoints it
+/// cosigned, each consistent with the other.
+#[tokio::test]
+async fn two_replicas_on_postgres_submit_one_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut witness = LiteWitness::new(dir.path(), "witness.test/w1");
+    let server =
+        store_on(crate::backends::Backend::S3Postgres, &[(&witness.name, &witness.vkey, &witness.url)], 1, dir.path())
+            .await;
+    let replica = server.spawn_replica();
+    let (origin, log_vkey) = log_key(&server).await;
+    witness.add_log(&origin, &log_vkey);
+    witness.start();
+    let token = server.token(&[("acme/*", &["push", "pull"])]).await;
+    let (first, second) = (server.url(""), replica.url(""));
+    let pushes = (0..12).map(|n| {
+        let (base, token) = (if n % 2 == 0 { first.clone() } else { second.clone() }, token.clone());
+        async move { push_to(&base, &token, "acme/web", &format!("r{n}"), n).await }
+    });
+    futures_util::future::join_all(pushes).await;
+    let needed =
+        covering(&first, &token, "acme/web", "r11").await.max(covering(&first, &token, "acme/web", "r10").await);
+    let note = cosigned(&server, &witness.name, needed).await;
+    // The replica serves a cosigned checkpoint of the same history.
+    let until = Instant::now() + Duration::from_secs(20);
+    let other = loop {
+        let served = reqwest::get(replica.url("/v1/log/checkpoint")).await.unwrap().text().await.unwrap();
+        if served.contains("\u{2014} witness.test/w1 ") && served.lines().nth(1) == note.lines().nth(1) {
+            break served;
+        }
+        assert!(Instant::now() < until, "the replica serves no cosigned checkpoint of the same size:\n{served}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(other.lines().nth(2), note.lines().nth(2), "one root for one size: no fork");
+    assert!(!server.logs().contains("ALARM"), "{}", server.logs());
+    let w = amber_core::witness::Witness::from_vkey(&witness.vkey, None).unwrap();
+    assert!(amber_core::witness::cosigners(&other, [&w]).contains(&witness.name));
 }
