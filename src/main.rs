@@ -209,6 +209,10 @@ async fn main() -> anyhow::Result<()> {
             let log = Signer::load_log(&meta, &origin, config.log.key_file.as_deref()).await?;
             let mut keys = signer.key_list();
             keys.keys.extend(log.key_list().keys);
+            let witnesses = &config.log.witnesses;
+            if !witnesses.witnesses.is_empty() {
+                keys.witness_policy = Some(amber_core::witness::policy_text(&witnesses.witnesses, witnesses.quorum));
+            }
             println!("{}", serde_json::to_string_pretty(&keys)?);
             Ok(())
         }
