@@ -95,9 +95,21 @@ fn the_vendored_hashes_are_the_npm_package_unchanged() {
 async fn the_console_works_end_to_end_in_chromium() {
     // Trusting a (fake) GitHub Actions issuer: acme/web:2.0.0 is pushed
     // through trusted publishing, so its provenance is shown.
+    // And a real witness (litewitness) cosigning its checkpoints: the
+    // console shows each binding's cosignatures.
     let issuer = crate::fake_issuer::FakeIssuer::start().await;
-    let (server, _config) =
-        crate::oidc::server_trusting(crate::backends::Backend::Embedded, &[("github", &issuer, "github")]).await;
+    let config = tempfile::tempdir().unwrap();
+    let mut witness = crate::witness::LiteWitness::new(config.path(), "witness.test/console");
+    let toml = format!(
+        "[[oidc.issuers]]\nname = \"github\"\nurl = \"{}\"\nkind = \"github\"\nallow_insecure_http = true\n\n[log]\nwitness_quorum = 1\n\n[[log.witnesses]]\nname = \"{}\"\nvkey = \"{}\"\nurl = \"{}\"\n",
+        issuer.url, witness.name, witness.vkey, witness.url
+    );
+    std::fs::write(config.path().join("amber.toml"), toml).unwrap();
+    let server =
+        TestServer::builder().arg("--config").arg(config.path().join("amber.toml").to_str().unwrap()).start().await;
+    let (origin, log_vkey) = crate::witness::log_key(&server).await;
+    witness.add_log(&origin, &log_vkey);
+    witness.start();
     let pusher =
         server.token_with(&[("acme/*", &["push", "pull"])], json!({"name": "ci-pusher", "pipeline": "web-ci"})).await;
     // Admin grants no pull: the operator's console token has both.
@@ -118,6 +130,8 @@ async fn the_console_works_end_to_end_in_chromium() {
     let run =
         server.amber(minted["token"].as_str().unwrap(), &["push", "acme/web:2.0.0", tree.to_str().unwrap()]).await;
     assert_eq!(run.code, 0, "{}", run.stderr);
+    let covering = crate::witness::covering(&server.url(""), &pusher, "acme/web", "2.0.0").await;
+    crate::witness::cosigned(&server, &witness.name, covering).await;
 
     let mut node = Command::new("node");
     node.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/console.mjs"))

@@ -22,10 +22,10 @@ fn free_port() -> u16 {
 }
 
 /// A running litewitness and its ssh-agent, ended when dropped.
-struct LiteWitness {
-    name: String,
-    vkey: String,
-    url: String,
+pub(crate) struct LiteWitness {
+    pub(crate) name: String,
+    pub(crate) vkey: String,
+    pub(crate) url: String,
     db: PathBuf,
     agent: Child,
     witness: Option<Child>,
@@ -58,7 +58,7 @@ fn run(command: &mut Command) -> String {
 
 impl LiteWitness {
     /// A witness named `name` with a fresh key, not yet started.
-    fn new(dir: &Path, name: &str) -> Self {
+    pub(crate) fn new(dir: &Path, name: &str) -> Self {
         let key = dir.join("witness_key");
         run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "witness", "-f"]).arg(&key));
         let public = std::fs::read_to_string(dir.join("witness_key.pub")).unwrap();
@@ -104,13 +104,13 @@ impl LiteWitness {
     }
 
     /// Adds the store's log (its origin and log key) to the witness's database.
-    fn add_log(&self, origin: &str, log_vkey: &str) {
+    pub(crate) fn add_log(&self, origin: &str, log_vkey: &str) {
         let ctl = crate::oci::go_tool("witnessctl");
         run(Command::new(&ctl).args(["add-log", "-origin", origin, "-db"]).arg(&self.db));
         run(Command::new(&ctl).args(["add-key", "-origin", origin, "-key", log_vkey, "-db"]).arg(&self.db));
     }
 
-    fn start(&mut self) {
+    pub(crate) fn start(&mut self) {
         let child = Command::new(crate::oci::go_tool("litewitness"))
             .args(["-name", &self.name, "-key", &self.fingerprint, "-listen", &format!("127.0.0.1:{}", self.port)])
             .arg("-ssh-agent")
@@ -151,7 +151,7 @@ async fn store_on(
 }
 
 /// The log's origin and verifier key, from `GET /v1/keys`.
-async fn log_key(server: &TestServer) -> (String, String) {
+pub(crate) async fn log_key(server: &TestServer) -> (String, String) {
     let keys = server.keys().await;
     let vkey = keys["keys"].as_array().unwrap().iter().find(|k| k["purpose"] == "log").unwrap()["vkey"]
         .as_str()
@@ -166,7 +166,7 @@ async fn checkpoint(server: &TestServer, query: &str) -> String {
 
 /// Waits until the served checkpoint carries a cosignature by `name` and
 /// covers at least `size` entries.
-async fn cosigned(server: &TestServer, name: &str, size: u64) -> String {
+pub(crate) async fn cosigned(server: &TestServer, name: &str, size: u64) -> String {
     // Long enough for the backoff a witness that was down has reached.
     let until = Instant::now() + Duration::from_secs(45);
     loop {
@@ -186,7 +186,7 @@ async fn cosigned(server: &TestServer, name: &str, size: u64) -> String {
 
 /// The tree size that covers `repo:tag`'s binding (its log index plus one),
 /// from its receipt (which waits for a checkpoint that covers it).
-async fn covering(base: &str, token: &str, repo: &str, tag: &str) -> u64 {
+pub(crate) async fn covering(base: &str, token: &str, repo: &str, tag: &str) -> u64 {
     let receipt = reqwest::Client::new()
         .get(format!("{base}/v1/repos/{repo}/tags/{tag}/receipt"))
         .bearer_auth(token)

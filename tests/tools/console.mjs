@@ -87,6 +87,8 @@ await test('a manifest is verified in the browser, with its log receipt', async 
   await page.getByText('In the log.').waitFor();
   assert.match(await page.locator('.copyable code').first().textContent(), /^amber pull acme\/web:1\.0\.0 /);
   await page.getByRole('cell', { name: 'dist/app.bin' }).waitFor();
+  // The witness's cosignature of the receipt's checkpoint, verified here.
+  await page.getByRole('cell', { name: /^cosigned \d{4}-/ }).waitFor();
   await page.getByText('No SLSA provenance').waitFor();
   await page.getByRole('cell', { name: 'PASSED' }).waitFor();
   await shot(page, 'manifest');

@@ -3,7 +3,7 @@
 // with their ids to compare with `amberd keys export`. A later change of the
 // server's key set is shown as a warning and trusted only when the operator
 // says so; until then only the pinned keys verify anything.
-import { VerifyError, dsseKeyId, fromBase64, parseVkey } from './verify.js';
+import { VerifyError, dsseKeyId, fromBase64, parseCosignerVkey, parseVkey } from './verify.js';
 
 const PINNED = 'amber.pinned-keys';
 
@@ -21,7 +21,7 @@ const same = (a, b) => a.public_key === b.public_key && (a.purpose ?? 'manifest'
 async function served() {
   const response = await fetch('/v1/keys', { credentials: 'omit', cache: 'no-store' });
   if (!response.ok) throw new VerifyError(`GET /v1/keys answered ${response.status}`);
-  const { keys } = await response.json();
+  const { keys, witness_policy: witnessPolicy } = await response.json();
   for (const key of keys) {
     const bytes = fromBase64(key.public_key, `key ${key.keyid}`);
     if (bytes.length !== 32) throw new VerifyError(`key ${key.keyid} is not 32 bytes`);
@@ -30,7 +30,18 @@ async function served() {
     }
     if (key.purpose === 'log') parseVkey(key.vkey);
   }
-  return keys;
+  witnessesOf(witnessPolicy ?? null);
+  return { keys, witnessPolicy: witnessPolicy ?? null };
+}
+
+/** The witnesses a policy names (`witness LABEL VKEY [URL]` lines), parsed. */
+function witnessesOf(policy) {
+  if (!policy) return [];
+  return policy
+    .split('\n')
+    .map((line) => line.split('#')[0].trim().split(/\s+/))
+    .filter((words) => words[0] === 'witness' && words.length >= 3)
+    .map((words) => ({ label: words[1], ...parseCosignerVkey(words[2]) }));
 }
 
 /**
@@ -38,11 +49,11 @@ async function served() {
  * lists that is not pinned (`added`) or pinned but no longer listed (`gone`).
  */
 export async function review() {
-  const keys = await served();
+  const { keys, witnessPolicy } = await served();
   let pinned = load();
   let first = false;
   if (!pinned) {
-    pinned = { pinned_at: new Date().toISOString(), keys };
+    pinned = { pinned_at: new Date().toISOString(), keys, witness_policy: witnessPolicy };
     localStorage.setItem(PINNED, JSON.stringify(pinned));
     first = true;
   }
@@ -53,14 +64,17 @@ export async function review() {
 
 /** Trust the server's current set (the operator compared it). */
 export async function trustServed() {
-  const keys = await served();
-  localStorage.setItem(PINNED, JSON.stringify({ pinned_at: new Date().toISOString(), keys }));
+  const { keys, witnessPolicy } = await served();
+  localStorage.setItem(PINNED, JSON.stringify({ pinned_at: new Date().toISOString(), keys, witness_policy: witnessPolicy }));
 }
 
 /** The pinned keys in the form the verifiers take. */
 export function trusted() {
-  const pinned = load()?.keys ?? [];
+  const stored = load();
+  const pinned = stored?.keys ?? [];
   return {
+    // The witnesses of the policy pinned with the keys (none without one).
+    witnesses: witnessesOf(stored?.witness_policy ?? null),
     manifest: pinned
       .filter((k) => (k.purpose ?? 'manifest') === 'manifest')
       .map((k) => {

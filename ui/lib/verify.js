@@ -141,6 +141,44 @@ export function parseVkey(vkey) {
   return { name: parts[0], id, key: encoded.slice(1) };
 }
 
+/** A witness's cosigner key from its vkey `<name>+<hex id>+<base64(0x04 || key)>`. */
+export function parseCosignerVkey(vkey) {
+  const match = /^([^+]+)\+([0-9a-f]{8})\+(.+)$/.exec(String(vkey));
+  if (!match) throw new VerifyError(`not a vkey: ${vkey}`);
+  const [name, id, encoded] = match.slice(1);
+  const bytes = fromBase64(encoded, 'the witness vkey');
+  if (bytes.length !== 33 || bytes[0] !== 4) throw new VerifyError(`not an Ed25519 cosigner vkey: ${vkey}`);
+  const hash = sha256(concat(utf8.encode(`${name}\n`), bytes)).slice(0, 4);
+  if (hex(hash) !== id) throw new VerifyError(`the vkey's id does not match its key: ${vkey}`);
+  return { name, id: hash, key: bytes.slice(1) };
+}
+
+/**
+ * The witnesses' cosignatures (C2SP tlog-cosignature/v1) on a checkpoint
+ * note: for each of `witnesses`, the time of its valid cosignature, or null.
+ */
+export async function checkCosignatures(note, witnesses) {
+  const split = note.lastIndexOf('\n\n');
+  if (split < 0) throw new VerifyError('the checkpoint is not a signed note');
+  const body = note.slice(0, split + 1);
+  const lines = note.slice(split + 2).split('\n').filter((l) => l);
+  const found = [];
+  for (const w of witnesses) {
+    let time = null;
+    for (const line of lines) {
+      const match = /^\u2014 (\S+) (\S+)$/.exec(line);
+      if (!match || match[1] !== w.name) continue;
+      const blob = fromBase64(match[2], 'a cosignature');
+      if (blob.length !== 76 || !equal(blob.slice(0, 4), w.id)) continue;
+      const seconds = new DataView(blob.buffer, blob.byteOffset + 4, 8).getBigUint64(0);
+      const message = concat(utf8.encode(`cosignature/v1\ntime ${seconds}\n`), utf8.encode(body));
+      if (await ed25519Verify(w.key, blob.slice(12), message)) time = new Date(Number(seconds) * 1000);
+    }
+    found.push({ label: w.label, name: w.name, time });
+  }
+  return found;
+}
+
 /** The text of a note signed by one of `logKeys` (parsed vkeys). */
 export async function openNote(note, logKeys) {
   const split = note.lastIndexOf('\n\n');

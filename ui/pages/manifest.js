@@ -6,7 +6,7 @@
 import { ApiError, enc, repoPath, request } from '../lib/api.js';
 import { bytes, copyable, copyButton, h, table, time, verdict } from '../lib/dom.js';
 import { trusted } from '../lib/keys.js';
-import { VerifyError, checkAttestation, checkManifest, checkReceipt, fromBase64, openEnvelope } from '../lib/verify.js';
+import { VerifyError, checkAttestation, checkCosignatures, checkManifest, checkReceipt, fromBase64, openEnvelope } from '../lib/verify.js';
 import { pusher } from './tags.js';
 
 const reason = (err) => (err instanceof VerifyError || err instanceof ApiError ? err.message : `could not check: ${err.message}`);
@@ -125,6 +125,18 @@ export async function render(main, { params }) {
       const text = await (await request('GET', `${path}/receipt`, { accept: 'text/plain' })).text();
       const proof = await checkReceipt(text, keys.log, { repository: repo, tag, digest: verified.digest });
       receipt.replaceChildren(verdict('ok', 'In the log.', `Entry ${proof.index} of the checkpoint of ${proof.checkpoint.size} entries signed by pinned log key ${proof.checkpoint.origin}.`));
+      if (keys.witnesses.length) {
+        // The receipt's checkpoint is what follows its first blank line.
+        const note = text.slice(text.indexOf('\n\n') + 2);
+        const cosigned = await checkCosignatures(note, keys.witnesses);
+        receipt.append(
+          h('h3', {}, 'Witnesses'),
+          table('Witness cosignatures', ['Witness', 'Cosignature'], cosigned.map((c) => [
+            `${c.label} (${c.name})`,
+            c.time ? `cosigned ${c.time.toISOString()}` : 'no valid cosignature',
+          ])),
+        );
+      }
     } catch (err) {
       receipt.replaceChildren(verdict('bad', 'Log receipt not verified:', reason(err)));
     }
