@@ -1,9 +1,11 @@
 //! Asking the log's witnesses to cosign its checkpoints (C2SP tlog-witness
 //! `add-checkpoint`), off the request path: each witness is followed on its
 //! own (polled together), so one that is slow or down delays no other and
-//! no push. A witness
-//! that holds another size (`409`) is re-proved from it; one that says the
-//! history is inconsistent (`422`) raises an alarm and is asked nothing more
+//! no push; on several replicas, only the one holding the witness lock
+//! submits. A witness that holds another size (`409`) is re-proved from it;
+//! one that says the
+//! history is inconsistent (`422`) raises an alarm (logged, counted, and an
+//! audit entry) and is asked nothing more
 //! until the server restarts (an operator looks first); an outage or a bad
 //! answer is retried with backoff. Once a quorum has cosigned one
 //! checkpoint, it is stored with their cosignature lines
@@ -25,6 +27,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Backoff after a failed submission: doubled each time up to the most.
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 const BACKOFF_MOST: Duration = Duration::from_secs(300);
+/// How often a replica that does not submit asks for the witness lock.
+const LOCK_RETRY: Duration = Duration::from_secs(5);
 /// Re-proofs after `409`s in a row before backing off.
 const CONFLICTS: usize = 3;
 /// Bytes of a witness's answer read at most.
@@ -49,6 +53,8 @@ pub struct Witnesses {
     config: WitnessConfig,
     http: reqwest::Client,
     standing: Mutex<Vec<Standing>>,
+    /// True on the replica that holds the witness lock.
+    submitting: std::sync::atomic::AtomicBool,
 }
 
 enum Outcome {
@@ -68,7 +74,7 @@ impl Witnesses {
             .build()?;
         let standing =
             config.witnesses.iter().map(|w| Standing { name: w.name.clone(), ..Standing::default() }).collect();
-        Ok(Self { config, http, standing: Mutex::new(standing) })
+        Ok(Self { config, http, standing: Mutex::new(standing), submitting: Default::default() })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -96,13 +102,31 @@ impl Witnesses {
 
     /// Asks each witness to cosign the newest checkpoint, each in a task of
     /// its own, until the server stops.
-    pub async fn run(&self, log: &Log, meta: &Meta) {
+    /// On several replicas (PostgreSQL), one submits at a time: the one
+    /// holding the witness lock; the others wait for it (a replica that
+    /// stops or crashes lets the next in) and serve what it stored.
+    pub async fn run(&self, log: &Log, meta: &Meta, signer: &std::sync::Arc<crate::signing::Signer>) {
+        let _lock = loop {
+            match meta.witness_lock().await {
+                Ok(Some(lock)) => break lock,
+                Ok(None) => {}
+                Err(err) => tracing::warn!(error = %err, "could not ask for the witness lock"),
+            }
+            tokio::time::sleep(LOCK_RETRY).await;
+        };
+        self.submitting.store(true, std::sync::atomic::Ordering::Release);
+        tracing::info!(witnesses = self.config.witnesses.len(), "submitting checkpoints to the witnesses");
         // Polled together: one waiting on its witness holds up no other.
-        futures_util::future::join_all((0..self.config.witnesses.len()).map(|index| self.follow(index, log, meta)))
-            .await;
+        let follow = (0..self.config.witnesses.len()).map(|index| self.follow(index, log, meta, signer));
+        futures_util::future::join_all(follow).await;
     }
 
-    async fn follow(&self, index: usize, log: &Log, meta: &Meta) {
+    /// Whether this replica is the one submitting.
+    pub fn submitting(&self) -> bool {
+        self.submitting.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    async fn follow(&self, index: usize, log: &Log, meta: &Meta, signer: &std::sync::Arc<crate::signing::Signer>) {
         let witness = self.config.witnesses[index].clone();
         let mut backoff = BACKOFF_FIRST;
         let mut conflicts = 0;
@@ -139,7 +163,7 @@ impl Witnesses {
                 Outcome::Holds(held) if held > size => {
                     let alarm = format!("it holds a checkpoint of {held} entries, larger than this log's {size}");
                     tracing::error!(witness = %witness.name, %alarm, "ALARM: a witness has seen a larger tree of this log");
-                    self.update(index, |s| s.alarm = Some(alarm));
+                    self.alarm(index, &witness, alarm, meta, signer).await;
                 }
                 Outcome::Holds(held) => {
                     self.update(index, |s| s.holds = Some(held));
@@ -152,10 +176,28 @@ impl Witnesses {
                 }
                 Outcome::Alarm(alarm) => {
                     tracing::error!(witness = %witness.name, %alarm, "ALARM: a witness refused this log's history as inconsistent");
-                    self.update(index, |s| s.alarm = Some(alarm));
+                    self.alarm(index, &witness, alarm, meta, signer).await;
                 }
                 Outcome::Failed(why) => self.fail(index, &witness, why, &mut backoff).await,
             }
+        }
+    }
+
+    /// Raises an alarm: kept (the witness is asked nothing more), counted,
+    /// and recorded in the audit log (and so the transparency log).
+    async fn alarm(
+        &self,
+        index: usize,
+        witness: &Witness,
+        reason: String,
+        meta: &Meta,
+        signer: &std::sync::Arc<crate::signing::Signer>,
+    ) {
+        self.update(index, |s| s.alarm = Some(reason.clone()));
+        let actor = amber_core::audit::Actor { token_id: None, token_name: Some("amberd (witness submitter)".into()) };
+        let event = amber_core::audit::Event::WitnessAlarm { witness: witness.name.clone(), reason };
+        if let Err(err) = crate::audit::record(meta, signer, actor, event).await {
+            tracing::error!(error = %err, "could not record a witness alarm in the audit log");
         }
     }
 
@@ -247,7 +289,8 @@ impl Witnesses {
     pub fn render_metrics(&self, newest: u64) -> String {
         use std::fmt::Write as _;
         let mut out = String::new();
-        if self.is_empty() {
+        // Another replica submits: what it knows is not here.
+        if self.is_empty() || !self.submitting() {
             return out;
         }
         let gauges = [
@@ -274,6 +317,9 @@ impl Witnesses {
 
     /// A line for each witness behind `newest`, saying why (for `/readyz`).
     pub fn lagging(&self, newest: u64) -> Vec<String> {
+        if !self.submitting() {
+            return Vec::new();
+        }
         self.standing()
             .into_iter()
             .filter(|s| s.cosignature.as_ref().is_none_or(|(size, _)| *size < newest))

@@ -5,7 +5,7 @@ use std::future::Future;
 use amber_core::log::{Frontier, Hash};
 use amber_core::{RepoName, Tag};
 
-use super::{Meta, MetaError};
+use super::{Meta, MetaError, RunnerLock};
 
 pub trait LogStore {
     /// The log's tree as durably stored: everything it covers survives a
@@ -31,6 +31,11 @@ pub trait LogStore {
     /// cosigned one if its `size` is larger than the one kept; returns
     /// whether it did.
     fn put_cosigned_checkpoint(&self, size: u64, note: &str) -> impl Future<Output = Result<bool, MetaError>> + Send;
+
+    /// The lock of the replica that submits checkpoints to the witnesses,
+    /// if no other replica holds it (dropping it lets another in; so does
+    /// a crash).
+    fn witness_lock(&self) -> impl Future<Output = Result<Option<RunnerLock>, MetaError>> + Send;
 
     /// The log's origin, fixed at the first start: the one stored, or else
     /// `candidate`, stored now (the first replica to store one wins; every
@@ -72,6 +77,10 @@ impl LogStore for Meta {
 
     async fn put_cosigned_checkpoint(&self, size: u64, note: &str) -> Result<bool, MetaError> {
         dispatch!(self, s => s.put_cosigned_checkpoint(size, note))
+    }
+
+    async fn witness_lock(&self) -> Result<Option<RunnerLock>, MetaError> {
+        dispatch!(self, s => s.witness_lock())
     }
 
     async fn claim_log_origin(&self, candidate: &str) -> Result<String, MetaError> {

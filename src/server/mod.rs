@@ -149,7 +149,7 @@ pub async fn serve(
         let (state, stop) = (state.clone(), stop.clone());
         tokio::spawn(async move {
             tokio::select! {
-                () = state.log.witnesses.run(&state.log, &state.meta) => {}
+                () = state.log.witnesses.run(&state.log, &state.meta, &state.signer) => {}
                 () = stop.cancelled() => {}
             }
         })

@@ -428,6 +428,25 @@ async fn a_split_view_is_cosigned_once_and_refused_by_clients_that_require_it() 
     assert!(ready.contains("witness witness.test/w1 behind"), "{ready}");
     let logs = b_log.lock().unwrap().clone();
     assert!(logs.contains("ALARM"), "B raised no alarm:\n{logs}");
+    // And recorded it in its audit log.
+    let audit: Value = reqwest::Client::new()
+        .get(format!("{b}/v1/audit?limit=1000"))
+        .bearer_auth(&a.admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let events: Vec<Value> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| serde_json::from_str::<Value>(e["entry"].as_str().unwrap()).unwrap()["event"].clone())
+        .filter(|event| event["kind"] == "witness_alarm")
+        .collect();
+    assert_eq!(events.len(), 1, "{audit}");
+    assert_eq!(events[0]["witness"], "witness.test/w1");
 }
 
 /// How a fake witness misbehaves.
@@ -606,6 +625,17 @@ async fn two_replicas_on_postgres_submit_one_history() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(other.lines().nth(2), note.lines().nth(2), "one root for one size: no fork");
+    // One replica submits (it holds the witness lock): only its metrics
+    // know the witness.
+    let metrics_of = |url: String| async move { reqwest::get(url).await.unwrap().text().await.unwrap() };
+    let submitting = [server.url("/metrics"), replica.url("/metrics")];
+    let mut knows = 0;
+    for url in submitting {
+        if metrics_of(url).await.contains("amber_witness_cosigned_size{witness=\"witness.test/w1\"}") {
+            knows += 1;
+        }
+    }
+    assert_eq!(knows, 1, "exactly one replica submits");
     assert!(!server.logs().contains("ALARM"), "{}", server.logs());
     let w = amber_core::witness::Witness::from_vkey(&witness.vkey, None).unwrap();
     assert!(amber_core::witness::cosigners(&other, [&w]).contains(&witness.name));

@@ -110,6 +110,12 @@ pub enum Event {
     BlobRepaired {
         digest: Digest,
     },
+    /// A witness refused the log's history as inconsistent with what it
+    /// saw (`422`), or holds a larger tree of it: it is asked nothing more.
+    WitnessAlarm {
+        witness: String,
+        reason: String,
+    },
     /// A retention policy was stored (the whole policy, defaults filled in).
     RetentionPolicySet {
         scope: crate::name::RepoPattern,

@@ -5,7 +5,7 @@ use amber_core::{RepoName, Tag};
 
 use super::{PostgresMeta, integrate_in};
 use crate::meta::LogStore;
-use crate::meta::MetaError;
+use crate::meta::{MetaError, RunnerLock};
 
 impl LogStore for PostgresMeta {
     async fn log_tree(&self) -> Result<Frontier, MetaError> {
@@ -72,6 +72,13 @@ impl LogStore for PostgresMeta {
         .await?
         .rows_affected();
         Ok(stored == 1)
+    }
+
+    async fn witness_lock(&self) -> Result<Option<RunnerLock>, MetaError> {
+        // A session lock on a connection of its own, as reclaim's.
+        let mut conn = self.pool.acquire().await?.detach();
+        let (locked,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock(7351, 2)").fetch_one(&mut conn).await?;
+        Ok(locked.then(|| RunnerLock(Box::new(std::sync::Mutex::new(conn)))))
     }
 
     async fn claim_log_origin(&self, candidate: &str) -> Result<String, MetaError> {

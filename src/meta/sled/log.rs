@@ -9,7 +9,7 @@ use super::{
     parse_head, read_head, tag_log_key, transaction_error, write_head,
 };
 use crate::meta::LogStore;
-use crate::meta::MetaError;
+use crate::meta::{MetaError, RunnerLock};
 
 impl LogStore for SledMeta {
     async fn log_tree(&self) -> Result<Frontier, MetaError> {
@@ -47,6 +47,11 @@ impl LogStore for SledMeta {
     async fn put_cosigned_checkpoint(&self, size: u64, note: &str) -> Result<bool, MetaError> {
         let note = note.to_owned();
         self.write("put_cosigned_checkpoint", move |t| put_sized_note(t, COSIGNED_CHECKPOINT, size, &note)).await
+    }
+
+    async fn witness_lock(&self) -> Result<Option<RunnerLock>, MetaError> {
+        // One process opens a sled store: it is the submitter.
+        Ok(Some(RunnerLock(Box::new(()))))
     }
 
     async fn claim_log_origin(&self, candidate: &str) -> Result<String, MetaError> {
