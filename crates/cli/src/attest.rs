@@ -104,27 +104,38 @@ pub fn against(statement: &Statement, manifest: &VerifiedManifest) -> Vec<String
 }
 
 /// Problems of `statement` against files in `dir`: each subject but the
-/// last (the manifest) must be a file there with both digests.
+/// last (the manifest) must be a file there with both digests. Files are
+/// hashed as they are read (`tree::hash_file` for BLAKE3), never held whole.
 pub fn against_dir(statement: &Statement, dir: &Path) -> Vec<String> {
-    use sha2::Digest as _;
     let mut problems = Vec::new();
     let files = &statement.subject[..statement.subject.len().saturating_sub(1)];
     for subject in files {
         let path = dir.join(&subject.name);
-        let Ok(bytes) = std::fs::read(&path) else {
+        let Some(meta) = std::fs::metadata(&path).ok().filter(|m| m.is_file()) else {
             problems.push(format!("{}: missing", subject.name));
             continue;
         };
-        if blake3::hash(&bytes).to_hex().as_str() != subject.digest.blake3 {
-            problems.push(format!("{}: BLAKE3 differs", subject.name));
+        match crate::tree::hash_file(&path, meta.len()) {
+            Ok(digest) if digest.hex() == subject.digest.blake3 => {}
+            Ok(_) => problems.push(format!("{}: BLAKE3 differs", subject.name)),
+            Err(e) => problems.push(e.to_string()),
         }
-        if let Some(sha256) = &subject.digest.sha256
-            && format!("{:x}", sha2::Sha256::digest(&bytes)) != *sha256
-        {
-            problems.push(format!("{}: sha256 differs", subject.name));
+        if let Some(sha256) = &subject.digest.sha256 {
+            match sha256_file(&path) {
+                Ok(actual) if actual == *sha256 => {}
+                Ok(_) => problems.push(format!("{}: sha256 differs", subject.name)),
+                Err(e) => problems.push(format!("{}: {e}", subject.name)),
+            }
         }
     }
     problems
+}
+
+fn sha256_file(path: &Path) -> std::io::Result<String> {
+    use sha2::Digest as _;
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
+    Ok(format!("{:x}", hasher.finalize()))
 }
 
 /// Fetches the binding's attestations, checks each against the pinned keys

@@ -35,43 +35,19 @@ impl LogStore for PostgresMeta {
     }
 
     async fn log_checkpoint(&self) -> Result<Option<(u64, String)>, MetaError> {
-        let row: Option<(i64, String)> =
-            sqlx::query_as("SELECT size, note FROM log_checkpoint WHERE singleton").fetch_optional(&self.pool).await?;
-        Ok(row.map(|(size, note)| (size as u64, note)))
+        sized_note(&self.pool, "log_checkpoint").await
     }
 
     async fn put_log_checkpoint(&self, size: u64, note: &str) -> Result<bool, MetaError> {
-        let stored = sqlx::query(
-            "INSERT INTO log_checkpoint (size, note) VALUES ($1, $2)
-             ON CONFLICT (singleton) DO UPDATE SET size = EXCLUDED.size, note = EXCLUDED.note
-             WHERE log_checkpoint.size < EXCLUDED.size",
-        )
-        .bind(size as i64)
-        .bind(note)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(stored == 1)
+        put_sized_note(&self.pool, "log_checkpoint", size, note).await
     }
 
     async fn cosigned_checkpoint(&self) -> Result<Option<(u64, String)>, MetaError> {
-        let row: Option<(i64, String)> =
-            sqlx::query_as("SELECT size, note FROM log_cosigned WHERE singleton").fetch_optional(&self.pool).await?;
-        Ok(row.map(|(size, note)| (size as u64, note)))
+        sized_note(&self.pool, "log_cosigned").await
     }
 
     async fn put_cosigned_checkpoint(&self, size: u64, note: &str) -> Result<bool, MetaError> {
-        let stored = sqlx::query(
-            "INSERT INTO log_cosigned (size, note) VALUES ($1, $2)
-             ON CONFLICT (singleton) DO UPDATE SET size = EXCLUDED.size, note = EXCLUDED.note
-             WHERE log_cosigned.size < EXCLUDED.size",
-        )
-        .bind(size as i64)
-        .bind(note)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(stored == 1)
+        put_sized_note(&self.pool, "log_cosigned", size, note).await
     }
 
     async fn witness_lock(&self) -> Result<Option<RunnerLock>, MetaError> {
@@ -141,4 +117,27 @@ impl LogStore for PostgresMeta {
         tx.commit().await?;
         Ok(added)
     }
+}
+
+/// The checkpoint kept in `table` (`log_checkpoint`, `log_cosigned`: one
+/// row each, `size` and `note`).
+async fn sized_note(pool: &sqlx::PgPool, table: &'static str) -> Result<Option<(u64, String)>, MetaError> {
+    let row: Option<(i64, String)> =
+        sqlx::query_as(&format!("SELECT size, note FROM {table} WHERE singleton")).fetch_optional(pool).await?;
+    Ok(row.map(|(size, note)| (size as u64, note)))
+}
+
+/// Keeps `note` in `table` if `size` is larger than the one kept.
+async fn put_sized_note(pool: &sqlx::PgPool, table: &'static str, size: u64, note: &str) -> Result<bool, MetaError> {
+    let stored = sqlx::query(&format!(
+        "INSERT INTO {table} (size, note) VALUES ($1, $2)
+         ON CONFLICT (singleton) DO UPDATE SET size = EXCLUDED.size, note = EXCLUDED.note
+         WHERE {table}.size < EXCLUDED.size"
+    ))
+    .bind(size as i64)
+    .bind(note)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(stored == 1)
 }
