@@ -79,6 +79,10 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("no such upload")]
     UploadUnknown,
+    #[error("a {} run is under way ({}); follow it at /v1/runs/{}", .0.kind, .0.id, .0.id)]
+    RunActive(Box<amber_core::wire::RunInfo>),
+    #[error("no such run")]
+    RunUnknown,
     /// A `PATCH` from another offset than the upload's: `409` with the
     /// current `Upload-Offset`.
     #[error("the upload is at offset {current}, not {given}; resume from {current}")]
@@ -157,6 +161,8 @@ impl ApiError {
             Self::NotFound | Self::TileUnknown(_) => (S::NOT_FOUND, "not_found"),
             Self::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::UploadUnknown => (S::NOT_FOUND, "upload_unknown"),
+            Self::RunActive(_) => (S::CONFLICT, "run_active"),
+            Self::RunUnknown => (S::NOT_FOUND, "run_unknown"),
             Self::UploadOffset { .. } => (S::CONFLICT, "upload_offset_mismatch"),
             Self::UploadBusy => (S::LOCKED, "upload_busy"),
             Self::UploadFinal => (S::FORBIDDEN, "upload_final"),
@@ -211,6 +217,7 @@ impl IntoResponse for ApiError {
         let detail = match &self {
             Self::ManifestBlobUnknown(missing) => Some(serde_json::json!({ "missing": missing })),
             Self::TagExists { digest, .. } => Some(serde_json::json!({ "digest": digest })),
+            Self::RunActive(run) => Some(serde_json::json!({ "run": run })),
             _ => None,
         };
         let error = ErrorDetail { code: code.to_owned(), message: self.to_string(), detail };
@@ -334,6 +341,8 @@ pub const ERROR_CODES: &[&str] = &[
     "not_found",
     "method_not_allowed",
     "upload_unknown",
+    "run_active",
+    "run_unknown",
     "upload_offset_mismatch",
     "upload_busy",
     "upload_final",

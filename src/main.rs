@@ -184,7 +184,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Fsck { verify, repair } => {
             let state = AppState::open(config).await?;
-            let report = amber_server::lifecycle::fsck::fsck(&state, verify, repair).await?;
+            let report = amber_server::lifecycle::fsck::fsck(&state, verify, repair, &Default::default()).await?;
             for fault in &report.faults {
                 println!("{fault}");
             }

@@ -30,6 +30,8 @@ pub struct Inner {
     pub log: Arc<crate::log::Log>,
     /// Resumable uploads: their bytes, and this replica's hash states.
     pub uploads: crate::uploads::Uploads,
+    /// The runs (retention, reclaim, scrub, fsck) under way in this process.
+    pub running: crate::progress::Running,
 }
 
 impl AppState {
@@ -65,6 +67,7 @@ impl AppState {
             oidc,
             log,
             uploads,
+            running: crate::progress::Running::default(),
         })))
     }
 }

@@ -3,9 +3,7 @@
 //! decisions live in `crate::lifecycle`.
 
 use amber_core::audit::Event;
-use amber_core::wire::{
-    EffectivePolicy, PolicyInfo, PolicySet, ReclaimReport, RetentionPlan, RetentionPolicy, StorageReport,
-};
+use amber_core::wire::{EffectivePolicy, PolicyInfo, PolicySet, RetentionPlan, RetentionPolicy, StorageReport};
 use amber_core::{Action, RepoPattern};
 use axum::extract::State;
 use serde::Serialize;
@@ -137,17 +135,6 @@ fn proposed(scope: RepoPattern, body: &[u8]) -> ApiResult<PolicyInfo> {
     Ok(PolicyInfo { scope, policy, digest, updated_at })
 }
 
-/// Runs reclaim now; answers what it did (`ran: false` if another run was under way).
-pub async fn run_reclaim(State(state): State<AppState>, caller: Caller) -> ApiResult<ApiJson<ReclaimReport>> {
-    caller.require_admin()?;
-    let report =
-        lifecycle::reclaim::run(&state, &caller.actor(), state.config.reclaim_grace).await.map_err(|e| match e {
-            lifecycle::reclaim::ReclaimError::Meta(e) => ApiError::from(e),
-            lifecycle::reclaim::ReclaimError::Blobs(e) => ApiError::from(e),
-        })?;
-    Ok(ApiJson(report))
-}
-
 /// `GET /v1/storage`: what waits for reclaim, and how much is quarantined.
 pub async fn get_storage(State(state): State<AppState>, caller: Caller) -> ApiResult<ApiJson<StorageReport>> {
     caller.require_admin()?;
@@ -171,9 +158,4 @@ pub async fn get_scrub(State(state): State<AppState>, caller: Caller) -> ApiResu
     let progress = state.meta.scrub_progress().await?;
     let corrupt = state.meta.quarantined().await?;
     Ok(ApiJson(ScrubStatus { rate: state.config.scrub_rate, progress, corrupt }))
-}
-
-pub async fn run(State(state): State<AppState>, caller: Caller) -> ApiResult<ApiJson<RetentionPlan>> {
-    caller.require_admin()?;
-    Ok(ApiJson(lifecycle::run_all(&state, &caller.actor()).await?))
 }

@@ -13,6 +13,7 @@ mod oidc;
 mod page;
 pub(crate) mod paths;
 mod repos;
+pub mod runs;
 mod system;
 mod tags;
 pub mod tokens;
@@ -98,13 +99,17 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
         (Method::DELETE, HOLD, on(M::DELETE, tags::release_tag)),
         (Method::POST, "/v1/repos/{owner}/{name}/tags/{tag}/expire", on(M::POST, tags::expire_tag)),
         (Method::GET, "/v1/retention", on(M::GET, lifecycle::list_policies)),
-        (Method::POST, "/v1/retention/run", on(M::POST, lifecycle::run)),
+        (Method::POST, "/v1/retention/run", on(M::POST, runs::run_retention)),
         (Method::PUT, POLICY, on(M::PUT, lifecycle::put_policy)),
         (Method::GET, POLICY, on(M::GET, lifecycle::get_policy)),
         (Method::DELETE, POLICY, on(M::DELETE, lifecycle::delete_policy)),
         (Method::POST, "/v1/retention/{owner}/{name}/plan", on(M::POST, lifecycle::plan)),
-        (Method::POST, "/v1/reclaim/run", on(M::POST, lifecycle::run_reclaim)),
+        (Method::POST, "/v1/reclaim/run", on(M::POST, runs::run_reclaim)),
         (Method::GET, "/v1/scrub", on(M::GET, lifecycle::get_scrub)),
+        (Method::POST, "/v1/scrub/run", on(M::POST, runs::run_scrub)),
+        (Method::POST, "/v1/fsck/run", on(M::POST, runs::run_fsck)),
+        (Method::GET, "/v1/runs", on(M::GET, runs::list_runs)),
+        (Method::GET, "/v1/runs/{id}", on(M::GET, runs::show_run)),
         (Method::GET, "/v1/storage", on(M::GET, lifecycle::get_storage)),
         (Method::POST, "/v1/oidc/token", on(M::POST, oidc::exchange)),
         (Method::POST, "/v1/publishers", on(M::POST, oidc::create_publisher)),

@@ -16,6 +16,7 @@ use super::reclaim;
 use crate::blobs::{BlobError, BlobStore, Object};
 use crate::meta::ScrubStore;
 use crate::meta::{LinkStore, ReclaimStore};
+use crate::progress::Progress;
 use crate::state::AppState;
 
 const PAGE: usize = 1000;
@@ -52,15 +53,20 @@ impl std::fmt::Display for Fault {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize)]
 pub struct FsckReport {
     pub linked: u64,
     pub stored: u64,
     pub verified: u64,
     pub waiting: u64,
+    #[serde(serialize_with = "as_text")]
     pub faults: Vec<Fault>,
     /// With `repair`: what the reclaim run deleted.
     pub reclaimed: u64,
+}
+
+fn as_text<S: serde::Serializer>(faults: &[Fault], to: S) -> Result<S::Ok, S::Error> {
+    to.collect_seq(faults.iter().map(ToString::to_string))
 }
 
 /// Pages of one digest-ordered list, one item at a time.
@@ -77,7 +83,12 @@ async fn verify(state: &AppState, digest: Digest, size: u64) -> Result<(), BlobE
     Ok(())
 }
 
-pub async fn fsck(state: &AppState, check_hashes: bool, repair: bool) -> anyhow::Result<FsckReport> {
+pub async fn fsck(
+    state: &AppState,
+    check_hashes: bool,
+    repair: bool,
+    progress: &Progress,
+) -> anyhow::Result<FsckReport> {
     let mut report = FsckReport::default();
     let quarantined: std::collections::HashSet<Digest> =
         state.meta.quarantined().await?.into_iter().map(|q| q.digest).collect();
@@ -118,6 +129,8 @@ pub async fn fsck(state: &AppState, check_hashes: bool, repair: bool) -> anyhow:
             (Some((digest, size)), Some(object)) if digest == object.digest => {
                 report.linked += 1;
                 report.stored += 1;
+                progress.done(1);
+                progress.bytes(size);
                 if object.size != size {
                     report.faults.push(Fault::WrongSize { digest, linked: size, stored: object.size });
                 } else if check_hashes && !quarantined.contains(&digest) {
@@ -174,7 +187,7 @@ pub async fn fsck(state: &AppState, check_hashes: bool, repair: bool) -> anyhow:
             }
         }
         let actor = Actor { token_id: None, token_name: Some("amberd fsck --repair".into()) };
-        let done = reclaim::run(state, &actor, state.config.reclaim_grace).await?;
+        let done = reclaim::run(state, &actor, state.config.reclaim_grace, &Progress::default()).await?;
         report.reclaimed = done.deleted;
         // Recorded now: no longer a fault, whether deleted or waiting its grace.
         report.faults.retain(|f| !matches!(f, Fault::Orphan(_)));

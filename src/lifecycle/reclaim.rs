@@ -26,6 +26,7 @@ use crate::audit::Draft;
 use crate::blobs::{BlobError, BlobStore};
 use crate::meta::MetaError;
 use crate::meta::ReclaimStore;
+use crate::progress::Progress;
 use crate::state::AppState;
 
 /// Objects listed per call, and digests marked per batch: one batch is one
@@ -48,7 +49,12 @@ pub enum ReclaimError {
 
 /// Runs reclaim now, unless another runner holds the lock (then `ran` is
 /// false and nothing is done). `grace` is counted from when the last link went.
-pub async fn run(state: &AppState, actor: &Actor, grace: Duration) -> Result<ReclaimReport, ReclaimError> {
+pub async fn run(
+    state: &AppState,
+    actor: &Actor,
+    grace: Duration,
+    progress: &Progress,
+) -> Result<ReclaimReport, ReclaimError> {
     let Some(_lock) = state.meta.reclaim_lock().await? else {
         let (pending, pending_bytes) = state.meta.reclaim_pending().await?;
         return Ok(ReclaimReport { ran: false, deleted: 0, bytes_freed: 0, pending, pending_bytes });
@@ -69,6 +75,7 @@ pub async fn run(state: &AppState, actor: &Actor, grace: Duration) -> Result<Rec
         tracing::info!(orphans, "stored objects that nothing links now wait for reclaim");
     }
     let cutoff = OffsetDateTime::now_utc() - grace;
+    progress.plan(state.meta.reclaim_pending().await?.0);
     let (mut deleted, mut bytes_freed) = (0u64, 0u64);
     loop {
         let candidates = state.meta.reclaim_candidates(cutoff, PAGE).await?;
@@ -93,6 +100,8 @@ pub async fn run(state: &AppState, actor: &Actor, grace: Duration) -> Result<Rec
         state.meta.finish_reclaim(&digests, Draft::shared(&state.signer, actor.clone(), vec![event])).await?;
         deleted += digests.len() as u64;
         bytes_freed += bytes;
+        progress.done(digests.len() as u64);
+        progress.bytes(bytes);
         state.metrics.reclaimed_bytes.fetch_add(bytes, Ordering::Relaxed);
         // A full page may have more behind it; one where nothing was marked
         // has nothing more to give this run.

@@ -15,6 +15,7 @@ use super::{plan, policy};
 use crate::audit::Draft;
 use crate::meta::{Expiry, MetaError, TagChange, TagRecord, Unlink};
 use crate::meta::{RetentionStore, TagStore};
+use crate::progress::Progress;
 use crate::state::AppState;
 
 /// Who the scheduled runs act as in tombstones and the audit log.
@@ -110,15 +111,24 @@ async fn plan_under(
 }
 
 /// Runs every policy now; answers what was done.
-pub async fn run_all(state: &AppState, actor: &Actor) -> Result<RetentionPlan, MetaError> {
-    run_all_at(state, actor, now()).await
+pub async fn run_all(state: &AppState, actor: &Actor, progress: &Progress) -> Result<RetentionPlan, MetaError> {
+    run_all_at(state, actor, now(), progress).await
 }
 
 /// [`run_all`] as decided at `now`.
-pub async fn run_all_at(state: &AppState, actor: &Actor, now: OffsetDateTime) -> Result<RetentionPlan, MetaError> {
+pub async fn run_all_at(
+    state: &AppState,
+    actor: &Actor,
+    now: OffsetDateTime,
+    progress: &Progress,
+) -> Result<RetentionPlan, MetaError> {
     let mut report = RetentionPlan::default();
-    for (repo, info) in governed(state, None).await? {
+    let governed = governed(state, None).await?;
+    progress.plan(governed.len() as u64);
+    for (repo, info) in governed {
         let done = run_repo(state, &repo, &info, actor, now).await?;
+        progress.done(1);
+        progress.bytes(done.unlink.iter().map(|u| u.size).sum());
         report.expire.extend(done.expire);
         report.unlink.extend(done.unlink);
     }

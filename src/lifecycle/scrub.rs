@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use amber_core::Digest;
 use amber_core::audit::{Actor, Event};
+use amber_core::wire::RunKind;
 use futures_util::StreamExt;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
@@ -21,6 +22,8 @@ use crate::audit::Draft;
 use crate::blobs::{BlobError, BlobStore};
 use crate::meta::{LinkStore, ScrubStore};
 use crate::meta::{MetaError, Quarantined};
+use crate::progress::Progress;
+use crate::runs::{Begun, Outcome, Run};
 use crate::state::AppState;
 
 /// Digests verified between saves of the progress.
@@ -32,8 +35,10 @@ const PER_BLOB: u64 = 64 * 1024;
 /// Rest between full passes, and before trying again for the lock.
 const PAUSE: Duration = Duration::from_secs(5);
 
+const SCRUBBER: &str = "amberd scrub";
+
 fn scrubber() -> Actor {
-    Actor { token_id: None, token_name: Some("amberd scrub".into()) }
+    Actor { token_id: None, token_name: Some(SCRUBBER.into()) }
 }
 
 /// Quarantines `digest` (found not to hash, or gone): recorded and audited
@@ -91,7 +96,8 @@ async fn verify(
     Ok(read)
 }
 
-/// Scrubs until `stop`, at most `rate` bytes a second.
+/// Scrubs until `stop`, at most `rate` bytes a second. Each pass (or what
+/// is left of one) is a run of kind `scrub`.
 pub async fn scrub_forever(state: AppState, rate: u64, stop: CancellationToken) {
     loop {
         let held = match state.meta.scrub_lock().await {
@@ -102,10 +108,16 @@ pub async fn scrub_forever(state: AppState, rate: u64, stop: CancellationToken) 
                 None
             }
         };
-        if let Some(_lock) = held
-            && let Err(err) = scrub_pass(&state, rate, &stop).await
-        {
-            tracing::warn!(error = %err, "the scrub stopped; it goes on from its last saved place");
+        if let Some(_lock) = held {
+            match Run::begin(&state, RunKind::Scrub, SCRUBBER).await {
+                Ok(Begun::Started(run)) => {
+                    let outcome = scrub_pass(&state, rate, &stop, &run.progress()).await;
+                    run.end(outcome).await;
+                }
+                // A pass asked for by an operator; this one comes after it.
+                Ok(Begun::Active(_)) => {}
+                Err(err) => tracing::warn!(error = %err, "the scrub could not record its run"),
+            }
         }
         tokio::select! {
             () = tokio::time::sleep(PAUSE) => {}
@@ -114,46 +126,81 @@ pub async fn scrub_forever(state: AppState, rate: u64, stop: CancellationToken) 
     }
 }
 
-/// Goes on with the pass under way (or starts one) to its end.
-async fn scrub_pass(state: &AppState, rate: u64, stop: &CancellationToken) -> Result<(), MetaError> {
-    let mut progress = state.meta.scrub_progress().await?;
-    progress.pass_started.get_or_insert_with(OffsetDateTime::now_utc);
+/// One pass now (`POST /v1/scrub/run`), at `rate`, unless a scrubber holds the lock.
+pub async fn run_pass(state: &AppState, rate: u64, progress: &Progress) -> Outcome {
+    let Some(_lock) = state.meta.scrub_lock().await.map_err(|e| e.to_string())? else {
+        return Err("another scrubber is under way (on this or another replica)".into());
+    };
+    scrub_pass(state, rate, &state.running.stopping(), progress).await
+}
+
+/// Goes on with the pass under way (or starts one) to its end; its report,
+/// or why it stopped (it goes on from its last saved place).
+async fn scrub_pass(state: &AppState, rate: u64, stop: &CancellationToken, progress: &Progress) -> Outcome {
+    pass(state, rate, stop, progress).await.map_err(|e| format!("{e}; the scrub goes on from its last saved place"))
+}
+
+#[derive(serde::Serialize)]
+struct PassReport {
+    verified_blobs: u64,
+    verified_bytes: u64,
+    quarantined: u64,
+}
+
+async fn pass(
+    state: &AppState,
+    rate: u64,
+    stop: &CancellationToken,
+    progress: &Progress,
+) -> Result<serde_json::Value, MetaError> {
+    let mut saved = state.meta.scrub_progress().await?;
+    saved.pass_started.get_or_insert_with(OffsetDateTime::now_utc);
     let mut pace = Pace { rate, started: Instant::now(), read: 0 };
+    let mut report = PassReport { verified_blobs: 0, verified_bytes: 0, quarantined: 0 };
     loop {
-        let page = state.meta.linked_digests(progress.cursor.as_ref(), PAGE).await?;
+        let page = state.meta.linked_digests(saved.cursor.as_ref(), PAGE).await?;
         if page.is_empty() {
-            progress.cursor = None;
-            progress.pass_started = None;
-            progress.last_full_pass = Some(OffsetDateTime::now_utc());
-            return state.meta.save_scrub_progress(&progress).await;
+            saved.cursor = None;
+            saved.pass_started = None;
+            saved.last_full_pass = Some(OffsetDateTime::now_utc());
+            state.meta.save_scrub_progress(&saved).await?;
+            return Ok(serde_json::to_value(report)?);
         }
         let mut verified = Vec::with_capacity(page.len());
         for (digest, size) in page {
             if stop.is_cancelled() {
                 state.meta.record_verified(&verified, OffsetDateTime::now_utc()).await?;
-                return state.meta.save_scrub_progress(&progress).await;
+                state.meta.save_scrub_progress(&saved).await?;
+                return Err(MetaError::Unavailable("the server is stopping".into()));
             }
             if !state.quarantine.contains(&digest) {
                 match verify(state, digest, size, &mut pace, stop).await {
                     Ok(bytes) => {
                         verified.push(digest);
-                        progress.verified_blobs += 1;
-                        progress.verified_bytes += bytes;
+                        saved.verified_blobs += 1;
+                        saved.verified_bytes += bytes;
+                        report.verified_blobs += 1;
+                        report.verified_bytes += bytes;
+                        progress.bytes(bytes);
                         state.metrics.scrub_verified_bytes.fetch_add(bytes, Ordering::Relaxed);
                     }
-                    Err(err @ (BlobError::Corrupt(_) | BlobError::Missing(_))) => quarantine(state, digest, &err).await,
+                    Err(err @ (BlobError::Corrupt(_) | BlobError::Missing(_))) => {
+                        report.quarantined += 1;
+                        quarantine(state, digest, &err).await
+                    }
                     // The store is unwell, not the blob: stop, and come back.
                     Err(err) => {
                         state.meta.record_verified(&verified, OffsetDateTime::now_utc()).await?;
-                        state.meta.save_scrub_progress(&progress).await?;
+                        state.meta.save_scrub_progress(&saved).await?;
                         tracing::warn!(%digest, error = %err, "the scrub could not read a blob; it retries later");
-                        return Ok(());
+                        return Err(MetaError::Unavailable(format!("reading {digest}: {err}")));
                     }
                 }
             }
-            progress.cursor = Some(digest);
+            progress.done(1);
+            saved.cursor = Some(digest);
         }
         state.meta.record_verified(&verified, OffsetDateTime::now_utc()).await?;
-        state.meta.save_scrub_progress(&progress).await?;
+        state.meta.save_scrub_progress(&saved).await?;
     }
 }

@@ -61,6 +61,7 @@ pub trait MetaStore:
     + UploadRecordStore
     + OciStore
     + AttestationStore
+    + RunStore
 {
     /// Fails when the store cannot serve (readiness).
     fn check(&self) -> impl Future<Output = Result<(), MetaError>> + Send;
@@ -179,6 +180,7 @@ mod oci;
 mod publishers;
 mod reclaim;
 mod retention;
+mod runs;
 mod scrub;
 mod tags;
 mod tokens;
@@ -198,6 +200,8 @@ pub use self::reclaim::Candidate;
 pub use self::reclaim::ReclaimStore;
 pub use self::retention::RetentionStore;
 pub use self::retention::{LinkView, RepoView, TagChange, TagView, Unlink};
+pub use self::runs::RunStore;
+pub use self::runs::{RUNS_KEPT, abandoned};
 pub use self::scrub::ScrubStore;
 pub use self::scrub::{Quarantined, ScrubProgress};
 pub use self::tags::TagStore;

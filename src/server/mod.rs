@@ -7,6 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use amber_core::wire::RunKind;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -90,28 +91,36 @@ pub async fn serve(
             }
         }
     });
-    // Stopping mid-run is safe: each expiry and unlink is its own
-    // transaction, and the next run does the rest.
+    // Each scheduled run is a run like one asked for (`crate::runs`), skipped
+    // while one of its kind is under way. Stopping mid-run is safe: each
+    // expiry and unlink is its own transaction, marked digests are finished
+    // by the next reclaim, and the next run does the rest.
     let retention = state.config.retention_interval.map(|every| {
         let (state, actor) = (state.clone(), crate::lifecycle::scheduled_actor());
         periodically(every, stop.clone(), move || {
             let (state, actor) = (state.clone(), actor.clone());
             async move {
-                if let Err(err) = crate::lifecycle::run_all(&state, &actor).await {
-                    tracing::warn!(error = %err, "scheduled retention run failed; the next one retries");
-                }
+                let by = crate::runs::started_by(&actor);
+                crate::runs::scheduled(&state, RunKind::Retention, &by, |state, progress| async move {
+                    let done = crate::lifecycle::run_all(&state, &actor, &progress).await;
+                    done.map_err(|e| e.to_string()).and_then(|r| serde_json::to_value(r).map_err(|e| e.to_string()))
+                })
+                .await
             }
         })
     });
-    // Stopping mid-run is safe: marked digests are finished by the next run.
     let reclaim = state.config.reclaim_interval.map(|every| {
         let (state, actor) = (state.clone(), crate::lifecycle::reclaim::scheduled_actor());
         periodically(every, stop.clone(), move || {
             let (state, actor) = (state.clone(), actor.clone());
             async move {
-                if let Err(err) = crate::lifecycle::reclaim::run(&state, &actor, state.config.reclaim_grace).await {
-                    tracing::warn!(error = %err, "scheduled reclaim run failed; the next one retries");
-                }
+                let by = crate::runs::started_by(&actor);
+                crate::runs::scheduled(&state, RunKind::Reclaim, &by, |state, progress| async move {
+                    let grace = state.config.reclaim_grace;
+                    let done = crate::lifecycle::reclaim::run(&state, &actor, grace, &progress).await;
+                    done.map_err(|e| e.to_string()).and_then(|r| serde_json::to_value(r).map_err(|e| e.to_string()))
+                })
+                .await
             }
         })
     });
@@ -161,6 +170,8 @@ pub async fn serve(
     let router = http::router(state.clone(), doors);
     connections::serve(listener, router, connection_limits, state.metrics.connections.clone(), stopping, drain).await;
     stop.cancel();
+    // Runs under way record that they stopped (the next run goes on).
+    state.running.stop(RUNS_STOP).await;
     let finish = async {
         if let Some(metrics) = metrics {
             let _ = metrics.await;
@@ -180,6 +191,9 @@ pub async fn serve(
     }
     Ok(())
 }
+
+/// Time runs under way get to record that they stopped.
+const RUNS_STOP: Duration = Duration::from_secs(2);
 
 /// Time kept at the end of the grace for recording the last denials.
 const FINAL_FLUSH: Duration = Duration::from_secs(2);

@@ -161,6 +161,42 @@ impl TestServer {
         self.http.request(method, self.url(path)).bearer_auth(token)
     }
 
+    /// Starts a run (`POST` of a `.../run` route, as admin) at `base` (this
+    /// server, or a replica's URL), waits for it to end and answers its
+    /// report; waits out a run of the kind already under way.
+    pub async fn run_at(&self, base: &str, path: &str) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        let run: Value = loop {
+            let response = self.http.post(format!("{base}{path}")).bearer_auth(&self.admin).send().await.unwrap();
+            let status = response.status();
+            let body: Value = response.json().await.unwrap();
+            match status {
+                StatusCode::ACCEPTED => break body,
+                StatusCode::CONFLICT if body["error"]["code"] == "run_active" => {}
+                other => panic!("{path}: {other} {body}"),
+            }
+            assert!(std::time::Instant::now() < deadline, "{path}: a run stayed active: {body}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let id = run["id"].as_str().unwrap().to_owned();
+        loop {
+            let response = self.http.get(format!("{base}/v1/runs/{id}")).bearer_auth(&self.admin).send().await;
+            let run: Value = response.unwrap().json().await.unwrap();
+            match run["state"].as_str().unwrap() {
+                "running" => {}
+                "done" => return run["report"].clone(),
+                _ => panic!("{path}: the run failed: {run}"),
+            }
+            assert!(std::time::Instant::now() < deadline, "{path}: the run did not end: {run}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// [`Self::run_at`] on this server.
+    pub async fn run(&self, path: &str) -> Value {
+        self.run_at(&self.url(""), path).await
+    }
+
     /// Mints a token through the API: `grants` as (pattern, actions).
     pub async fn token_with(&self, grants: &[(&str, &[&str])], extra: Value) -> String {
         let grants: Vec<Value> =
@@ -242,6 +278,18 @@ impl TestServer {
     }
 
     /// Waits up to `limit` for amberd to exit by itself; its exit code.
+    /// Whether the process ended (by any means, a signal too) within `limit`.
+    pub fn wait_gone(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self.child.try_wait().unwrap().is_some() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
     pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {

@@ -22,6 +22,7 @@ mod replicas;
 mod repos;
 mod retention;
 mod retention_store;
+mod runs;
 mod schemathesis;
 mod scrub;
 mod tokens;

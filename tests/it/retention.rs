@@ -70,9 +70,7 @@ async fn set_policy(server: &TestServer, scope: &str, policy: Value) -> Value {
 }
 
 async fn run(server: &TestServer) -> Value {
-    let (status, body) = admin(server, Method::POST, "/v1/retention/run", None).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body
+    server.run("/v1/retention/run").await
 }
 
 fn expired_names(report: &Value) -> BTreeSet<String> {
@@ -502,12 +500,8 @@ async fn two_replicas_running_at_once_expire_each_tag_once() {
     let set = set_policy(&server, "acme/web", json!({"keep_last": 4})).await;
     let planned = expired_names(&set["plan"]);
     assert_eq!(planned.len(), 20);
-    let on_replica = async {
-        let response =
-            server.http.post(replica.url("/v1/retention/run")).bearer_auth(&server.admin).send().await.unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        response.json::<Value>().await.unwrap()
-    };
+    let base = replica.url("");
+    let on_replica = server.run_at(&base, "/v1/retention/run");
     let (a, b) = tokio::join!(run(&server), on_replica);
     let (a, b) = (expired_names(&a), expired_names(&b));
     assert!(a.is_disjoint(&b), "both replicas expired {:?}", a.intersection(&b).collect::<Vec<_>>());

@@ -135,7 +135,7 @@ async fn plan_and_run_agree(state: &AppState, n: u64, case: Case) -> Result<(), 
     // A moment after every link was made, so untagged_days 0 unlinks them.
     let at = base + Duration::seconds(5);
     let plan = lifecycle::plan_scope_at(state, &RepoPattern::Exact(repo.clone()), at).await.unwrap();
-    let report = lifecycle::run_all_at(state, &Actor::operator(), at).await.unwrap();
+    let report = lifecycle::run_all_at(state, &Actor::operator(), at, &Default::default()).await.unwrap();
     let mine = |r: &amber_core::wire::RetentionPlan| {
         let expire: Vec<_> = r.expire.iter().filter(|e| e.repository == repo).cloned().collect();
         let unlink: Vec<_> = r.unlink.iter().filter(|u| u.repository == repo).cloned().collect();
@@ -162,7 +162,7 @@ async fn plan_and_run_agree(state: &AppState, n: u64, case: Case) -> Result<(), 
             }
         }
     }
-    let again = lifecycle::run_all_at(state, &Actor::operator(), at).await.unwrap();
+    let again = lifecycle::run_all_at(state, &Actor::operator(), at, &Default::default()).await.unwrap();
     prop_assert_eq!(mine(&again), (vec![], vec![]));
     Ok(())
 }

@@ -368,9 +368,13 @@ async fn authorization_matrix_has_no_unexpected_allow(backend: Backend) {
                 "admin",
                 StatusCode::OK,
             ),
-            (Method::POST, "/v1/retention/run", "/v1/retention/run".into(), None, None, "admin", StatusCode::OK),
-            (Method::POST, "/v1/reclaim/run", "/v1/reclaim/run".into(), None, None, "admin", StatusCode::OK),
+            (Method::POST, "/v1/retention/run", "/v1/retention/run".into(), None, None, "admin", StatusCode::ACCEPTED),
+            (Method::POST, "/v1/reclaim/run", "/v1/reclaim/run".into(), None, None, "admin", StatusCode::ACCEPTED),
             (Method::GET, "/v1/scrub", "/v1/scrub".into(), None, None, "admin", StatusCode::OK),
+            (Method::POST, "/v1/scrub/run", "/v1/scrub/run".into(), None, None, "admin", StatusCode::ACCEPTED),
+            (Method::POST, "/v1/fsck/run", "/v1/fsck/run".into(), None, None, "admin", StatusCode::ACCEPTED),
+            (Method::GET, "/v1/runs", "/v1/runs".into(), None, None, "admin", StatusCode::OK),
+            (Method::GET, "/v1/runs/{id}", "/v1/runs/00000000".into(), None, None, "admin", StatusCode::NOT_FOUND),
             (Method::GET, "/v1/storage", "/v1/storage".into(), None, None, "admin", StatusCode::OK),
             // No issuer is configured here: an admin's publisher is refused
             // as invalid, after the grant check.

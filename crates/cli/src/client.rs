@@ -11,7 +11,8 @@ use amber_core::manifest::{Expected, ManifestRequest};
 use amber_core::oidc::{ExchangeRequest, ExchangedToken, Publisher, PublisherList};
 use amber_core::wire::{
     BlobInfo, CreateTokenRequest, CreatedToken, ErrorBody, ExpiredBody, KeyList, MissingRequest, MissingResponse,
-    ReasonRequest, RetentionPlan, RetentionPolicy, RotateTokenRequest, TagList, TagStatus, TokenInfo, TokenList,
+    ReasonRequest, RetentionPlan, RetentionPolicy, RotateTokenRequest, RunInfo, RunState, TagList, TagStatus,
+    TokenInfo, TokenList,
 };
 use amber_core::{Digest, RepoName, Tag};
 use futures_util::TryStreamExt;
@@ -424,14 +425,68 @@ impl Client {
         Ok(self.send(Retry::Idempotent, || Ok(self.request(Method::POST, &path))).await?.json().await?)
     }
 
-    /// Runs every policy now (a retry is another run: as safe as the first).
-    pub async fn run_retention(&self) -> Result<RetentionPlan> {
-        Ok(self.send(Retry::Idempotent, || Ok(self.request(Method::POST, "/v1/retention/run"))).await?.json().await?)
+    /// Starts a run (`POST` of `path`), or, when one of its kind is under
+    /// way, follows that one; waits for its end and answers it.
+    pub async fn run_to_end(&self, path: &str) -> Result<RunInfo> {
+        let started = match self.send(Retry::Once, || Ok(self.request(Method::POST, path))).await {
+            Ok(response) => response.json::<RunInfo>().await?,
+            Err(CliError::Conflict { code, detail: Some(detail), message, .. }) if code == "run_active" => {
+                eprintln!("amber: {message}; following it");
+                serde_json::from_value(detail["run"].clone())
+                    .map_err(|e| CliError::Transport(format!("the active run is unreadable: {e}")))?
+            }
+            Err(other) => return Err(other),
+        };
+        let path = format!("/v1/runs/{}", started.id);
+        let mut said = std::time::Instant::now();
+        loop {
+            let run: RunInfo =
+                self.send(Retry::Idempotent, || Ok(self.request(Method::GET, &path))).await?.json().await?;
+            if run.state != RunState::Running {
+                return Ok(run);
+            }
+            if said.elapsed() >= Duration::from_secs(5) {
+                let p = &run.progress;
+                let of = p.planned.map(|n| format!(" of {n}")).unwrap_or_default();
+                eprintln!("amber: {} run {}: {}{of} {} done, {:.0}/s", run.kind, run.id, p.done, p.unit, p.rate);
+                said = std::time::Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
 
-    /// Runs reclaim now.
+    /// A run's report, once it ended well.
+    fn report_of<T: serde::de::DeserializeOwned>(run: RunInfo) -> Result<T> {
+        match (run.state, run.report) {
+            (RunState::Done, Some(report)) => serde_json::from_value(report)
+                .map_err(|e| CliError::Transport(format!("the run's report is unreadable: {e}"))),
+            _ => Err(CliError::Api {
+                status: 200,
+                code: "run_failed".into(),
+                message: format!("the {} run {} failed: {}", run.kind, run.id, run.error.unwrap_or_default()),
+                detail: None,
+            }),
+        }
+    }
+
+    /// Runs every policy now, and waits for the run to end.
+    pub async fn run_retention(&self) -> Result<RetentionPlan> {
+        Self::report_of(self.run_to_end("/v1/retention/run").await?)
+    }
+
+    /// Runs reclaim now, and waits for the run to end.
     pub async fn run_reclaim(&self) -> Result<amber_core::wire::ReclaimReport> {
-        Ok(self.send(Retry::Idempotent, || Ok(self.request(Method::POST, "/v1/reclaim/run"))).await?.json().await?)
+        Self::report_of(self.run_to_end("/v1/reclaim/run").await?)
+    }
+
+    /// The most recent runs, newest first.
+    pub async fn list_runs(&self) -> Result<amber_core::wire::RunList> {
+        Ok(self.send(Retry::Idempotent, || Ok(self.request(Method::GET, "/v1/runs"))).await?.json().await?)
+    }
+
+    pub async fn show_run(&self, id: &str) -> Result<RunInfo> {
+        let path = format!("/v1/runs/{id}");
+        Ok(self.send(Retry::Idempotent, || Ok(self.request(Method::GET, &path))).await?.json().await?)
     }
 
     /// The envelope a tag is bound to, or a manifest by digest. Unverified.

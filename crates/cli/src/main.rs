@@ -164,6 +164,10 @@ enum Command {
     /// Delete stored bytes no repository has linked for the grace (admin).
     #[command(subcommand)]
     Reclaim(ReclaimCommand),
+    /// Runs of retention, reclaim, a scrub pass or fsck: start one and wait
+    /// for its end, follow one, list them (admin).
+    #[command(subcommand)]
+    Runs(RunsCommand),
     /// Trusted publishing: exchange this CI run's ID token for a token.
     #[command(subcommand)]
     Oidc(OidcCommand),
@@ -319,6 +323,22 @@ enum PublisherCommand {
     Show { id: String },
     /// Delete a publisher; tokens it minted live out their short lives.
     Delete { id: String },
+}
+
+#[derive(Subcommand)]
+enum RunsCommand {
+    /// The most recent runs, newest first.
+    List,
+    /// One run: its state, progress and report.
+    Show { id: String },
+    /// Start a run (retention, reclaim, scrub, fsck), or follow the one of
+    /// its kind under way, and wait for its end; prints its report.
+    Start {
+        kind: amber_core::wire::RunKind,
+        /// fsck: also read back every linked blob and check its hash.
+        #[arg(long)]
+        verify: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -702,6 +722,42 @@ async fn run(cli: Cli) -> Result<()> {
                 eprintln!("another reclaim run is under way; nothing done");
             }
             print_json(&report)?;
+        }
+        Command::Runs(RunsCommand::List) => {
+            let list = client.list_runs().await?;
+            for run in &list.runs {
+                let p = &run.progress;
+                let of = p.planned.map(|n| format!("/{n}")).unwrap_or_default();
+                eprintln!(
+                    "{} {:9} {:7?} {}{of} {} started {} by {}",
+                    run.id,
+                    run.kind.as_str(),
+                    run.state,
+                    p.done,
+                    p.unit,
+                    rfc3339(run.started_at),
+                    run.started_by
+                );
+            }
+            print_json(&list)?;
+        }
+        Command::Runs(RunsCommand::Show { id }) => print_json(&client.show_run(&id).await?)?,
+        Command::Runs(RunsCommand::Start { kind, verify }) => {
+            let path = match kind {
+                amber_core::wire::RunKind::Fsck if verify => "/v1/fsck/run?verify=true".to_owned(),
+                other => format!("/v1/{}/run", other.as_str()),
+            };
+            let run = client.run_to_end(&path).await?;
+            eprintln!("{} run {}: {:?}", run.kind, run.id, run.state);
+            print_json(&run)?;
+            if run.state != amber_core::wire::RunState::Done {
+                return Err(CliError::Api {
+                    status: 200,
+                    code: "run_failed".into(),
+                    message: run.error.unwrap_or_default(),
+                    detail: None,
+                });
+            }
         }
         Command::Bench(command) => bench_command(&client, &cli.url, command).await?,
         Command::Oidc(OidcCommand::Token { json }) => {

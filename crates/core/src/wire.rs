@@ -366,3 +366,106 @@ pub struct ReclaimReport {
     pub pending: u64,
     pub pending_bytes: u64,
 }
+
+/// What a run does: each kind has at most one active run in the whole store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunKind {
+    Retention,
+    Reclaim,
+    Scrub,
+    Fsck,
+}
+
+impl RunKind {
+    pub const ALL: [RunKind; 4] = [Self::Retention, Self::Reclaim, Self::Scrub, Self::Fsck];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Retention => "retention",
+            Self::Reclaim => "reclaim",
+            Self::Scrub => "scrub",
+            Self::Fsck => "fsck",
+        }
+    }
+
+    /// What `done` and `planned` count in a run of this kind.
+    pub fn unit(self) -> &'static str {
+        match self {
+            Self::Retention => "repositories",
+            Self::Reclaim | Self::Scrub | Self::Fsck => "blobs",
+        }
+    }
+}
+
+impl std::fmt::Display for RunKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for RunKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("{s:?} is not a kind of run (retention, reclaim, scrub, fsck)"))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    Running,
+    Done,
+    Failed,
+}
+
+/// How far a run is.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunProgress {
+    /// What `done` and `planned` count (`repositories`, `blobs`).
+    pub unit: String,
+    pub done: u64,
+    /// How many there are to do, when known.
+    pub planned: Option<u64>,
+    /// Bytes read, deleted or verified so far.
+    pub bytes: u64,
+    pub elapsed_seconds: f64,
+    /// `done` a second, over the run so far.
+    pub rate: f64,
+}
+
+/// A run of retention, reclaim, a scrub pass or fsck: `POST` starts it
+/// (`202`), `GET /v1/runs/{id}` follows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunInfo {
+    pub id: String,
+    pub kind: RunKind,
+    pub state: RunState,
+    /// Who started it (a token's name, or the schedule).
+    pub started_by: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    /// When the run last said it was alive; a running run silent for long
+    /// is abandoned (its replica stopped) and shown as failed.
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<OffsetDateTime>,
+    pub progress: RunProgress,
+    /// Once done: what the run did (what `POST …/run` answered before runs
+    /// were jobs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<serde_json::Value>,
+    /// Once failed: why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `GET /v1/runs`: the most recent runs, newest first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunList {
+    pub runs: Vec<RunInfo>,
+}

@@ -14,6 +14,7 @@ mod oci;
 mod publishers;
 mod reclaim;
 mod retention;
+mod runs;
 mod scrub;
 mod tags;
 mod tokens;

@@ -25,6 +25,7 @@
 //! oci_referrers repo \0 subject \0 OCI digest -> the referrer's descriptor (JSON)
 //! oci_tags   repo \0 OCI digest       -> the first tag bound to that OCI manifest
 //! attestations repo \0 manifest(32)  -> the binding's attestations (JSON list of DSSE envelopes)
+//! runs       `r` id -> RunInfo (JSON); `k` kind \0 id -> (); `a` kind -> the id of its active run
 //!            (default tree) "scrub"    -> ScrubProgress (JSON)
 //! audit      seq, u64 big-endian       -> hash (64 hex) + entry bytes
 //! audit_head "head"                    -> seq u64 BE + hash (64 hex) + the log's
@@ -63,6 +64,7 @@ mod oci;
 mod publishers;
 mod reclaim;
 mod retention;
+mod runs;
 mod scrub;
 mod tags;
 mod tokens;
@@ -142,6 +144,9 @@ struct Trees {
     oci_referrers: Tree,
     oci_tags: Tree,
     attestations: Tree,
+    runs: Tree,
+    /// Held by the run of each kind (`runs::lock_index`).
+    run_locks: Vec<Arc<tokio::sync::Mutex<()>>>,
     /// Held by the reclaim run.
     runner: Arc<tokio::sync::Mutex<()>>,
     /// Held by the scrubber.
@@ -402,6 +407,8 @@ impl SledMeta {
             oci_referrers: db.open_tree("oci_referrers")?,
             oci_tags: db.open_tree("oci_tags")?,
             attestations: db.open_tree("attestations")?,
+            runs: db.open_tree("runs")?,
+            run_locks: amber_core::wire::RunKind::ALL.iter().map(|_| Arc::default()).collect(),
             runner: Arc::new(tokio::sync::Mutex::new(())),
             scrubber: Arc::new(tokio::sync::Mutex::new(())),
             audit: db.open_tree("audit")?,
@@ -415,6 +422,7 @@ impl SledMeta {
         if from.is_some() {
             upgrade_from_2(&trees).context("upgrading the metadata from schema 2")?;
         }
+        runs::abandon_at_open(&trees.runs)?;
         for item in trees.reclaim.iter() {
             let (key, json) = item?;
             if serde_json::from_slice::<Waiting>(&json)?.marked {

@@ -288,7 +288,7 @@ async fn a_referrer_lives_as_long_as_its_subject(backend: Backend) {
     assert!(set.status().is_success());
     // The loose blob goes (and the empty config blob `image` pushed: the
     // empty config is served in every repository, nothing keeps its link).
-    let run: Value = admin(Method::POST, "/v1/retention/run", None).await.unwrap().json().await.unwrap();
+    let run: Value = server.run("/v1/retention/run").await;
     assert_eq!(run["unlink"].as_array().unwrap().len(), 2, "{run}");
     let head = |digest: &str| server.request(Method::HEAD, &format!("/v2/acme/web/blobs/{digest}"), &token).send();
     assert_eq!(head(&loose).await.unwrap().status(), StatusCode::NOT_FOUND);
@@ -297,7 +297,7 @@ async fn a_referrer_lives_as_long_as_its_subject(backend: Backend) {
     let expire =
         admin(Method::POST, "/v1/repos/acme/web/tags/1.0/expire", Some(json!({"reason": "done"}))).await.unwrap();
     assert!(expire.status().is_success());
-    admin(Method::POST, "/v1/retention/run", None).await.unwrap();
+    server.run("/v1/retention/run").await;
     assert_eq!(head(&signature).await.unwrap().status(), StatusCode::NOT_FOUND);
 }
 
