@@ -247,6 +247,9 @@ await test('publishers, retention with its plan, storage and keys pages', async 
   assert.equal(curl('/v1/retention/acme/web', admin), 404);
   await page.getByRole('link', { name: 'Storage' }).click();
   await page.getByText('Waiting for reclaim').waitFor();
+  // A run started here is followed to its end, with its report.
+  await page.getByRole('button', { name: 'Check the store (fsck)' }).click();
+  await page.getByText(/no fault in \d+ linked blob/).waitFor();
   await shot(page, 'storage');
   await page.getByRole('link', { name: 'Keys' }).click();
   await page.getByText('Pinned.').waitFor();

@@ -2,6 +2,7 @@
 // policy would expire and unlink before it is saved.
 import { api, get } from '../lib/api.js';
 import { bytes, confirmDialog, error, field, h, table, time } from '../lib/dom.js';
+import { runsPanel } from '../lib/runs.js';
 
 const plural = (n, word) => `${n} ${word}${n === 1 ? '' : 's'}`;
 const describe = (p) => Object.entries(p).map(([k, v]) => `${k}: ${Array.isArray(v) ? v.join(', ') : v}`).join('; ');
@@ -89,5 +90,6 @@ export async function render(main) {
     problem,
     table('Policies', ['Scope', 'Policy', 'Updated', ''], policies.map((p) => [p.scope, describe(p.policy), time(p.updated_at), h('span', { class: 'row-actions' }, h('button', { type: 'button', onclick: () => edit(p) }, 'Edit'), h('button', { type: 'button', class: 'danger', onclick: () => remove(p) }, 'Remove'))]), 'No policy: every tag is kept.'),
     form,
+    runsPanel(['retention']),
   );
 }
