@@ -189,12 +189,14 @@ async fn main() -> anyhow::Result<()> {
                 println!("{fault}");
             }
             println!(
-                "{} linked, {} stored, {} verified, {} waiting for reclaim, {} reclaimed; {} fault(s)",
+                "{} linked, {} stored, {} verified, {} waiting for reclaim, {} reclaimed, {} counter(s) repaired; {} \
+                 fault(s)",
                 report.linked,
                 report.stored,
                 report.verified,
                 report.waiting,
                 report.reclaimed,
+                report.counters_repaired,
                 report.faults.len()
             );
             if !report.faults.is_empty() {

@@ -16,7 +16,7 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::lifecycle::{self, policy};
 use crate::meta::ScrubStore;
-use crate::meta::{ReclaimStore, RetentionStore};
+use crate::meta::{RetentionStore, StatsStore};
 use crate::state::AppState;
 
 fn no_policy(scope: &RepoPattern) -> ApiError {
@@ -138,9 +138,15 @@ fn proposed(scope: RepoPattern, body: &[u8]) -> ApiResult<PolicyInfo> {
 /// `GET /v1/storage`: what waits for reclaim, and how much is quarantined.
 pub async fn get_storage(State(state): State<AppState>, caller: Caller) -> ApiResult<ApiJson<StorageReport>> {
     caller.require_admin()?;
-    let (pending_reclaim, pending_reclaim_bytes) = state.meta.reclaim_pending().await?;
+    let stats = state.meta.store_stats().await?;
     let quarantined = state.meta.quarantined().await?.len() as u64;
-    Ok(ApiJson(StorageReport { pending_reclaim, pending_reclaim_bytes, quarantined }))
+    Ok(ApiJson(StorageReport {
+        links: stats.links,
+        linked_bytes: stats.bytes,
+        pending_reclaim: stats.pending_reclaim,
+        pending_reclaim_bytes: stats.pending_reclaim_bytes,
+        quarantined,
+    }))
 }
 
 /// `GET /v1/scrub`: how far the scrub is, and what it quarantined.

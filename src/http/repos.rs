@@ -12,8 +12,7 @@ use super::json::ApiJson;
 use super::page;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::meta::RetentionStore;
-use crate::meta::TagStore;
+use crate::meta::StatsStore;
 use crate::state::AppState;
 
 /// Repository names read from the store per call while filtering.
@@ -40,22 +39,30 @@ pub async fn list_repos(
         Some(text) => Some(text.parse().map_err(|_| ApiError::RequestInvalid("after: not a repository name".into()))?),
     };
     let admin = caller.require_admin().is_ok();
-    let mut names = Vec::new();
-    // The names are read in pages and filtered by the caller's grants; every
-    // name costs a comparison, and only those shown cost more.
-    while names.len() <= limit {
-        let scanned = state.meta.repositories(after.as_ref(), SCAN_PAGE).await?;
-        let Some(last) = scanned.last().cloned() else { break };
-        names.extend(scanned.into_iter().filter(|repo| admin || caller.require(Action::Pull, repo).is_ok()));
+    let mut found = Vec::new();
+    // Repositories are read with their counters, in pages, and filtered by
+    // the caller's grants; every one costs a comparison, none a scan.
+    while found.len() <= limit {
+        let scanned = state.meta.repo_stats(after.as_ref(), SCAN_PAGE).await?;
+        let Some((last, _)) = scanned.last().cloned() else { break };
+        let full = scanned.len() == SCAN_PAGE;
+        found.extend(scanned.into_iter().filter(|(repo, _)| admin || caller.require(Action::Pull, repo).is_ok()));
         after = Some(last);
+        if !full {
+            break;
+        }
     }
-    let next = page::split(&mut names, limit, RepoName::to_string);
-    let mut repositories = Vec::with_capacity(names.len());
-    for name in names {
-        let view = state.meta.retention_view(&name).await?;
-        let bytes = view.links.iter().map(|l| l.size).sum();
-        let last_push_at = view.links.iter().map(|l| l.created_at).chain(view.tags.iter().map(|t| t.bound_at)).max();
-        repositories.push(RepoSummary { name, tags: view.tags.len() as u64, bytes, last_push_at });
-    }
+    let next = page::split(&mut found, limit, |(name, _)| name.to_string());
+    let repositories = found
+        .into_iter()
+        .map(|(name, s)| RepoSummary {
+            name,
+            tags: s.tags,
+            live_tags: s.live_tags,
+            blobs: s.links,
+            bytes: s.bytes,
+            last_push_at: s.last_push_at,
+        })
+        .collect();
     Ok(ApiJson(RepoList { repositories, next }))
 }

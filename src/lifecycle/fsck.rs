@@ -1,4 +1,5 @@
-//! `amberd fsck`: the store checked against its metadata. Every linked digest
+//! `amberd fsck`: the store checked against its metadata. The counters must
+//! be what a recount finds (with `repair`, they are set to it). Every linked digest
 //! must have stored bytes of its size (and, with `verify`, bytes that hash to
 //! it); every stored object must be linked or waiting for reclaim; nothing
 //! may be quarantined. With `repair`, linked bytes found wrong or gone are
@@ -15,7 +16,7 @@ use futures_util::StreamExt;
 use super::reclaim;
 use crate::blobs::{BlobError, BlobStore, Object};
 use crate::meta::ScrubStore;
-use crate::meta::{LinkStore, ReclaimStore};
+use crate::meta::{LinkStore, ReclaimStore, StatsStore};
 use crate::progress::Progress;
 use crate::state::AppState;
 
@@ -37,6 +38,8 @@ pub enum Fault {
     /// Stored, linked nowhere, and not waiting for reclaim.
     Orphan(Digest),
     Quarantined(Digest),
+    /// A counter that is not what a recount finds.
+    Counter(String),
 }
 
 impl std::fmt::Display for Fault {
@@ -49,6 +52,7 @@ impl std::fmt::Display for Fault {
             Self::Mismatch(d) => write!(f, "mismatch: {d}: the stored bytes do not hash to it"),
             Self::Orphan(d) => write!(f, "orphan: {d}: stored, linked nowhere, not waiting for reclaim"),
             Self::Quarantined(d) => write!(f, "quarantined: {d}: an upload of the same bytes heals it"),
+            Self::Counter(what) => write!(f, "counter: {what}"),
         }
     }
 }
@@ -63,6 +67,8 @@ pub struct FsckReport {
     pub faults: Vec<Fault>,
     /// With `repair`: what the reclaim run deleted.
     pub reclaimed: u64,
+    /// With `repair`: counters set to their recount.
+    pub counters_repaired: u64,
 }
 
 fn as_text<S: serde::Serializer>(faults: &[Fault], to: S) -> Result<S::Ok, S::Error> {
@@ -90,6 +96,14 @@ pub async fn fsck(
     progress: &Progress,
 ) -> anyhow::Result<FsckReport> {
     let mut report = FsckReport::default();
+    // The counters, recounted (on a live store, only what differs with the
+    // writes held counts: a push in flight is not a fault).
+    let counters = state.meta.check_stats(repair).await?;
+    if repair {
+        report.counters_repaired = counters.len() as u64;
+    } else {
+        report.faults.extend(counters.into_iter().map(Fault::Counter));
+    }
     let quarantined: std::collections::HashSet<Digest> =
         state.meta.quarantined().await?.into_iter().map(|q| q.digest).collect();
     report.faults.extend(quarantined.iter().map(|d| Fault::Quarantined(*d)));

@@ -62,6 +62,7 @@ pub trait MetaStore:
     + OciStore
     + AttestationStore
     + RunStore
+    + StatsStore
 {
     /// Fails when the store cannot serve (readiness).
     fn check(&self) -> impl Future<Output = Result<(), MetaError>> + Send;
@@ -182,6 +183,7 @@ mod reclaim;
 mod retention;
 mod runs;
 mod scrub;
+mod stats;
 mod tags;
 mod tokens;
 mod uploads;
@@ -204,6 +206,8 @@ pub use self::runs::RunStore;
 pub use self::runs::{RUNS_KEPT, abandoned};
 pub use self::scrub::ScrubStore;
 pub use self::scrub::{Quarantined, ScrubProgress};
+pub use self::stats::StatsStore;
+pub use self::stats::{RepoStats, StoreStats, differences};
 pub use self::tags::TagStore;
 pub use self::tags::{Bound, Expiry, Hold, Signed, TagRecord};
 pub use self::tokens::TokenStore;

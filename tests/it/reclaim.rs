@@ -79,7 +79,10 @@ async fn bytes_go_after_the_grace_and_a_new_link_keeps_them(backend: Backend) {
     assert_eq!(report, json!({"ran": true, "deleted": 0, "bytes_freed": 0, "pending": 2, "pending_bytes": 8000}));
     let storage: serde_json::Value =
         server.request(Method::GET, "/v1/storage", &server.admin).send().await.unwrap().json().await.unwrap();
-    assert_eq!(storage, json!({"pending_reclaim": 2, "pending_reclaim_bytes": 8000, "quarantined": 0}));
+    assert_eq!(
+        storage,
+        json!({"links": 1, "linked_bytes": 700, "pending_reclaim": 2, "pending_reclaim_bytes": 8000, "quarantined": 0})
+    );
     assert!(server.stored(&a).await && server.stored(&b).await, "within the grace nothing is deleted");
     // B is uploaded again (to another repository) within the grace: kept.
     let (_, status) = upload(&server, &token, "acme/api", &b_bytes).await;

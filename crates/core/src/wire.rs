@@ -331,6 +331,12 @@ pub struct RepoSummary {
     pub name: RepoName,
     /// Tags bound in it, whatever their state.
     pub tags: u64,
+    /// Tags not expired.
+    #[serde(default)]
+    pub live_tags: u64,
+    /// Blobs linked in it.
+    #[serde(default)]
+    pub blobs: u64,
     /// The sizes of the blobs linked in it, added up.
     pub bytes: u64,
     /// When a blob was last linked or a tag bound in it.
@@ -348,6 +354,12 @@ pub struct RepoList {
 /// `GET /v1/storage`: what the store holds and what waits to be reclaimed.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StorageReport {
+    /// Blob links in every repository (a blob linked in two counts twice),
+    /// and their sizes added up.
+    #[serde(default)]
+    pub links: u64,
+    #[serde(default)]
+    pub linked_bytes: u64,
     /// Digests no repository links, waiting for their grace to pass.
     pub pending_reclaim: u64,
     pub pending_reclaim_bytes: u64,

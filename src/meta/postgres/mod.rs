@@ -16,6 +16,7 @@ mod reclaim;
 mod retention;
 mod runs;
 mod scrub;
+mod stats;
 mod tags;
 mod tokens;
 mod uploads;

@@ -112,9 +112,10 @@ impl ReclaimStore for PostgresMeta {
     }
 
     async fn reclaim_pending(&self) -> Result<(u64, u64), MetaError> {
-        let (count, bytes): (i64, i64) = sqlx::query_as("SELECT count(*), coalesce(sum(size), 0)::bigint FROM reclaim")
-            .fetch_one(&self.pool)
-            .await?;
+        let (count, bytes): (i64, i64) =
+            sqlx::query_as("SELECT pending_reclaim, pending_reclaim_bytes FROM store_stats WHERE singleton")
+                .fetch_one(&self.pool)
+                .await?;
         Ok((count as u64, bytes as u64))
     }
 }

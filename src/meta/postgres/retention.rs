@@ -72,7 +72,12 @@ impl RetentionStore for PostgresMeta {
         if let Some(policy) = policy {
             // Every change appends to the audit log, so with its head locked
             // no policy change can commit before this one does: the policy
-            // read next is the one in effect when this expiry commits.
+            // read next is the one in effect when this expiry commits. The
+            // repository's counters first: the lock order of 0013.
+            sqlx::query("SELECT 1 FROM repo_stats WHERE repository = $1 FOR UPDATE")
+                .bind(repo.as_str())
+                .execute(&mut *tx)
+                .await?;
             sqlx::query("SELECT 1 FROM audit_head WHERE singleton FOR UPDATE").execute(&mut *tx).await?;
             let rows: Vec<(String, Json<PolicyInfo>)> =
                 sqlx::query_as("SELECT scope, info FROM retention_policies WHERE scope = $1 OR scope = $2")

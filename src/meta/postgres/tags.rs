@@ -37,22 +37,6 @@ impl TagStore for PostgresMeta {
             .execute(&mut *tx)
             .await?;
         }
-        let bound = sqlx::query(
-            "INSERT INTO tags (repository, tag, digest, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-        )
-        .bind(repo.as_str())
-        .bind(tag.as_str())
-        .bind(&digest.as_bytes()[..])
-        .bind(at)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if bound == 0 {
-            // Lost the race (or a retry): keep nothing of ours, report the winner.
-            tx.rollback().await?;
-            let existing = self.tag(repo, tag).await?.ok_or_else(|| MetaError::Corrupt("tag vanished".into()))?;
-            return Ok(Bound::Existing(existing));
-        }
         // FOR SHARE: an unlink of any of these links waits for this
         // transaction and then sees the manifest; one that came first has
         // removed the row, which is then missing here.
@@ -70,7 +54,28 @@ impl TagStore for PostgresMeta {
             files.iter().filter(|(d, size)| linked.get(&d.as_bytes()[..]) != Some(size)).map(|(d, _)| *d).collect();
         if !gone.is_empty() {
             tx.rollback().await?;
-            return Ok(Bound::BlobsGone(gone));
+            return match self.tag(repo, tag).await? {
+                Some(existing) => Ok(Bound::Existing(existing)),
+                None => Ok(Bound::BlobsGone(gone)),
+            };
+        }
+        // After the links' locks: the tag's counters are taken next (0013's
+        // lock order, the one an unlink takes them in).
+        let bound = sqlx::query(
+            "INSERT INTO tags (repository, tag, digest, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        )
+        .bind(repo.as_str())
+        .bind(tag.as_str())
+        .bind(&digest.as_bytes()[..])
+        .bind(at)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if bound == 0 {
+            // Lost the race (or a retry): keep nothing of ours, report the winner.
+            tx.rollback().await?;
+            let existing = self.tag(repo, tag).await?.ok_or_else(|| MetaError::Corrupt("tag vanished".into()))?;
+            return Ok(Bound::Existing(existing));
         }
         sqlx::query(
             "INSERT INTO manifest_blobs (repository, blob, manifest) SELECT $1, blob, $3 FROM unnest($2::bytea[]) AS blob ON CONFLICT DO NOTHING",
@@ -87,7 +92,7 @@ impl TagStore for PostgresMeta {
 
     async fn repositories(&self, after: Option<&RepoName>, limit: usize) -> Result<Vec<RepoName>, MetaError> {
         let rows: Vec<(String,)> = sqlx::query_as(
-            r#"SELECT repository FROM (SELECT repository FROM blob_links UNION SELECT repository FROM tags) r
+            r#"SELECT repository FROM repo_stats
                WHERE repository COLLATE "C" > $1 COLLATE "C" ORDER BY repository COLLATE "C" LIMIT $2"#,
         )
         .bind(after.map_or("", |a| a.as_str()))

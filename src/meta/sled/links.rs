@@ -5,6 +5,7 @@ use sled::Transactional;
 use sled::transaction::ConflictableTransactionError;
 use time::OffsetDateTime;
 
+use super::stats::{RepoDelta, StoreDelta, add_repo, add_store};
 use super::{
     SledMeta, Waiting, append_audit_in, holder_key, key_digest, link_value, next_prefix, parse_link, repo_key,
     repo_key_bytes, transaction_error,
@@ -24,13 +25,13 @@ impl LinkStore for SledMeta {
     ) -> Result<Stored, MetaError> {
         let key = repo_key(repo, digest.as_bytes());
         let holder = holder_key(digest, repo.as_str().as_bytes());
-        let (digest, lease) = (*digest, lease.cloned());
+        let (digest, lease, repo) = (*digest, lease.cloned(), repo.clone());
         // Flushed also when the link was there: a racing request may have
         // made it and not yet flushed it, and this answer promises it is durable.
         self.write("link_blob", move |t| {
             let read_in = t.link_sizes.generation();
-            let linked = (&t.links, &t.linked_by, &t.reclaim, &t.audit, &t.audit_head)
-                .transaction(|(links, linked_by, reclaim, audit_tree, head)| {
+            let linked = (&t.links, &t.linked_by, &t.reclaim, &t.stats, &t.audit, &t.audit_head)
+                .transaction(|(links, linked_by, reclaim, stats, audit_tree, head)| {
                     if let Some(json) = reclaim.get(digest.as_bytes())? {
                         let waiting: Waiting = serde_json::from_slice(&json)
                             .map_err(|e| ConflictableTransactionError::Abort(MetaError::from(e)))?;
@@ -42,12 +43,18 @@ impl LinkStore for SledMeta {
                         }
                         // Linked again within the grace: no longer waiting.
                         reclaim.remove(digest.as_bytes())?;
+                        let pending_bytes = -(waiting.size as i64);
+                        add_store(stats, StoreDelta { pending: -1, pending_bytes, ..Default::default() })?;
                     }
                     if links.get(&key)?.is_some() {
                         return Ok(Stored::AlreadyPresent);
                     }
-                    links.insert(key.as_slice(), &link_value(size, OffsetDateTime::now_utc())[..])?;
+                    let now = OffsetDateTime::now_utc();
+                    links.insert(key.as_slice(), &link_value(size, now)[..])?;
                     linked_by.insert(holder.as_slice(), &[][..])?;
+                    let delta = RepoDelta { links: 1, bytes: size as i64, pushed_at: Some(now), ..Default::default() };
+                    add_repo(stats, &repo, delta)?;
+                    add_store(stats, StoreDelta { links: 1, bytes: size as i64, ..Default::default() })?;
                     append_audit_in(audit_tree, head, &*audit)?;
                     Ok(Stored::Created)
                 })

@@ -25,6 +25,7 @@
 //! oci_referrers repo \0 subject \0 OCI digest -> the referrer's descriptor (JSON)
 //! oci_tags   repo \0 OCI digest       -> the first tag bound to that OCI manifest
 //! attestations repo \0 manifest(32)  -> the binding's attestations (JSON list of DSSE envelopes)
+//! stats      `r` repo -> its counters; `s` -> the store's (see `stats`)
 //! runs       `r` id -> RunInfo (JSON); `k` kind \0 id -> (); `a` kind -> the id of its active run
 //!            (default tree) "scrub"    -> ScrubProgress (JSON)
 //! audit      seq, u64 big-endian       -> hash (64 hex) + entry bytes
@@ -41,8 +42,8 @@
 //! that appends an entry, holding those two trees, also grows the tree.
 //! `\0` cannot occur in a validated name, so prefixes never collide. Every write
 //! is followed by a flush before it is acknowledged. Schema 1 (links without
-//! their creation time, no `refs`) and schema 2 (no `linked_by`) are upgraded
-//! in place at open. Promotion leases are kept in memory: only this process
+//! their creation time, no `refs`), schema 2 (no `linked_by`) and schema 3 (no
+//! `stats`) are upgraded in place at open. Promotion leases are kept in memory: only this process
 //! uploads into this store, and a crash ends its uploads with it.
 //!
 //! Writes run one at a time on one thread (see `super::writer`), so a check
@@ -66,6 +67,7 @@ mod reclaim;
 mod retention;
 mod runs;
 mod scrub;
+mod stats;
 mod tags;
 mod tokens;
 mod uploads;
@@ -94,7 +96,7 @@ use crate::config::FreeSpace;
 use crate::space::{Purpose, SpaceReserve};
 
 const SCHEMA_KEY: &[u8] = b"schema";
-const SCHEMA_VERSION: &[u8] = b"3";
+const SCHEMA_VERSION: &[u8] = b"4";
 const AUDIT_HEAD: &[u8] = b"head";
 const AUDIT_CHECKPOINT: &[u8] = b"checkpoint";
 const LOG_CHECKPOINT: &[u8] = b"log_checkpoint";
@@ -145,6 +147,8 @@ struct Trees {
     oci_tags: Tree,
     attestations: Tree,
     runs: Tree,
+    /// The counters (see `stats`).
+    stats: Tree,
     /// Held by the run of each kind (`runs::lock_index`).
     run_locks: Vec<Arc<tokio::sync::Mutex<()>>>,
     /// Held by the reclaim run.
@@ -239,14 +243,20 @@ fn upgrade_from_1(t: &Trees) -> Result<(), MetaError> {
     Ok(())
 }
 
-/// Schema 2 to 3: `linked_by`, every link by digest. Idempotent; the schema
-/// key is written last.
+/// Schema 2 to 3: `linked_by`, every link by digest. Idempotent.
 fn upgrade_from_2(t: &Trees) -> Result<(), MetaError> {
     for item in t.links.iter() {
         let (key, _) = item?;
         let repo_len = key.len().checked_sub(33).ok_or_else(|| MetaError::Corrupt("link key".into()))?;
         t.linked_by.insert(holder_key(&key_digest(&key, repo_len + 1)?, &key[..repo_len]), &[][..])?;
     }
+    Ok(())
+}
+
+/// Schema 3 to 4: `stats`, the counters, recounted. Idempotent; the schema
+/// key is written last.
+fn upgrade_from_3(t: &Trees) -> Result<(), MetaError> {
+    stats::rewrite(t)?;
     t.db.insert(SCHEMA_KEY, SCHEMA_VERSION)?;
     t.db.flush()?;
     Ok(())
@@ -362,6 +372,7 @@ impl SledMeta {
             Some(v) if v.as_ref() == SCHEMA_VERSION => None,
             Some(v) if v.as_ref() == b"1" => Some(1),
             Some(v) if v.as_ref() == b"2" => Some(2),
+            Some(v) if v.as_ref() == b"3" => Some(3),
             Some(v) => anyhow::bail!(
                 "metadata in {} has schema {:?}; this amberd reads schema {:?}",
                 dir.display(),
@@ -408,6 +419,7 @@ impl SledMeta {
             oci_tags: db.open_tree("oci_tags")?,
             attestations: db.open_tree("attestations")?,
             runs: db.open_tree("runs")?,
+            stats: db.open_tree("stats")?,
             run_locks: amber_core::wire::RunKind::ALL.iter().map(|_| Arc::default()).collect(),
             runner: Arc::new(tokio::sync::Mutex::new(())),
             scrubber: Arc::new(tokio::sync::Mutex::new(())),
@@ -419,8 +431,11 @@ impl SledMeta {
         if from == Some(1) {
             upgrade_from_1(&trees).context("upgrading the metadata from schema 1")?;
         }
-        if from.is_some() {
+        if from.is_some_and(|f| f <= 2) {
             upgrade_from_2(&trees).context("upgrading the metadata from schema 2")?;
+        }
+        if from.is_some() {
+            upgrade_from_3(&trees).context("upgrading the metadata from schema 3")?;
         }
         runs::abandon_at_open(&trees.runs)?;
         for item in trees.reclaim.iter() {
@@ -507,16 +522,22 @@ impl SledMeta {
         change: impl FnOnce(TagRecord, &Trees) -> Result<Result<TagRecord, TagChange>, MetaError> + Send + 'static,
     ) -> Result<TagChange, MetaError> {
         let key = repo_key(repo, tag.as_str().as_bytes());
+        let repo = repo.clone();
         self.write(what, move |t| {
             let Some(record) = tag_record(&t.tags, &key)? else { return Ok(TagChange::Unknown) };
+            let was_live = record.expiry.is_none();
             let record = match change(record, t)? {
                 Ok(record) => record,
                 Err(refused) => return Ok(refused),
             };
+            let expired = was_live && record.expiry.is_some();
             let json = serde_json::to_vec(&record)?;
-            (&t.tags, &t.audit, &t.audit_head)
-                .transaction(|(tags, audit_tree, head)| {
+            (&t.tags, &t.stats, &t.audit, &t.audit_head)
+                .transaction(|(tags, stats_tree, audit_tree, head)| {
                     tags.insert(key.as_slice(), json.as_slice())?;
+                    if expired {
+                        stats::add_repo(stats_tree, &repo, stats::RepoDelta { live_tags: -1, ..Default::default() })?;
+                    }
                     append_audit_in(audit_tree, head, &*audit)?;
                     Ok(())
                 })

@@ -2,8 +2,10 @@
 
 use amber_core::Digest;
 use sled::Transactional;
+use sled::transaction::ConflictableTransactionError;
 use time::OffsetDateTime;
 
+use super::stats::{StoreDelta, add_store};
 use super::{SledMeta, Waiting, append_audit_in, key_digest, transaction_error, waiting};
 use crate::blobs::Object;
 use crate::meta::ReclaimStore;
@@ -18,7 +20,7 @@ impl ReclaimStore for SledMeta {
         let objects = objects.to_vec();
         self.write("note_orphans", move |t| {
             let now = OffsetDateTime::now_utc();
-            let mut noted = 0;
+            let mut noted = Vec::new();
             for object in objects {
                 let d = object.digest;
                 if t.linked_by.scan_prefix(d.as_bytes()).next().is_some()
@@ -31,10 +33,21 @@ impl ReclaimStore for SledMeta {
                 // from long ago need not wait another grace.
                 let since = object.modified.map_or(now, |m| m.min(now));
                 let waiting = Waiting { size: object.size, since, marked: false };
-                t.reclaim.insert(d.as_bytes(), serde_json::to_vec(&waiting)?)?;
-                noted += 1;
+                noted.push((d, object.size, serde_json::to_vec(&waiting)?));
             }
-            Ok(noted)
+            if noted.is_empty() {
+                return Ok(0);
+            }
+            (&t.reclaim, &t.stats)
+                .transaction(|(reclaim, stats)| {
+                    for (digest, _, waiting) in &noted {
+                        reclaim.insert(digest.as_bytes(), waiting.as_slice())?;
+                    }
+                    let pending_bytes = noted.iter().map(|(_, size, _)| *size as i64).sum();
+                    add_store(stats, StoreDelta { pending: noted.len() as i64, pending_bytes, ..Default::default() })
+                })
+                .map_err(transaction_error)?;
+            Ok(noted.len() as u64)
         })
         .await
     }
@@ -72,7 +85,13 @@ impl ReclaimStore for SledMeta {
                 return Ok(false);
             }
             if t.linked_by.scan_prefix(digest.as_bytes()).next().is_some() {
-                t.reclaim.remove(digest.as_bytes())?;
+                let pending_bytes = -(waiting.size as i64);
+                (&t.reclaim, &t.stats)
+                    .transaction(|(reclaim, stats)| {
+                        reclaim.remove(digest.as_bytes())?;
+                        add_store(stats, StoreDelta { pending: -1, pending_bytes, ..Default::default() })
+                    })
+                    .map_err(transaction_error)?;
                 return Ok(false);
             }
             {
@@ -100,13 +119,20 @@ impl ReclaimStore for SledMeta {
         }
         let digests = digests.to_vec();
         self.write("finish_reclaim", move |t| {
-            (&t.reclaim, &t.quarantine, &t.audit, &t.audit_head)
-                .transaction(|(reclaim, quarantine, audit_tree, head)| {
+            (&t.reclaim, &t.quarantine, &t.stats, &t.audit, &t.audit_head)
+                .transaction(|(reclaim, quarantine, stats, audit_tree, head)| {
+                    let mut gone = StoreDelta::default();
                     for digest in &digests {
-                        reclaim.remove(digest.as_bytes())?;
+                        if let Some(json) = reclaim.remove(digest.as_bytes())? {
+                            let waiting: Waiting = serde_json::from_slice(&json)
+                                .map_err(|e| ConflictableTransactionError::Abort(MetaError::from(e)))?;
+                            gone.pending -= 1;
+                            gone.pending_bytes -= waiting.size as i64;
+                        }
                         // Deleted bytes are no longer corrupt bytes.
                         quarantine.remove(digest.as_bytes())?;
                     }
+                    add_store(stats, gone)?;
                     append_audit_in(audit_tree, head, &*audit)?;
                     Ok(())
                 })
@@ -121,16 +147,7 @@ impl ReclaimStore for SledMeta {
     }
 
     async fn reclaim_pending(&self) -> Result<(u64, u64), MetaError> {
-        self.read("reclaim_pending", |t| {
-            let (mut count, mut bytes) = (0, 0);
-            for item in t.reclaim.iter() {
-                let (_, json) = item?;
-                let waiting: Waiting = serde_json::from_slice(&json)?;
-                count += 1;
-                bytes += waiting.size;
-            }
-            Ok((count, bytes))
-        })
-        .await
+        let stats = crate::meta::StatsStore::store_stats(self).await?;
+        Ok((stats.pending_reclaim, stats.pending_reclaim_bytes))
     }
 }

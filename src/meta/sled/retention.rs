@@ -6,6 +6,7 @@ use sled::Transactional;
 use sled::transaction::ConflictableTransactionError;
 use time::OffsetDateTime;
 
+use super::stats::{RepoDelta, StoreDelta, add_repo, add_store};
 use super::{
     SledMeta, Waiting, append_audit_in, effective_policy, holder_key, key_digest, parse_link, repo_key, tag_record,
     transaction_error,
@@ -106,14 +107,18 @@ impl RetentionStore for SledMeta {
                 t.linked_by.scan_prefix(digest.as_bytes()).keys().all(|k| k.is_ok_and(|k| k == holder.as_slice()));
             let size = parse_link(&value)?.0;
             let waiting = serde_json::to_vec(&Waiting { size, since: OffsetDateTime::now_utc(), marked: false })?;
-            (&t.links, &t.linked_by, &t.reclaim, &t.audit, &t.audit_head)
-                .transaction(|(links, linked_by, reclaim, audit_tree, head)| {
+            (&t.links, &t.linked_by, &t.reclaim, &t.stats, &t.audit, &t.audit_head)
+                .transaction(|(links, linked_by, reclaim, stats, audit_tree, head)| {
                     if links.remove(link_key.as_slice())?.is_none() {
                         return Ok(Unlink::Gone);
                     }
                     linked_by.remove(holder.as_slice())?;
+                    let bytes = size as i64;
+                    add_repo(stats, &repo, RepoDelta { links: -1, bytes: -bytes, ..Default::default() })?;
+                    add_store(stats, StoreDelta { links: -1, bytes: -bytes, ..Default::default() })?;
                     if last && reclaim.get(digest.as_bytes())?.is_none() {
                         reclaim.insert(digest.as_bytes(), waiting.as_slice())?;
+                        add_store(stats, StoreDelta { pending: 1, pending_bytes: bytes, ..Default::default() })?;
                     }
                     append_audit_in(audit_tree, head, &*audit)?;
                     Ok(Unlink::Unlinked)

@@ -7,6 +7,7 @@ use sled::Transactional;
 use sled::transaction::ConflictableTransactionError;
 use time::OffsetDateTime;
 
+use super::stats::{RepoDelta, add_repo};
 use super::{SledMeta, append_audit_in, parse_link, ref_key, repo_key, tag_record, transaction_error};
 use crate::meta::TagStore;
 use crate::meta::{AuditBuild, Bound, MetaError, Signed, TagRecord};
@@ -46,8 +47,8 @@ impl TagStore for SledMeta {
             }
             let refs: Vec<Vec<u8>> =
                 files.iter().map(|(blob, _)| ref_key(repo.as_str().as_bytes(), blob, &manifest)).collect();
-            (&t.tags, &t.manifests, &t.refs, &t.attestations, &t.audit, &t.audit_head)
-                .transaction(|(tags, manifests, refs_tree, attestations_tree, audit_tree, head)| {
+            (&t.tags, &t.manifests, &t.refs, &t.attestations, &t.stats, &t.audit, &t.audit_head)
+                .transaction(|(tags, manifests, refs_tree, attestations_tree, stats, audit_tree, head)| {
                     if let Some(existing) = tags.get(&tag_key)? {
                         let existing = serde_json::from_slice(&existing)
                             .map_err(|e| ConflictableTransactionError::Abort(MetaError::from(e)))?;
@@ -58,6 +59,11 @@ impl TagStore for SledMeta {
                         attestations_tree.insert(manifest_key.as_slice(), attestations.as_slice())?;
                     }
                     tags.insert(tag_key.as_slice(), record.as_slice())?;
+                    add_repo(
+                        stats,
+                        &repo,
+                        RepoDelta { tags: 1, live_tags: 1, pushed_at: Some(at), ..Default::default() },
+                    )?;
                     for key in &refs {
                         refs_tree.insert(key.as_slice(), tag.as_str().as_bytes())?;
                     }
@@ -70,34 +76,8 @@ impl TagStore for SledMeta {
     }
 
     async fn repositories(&self, after: Option<&RepoName>, limit: usize) -> Result<Vec<RepoName>, MetaError> {
-        // The smallest key past every key of `after`: its name and \x01.
-        let start = after.map(|a| repo_key(a, b"")).map(|mut k| {
-            *k.last_mut().expect("a NUL at least") = 1;
-            k
-        });
-        self.read("repositories", move |t| {
-            let mut names = std::collections::BTreeSet::new();
-            // Each tree is walked by jumping from one repository to the next.
-            for tree in [&t.links, &t.tags] {
-                let mut from = start.clone().unwrap_or_default();
-                let mut found = 0;
-                while found < limit {
-                    let Some(item) = tree.range(from.clone()..).next() else { break };
-                    let (key, _) = item?;
-                    let end = key.iter().position(|b| *b == 0).ok_or_else(|| MetaError::Corrupt("key".into()))?;
-                    let name = std::str::from_utf8(&key[..end]).map_err(|e| MetaError::Corrupt(e.to_string()))?;
-                    names.insert(
-                        name.parse::<RepoName>()
-                            .map_err(|e: amber_core::name::NameError| MetaError::Corrupt(e.to_string()))?,
-                    );
-                    found += 1;
-                    from = key[..end].to_vec();
-                    from.push(1);
-                }
-            }
-            Ok(names.into_iter().take(limit).collect())
-        })
-        .await
+        let found = crate::meta::StatsStore::repo_stats(self, after, limit).await?;
+        Ok(found.into_iter().map(|(name, _)| name).collect())
     }
 
     async fn tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<TagRecord>, MetaError> {
