@@ -8,9 +8,9 @@ export async function render(main) {
   const rows = (needle) =>
     repos
       .filter((r) => r.name.includes(needle))
-      .map((r) => [h('a', { href: `#/repos/${r.name}` }, r.name), String(r.tags), bytes(r.bytes), time(r.last_push_at)]);
+      .map((r) => [h('a', { href: `#/repos/${r.name}` }, r.name), String(r.tags), String(r.live_tags), String(r.blobs), bytes(r.bytes), time(r.last_push_at)]);
   const holder = h('div', {});
-  const draw = () => holder.replaceChildren(table('Repositories', ['Name', 'Tags', 'Size', 'Last push'], rows(search.value.trim().toLowerCase()), 'No repository this token may pull holds anything yet.'));
+  const draw = () => holder.replaceChildren(table('Repositories', ['Name', 'Tags', 'Live tags', 'Blobs', 'Size', 'Last push'], rows(search.value.trim().toLowerCase()), 'No repository this token may pull holds anything yet.'));
   search.addEventListener('input', draw);
   draw();
   main.append(h('h2', {}, 'Repositories'), h('div', { class: 'field' }, h('label', { for: 'filter' }, 'Search'), search), holder);
