@@ -459,6 +459,26 @@ impl BlobStore for FsBlobs {
         .await
     }
 
+    async fn delete_many(&self, digests: &[Digest]) -> Result<(), BlobError> {
+        let paths: Vec<PathBuf> = digests.iter().map(|d| self.inner.blob_path(d)).collect();
+        joined(tokio::task::spawn_blocking(move || {
+            let mut shards = std::collections::BTreeSet::new();
+            for path in paths {
+                match fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e.into()),
+                }
+                shards.insert(path.parent().expect("blob paths have a shard directory").to_path_buf());
+            }
+            for shard in shards {
+                sync_dir(&shard)?;
+            }
+            Ok(())
+        }))
+        .await
+    }
+
     async fn list(&self, after: Option<Digest>, limit: usize) -> Result<Vec<Object>, BlobError> {
         let data = self.inner.data.clone();
         joined(tokio::task::spawn_blocking(move || {

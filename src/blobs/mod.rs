@@ -157,6 +157,10 @@ pub trait BlobStore {
     /// there succeeds. Only reclaim calls this, for a digest it has marked.
     fn delete(&self, digest: &Digest) -> impl Future<Output = Result<(), BlobError>> + Send;
 
+    /// [`Self::delete`] of many at once (S3: `DeleteObjects`, 1,000 keys a
+    /// call, several in flight; a directory: each shard synced once).
+    fn delete_many(&self, digests: &[Digest]) -> impl Future<Output = Result<(), BlobError>> + Send;
+
     /// Stored objects in digest order, strictly after `after`, at most `limit`.
     fn list(&self, after: Option<Digest>, limit: usize) -> impl Future<Output = Result<Vec<Object>, BlobError>> + Send;
 }
@@ -205,6 +209,13 @@ impl BlobStore for Blobs {
         match self {
             Self::Fs(store) => store.delete(digest).await,
             Self::S3(store) => store.delete(digest).await,
+        }
+    }
+
+    async fn delete_many(&self, digests: &[Digest]) -> Result<(), BlobError> {
+        match self {
+            Self::Fs(store) => store.delete_many(digests).await,
+            Self::S3(store) => store.delete_many(digests).await,
         }
     }
 

@@ -22,7 +22,7 @@ use amber_core::Digest;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::primitives::ByteStream as S3Body;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use tokio::task::JoinSet;
@@ -398,6 +398,37 @@ impl S3Blobs {
         Ok(())
     }
 
+    /// One `DeleteObjects` call: at most 1,000 keys.
+    async fn delete_keys(&self, keys: Vec<String>) -> Result<(), BlobError> {
+        let objects: Vec<ObjectIdentifier> = keys
+            .into_iter()
+            .map(|key| ObjectIdentifier::builder().key(key).build())
+            .collect::<Result<_, _>>()
+            .map_err(|e| io("DeleteObjects", e))?;
+        let delete =
+            Delete::builder().set_objects(Some(objects)).quiet(true).build().map_err(|e| io("DeleteObjects", e))?;
+        let done = self
+            .client
+            .delete_objects()
+            .bucket(&self.bucket)
+            .delete(delete)
+            .send()
+            .await
+            .map_err(|e| failed("DeleteObjects", &e))?;
+        // Quiet: only the keys that failed are listed (a missing key is no failure).
+        if let Some(error) = done.errors().first() {
+            let what = format!(
+                "{} key(s) not deleted, the first {}: {} {}",
+                done.errors().len(),
+                error.key().unwrap_or("?"),
+                error.code().unwrap_or("?"),
+                error.message().unwrap_or("")
+            );
+            return Err(io("DeleteObjects", what));
+        }
+        Ok(())
+    }
+
     /// Every object under `prefix` (below the store's), with when it was written.
     pub(crate) async fn list_objects(&self, prefix: &str) -> Result<Vec<(String, Option<SystemTime>)>, BlobError> {
         let mut pages =
@@ -753,6 +784,21 @@ impl BlobStore for S3Blobs {
             .send()
             .await
             .map_err(|e| failed("DeleteObject", &e))?;
+        Ok(())
+    }
+
+    async fn delete_many(&self, digests: &[Digest]) -> Result<(), BlobError> {
+        /// Keys per `DeleteObjects` (S3's most), and calls in flight.
+        const KEYS: usize = 1000;
+        const IN_FLIGHT: usize = 4;
+        let calls: Vec<_> = digests
+            .chunks(KEYS)
+            .map(|chunk| self.delete_keys(chunk.iter().map(|d| self.blob_key(d)).collect()))
+            .collect();
+        let mut calls = futures_util::stream::iter(calls).buffer_unordered(IN_FLIGHT);
+        while let Some(done) = calls.next().await {
+            done?;
+        }
         Ok(())
     }
 

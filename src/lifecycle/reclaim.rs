@@ -10,8 +10,9 @@
 //!   (left by a crash between storing and linking), puts it on the waiting
 //!   list with the time; any link takes it off again.
 //! - A run, one at a time across replicas, marks each digest waiting longer
-//!   than the grace that nothing links or leases, deletes its bytes, then
-//!   records the deletions (one audit entry). A run that stops anywhere
+//!   than the grace that nothing links or leases (500 a transaction), deletes
+//!   their bytes (`BlobStore::delete_many`: S3's `DeleteObjects`), then
+//!   records the deletions (one audit entry a batch). A run that stops anywhere
 //!   leaves marked digests, which the next run deletes again and records.
 
 use std::sync::atomic::Ordering;
@@ -24,8 +25,8 @@ use time::OffsetDateTime;
 
 use crate::audit::Draft;
 use crate::blobs::{BlobError, BlobStore};
-use crate::meta::MetaError;
 use crate::meta::ReclaimStore;
+use crate::meta::{Candidate, MetaError};
 use crate::progress::Progress;
 use crate::state::AppState;
 
@@ -80,19 +81,16 @@ pub async fn run(
     loop {
         let candidates = state.meta.reclaim_candidates(cutoff, PAGE).await?;
         crate::failpoint::hit("reclaim.after_select");
-        let mut marked = Vec::new();
-        for candidate in &candidates {
-            if state.meta.mark_reclaim(&candidate.digest, cutoff).await? {
-                marked.push(candidate.clone());
-            }
-        }
+        let digests: Vec<Digest> = candidates.iter().map(|c| c.digest).collect();
+        let marked: std::collections::HashSet<Digest> =
+            state.meta.mark_reclaims(&digests, cutoff).await?.into_iter().collect();
+        let marked: Vec<Candidate> = candidates.iter().filter(|c| marked.contains(&c.digest)).cloned().collect();
         crate::failpoint::hit("reclaim.after_mark");
-        for (i, candidate) in marked.iter().enumerate() {
-            state.blobs.delete(&candidate.digest).await?;
-            if i == marked.len() / 2 {
-                crate::failpoint::hit("reclaim.mid_delete");
-            }
-        }
+        // Half, then the rest: a crash point between them for the tests.
+        let (first, rest) = marked.split_at(marked.len() / 2);
+        state.blobs.delete_many(&first.iter().map(|c| c.digest).collect::<Vec<_>>()).await?;
+        crate::failpoint::hit("reclaim.mid_delete");
+        state.blobs.delete_many(&rest.iter().map(|c| c.digest).collect::<Vec<_>>()).await?;
         crate::failpoint::hit("reclaim.after_delete");
         let digests: Vec<Digest> = marked.iter().map(|c| c.digest).collect();
         let bytes: u64 = marked.iter().map(|c| c.size).sum();

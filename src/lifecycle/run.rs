@@ -1,5 +1,6 @@
-//! Running retention: plans made from the store's view, then each expiry and
-//! unlink as its own transaction, re-checked there. A run may stop anywhere
+//! Running retention: plans made from the store's view, then the expiries and
+//! unlinks in batches, one transaction each, every item re-checked there and
+//! audited with its own entry. A run may stop anywhere
 //! (a crash, a shutdown): what it did is done and audited, and the next run
 //! does the rest. Runs on several replicas at once expire each tag once.
 
@@ -13,7 +14,7 @@ use time::OffsetDateTime;
 
 use super::{plan, policy};
 use crate::audit::Draft;
-use crate::meta::{Expiry, MetaError, TagChange, TagRecord, Unlink};
+use crate::meta::{Expiring, Expiry, MetaError, TagChange, TagRecord, Unlink, Unlinking};
 use crate::meta::{RetentionStore, TagStore};
 use crate::progress::Progress;
 use crate::state::AppState;
@@ -136,6 +137,10 @@ pub async fn run_all_at(
     Ok(report)
 }
 
+/// Expiries and unlinks committed per transaction: each item re-checked and
+/// audited in it; a crash loses at most one batch's work, which the next run does.
+const BATCH: usize = 100;
+
 async fn run_repo(
     state: &AppState,
     repo: &RepoName,
@@ -146,24 +151,81 @@ async fn run_repo(
     let view = state.meta.retention_view(repo).await?;
     let planned = plan::plan(repo, &info.policy, &view, now);
     let mut done = RetentionPlan::default();
-    for expiry in planned.expire {
-        let Some(record) = state.meta.tag(repo, &expiry.tag).await? else { continue };
-        let change = expire_tag(state, repo, &expiry.tag, &record, Some(info), actor.clone(), None).await?;
-        // Anything else: held, policy changed, or expired by a racing run meanwhile.
-        if matches!(change, TagChange::Changed(_)) {
-            done.expire.push(expiry);
+    for batch in planned.expire.chunks(BATCH) {
+        let items: Vec<Expiring> = batch
+            .iter()
+            .map(|e| expiring(state, repo, &e.tag, e.manifest, e.bound_at, Some(info), actor.clone(), None))
+            .collect();
+        let changes = state.meta.expire_tags(repo, &items, Some(info)).await?;
+        for (expiry, change) in batch.iter().zip(changes) {
+            // Anything else: held, policy changed, or expired by a racing run meanwhile.
+            if matches!(change, TagChange::Changed(_)) {
+                state.metrics.retention_expired.fetch_add(1, Ordering::Relaxed);
+                done.expire.push(expiry.clone());
+            }
         }
     }
     let cutoff = plan::unlink_cutoff(&info.policy, now);
-    for unlink in planned.unlink {
-        let event = Event::BlobUnlinked { repository: repo.clone(), digest: unlink.digest, size: unlink.size };
-        let draft = Draft::shared(&state.signer, actor.clone(), vec![event]);
-        if state.meta.unlink_blob(repo, &unlink.digest, cutoff, draft).await? == Unlink::Unlinked {
-            state.metrics.links_removed.fetch_add(1, Ordering::Relaxed);
-            done.unlink.push(unlink);
+    for batch in planned.unlink.chunks(BATCH) {
+        let items: Vec<Unlinking> = batch
+            .iter()
+            .map(|u| {
+                let event = Event::BlobUnlinked { repository: repo.clone(), digest: u.digest, size: u.size };
+                Unlinking { digest: u.digest, audit: Draft::shared(&state.signer, actor.clone(), vec![event]) }
+            })
+            .collect();
+        let outcomes = state.meta.unlink_blobs(repo, &items, cutoff).await?;
+        for (unlink, outcome) in batch.iter().zip(outcomes) {
+            if outcome == Unlink::Unlinked {
+                state.metrics.links_removed.fetch_add(1, Ordering::Relaxed);
+                done.unlink.push(unlink.clone());
+            }
         }
     }
+    if !done.expire.is_empty() {
+        tracing::info!(%repo, expired = done.expire.len(), "tags expired");
+    }
     Ok(done)
+}
+
+/// One tag's expiry, ready to commit: its signed tombstone and its audit
+/// entry. With `policy`, a policy's expiry; without, an operator's, with `note`.
+#[allow(clippy::too_many_arguments)]
+fn expiring(
+    state: &AppState,
+    repo: &RepoName,
+    tag: &Tag,
+    manifest: Digest,
+    bound_at: OffsetDateTime,
+    policy: Option<&PolicyInfo>,
+    actor: Actor,
+    note: Option<String>,
+) -> Expiring {
+    let at = now();
+    let payload = TombstonePayload {
+        schema: tombstone::SCHEMA.into(),
+        repository: repo.clone(),
+        tag: tag.clone(),
+        manifest,
+        bound_at,
+        expired_at: at,
+        reason: if policy.is_some() { Reason::Policy } else { Reason::Operator },
+        policy: policy.map(|p| p.digest),
+        expired_by: actor.clone(),
+        note: note.clone(),
+    };
+    let bytes = payload.to_bytes();
+    let event = Event::TagExpired {
+        repository: repo.clone(),
+        tag: tag.clone(),
+        manifest,
+        tombstone: Digest::of(&bytes),
+        reason: payload.reason,
+        policy: payload.policy,
+        note,
+    };
+    let expiry = Expiry { at, tombstone: state.signer.sign(tombstone::PAYLOAD_TYPE, &bytes) };
+    Expiring { tag: tag.clone(), expiry, audit: Draft::shared(&state.signer, actor, vec![event]) }
 }
 
 /// Expires one tag: signs its tombstone and records the expiry with its audit
@@ -178,35 +240,12 @@ pub async fn expire_tag(
     actor: Actor,
     note: Option<String>,
 ) -> Result<TagChange, MetaError> {
-    let at = now();
-    let payload = TombstonePayload {
-        schema: tombstone::SCHEMA.into(),
-        repository: repo.clone(),
-        tag: tag.clone(),
-        manifest: record.digest,
-        bound_at: record.created_at,
-        expired_at: at,
-        reason: if policy.is_some() { Reason::Policy } else { Reason::Operator },
-        policy: policy.map(|p| p.digest),
-        expired_by: actor.clone(),
-        note: note.clone(),
-    };
-    let bytes = payload.to_bytes();
-    let event = Event::TagExpired {
-        repository: repo.clone(),
-        tag: tag.clone(),
-        manifest: record.digest,
-        tombstone: Digest::of(&bytes),
-        reason: payload.reason,
-        policy: payload.policy,
-        note,
-    };
-    let expiry = Expiry { at, tombstone: state.signer.sign(tombstone::PAYLOAD_TYPE, &bytes) };
-    let draft = Draft::shared(&state.signer, actor, vec![event]);
-    let change = state.meta.expire_tag(repo, tag, &expiry, policy, draft).await?;
+    let item = expiring(state, repo, tag, record.digest, record.created_at, policy, actor, note);
+    let change = state.meta.expire_tags(repo, std::slice::from_ref(&item), policy).await?.pop();
+    let change = change.unwrap_or(TagChange::Unknown);
     if matches!(change, TagChange::Changed(_)) {
         state.metrics.retention_expired.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(%repo, %tag, reason = %payload.reason, "tag expired");
+        tracing::info!(%repo, %tag, reason = if policy.is_some() { "policy" } else { "operator" }, "tag expired");
     }
     Ok(change)
 }

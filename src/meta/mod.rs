@@ -201,7 +201,7 @@ pub use self::publishers::PublisherStore;
 pub use self::reclaim::Candidate;
 pub use self::reclaim::ReclaimStore;
 pub use self::retention::RetentionStore;
-pub use self::retention::{LinkView, RepoView, TagChange, TagView, Unlink};
+pub use self::retention::{Expiring, LinkView, RepoView, TagChange, TagView, Unlink, Unlinking};
 pub use self::runs::RunStore;
 pub use self::runs::{RUNS_KEPT, abandoned};
 pub use self::scrub::ScrubStore;

@@ -33,14 +33,28 @@ pub trait ReclaimStore {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<Candidate>, MetaError>> + Send;
 
-    /// Marks `digest` for deletion if it still waits since before
-    /// `unlinked_before` (or is marked), no repository links it and no lease
-    /// covers it; a digest linked again is dropped from the waiting list.
+    /// Marks for deletion each of `digests` that still waits since before
+    /// `unlinked_before` (or is marked), that no repository links and no
+    /// lease covers; a digest linked again is dropped from the waiting list.
+    /// Answers the marked ones, in one transaction.
+    fn mark_reclaims(
+        &self,
+        digests: &[Digest],
+        unlinked_before: OffsetDateTime,
+    ) -> impl Future<Output = Result<Vec<Digest>, MetaError>> + Send;
+
+    /// [`Self::mark_reclaims`] of one digest: whether it is marked.
     fn mark_reclaim(
         &self,
         digest: &Digest,
         unlinked_before: OffsetDateTime,
-    ) -> impl Future<Output = Result<bool, MetaError>> + Send;
+    ) -> impl Future<Output = Result<bool, MetaError>> + Send
+    where
+        Self: Sync,
+    {
+        let digest = *digest;
+        async move { Ok(!self.mark_reclaims(&[digest], unlinked_before).await?.is_empty()) }
+    }
 
     /// Records the deletion of marked digests whose bytes are gone, with
     /// `audit` (skipped when `digests` is empty).
@@ -71,8 +85,12 @@ impl ReclaimStore for Meta {
         dispatch!(self, s => s.reclaim_candidates(unlinked_before, limit))
     }
 
-    async fn mark_reclaim(&self, digest: &Digest, unlinked_before: OffsetDateTime) -> Result<bool, MetaError> {
-        dispatch!(self, s => s.mark_reclaim(digest, unlinked_before))
+    async fn mark_reclaims(
+        &self,
+        digests: &[Digest],
+        unlinked_before: OffsetDateTime,
+    ) -> Result<Vec<Digest>, MetaError> {
+        dispatch!(self, s => s.mark_reclaims(digests, unlinked_before))
     }
 
     async fn finish_reclaim(&self, digests: &[Digest], audit: AuditBuild) -> Result<(), MetaError> {

@@ -38,6 +38,21 @@ pub enum Unlink {
     Gone,
 }
 
+/// One tag to expire in a batch, with its audit entry.
+#[derive(Clone)]
+pub struct Expiring {
+    pub tag: Tag,
+    pub expiry: Expiry,
+    pub audit: AuditBuild,
+}
+
+/// One link to remove in a batch, with its audit entry.
+#[derive(Clone)]
+pub struct Unlinking {
+    pub digest: Digest,
+    pub audit: AuditBuild,
+}
+
 /// A tag as retention sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TagView {
@@ -84,8 +99,18 @@ pub trait RetentionStore {
         audit: AuditBuild,
     ) -> impl Future<Output = Result<TagChange, MetaError>> + Send;
 
-    /// Expires a live, unheld tag, for good. With `policy`, only while that
-    /// policy (scope and digest) is still the one in effect for `repo`.
+    /// Expires each live, unheld tag of `items`, for good, in one
+    /// transaction, each re-checked in it and audited with its own entry.
+    /// With `policy`, only while that policy (scope and digest) is still the
+    /// one in effect for `repo`. One outcome per item, in order.
+    fn expire_tags(
+        &self,
+        repo: &RepoName,
+        items: &[Expiring],
+        policy: Option<&PolicyInfo>,
+    ) -> impl Future<Output = Result<Vec<TagChange>, MetaError>> + Send;
+
+    /// [`Self::expire_tags`] of one tag.
     fn expire_tag(
         &self,
         repo: &RepoName,
@@ -93,18 +118,39 @@ pub trait RetentionStore {
         expiry: &Expiry,
         policy: Option<&PolicyInfo>,
         audit: AuditBuild,
-    ) -> impl Future<Output = Result<TagChange, MetaError>> + Send;
+    ) -> impl Future<Output = Result<TagChange, MetaError>> + Send
+    where
+        Self: Sync,
+    {
+        let item = Expiring { tag: tag.clone(), expiry: expiry.clone(), audit };
+        async move { Ok(self.expire_tags(repo, &[item], policy).await?.pop().unwrap_or(TagChange::Unknown)) }
+    }
 
-    /// Removes the link of `digest` in `repo` if it was created before
-    /// `created_before` and no live manifest of `repo` references it, checked
-    /// in the same transaction as the removal; appends `audit` if removed.
+    /// Removes each link of `items` in `repo` that was created before
+    /// `created_before` and that no live manifest of `repo` references,
+    /// checked in the one transaction of the removals; appends an item's
+    /// audit entry if its link is removed. One outcome per item, in order.
+    fn unlink_blobs(
+        &self,
+        repo: &RepoName,
+        items: &[Unlinking],
+        created_before: OffsetDateTime,
+    ) -> impl Future<Output = Result<Vec<Unlink>, MetaError>> + Send;
+
+    /// [`Self::unlink_blobs`] of one link.
     fn unlink_blob(
         &self,
         repo: &RepoName,
         digest: &Digest,
         created_before: OffsetDateTime,
         audit: AuditBuild,
-    ) -> impl Future<Output = Result<Unlink, MetaError>> + Send;
+    ) -> impl Future<Output = Result<Unlink, MetaError>> + Send
+    where
+        Self: Sync,
+    {
+        let item = Unlinking { digest: *digest, audit };
+        async move { Ok(self.unlink_blobs(repo, &[item], created_before).await?.pop().unwrap_or(Unlink::Gone)) }
+    }
 
     /// A repository's tags, links and manifest references, for retention.
     fn retention_view(&self, repo: &RepoName) -> impl Future<Output = Result<RepoView, MetaError>> + Send;
@@ -141,25 +187,22 @@ impl RetentionStore for Meta {
         dispatch!(self, s => s.release_tag(repo, tag, audit))
     }
 
-    async fn expire_tag(
+    async fn expire_tags(
         &self,
         repo: &RepoName,
-        tag: &Tag,
-        expiry: &Expiry,
+        items: &[Expiring],
         policy: Option<&PolicyInfo>,
-        audit: AuditBuild,
-    ) -> Result<TagChange, MetaError> {
-        dispatch!(self, s => s.expire_tag(repo, tag, expiry, policy, audit))
+    ) -> Result<Vec<TagChange>, MetaError> {
+        dispatch!(self, s => s.expire_tags(repo, items, policy))
     }
 
-    async fn unlink_blob(
+    async fn unlink_blobs(
         &self,
         repo: &RepoName,
-        digest: &Digest,
+        items: &[Unlinking],
         created_before: OffsetDateTime,
-        audit: AuditBuild,
-    ) -> Result<Unlink, MetaError> {
-        dispatch!(self, s => s.unlink_blob(repo, digest, created_before, audit))
+    ) -> Result<Vec<Unlink>, MetaError> {
+        dispatch!(self, s => s.unlink_blobs(repo, items, created_before))
     }
 
     async fn retention_view(&self, repo: &RepoName) -> Result<RepoView, MetaError> {

@@ -3,7 +3,7 @@
 use amber_core::Digest;
 use time::OffsetDateTime;
 
-use super::{PostgresMeta, append_audit_in, digest_from, lock_digest};
+use super::{PostgresMeta, append_audit_in, digest_from};
 use crate::blobs::Object;
 use crate::meta::ReclaimStore;
 use crate::meta::{AuditBuild, Candidate, MetaError, RunnerLock};
@@ -59,42 +59,56 @@ impl ReclaimStore for PostgresMeta {
             .collect()
     }
 
-    async fn mark_reclaim(&self, digest: &Digest, unlinked_before: OffsetDateTime) -> Result<bool, MetaError> {
+    async fn mark_reclaims(
+        &self,
+        digests: &[Digest],
+        unlinked_before: OffsetDateTime,
+    ) -> Result<Vec<Digest>, MetaError> {
+        if digests.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut hexes: Vec<String> = digests.iter().map(Digest::hex).collect();
+        hexes.sort();
+        let bytes: Vec<Vec<u8>> = digests.iter().map(|d| d.as_bytes().to_vec()).collect();
         let mut tx = self.pool.begin().await?;
-        lock_digest(&mut tx, digest).await?;
-        let row: Option<(OffsetDateTime, bool)> =
-            sqlx::query_as("SELECT since, marked FROM reclaim WHERE digest = $1 FOR UPDATE")
-                .bind(&digest.as_bytes()[..])
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some((since, marked)) = row else { return Ok(false) };
-        if marked {
-            return Ok(true);
-        }
-        if since >= unlinked_before {
-            return Ok(false);
-        }
-        let (linked, leased): (bool, bool) = sqlx::query_as(
-            "SELECT EXISTS (SELECT 1 FROM blob_links WHERE digest = $1),
-                    EXISTS (SELECT 1 FROM blob_leases WHERE digest = $1 AND expires_at > now())",
-        )
-        .bind(&digest.as_bytes()[..])
-        .fetch_one(&mut *tx)
-        .await?;
-        if linked {
-            sqlx::query("DELETE FROM reclaim WHERE digest = $1").bind(&digest.as_bytes()[..]).execute(&mut *tx).await?;
-            tx.commit().await?;
-            return Ok(false);
-        }
-        if leased {
-            return Ok(false);
-        }
-        sqlx::query("UPDATE reclaim SET marked = true WHERE digest = $1")
-            .bind(&digest.as_bytes()[..])
+        // Each digest's lock, which a lease is taken under (`begin_promote`).
+        sqlx::query("SELECT count(pg_advisory_xact_lock(7350, hashtext(h))) FROM (SELECT h FROM unnest($1::text[]) h ORDER BY h) s")
+            .bind(&hexes)
             .execute(&mut *tx)
             .await?;
+        let rows: Vec<(Vec<u8>, OffsetDateTime, bool)> = sqlx::query_as(
+            "SELECT digest, since, marked FROM reclaim WHERE digest = ANY($1) ORDER BY digest FOR UPDATE",
+        )
+        .bind(&bytes)
+        .fetch_all(&mut *tx)
+        .await?;
+        let linked: Vec<(Vec<u8>,)> = sqlx::query_as("SELECT DISTINCT digest FROM blob_links WHERE digest = ANY($1)")
+            .bind(&bytes)
+            .fetch_all(&mut *tx)
+            .await?;
+        let leased: Vec<(Vec<u8>,)> =
+            sqlx::query_as("SELECT DISTINCT digest FROM blob_leases WHERE digest = ANY($1) AND expires_at > now()")
+                .bind(&bytes)
+                .fetch_all(&mut *tx)
+                .await?;
+        let linked: std::collections::HashSet<Vec<u8>> = linked.into_iter().map(|(d,)| d).collect();
+        let leased: std::collections::HashSet<Vec<u8>> = leased.into_iter().map(|(d,)| d).collect();
+        let (mut marked, mut to_mark, mut relinked) = (Vec::new(), Vec::new(), Vec::new());
+        for (digest, since, was_marked) in rows {
+            if was_marked {
+                marked.push(digest_from(&digest)?);
+            } else if since >= unlinked_before || leased.contains(&digest) {
+            } else if linked.contains(&digest) {
+                relinked.push(digest);
+            } else {
+                marked.push(digest_from(&digest)?);
+                to_mark.push(digest);
+            }
+        }
+        sqlx::query("DELETE FROM reclaim WHERE digest = ANY($1)").bind(&relinked).execute(&mut *tx).await?;
+        sqlx::query("UPDATE reclaim SET marked = true WHERE digest = ANY($1)").bind(&to_mark).execute(&mut *tx).await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(marked)
     }
 
     async fn finish_reclaim(&self, digests: &[Digest], audit: AuditBuild) -> Result<(), MetaError> {

@@ -7,7 +7,9 @@ use time::OffsetDateTime;
 
 use super::{PostgresMeta, append_audit_in, digest_from, lock_tag};
 use crate::meta::RetentionStore;
-use crate::meta::{AuditBuild, Expiry, Hold, LinkView, MetaError, RepoView, TagChange, TagView, Unlink};
+use crate::meta::{
+    AuditBuild, Expiring, Hold, LinkView, MetaError, RepoView, TagChange, TagRecord, TagView, Unlink, Unlinking,
+};
 
 impl RetentionStore for PostgresMeta {
     async fn hold_tag(
@@ -53,27 +55,25 @@ impl RetentionStore for PostgresMeta {
         Ok(TagChange::Changed(record))
     }
 
-    async fn expire_tag(
+    async fn expire_tags(
         &self,
         repo: &RepoName,
-        tag: &Tag,
-        expiry: &Expiry,
+        items: &[Expiring],
         policy: Option<&PolicyInfo>,
-        audit: AuditBuild,
-    ) -> Result<TagChange, MetaError> {
+    ) -> Result<Vec<TagChange>, MetaError> {
         let mut tx = self.pool.begin().await?;
-        let Some(mut record) = lock_tag(&mut tx, repo, tag).await? else { return Ok(TagChange::Unknown) };
-        if record.expiry.is_some() {
-            return Ok(TagChange::Unchanged(record));
-        }
-        if record.hold.is_some() {
-            return Ok(TagChange::Held(record));
+        // The tags' rows first, in name order (as every batch takes them),
+        // then the repository's counters, then the audit head: 0013's order.
+        let mut order: Vec<usize> = (0..items.len()).collect();
+        order.sort_by(|a, b| items[*a].tag.as_str().cmp(items[*b].tag.as_str()));
+        let mut records: Vec<Option<TagRecord>> = vec![None; items.len()];
+        for &i in &order {
+            records[i] = lock_tag(&mut tx, repo, &items[i].tag).await?;
         }
         if let Some(policy) = policy {
             // Every change appends to the audit log, so with its head locked
             // no policy change can commit before this one does: the policy
-            // read next is the one in effect when this expiry commits. The
-            // repository's counters first: the lock order of 0013.
+            // read next is the one in effect when these expiries commit.
             sqlx::query("SELECT 1 FROM repo_stats WHERE repository = $1 FOR UPDATE")
                 .bind(repo.as_str())
                 .execute(&mut *tx)
@@ -91,71 +91,111 @@ impl RetentionStore for PostgresMeta {
                 .or_else(|| rows.first())
                 .map(|(_, Json(info))| info);
             if current.is_none_or(|c| c.scope != policy.scope || c.digest != policy.digest) {
-                return Ok(TagChange::Stale);
+                return Ok(vec![TagChange::Stale; items.len()]);
             }
         }
-        sqlx::query("INSERT INTO tag_expiries (repository, tag, expiry) VALUES ($1, $2, $3)")
-            .bind(repo.as_str())
-            .bind(tag.as_str())
-            .bind(Json(expiry))
-            .execute(&mut *tx)
-            .await?;
-        append_audit_in(&mut tx, &*audit).await?;
-        tx.commit().await?;
-        record.expiry = Some(expiry.clone());
-        Ok(TagChange::Changed(record))
+        let mut outcomes = Vec::with_capacity(items.len());
+        let mut changed = false;
+        for (item, record) in items.iter().zip(records) {
+            let outcome = match record {
+                None => TagChange::Unknown,
+                Some(record) if record.expiry.is_some() => TagChange::Unchanged(record),
+                Some(record) if record.hold.is_some() => TagChange::Held(record),
+                Some(mut record) => {
+                    let inserted = sqlx::query(
+                        "INSERT INTO tag_expiries (repository, tag, expiry) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(repo.as_str())
+                    .bind(item.tag.as_str())
+                    .bind(Json(&item.expiry))
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if inserted == 0 {
+                        // The same tag twice in one batch: expired by the first.
+                        outcomes.push(TagChange::Unchanged(record));
+                        continue;
+                    }
+                    append_audit_in(&mut tx, &*item.audit).await?;
+                    changed = true;
+                    record.expiry = Some(item.expiry.clone());
+                    TagChange::Changed(record)
+                }
+            };
+            outcomes.push(outcome);
+        }
+        if changed {
+            tx.commit().await?;
+        }
+        Ok(outcomes)
     }
 
-    async fn unlink_blob(
+    async fn unlink_blobs(
         &self,
         repo: &RepoName,
-        digest: &Digest,
+        items: &[Unlinking],
         created_before: OffsetDateTime,
-        audit: AuditBuild,
-    ) -> Result<Unlink, MetaError> {
+    ) -> Result<Vec<Unlink>, MetaError> {
         let mut tx = self.pool.begin().await?;
-        // FOR UPDATE waits for any bind holding the link FOR SHARE; the
-        // statements after it see what that bind committed.
-        let created: Option<(OffsetDateTime,)> =
-            sqlx::query_as("SELECT created_at FROM blob_links WHERE repository = $1 AND digest = $2 FOR UPDATE")
-                .bind(repo.as_str())
-                .bind(&digest.as_bytes()[..])
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some((created_at,)) = created else { return Ok(Unlink::Gone) };
-        if created_at >= created_before {
-            return Ok(Unlink::Fresh);
-        }
-        let (referenced,): (bool,) = sqlx::query_as(
-            "SELECT EXISTS (SELECT 1 FROM manifest_blobs mb JOIN tags t ON t.repository = mb.repository AND t.digest = mb.manifest
-               WHERE mb.repository = $1 AND mb.blob = $2
-                 AND NOT EXISTS (SELECT 1 FROM tag_expiries e WHERE e.repository = t.repository AND e.tag = t.tag))",
+        let digests: Vec<Vec<u8>> = items.iter().map(|i| i.digest.as_bytes().to_vec()).collect();
+        // FOR UPDATE, in digest order (as a bind takes them FOR SHARE): each
+        // waits for any bind holding the link; the statements after see
+        // what that bind committed.
+        let links: Vec<(Vec<u8>, OffsetDateTime, i64)> = sqlx::query_as(
+            "SELECT digest, created_at, size FROM blob_links WHERE repository = $1 AND digest = ANY($2) ORDER BY \
+             digest FOR UPDATE",
         )
         .bind(repo.as_str())
-        .bind(&digest.as_bytes()[..])
-        .fetch_one(&mut *tx)
+        .bind(&digests)
+        .fetch_all(&mut *tx)
         .await?;
-        if referenced {
-            return Ok(Unlink::Referenced);
-        }
-        let (size,): (i64,) =
-            sqlx::query_as("DELETE FROM blob_links WHERE repository = $1 AND digest = $2 RETURNING size")
-                .bind(repo.as_str())
-                .bind(&digest.as_bytes()[..])
-                .fetch_one(&mut *tx)
-                .await?;
-        // The last link gone: the bytes wait for reclaim from now.
-        sqlx::query(
-            "INSERT INTO reclaim (digest, size, since) SELECT $1, $2, now()
-             WHERE NOT EXISTS (SELECT 1 FROM blob_links WHERE digest = $1) ON CONFLICT DO NOTHING",
+        let links: std::collections::HashMap<Vec<u8>, (OffsetDateTime, i64)> =
+            links.into_iter().map(|(d, at, size)| (d, (at, size))).collect();
+        let referenced: Vec<(Vec<u8>,)> = sqlx::query_as(
+            "SELECT DISTINCT mb.blob FROM manifest_blobs mb JOIN tags t ON t.repository = mb.repository AND t.digest = mb.manifest
+               WHERE mb.repository = $1 AND mb.blob = ANY($2)
+                 AND NOT EXISTS (SELECT 1 FROM tag_expiries e WHERE e.repository = t.repository AND e.tag = t.tag)",
         )
-        .bind(&digest.as_bytes()[..])
-        .bind(size)
-        .execute(&mut *tx)
+        .bind(repo.as_str())
+        .bind(&digests)
+        .fetch_all(&mut *tx)
         .await?;
-        append_audit_in(&mut tx, &*audit).await?;
-        tx.commit().await?;
-        Ok(Unlink::Unlinked)
+        let referenced: std::collections::HashSet<Vec<u8>> = referenced.into_iter().map(|(d,)| d).collect();
+        let mut outcomes = Vec::with_capacity(items.len());
+        let mut removed = std::collections::HashSet::new();
+        for item in items {
+            let key = item.digest.as_bytes().to_vec();
+            let outcome = match links.get(&key) {
+                _ if removed.contains(&key) => Unlink::Gone,
+                None => Unlink::Gone,
+                Some((created_at, _)) if *created_at >= created_before => Unlink::Fresh,
+                Some(_) if referenced.contains(&key) => Unlink::Referenced,
+                Some((_, size)) => {
+                    sqlx::query("DELETE FROM blob_links WHERE repository = $1 AND digest = $2")
+                        .bind(repo.as_str())
+                        .bind(&key)
+                        .execute(&mut *tx)
+                        .await?;
+                    // The last link gone: the bytes wait for reclaim from now.
+                    sqlx::query(
+                        "INSERT INTO reclaim (digest, size, since) SELECT $1, $2, now()
+                         WHERE NOT EXISTS (SELECT 1 FROM blob_links WHERE digest = $1) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(&key)
+                    .bind(size)
+                    .execute(&mut *tx)
+                    .await?;
+                    append_audit_in(&mut tx, &*item.audit).await?;
+                    removed.insert(key);
+                    Unlink::Unlinked
+                }
+            };
+            outcomes.push(outcome);
+        }
+        if !removed.is_empty() {
+            tx.commit().await?;
+        }
+        Ok(outcomes)
     }
 
     async fn retention_view(&self, repo: &RepoName) -> Result<RepoView, MetaError> {

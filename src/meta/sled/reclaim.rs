@@ -74,41 +74,62 @@ impl ReclaimStore for SledMeta {
         .await
     }
 
-    async fn mark_reclaim(&self, digest: &Digest, unlinked_before: OffsetDateTime) -> Result<bool, MetaError> {
-        let digest = *digest;
-        self.write("mark_reclaim", move |t| {
-            let Some(mut waiting) = waiting(&t.reclaim, &digest)? else { return Ok(false) };
-            if waiting.marked {
-                return Ok(true);
-            }
-            if waiting.since >= unlinked_before {
-                return Ok(false);
-            }
-            if t.linked_by.scan_prefix(digest.as_bytes()).next().is_some() {
-                let pending_bytes = -(waiting.size as i64);
-                (&t.reclaim, &t.stats)
-                    .transaction(|(reclaim, stats)| {
-                        reclaim.remove(digest.as_bytes())?;
-                        add_store(stats, StoreDelta { pending: -1, pending_bytes, ..Default::default() })
-                    })
-                    .map_err(transaction_error)?;
-                return Ok(false);
-            }
+    async fn mark_reclaims(
+        &self,
+        digests: &[Digest],
+        unlinked_before: OffsetDateTime,
+    ) -> Result<Vec<Digest>, MetaError> {
+        let digests = digests.to_vec();
+        self.write("mark_reclaims", move |t| {
+            let mut marked = Vec::new();
+            // (digest, its record once marked) and (digest, size) linked again.
+            let mut to_mark = Vec::new();
+            let mut relinked = Vec::new();
             {
                 let mut promotions = t.promotions();
-                if promotions.leased(&digest) {
-                    return Ok(false);
+                for digest in digests {
+                    let Some(mut waiting) = waiting(&t.reclaim, &digest)? else { continue };
+                    if waiting.marked {
+                        marked.push(digest);
+                        continue;
+                    }
+                    if waiting.since >= unlinked_before {
+                        continue;
+                    }
+                    if t.linked_by.scan_prefix(digest.as_bytes()).next().is_some() {
+                        relinked.push((digest, waiting.size));
+                        continue;
+                    }
+                    if promotions.leased(&digest) || !promotions.marked.insert(digest) {
+                        continue;
+                    }
+                    waiting.marked = true;
+                    to_mark.push((digest, serde_json::to_vec(&waiting)?));
                 }
-                promotions.marked.insert(digest);
             }
-            waiting.marked = true;
-            let marked = serde_json::to_vec(&waiting)
-                .map_err(MetaError::from)
-                .and_then(|json| Ok(t.reclaim.insert(digest.as_bytes(), json).map(drop)?));
-            if marked.is_err() {
-                t.promotions().marked.remove(&digest);
+            let written = (&t.reclaim, &t.stats)
+                .transaction(|(reclaim, stats)| {
+                    for (digest, json) in &to_mark {
+                        reclaim.insert(digest.as_bytes(), json.as_slice())?;
+                    }
+                    let mut gone = StoreDelta::default();
+                    for (digest, size) in &relinked {
+                        reclaim.remove(digest.as_bytes())?;
+                        gone.pending -= 1;
+                        gone.pending_bytes -= *size as i64;
+                    }
+                    add_store(stats, gone)
+                })
+                .map_err(transaction_error);
+            if let Err(err) = written {
+                let mut promotions = t.promotions();
+                for (digest, _) in &to_mark {
+                    promotions.marked.remove(digest);
+                }
+                return Err(err);
             }
-            marked.map(|()| true)
+            marked.extend(to_mark.into_iter().map(|(digest, _)| digest));
+            Ok(marked)
         })
         .await
     }

@@ -12,7 +12,9 @@ use super::{
     transaction_error,
 };
 use crate::meta::RetentionStore;
-use crate::meta::{AuditBuild, Expiry, Hold, LinkView, MetaError, RepoView, TagChange, TagRecord, TagView, Unlink};
+use crate::meta::{
+    AuditBuild, Expiring, Hold, LinkView, MetaError, RepoView, TagChange, TagRecord, TagView, Unlink, Unlinking,
+};
 
 impl RetentionStore for SledMeta {
     async fn hold_tag(
@@ -46,84 +48,134 @@ impl RetentionStore for SledMeta {
         .await
     }
 
-    async fn expire_tag(
+    async fn expire_tags(
         &self,
         repo: &RepoName,
-        tag: &Tag,
-        expiry: &Expiry,
+        items: &[Expiring],
         policy: Option<&PolicyInfo>,
-        audit: AuditBuild,
-    ) -> Result<TagChange, MetaError> {
-        let expiry = expiry.clone();
+    ) -> Result<Vec<TagChange>, MetaError> {
+        let items = items.to_vec();
         let policy = policy.map(|p| (p.scope.clone(), p.digest));
-        let repo_name = repo.clone();
-        self.change_tag("expire_tag", repo, tag, audit, move |mut record, t| {
-            if record.expiry.is_some() {
-                return Ok(Err(TagChange::Unchanged(record)));
-            }
-            if record.hold.is_some() {
-                return Ok(Err(TagChange::Held(record)));
-            }
+        let repo = repo.clone();
+        self.write("expire_tags", move |t| {
+            // Under the write lock: what is decided here holds until the commit.
             if let Some((scope, digest)) = &policy {
-                let current = effective_policy(&t.policies, &repo_name)?;
+                let current = effective_policy(&t.policies, &repo)?;
                 if current.is_none_or(|c| &c.scope != scope || &c.digest != digest) {
-                    return Ok(Err(TagChange::Stale));
+                    return Ok(vec![TagChange::Stale; items.len()]);
                 }
             }
-            record.expiry = Some(expiry);
-            Ok(Ok(record))
+            let mut outcomes = Vec::with_capacity(items.len());
+            let mut changes = Vec::new();
+            let mut seen = std::collections::HashSet::new();
+            for (i, item) in items.iter().enumerate() {
+                let key = repo_key(&repo, item.tag.as_str().as_bytes());
+                let outcome = match tag_record(&t.tags, &key)? {
+                    None => TagChange::Unknown,
+                    Some(record) if !seen.insert(key.clone()) => TagChange::Unchanged(record),
+                    Some(record) if record.expiry.is_some() => TagChange::Unchanged(record),
+                    Some(record) if record.hold.is_some() => TagChange::Held(record),
+                    Some(mut record) => {
+                        record.expiry = Some(item.expiry.clone());
+                        changes.push((i, key, serde_json::to_vec(&record)?));
+                        TagChange::Changed(record)
+                    }
+                };
+                outcomes.push(outcome);
+            }
+            if changes.is_empty() {
+                return Ok(outcomes);
+            }
+            (&t.tags, &t.stats, &t.audit, &t.audit_head)
+                .transaction(|(tags, stats, audit_tree, head)| {
+                    for (i, key, json) in &changes {
+                        tags.insert(key.as_slice(), json.as_slice())?;
+                        append_audit_in(audit_tree, head, &*items[*i].audit)?;
+                    }
+                    let live_tags = -(changes.len() as i64);
+                    add_repo(stats, &repo, RepoDelta { live_tags, ..Default::default() })
+                })
+                .map_err(transaction_error)?;
+            Ok(outcomes)
         })
         .await
     }
 
-    async fn unlink_blob(
+    async fn unlink_blobs(
         &self,
         repo: &RepoName,
-        digest: &Digest,
+        items: &[Unlinking],
         created_before: OffsetDateTime,
-        audit: AuditBuild,
-    ) -> Result<Unlink, MetaError> {
-        let (repo, digest) = (repo.clone(), *digest);
-        self.write("unlink_blob", move |t| {
+    ) -> Result<Vec<Unlink>, MetaError> {
+        let (repo, items) = (repo.clone(), items.to_vec());
+        self.write("unlink_blobs", move |t| {
             let _changing = t.link_sizes.changing();
-            let link_key = repo_key(&repo, digest.as_bytes());
-            let Some(value) = t.links.get(&link_key)? else { return Ok(Unlink::Gone) };
-            if parse_link(&value)?.1 >= created_before {
-                return Ok(Unlink::Fresh);
-            }
-            // Under the write lock, so no bind commits between this check and the removal.
-            let prefix = repo_key(&repo, digest.as_bytes());
-            for item in t.refs.scan_prefix(&prefix) {
-                let (_, tag) = item?;
-                let tag = std::str::from_utf8(&tag).map_err(|e| MetaError::Corrupt(e.to_string()))?;
-                match tag_record(&t.tags, &repo_key(&repo, tag.as_bytes()))? {
-                    Some(record) if record.expiry.is_none() => return Ok(Unlink::Referenced),
-                    _ => {}
+            let mut outcomes = Vec::with_capacity(items.len());
+            // (item, link key, holder key, size, the digest's last link)
+            let mut removals = Vec::new();
+            for (i, item) in items.iter().enumerate() {
+                let digest = item.digest;
+                let link_key = repo_key(&repo, digest.as_bytes());
+                let Some(value) = t.links.get(&link_key)? else {
+                    outcomes.push(Unlink::Gone);
+                    continue;
+                };
+                let (size, created_at) = parse_link(&value)?;
+                if created_at >= created_before {
+                    outcomes.push(Unlink::Fresh);
+                    continue;
                 }
+                // Under the write lock, so no bind commits between this check and the removal.
+                let mut referenced = false;
+                for item in t.refs.scan_prefix(&link_key) {
+                    let (_, tag) = item?;
+                    let tag = std::str::from_utf8(&tag).map_err(|e| MetaError::Corrupt(e.to_string()))?;
+                    if tag_record(&t.tags, &repo_key(&repo, tag.as_bytes()))?.is_some_and(|r| r.expiry.is_none()) {
+                        referenced = true;
+                        break;
+                    }
+                }
+                if referenced {
+                    outcomes.push(Unlink::Referenced);
+                    continue;
+                }
+                let holder = holder_key(&digest, repo.as_str().as_bytes());
+                // Under the write lock: no other link of the digest appears before the commit.
+                let last =
+                    t.linked_by.scan_prefix(digest.as_bytes()).keys().all(|k| k.is_ok_and(|k| k == holder.as_slice()));
+                removals.push((i, link_key, holder, size, last));
+                outcomes.push(Unlink::Unlinked);
             }
-            let holder = holder_key(&digest, repo.as_str().as_bytes());
-            // Under the write lock: no other link of the digest appears before the commit.
-            let last =
-                t.linked_by.scan_prefix(digest.as_bytes()).keys().all(|k| k.is_ok_and(|k| k == holder.as_slice()));
-            let size = parse_link(&value)?.0;
-            let waiting = serde_json::to_vec(&Waiting { size, since: OffsetDateTime::now_utc(), marked: false })?;
+            if removals.is_empty() {
+                return Ok(outcomes);
+            }
+            let since = OffsetDateTime::now_utc();
             (&t.links, &t.linked_by, &t.reclaim, &t.stats, &t.audit, &t.audit_head)
                 .transaction(|(links, linked_by, reclaim, stats, audit_tree, head)| {
-                    if links.remove(link_key.as_slice())?.is_none() {
-                        return Ok(Unlink::Gone);
+                    let (mut repo_delta, mut store_delta) = (RepoDelta::default(), StoreDelta::default());
+                    for (i, link_key, holder, size, last) in &removals {
+                        let digest = items[*i].digest;
+                        links.remove(link_key.as_slice())?;
+                        linked_by.remove(holder.as_slice())?;
+                        let bytes = *size as i64;
+                        repo_delta.links -= 1;
+                        repo_delta.bytes -= bytes;
+                        store_delta.links -= 1;
+                        store_delta.bytes -= bytes;
+                        if *last && reclaim.get(digest.as_bytes())?.is_none() {
+                            let waiting = serde_json::to_vec(&Waiting { size: *size, since, marked: false })
+                                .map_err(|e| ConflictableTransactionError::Abort(MetaError::from(e)))?;
+                            reclaim.insert(digest.as_bytes(), waiting)?;
+                            store_delta.pending += 1;
+                            store_delta.pending_bytes += bytes;
+                        }
+                        append_audit_in(audit_tree, head, &*items[*i].audit)?;
                     }
-                    linked_by.remove(holder.as_slice())?;
-                    let bytes = size as i64;
-                    add_repo(stats, &repo, RepoDelta { links: -1, bytes: -bytes, ..Default::default() })?;
-                    add_store(stats, StoreDelta { links: -1, bytes: -bytes, ..Default::default() })?;
-                    if last && reclaim.get(digest.as_bytes())?.is_none() {
-                        reclaim.insert(digest.as_bytes(), waiting.as_slice())?;
-                        add_store(stats, StoreDelta { pending: 1, pending_bytes: bytes, ..Default::default() })?;
-                    }
-                    append_audit_in(audit_tree, head, &*audit)?;
-                    Ok(Unlink::Unlinked)
+                    add_repo(stats, &repo, repo_delta)?;
+                    add_store(stats, store_delta)
                 })
-                .map_err(transaction_error)
+                .map_err(transaction_error)?;
+            Ok(outcomes)
         })
         .await
     }
