@@ -36,6 +36,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             on_disk += entry.metadata()?.blocks() * 512;
         }
     }
-    println!("{entries} entries, {logical} logical bytes, {on_disk} bytes on disk ({:.1}x)", on_disk as f64 / logical.max(1) as f64);
+    println!(
+        "{entries} entries, {logical} logical bytes, {on_disk} bytes on disk ({:.1}x)",
+        on_disk as f64 / logical.max(1) as f64
+    );
     Ok(())
 }
