@@ -356,7 +356,10 @@ impl SledMeta {
         // sled's default cache is 1 GiB, and it fills it as metadata grows:
         // amberd's RSS rose by 3 KiB per pushed blob without end. Capped, RSS
         // levels off; the OS page cache keeps the rest of the working set.
-        const SLED_CACHE_BYTES: u64 = 16 << 20;
+        // sled counts less than it holds: 4 MiB, not 16, took 24 MiB off
+        // the RSS after 200,000 pushes at the same push, HEAD and GET rates
+        // (BENCHMARKS.md, "Scale").
+        const SLED_CACHE_BYTES: u64 = 4 << 20;
         use anyhow::Context;
         std::fs::DirBuilder::new()
             .recursive(true)
