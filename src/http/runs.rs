@@ -30,11 +30,6 @@ impl IntoResponse for Accepted {
     }
 }
 
-fn report<T: serde::Serialize, E: std::fmt::Display>(done: Result<T, E>) -> Outcome {
-    let done = done.map_err(|e| e.to_string())?;
-    serde_json::to_value(done).map_err(|e| e.to_string())
-}
-
 async fn start<F, Fut>(state: &AppState, caller: &Caller, kind: RunKind, work: F) -> ApiResult<Accepted>
 where
     F: FnOnce(AppState, std::sync::Arc<crate::progress::Progress>, amber_core::audit::Actor) -> Fut + Send + 'static,
@@ -53,7 +48,7 @@ where
 /// `POST /v1/retention/run`: every policy, now.
 pub async fn run_retention(State(state): State<AppState>, caller: Caller) -> ApiResult<Accepted> {
     start(&state, &caller, RunKind::Retention, |state, progress, actor| async move {
-        report(lifecycle::run_all(&state, &actor, &progress).await)
+        runs::outcome(lifecycle::run_all(&state, &actor, &progress).await)
     })
     .await
 }
@@ -61,7 +56,7 @@ pub async fn run_retention(State(state): State<AppState>, caller: Caller) -> Api
 /// `POST /v1/reclaim/run`: bytes nothing links past the grace, deleted now.
 pub async fn run_reclaim(State(state): State<AppState>, caller: Caller) -> ApiResult<Accepted> {
     start(&state, &caller, RunKind::Reclaim, |state, progress, actor| async move {
-        report(lifecycle::reclaim::run(&state, &actor, state.config.reclaim_grace, &progress).await)
+        runs::outcome(lifecycle::reclaim::run(&state, &actor, state.config.reclaim_grace, &progress).await)
     })
     .await
 }
@@ -96,7 +91,7 @@ pub async fn run_fsck(
 ) -> ApiResult<Accepted> {
     let Query(query) = query.map_err(|e| ApiError::RequestInvalid(e.body_text()))?;
     start(&state, &caller, RunKind::Fsck, move |state, progress, _| async move {
-        report(lifecycle::fsck::fsck(&state, query.verify, false, &progress).await.map_err(|e| format!("{e:#}")))
+        runs::outcome(lifecycle::fsck::fsck(&state, query.verify, false, &progress).await.map_err(|e| format!("{e:#}")))
     })
     .await
 }

@@ -39,6 +39,11 @@ pub fn started_by(actor: &Actor) -> String {
 /// What a run's work answers: its report, or why it failed.
 pub type Outcome = Result<serde_json::Value, String>;
 
+/// A piece of work's result as a run's outcome.
+pub fn outcome<T: serde::Serialize, E: std::fmt::Display>(done: Result<T, E>) -> Outcome {
+    serde_json::to_value(done.map_err(|e| e.to_string())?).map_err(|e| e.to_string())
+}
+
 fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()
 }

@@ -102,8 +102,7 @@ pub async fn serve(
             async move {
                 let by = crate::runs::started_by(&actor);
                 crate::runs::scheduled(&state, RunKind::Retention, &by, |state, progress| async move {
-                    let done = crate::lifecycle::run_all(&state, &actor, &progress).await;
-                    done.map_err(|e| e.to_string()).and_then(|r| serde_json::to_value(r).map_err(|e| e.to_string()))
+                    crate::runs::outcome(crate::lifecycle::run_all(&state, &actor, &progress).await)
                 })
                 .await
             }
@@ -117,8 +116,7 @@ pub async fn serve(
                 let by = crate::runs::started_by(&actor);
                 crate::runs::scheduled(&state, RunKind::Reclaim, &by, |state, progress| async move {
                     let grace = state.config.reclaim_grace;
-                    let done = crate::lifecycle::reclaim::run(&state, &actor, grace, &progress).await;
-                    done.map_err(|e| e.to_string()).and_then(|r| serde_json::to_value(r).map_err(|e| e.to_string()))
+                    crate::runs::outcome(crate::lifecycle::reclaim::run(&state, &actor, grace, &progress).await)
                 })
                 .await
             }

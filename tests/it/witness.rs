@@ -239,21 +239,14 @@ async fn litewitness_cosigns_and_clients_require_the_quorum() {
     let policy = dir.path().join("policy");
     std::fs::write(&policy, format!("log {log_vkey}\nwitness w1 {}\nquorum w1\n", witness.vkey)).unwrap();
     let out = dir.path().join("out");
-    let pulled = server
-        .amber(
-            &token,
-            &[
-                "pull",
-                "acme/web:1.0",
-                "-o",
-                out.to_str().unwrap(),
-                "--key",
-                &keys_path,
-                "--witness-policy",
-                policy.to_str().unwrap(),
-            ],
-        )
-        .await;
+    let pull_with_policy = || {
+        let args = ["pull", "acme/web:1.0", "-o", out.to_str().unwrap(), "--key", &keys_path, "--witness-policy"];
+        let policy = policy.to_str().unwrap().to_owned();
+        let token = token.clone();
+        let server = &server;
+        async move { server.amber(&token, &[&args[..], &[policy.as_str()]].concat()).await }
+    };
+    let pulled = pull_with_policy().await;
     assert_eq!(pulled.code, 0, "{}", pulled.stderr);
     assert!(pulled.stderr.contains("cosigned by witnesses w1"), "{}", pulled.stderr);
     // By default, the policy the pinned key file carries.
@@ -269,21 +262,7 @@ async fn litewitness_cosigns_and_clients_require_the_quorum() {
         format!("witness w1 {}\nwitness w2 {}\ngroup both all w1 w2\nquorum both\n", witness.vkey, other.vkey),
     )
     .unwrap();
-    let refused = server
-        .amber(
-            &token,
-            &[
-                "pull",
-                "acme/web:1.0",
-                "-o",
-                out.to_str().unwrap(),
-                "--key",
-                &keys_path,
-                "--witness-policy",
-                policy.to_str().unwrap(),
-            ],
-        )
-        .await;
+    let refused = pull_with_policy().await;
     assert_eq!(refused.code, 4, "{}", refused.stderr);
     assert!(refused.stderr.contains("quorum both") && refused.stderr.contains("w2"), "{}", refused.stderr);
 

@@ -20,7 +20,7 @@ fn repo_from(row: RepoRow) -> Result<(RepoName, RepoStats), MetaError> {
         bytes: bytes as u64,
         tags: tags as u64,
         live_tags: live_tags as u64,
-        last_push_at: last_push_at.map(|t| t.replace_nanosecond(t.nanosecond() / 1000 * 1000).unwrap_or(t)),
+        last_push_at,
     };
     Ok((name, stats))
 }

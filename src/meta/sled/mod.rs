@@ -513,7 +513,8 @@ impl SledMeta {
 }
 
 impl SledMeta {
-    /// Changes a tag's record (its hold or expiry; never its binding) under
+    /// Changes a tag's record (its hold; never its binding, and an expiry is
+    /// `expire_tags`'s, which counts it) under
     /// the write lock: `change` returns the new record, or the outcome that
     /// refuses the change. The new record and `audit` commit together.
     async fn change_tag(
@@ -525,22 +526,16 @@ impl SledMeta {
         change: impl FnOnce(TagRecord, &Trees) -> Result<Result<TagRecord, TagChange>, MetaError> + Send + 'static,
     ) -> Result<TagChange, MetaError> {
         let key = repo_key(repo, tag.as_str().as_bytes());
-        let repo = repo.clone();
         self.write(what, move |t| {
             let Some(record) = tag_record(&t.tags, &key)? else { return Ok(TagChange::Unknown) };
-            let was_live = record.expiry.is_none();
             let record = match change(record, t)? {
                 Ok(record) => record,
                 Err(refused) => return Ok(refused),
             };
-            let expired = was_live && record.expiry.is_some();
             let json = serde_json::to_vec(&record)?;
-            (&t.tags, &t.stats, &t.audit, &t.audit_head)
-                .transaction(|(tags, stats_tree, audit_tree, head)| {
+            (&t.tags, &t.audit, &t.audit_head)
+                .transaction(|(tags, audit_tree, head)| {
                     tags.insert(key.as_slice(), json.as_slice())?;
-                    if expired {
-                        stats::add_repo(stats_tree, &repo, stats::RepoDelta { live_tags: -1, ..Default::default() })?;
-                    }
                     append_audit_in(audit_tree, head, &*audit)?;
                     Ok(())
                 })
