@@ -4,7 +4,9 @@
 # one sitting, alternating which goes first. Each push is to a fresh amberd
 # (so nothing is deduplicated); reported per push: wall time, MiB/s, the
 # server's CPU (user + system) per GiB and its peak RSS.
-#   [FILL_PAGE_CACHE=1] bench/parallel-push.sh AMBERD AMBER [ROUNDS] [fs|s3]
+#   [FILL_PAGE_CACHE=1] [SLOW_LINK=1] bench/parallel-push.sh AMBERD AMBER [ROUNDS] [fs|s3]
+# SLOW_LINK=1 pushes through bench/slow-link.py (each TCP connection held to
+# 25 MiB/s, 20 ms added each way: a long link's per-stream limit).
 # s3: blobs in moto (AMBER_BENCH_S3, default http://127.0.0.1:5917, started
 # by the caller) and metadata in PostgreSQL on 127.0.0.1:5432 (a database
 # made and dropped per push). Loopback only; every server it starts is
@@ -12,8 +14,12 @@
 set -euo pipefail
 amberd=$1 amber=$2 rounds=${3:-3} backend=${4:-fs}
 work=$(mktemp -d /tmp/bench-pp-XXXXXX)
-pid=
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; rm -rf "$work"; }
+pid= proxy=
+cleanup() {
+  [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+  [ -n "$proxy" ] && kill "$proxy" 2>/dev/null || true
+  rm -rf "$work"
+}
 trap cleanup EXIT
 head -c $((1 << 30)) /dev/urandom > "$work/image.bin"
 # FILL_PAGE_CACHE=1 fills the page cache first with a throwaway file, as on
@@ -61,14 +67,22 @@ push() { # mode round
     "http://127.0.0.1:$port/v1/tokens" | python3 -c 'import sys,json;print(json.load(sys.stdin)["token"])')
   local flags=(--part-size $((2 << 30)))
   [ "$1" = parallel ] && flags=(--part-size $((256 << 20)) --parallel 4)
+  local url="http://127.0.0.1:$port"
+  if [ "${SLOW_LINK:-0}" = 1 ]; then
+    local lport=$((port + 1000))
+    python3 "$(dirname "$0")/slow-link.py" "$lport" "$port" --max-seconds 600 & proxy=$!
+    for _ in $(seq 100); do curl -fs "http://127.0.0.1:$lport/healthz" >/dev/null && break; sleep 0.1; done
+    url="http://127.0.0.1:$lport"
+  fi
   local before; before=$(cpu_ticks "$pid")
   local start; start=$(date +%s.%N)
-  AMBER_URL="http://127.0.0.1:$port" AMBER_TOKEN=$token "${client[@]}" push "bench/image:$2" "$work/image.bin" "${flags[@]}" --json >/dev/null
+  AMBER_URL="$url" AMBER_TOKEN=$token "${client[@]}" push "bench/image:$2" "$work/image.bin" "${flags[@]}" --json >/dev/null
   local end; end=$(date +%s.%N)
   local after; after=$(cpu_ticks "$pid")
   local rss; rss=$(awk '/VmHWM/{print $2}' "/proc/$pid/status")
-  python3 -c "import json,sys; w=$end-$start; print(json.dumps({'mode':'$1','round':$2,'backend':'$backend','seconds':round(w,3),'mib_per_s':round(1024/w,1),'server_cpu_s_per_gib':round(($after-$before)/$ticks,3),'server_peak_rss_mib':round($rss/1024,1)}))"
+  python3 -c "import json,sys; w=$end-$start; print(json.dumps({'mode':'$1','round':$2,'backend':'$backend','slow_link':${SLOW_LINK:-0},'seconds':round(w,3),'mib_per_s':round(1024/w,1),'server_cpu_s_per_gib':round(($after-$before)/$ticks,3),'server_peak_rss_mib':round($rss/1024,1)}))"
   kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
+  if [ -n "$proxy" ]; then kill "$proxy"; wait "$proxy" 2>/dev/null || true; proxy=; fi
   if [ "$backend" = s3 ]; then
     psql -q -h 127.0.0.1 -U postgres -c "DROP DATABASE IF EXISTS bench_pp_$1_$2" postgres
     bucket delete "bench-pp-$1-$2" # moto keeps objects in memory

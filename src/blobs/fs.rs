@@ -11,7 +11,7 @@
 //! `fdatasync`ed, then hard-linked to its final name (a link never replaces an
 //! existing file, so a racing upload of the same bytes simply finds it there)
 //! and the shard directory is fsynced before the upload is acknowledged.
-//! Reads go a chunk per blocking call, one chunk ahead of the client.
+//! Reads go a chunk per blocking call, a few chunks ahead of the client.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -34,6 +34,8 @@ const LAYOUT_VERSION: &str = "1";
 /// Read chunk: large enough for BLAKE3's SIMD paths and few syscalls, small
 /// enough that a download holds at most a few MiB.
 const READ_CHUNK: usize = 512 * 1024;
+/// Chunks read ahead of the response, waiting to be sent.
+const READ_AHEAD: usize = 3;
 /// Chunks are gathered into batches of at least this much, each written in
 /// one call on the blocking pool; the ~400 KiB reads hyper hands over on a
 /// fast connection are a batch each, with no copy.
@@ -331,7 +333,9 @@ impl Reader {
         self.remaining -= n as u64;
         let chunk = buf.freeze(n);
         if let Some(hasher) = self.hasher.as_mut() {
-            hasher.update(&chunk);
+            // Two halves at once on the hashing pool: a verified download
+            // then keeps pace with one core hashing a file from memory.
+            hasher.update_rayon(&chunk);
         }
         if self.remaining == 0
             && let Some(hasher) = self.hasher.take()
@@ -344,8 +348,6 @@ impl Reader {
         (self, Ok(chunk))
     }
 }
-
-type ReadAhead = tokio::task::JoinHandle<(Reader, Result<Bytes, BlobError>)>;
 
 impl BlobStore for FsBlobs {
     async fn put(&self, upload: Upload, mut body: BodyStream) -> Result<Written, BlobError> {
@@ -431,18 +433,30 @@ impl BlobStore for FsBlobs {
         if reader.remaining == 0 {
             return Ok(Box::pin(futures_util::stream::empty()));
         }
-        // Each chunk is read on the blocking pool while the one before is
-        // sent; a client that stops reading stops the reads, holding no thread.
-        let first: ReadAhead = tokio::task::spawn_blocking(move || reader.next_chunk());
-        Ok(Box::pin(futures_util::stream::unfold(Some(first), |ahead| async move {
-            let (reader, item) = match ahead?.await {
-                Ok(step) => step,
-                Err(e) => return Some((Err(BlobError::Io(io::Error::other(e))), None)),
-            };
-            let next = (item.is_ok() && reader.remaining > 0)
-                .then(|| tokio::task::spawn_blocking(move || reader.next_chunk()));
-            Some((item, next))
-        })))
+        // A task reads chunk after chunk on the blocking pool, up to
+        // READ_AHEAD ahead of the response: reading and hashing go on while
+        // earlier chunks are sent. A client that stops reading fills the
+        // channel and the task waits, holding no thread; one that leaves
+        // drops the receiver and the task ends at its next chunk.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, BlobError>>(READ_AHEAD);
+        tokio::spawn(async move {
+            let mut reader = reader;
+            loop {
+                let (back, item) = match tokio::task::spawn_blocking(move || reader.next_chunk()).await {
+                    Ok(step) => step,
+                    Err(e) => {
+                        let _ = tx.send(Err(BlobError::Io(io::Error::other(e)))).await;
+                        return;
+                    }
+                };
+                let more = item.is_ok() && back.remaining > 0;
+                if tx.send(item).await.is_err() || !more {
+                    return;
+                }
+                reader = back;
+            }
+        });
+        Ok(Box::pin(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })))
     }
 
     async fn delete(&self, digest: &Digest) -> Result<(), BlobError> {

@@ -32,8 +32,12 @@ const PAGE: usize = 100;
 /// small blob costs far more than its bytes, and a store of 4 KiB blobs
 /// scrubbed at 32 MiB/s would open 8 000 files a second.
 const PER_BLOB: u64 = 64 * 1024;
-/// Rest between full passes, and before trying again for the lock.
+/// Rest before trying again for the lock, or going on with a pass.
 const PAUSE: Duration = Duration::from_secs(5);
+/// A full pass starts at most this long after the last one ended: a store
+/// read through faster than that is not read again and again (each pass a
+/// run that would crowd the others out of `GET /v1/runs`).
+const FULL_PASS_EVERY: time::Duration = time::Duration::hours(1);
 
 const SCRUBBER: &str = "amberd scrub";
 
@@ -108,7 +112,9 @@ pub async fn scrub_forever(state: AppState, rate: u64, stop: CancellationToken) 
                 None
             }
         };
-        if let Some(_lock) = held {
+        if let Some(_lock) = held
+            && pass_due(&state).await
+        {
             match Run::begin(&state, RunKind::Scrub, SCRUBBER).await {
                 Ok(Begun::Started(run)) => {
                     let outcome = scrub_pass(&state, rate, &stop, &run.progress()).await;
@@ -122,6 +128,21 @@ pub async fn scrub_forever(state: AppState, rate: u64, stop: CancellationToken) 
         tokio::select! {
             () = tokio::time::sleep(PAUSE) => {}
             () = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Whether a pass is under way, or the last full one (by any replica) ended
+/// at least [`FULL_PASS_EVERY`] ago.
+async fn pass_due(state: &AppState) -> bool {
+    match state.meta.scrub_progress().await {
+        Ok(saved) => {
+            saved.pass_started.is_some()
+                || saved.last_full_pass.is_none_or(|ended| OffsetDateTime::now_utc() - ended >= FULL_PASS_EVERY)
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "the scrub could not read its progress");
+            false
         }
     }
 }
