@@ -247,7 +247,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let grace = config.limits.shutdown_grace;
     // Before anything answers: a SIGTERM from now on is a clean stop.
     let signal = server::shutdown_signal();
+    let tls = config.tls.clone().map(server::tls::Certificates::load).transpose()?;
     let state = AppState::open(config).await?;
+    amber_server::auth::initial::ensure(&state.meta, &state.config, &state.signer).await?;
     let listener = bind(listen)?;
     let metrics_listener = match metrics_listen {
         Some(addr) => {
@@ -257,6 +259,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
+    if tls.is_some() {
+        tracing::info!("serving HTTPS: TLS 1.2 and 1.3, h2 and http/1.1 by ALPN");
+    }
     tracing::info!(addr = %listener.local_addr()?, "amberd listening");
     let shutdown = async move {
         signal.await;
@@ -267,7 +272,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             std::process::exit(1);
         });
     };
-    server::serve(listener, metrics_listener, state, shutdown).await?;
+    server::serve(listener, metrics_listener, tls, state, shutdown).await?;
     tracing::info!("stopped");
     // Not a return: dropping the runtime would wait for blocking calls that
     // may never end (a stuck store); everything acknowledged is durable.

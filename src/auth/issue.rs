@@ -75,8 +75,33 @@ pub async fn issue_token(
     config: &Config,
     signer: &std::sync::Arc<Signer>,
     actor: Actor,
-    mut spec: TokenSpec,
+    spec: TokenSpec,
 ) -> ApiResult<(TokenInfo, TokenSecret)> {
+    let (record, secret) = prepare(config, spec)?;
+    let draft = Draft::shared(signer, actor, vec![token_created(&record.info)]);
+    meta.insert_token(&record, draft).await?;
+    Ok((record.info, secret))
+}
+
+/// [`issue_token`] only if the store holds no token at all (across
+/// replicas, one of them mints); `None`: it holds one, nothing was minted.
+/// `keep` gets the secret before the token is stored; if it fails, nothing is.
+pub async fn issue_first_token(
+    meta: &Meta,
+    config: &Config,
+    signer: &std::sync::Arc<Signer>,
+    actor: Actor,
+    spec: TokenSpec,
+    keep: impl FnOnce(&TokenSecret) -> std::io::Result<()>,
+) -> anyhow::Result<Option<TokenInfo>> {
+    let (record, secret) = prepare(config, spec).map_err(|e| anyhow::anyhow!("{e}"))?;
+    keep(&secret)?;
+    let draft = Draft::shared(signer, actor, vec![token_created(&record.info)]);
+    Ok(meta.insert_first_token(&record, draft).await?.then_some(record.info))
+}
+
+/// Checks `spec` and makes the token and its secret.
+fn prepare(config: &Config, mut spec: TokenSpec) -> ApiResult<(TokenRecord, TokenSecret)> {
     check_label("name", &spec.name)?;
     if let Some(pipeline) = &spec.pipeline {
         check_label("pipeline", pipeline)?;
@@ -105,10 +130,8 @@ pub async fn issue_token(
         rotated_to: None,
         ci: None,
     };
-    let draft = Draft::shared(signer, actor, vec![token_created(&info)]);
-    let record = TokenRecord { info: info.clone(), secret_hash: secret_hash(&secret) };
-    meta.insert_token(&record, draft).await?;
-    Ok((info, secret))
+    let record = TokenRecord { secret_hash: secret_hash(&secret), info };
+    Ok((record, secret))
 }
 
 /// Rotates token `id`: a new secret and id with the same grants, for the

@@ -6,6 +6,7 @@
 //! Default deny: a token may do only what a grant names.
 
 mod denials;
+pub mod initial;
 mod issue;
 pub mod scoped;
 

@@ -21,6 +21,18 @@ pub struct Options {
     /// Address to serve HTTP on [default: 127.0.0.1:7350].
     #[arg(long, env = "AMBER_LISTEN", global = true)]
     pub listen: Option<SocketAddr>,
+    /// Serve HTTPS with this certificate chain (PEM, the server's own first);
+    /// read again on SIGHUP and when the file changes. Needs --tls-key.
+    #[arg(long, env = "AMBER_TLS_CERT", global = true, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "AMBER_TLS_KEY", global = true, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Do not write an initial admin token to DATA_DIR/initial-admin-token
+    /// on the first start of an empty store (mint one with `amberd token
+    /// create` instead).
+    #[arg(long, env = "AMBER_NO_INITIAL_TOKEN", global = true)]
+    pub no_initial_token: bool,
     /// Serve `GET /metrics` on this address instead of the API's, so the
     /// counters need not be reachable wherever the API is.
     #[arg(long, env = "AMBER_METRICS_LISTEN", global = true)]
@@ -194,6 +206,9 @@ pub struct Limits {
 #[serde(deny_unknown_fields)]
 struct FileOptions {
     listen: Option<SocketAddr>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    no_initial_token: Option<bool>,
     metrics_listen: Option<SocketAddr>,
     no_ui: Option<bool>,
     no_oci: Option<bool>,
@@ -252,11 +267,22 @@ impl std::fmt::Debug for MetaConfig {
     }
 }
 
+/// The certificate chain and key files of `--tls-cert` and `--tls-key` (PEM).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     /// The URL clients reach this store at (`--public-url`), when given.
     pub public_url: Option<url::Url>,
     pub listen: SocketAddr,
+    /// HTTPS on `listen` with these files; `None`: plain HTTP.
+    pub tls: Option<TlsFiles>,
+    /// Whether the first start of an empty store writes an initial admin token.
+    pub initial_token: bool,
     /// Where `GET /metrics` is served when not on `listen`.
     pub metrics_listen: Option<SocketAddr>,
     /// Whether `/ui/` serves the operator console.
@@ -409,10 +435,17 @@ impl Config {
         if limits.upload_memory < 16 << 20 {
             bail!("upload_memory must be at least 16 MiB (one S3 part and its successor)");
         }
+        let tls = match (options.tls_cert.or(file.tls_cert), options.tls_key.or(file.tls_key)) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => bail!("tls_cert and tls_key go together: give both, or neither for plain HTTP"),
+        };
         Ok(Self {
             limits,
             public_url,
             listen,
+            tls,
+            initial_token: !(options.no_initial_token || file.no_initial_token.unwrap_or(false)),
             metrics_listen,
             ui: !(options.no_ui || file.no_ui.unwrap_or(false)),
             oci: !(options.no_oci || file.no_oci.unwrap_or(false)),

@@ -64,6 +64,14 @@ pub trait TokenStore {
         audit: AuditBuild,
     ) -> impl Future<Output = Result<(), MetaError>> + Send;
 
+    /// [`Self::insert_token`] only if the store holds no token at all, as
+    /// one step across replicas; `false`: it holds one, nothing was stored.
+    fn insert_first_token(
+        &self,
+        record: &TokenRecord,
+        audit: AuditBuild,
+    ) -> impl Future<Output = Result<bool, MetaError>> + Send;
+
     fn token(&self, id: &TokenId) -> impl Future<Output = Result<Option<TokenRecord>, MetaError>> + Send;
 
     fn token_by_hash(&self, secret_hash: &str) -> impl Future<Output = Result<Option<TokenRecord>, MetaError>> + Send;
@@ -114,6 +122,10 @@ pub trait TokenStore {
 impl TokenStore for Meta {
     async fn insert_token(&self, record: &TokenRecord, audit: AuditBuild) -> Result<(), MetaError> {
         dispatch!(self, s => s.insert_token(record, audit))
+    }
+
+    async fn insert_first_token(&self, record: &TokenRecord, audit: AuditBuild) -> Result<bool, MetaError> {
+        dispatch!(self, s => s.insert_first_token(record, audit))
     }
 
     async fn token(&self, id: &TokenId) -> Result<Option<TokenRecord>, MetaError> {

@@ -40,7 +40,8 @@ fn realm(state: &AppState, host: Option<&HeaderValue>) -> String {
     // Only a host name and port: never echo anything else into a header.
     let host: String =
         host.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '-' | '[' | ']')).collect();
-    format!("http://{host}/v2/token")
+    let scheme = if state.config.tls.is_some() { "https" } else { "http" };
+    format!("{scheme}://{host}/v2/token")
 }
 
 /// `401` with the Bearer challenge (for the token flow) and Basic.

@@ -3,6 +3,9 @@
 //! after each response), an idle timeout (no byte moved either way), and a
 //! cap on open connections that closes idle ones first to make room.
 //!
+//! With TLS, the handshake happens on the connection's own task and counts
+//! in the header timeout like a request's first bytes.
+//!
 //! One sweeper task checks every connection twice a second, rather than a
 //! timer per connection. A connection is *idle* while no request is in
 //! flight on it (a response counts until its body has been sent), and it may
@@ -24,6 +27,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
@@ -105,10 +110,14 @@ impl Table {
     }
 }
 
-/// Serves `router` on `listener` until `shutdown` is cancelled, then lets
-/// requests in flight finish for at most `grace`.
+/// The bytes of one connection: plain, or TLS over TCP.
+type Io = Either<TcpStream, tokio_rustls::server::TlsStream<TcpStream>>;
+
+/// Serves `router` on `listener` (over TLS with `tls`) until `shutdown` is
+/// cancelled, then lets requests in flight finish for at most `grace`.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     router: Router,
     limits: ConnectionLimits,
     counters: Arc<ConnectionCounters>,
@@ -161,12 +170,15 @@ pub async fn serve(
             id
         };
         let (router, builder, table, shutdown) = (router.clone(), builder.clone(), table.clone(), shutdown.clone());
+        let tls = tls.clone();
         let limits = limits.clone();
         let counters = counters.clone();
         counters.open.fetch_add(1, Ordering::Relaxed);
         tasks.spawn(async move {
-            let accepted = Accepted { stream, peer, activity, close };
-            serve_connection(&builder, accepted, router, limits.body_idle_timeout, shutdown).await;
+            if let Some(stream) = handshake(stream, tls, &close, &shutdown).await {
+                let accepted = Accepted { stream, peer, activity, close };
+                serve_connection(&builder, accepted, router, limits.body_idle_timeout, shutdown).await;
+            }
             table.lock().unwrap_or_else(PoisonError::into_inner).remove(id);
             counters.open.fetch_sub(1, Ordering::Relaxed);
         });
@@ -231,9 +243,32 @@ async fn sweep(
     }
 }
 
+/// The connection's stream, after the TLS handshake if there is one; `None`
+/// if the handshake failed, or the connection was closed (past the header
+/// timeout, shed) or the server stops first.
+async fn handshake(
+    stream: TcpStream,
+    tls: Option<TlsAcceptor>,
+    close: &CancellationToken,
+    shutdown: &CancellationToken,
+) -> Option<Io> {
+    let Some(acceptor) = tls else { return Some(Either::Left(stream)) };
+    tokio::select! {
+        accepted = acceptor.accept(stream) => match accepted {
+            Ok(stream) => Some(Either::Right(stream)),
+            Err(err) => {
+                tracing::debug!(error = %err, "TLS handshake failed");
+                None
+            }
+        },
+        () = close.cancelled() => None,
+        () = shutdown.cancelled() => None,
+    }
+}
+
 /// A connection just accepted, and what the accept loop keeps of it.
 struct Accepted {
-    stream: TcpStream,
+    stream: Io,
     peer: SocketAddr,
     activity: Arc<Activity>,
     close: CancellationToken,
@@ -325,7 +360,7 @@ impl http_body::Body for ResponseBody {
 /// (sent for a request head it cannot parse) the JSON body every other error
 /// has.
 struct Watched {
-    stream: TcpStream,
+    stream: Io,
     activity: Arc<Activity>,
     /// The JSON answer still to be written in place of hyper's bare one.
     rewritten: Option<(Vec<u8>, usize)>,

@@ -2,6 +2,7 @@
 //! `/metrics`), the state, and a shutdown future (the shape of mini-redis).
 
 mod connections;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -29,6 +30,7 @@ const UPLOAD_EXPIRY_CHECK: Duration = Duration::from_secs(60);
 pub async fn serve(
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
+    tls: Option<Arc<tls::Certificates>>,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -55,6 +57,7 @@ pub async fn serve(
         let router = http::metrics_router(state.clone());
         tokio::spawn(connections::serve(
             listener,
+            None,
             router,
             ConnectionLimits { max_connections: 64, ..connection_limits.clone() },
             Arc::default(),
@@ -139,6 +142,14 @@ pub async fn serve(
             }
         }
     });
+    // An initial admin token's file left behind is mentioned once a day.
+    let left_behind = periodically(crate::auth::initial::LEFT_BEHIND, stop.clone(), {
+        let config = state.config.clone();
+        move || {
+            crate::auth::initial::warn_if_left(&config);
+            std::future::ready(())
+        }
+    });
     let oidc_keys = (!state.config.oidc.issuers.is_empty()).then(|| {
         let (state, stop) = (state.clone(), stop.clone());
         tokio::spawn(async move { state.oidc.refresh_forever(stop).await })
@@ -166,7 +177,16 @@ pub async fn serve(
     });
     let doors = if state.config.oci { vec![crate::oci::door()] } else { Vec::new() };
     let router = http::router(state.clone(), doors);
-    connections::serve(listener, router, connection_limits, state.metrics.connections.clone(), stopping, drain).await;
+    let acceptor = match &tls {
+        Some(certificates) => {
+            tokio::spawn(certificates.clone().watch(stop.clone()));
+            let config = certificates.server_config().map_err(std::io::Error::other)?;
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+        }
+        None => None,
+    };
+    let counters = state.metrics.connections.clone();
+    connections::serve(listener, acceptor, router, connection_limits, counters, stopping, drain).await;
     stop.cancel();
     // Runs under way record that they stopped (the next run goes on).
     state.running.stop(RUNS_STOP).await;
@@ -175,7 +195,10 @@ pub async fn serve(
             let _ = metrics.await;
         }
         let _ = housekeeping.await;
-        for task in [retention, reclaim, scrub, oidc_keys, witnesses, Some(log), Some(uploads)].into_iter().flatten() {
+        for task in [retention, reclaim, scrub, oidc_keys, witnesses, Some(log), Some(uploads), Some(left_behind)]
+            .into_iter()
+            .flatten()
+        {
             let _ = task.await;
         }
         state.denials.flush(&state.meta, &state.signer, true).await;

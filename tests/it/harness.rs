@@ -306,6 +306,12 @@ impl TestServer {
         self.child.wait().unwrap();
     }
 
+    /// Sends `signal` (`HUP`, say) to amberd.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill").args([&format!("-{signal}"), &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+    }
+
     /// Sends SIGTERM and waits for amberd to exit; returns whether it exited cleanly.
     pub fn terminate(&mut self) -> bool {
         let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();

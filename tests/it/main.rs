@@ -25,6 +25,7 @@ mod retention_store;
 mod runs;
 mod schemathesis;
 mod scrub;
+mod tls;
 mod tokens;
 mod trust;
 mod ui;

@@ -60,16 +60,52 @@ async fn error_from(response: Response) -> CliError {
     }
 }
 
+/// How the client checks a server's certificate: the system's roots, and
+/// the certificates of `ca_cert` (a PEM bundle) too; `insecure` checks
+/// nothing, and says so on every call.
+#[derive(Clone, Debug, Default)]
+pub struct Trust {
+    pub ca_cert: Option<std::path::PathBuf>,
+    pub insecure: bool,
+}
+
+impl Trust {
+    /// The HTTP client builder with this trust and amber's user agent.
+    pub fn builder(&self) -> Result<reqwest::ClientBuilder> {
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("amber/", env!("CARGO_PKG_VERSION")))
+            .tls_built_in_webpki_certs(false)
+            .tls_built_in_native_certs(true);
+        if let Some(path) = &self.ca_cert {
+            let pem =
+                std::fs::read(path).map_err(|e| CliError::Io(format!("reading --ca-cert {}: {e}", path.display())))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| CliError::Usage(format!("--ca-cert {}: not PEM certificates: {e}", path.display())))?;
+            if certs.is_empty() {
+                return Err(CliError::Usage(format!("--ca-cert {} holds no certificate", path.display())));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        if self.insecure {
+            eprintln!(
+                "amber: WARNING: --insecure-skip-tls-verify: the server's certificate is not checked; \
+                 anyone on the path can read the token and change what is sent"
+            );
+            builder = builder.danger_accept_invalid_certs(true);
+        }
+        Ok(builder)
+    }
+}
+
 impl Client {
-    pub fn new(base: &str, token: Option<String>) -> Result<Self> {
+    pub fn new(base: &str, token: Option<String>, trust: &Trust) -> Result<Self> {
         let base = base.trim_end_matches('/').to_owned();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(CliError::Usage(format!("server URL {base:?} must start with http:// or https://")));
         }
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("amber/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(10))
-            .build()?;
+        let http = trust.builder()?.connect_timeout(Duration::from_secs(10)).build()?;
         Ok(Self { base, token, http })
     }
 

@@ -28,6 +28,11 @@ pub enum CliError {
     /// The server could not be reached, or broke off (exit 5).
     #[error("cannot reach the server: {0}")]
     Transport(String),
+    /// The server's certificate was not trusted (exit 5; retrying will not help).
+    #[error(
+        "the server's TLS certificate is not trusted: {0}; give the CA that signed it with --ca-cert (AMBER_CA_CERT)"
+    )]
+    Tls(String),
     /// Local files (exit 1).
     #[error("{0}")]
     Io(String),
@@ -39,7 +44,7 @@ impl CliError {
             Self::Usage(_) => 2,
             Self::Auth { .. } => 3,
             Self::Verify(_) => 4,
-            Self::Api { .. } | Self::Transport(_) => 5,
+            Self::Api { .. } | Self::Transport(_) | Self::Tls(_) => 5,
             Self::Retired { .. } => 6,
             Self::Conflict { .. } => 7,
             Self::Io(_) => 1,
@@ -65,7 +70,22 @@ impl CliError {
 impl From<reqwest::Error> for CliError {
     fn from(err: reqwest::Error) -> Self {
         // Hide the URL's query and any credentials: reqwest errors print the URL only.
-        Self::Transport(err.without_url().to_string())
+        let err = err.without_url();
+        // Each cause's words ("error sending request" alone says nothing).
+        let mut text = err.to_string();
+        let mut source = std::error::Error::source(&err);
+        while let Some(cause) = source {
+            let said = cause.to_string();
+            if !text.contains(&said) {
+                text.push_str(": ");
+                text.push_str(&said);
+            }
+            source = cause.source();
+        }
+        if text.contains("invalid peer certificate") {
+            return Self::Tls(text);
+        }
+        Self::Transport(text)
     }
 }
 

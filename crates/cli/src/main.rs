@@ -54,6 +54,14 @@ struct Cli {
     /// (GitHub Actions with `id-token: write`, or AMBER_ID_TOKEN).
     #[arg(long, env = "AMBER_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
+    /// Also trust the certificates of this PEM file (a private CA) besides
+    /// the system's roots.
+    #[arg(long, env = "AMBER_CA_CERT", global = true)]
+    ca_cert: Option<PathBuf>,
+    /// Do not check the server's certificate at all (warns on every call).
+    /// Anyone on the path can then read the token and change the bytes.
+    #[arg(long, env = "AMBER_INSECURE_SKIP_TLS_VERIFY", global = true)]
+    insecure_skip_tls_verify: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -511,7 +519,7 @@ async fn token_for(cli: &Cli) -> Result<Option<String>> {
         return Ok(cli.token.clone());
     }
     let Some(id_token) = amber_cli::oidc::id_token_from_env().await? else { return Ok(None) };
-    let minted = Client::new(&cli.url, None)?.exchange_id_token(&id_token).await?;
+    let minted = Client::new(&cli.url, None, &trust(cli))?.exchange_id_token(&id_token).await?;
     eprintln!(
         "amber: exchanged this run's ID token for token {} (publisher {}, until {})",
         minted.info.id,
@@ -521,8 +529,12 @@ async fn token_for(cli: &Cli) -> Result<Option<String>> {
     Ok(Some(minted.token))
 }
 
+fn trust(cli: &Cli) -> amber_cli::client::Trust {
+    amber_cli::client::Trust { ca_cert: cli.ca_cert.clone(), insecure: cli.insecure_skip_tls_verify }
+}
+
 async fn run(cli: Cli) -> Result<()> {
-    let client = Client::new(&cli.url, token_for(&cli).await?)?;
+    let client = Client::new(&cli.url, token_for(&cli).await?, &trust(&cli))?;
     match cli.command {
         Command::Push { reference: text, paths, annotations, json, part_size, parallel } => {
             let reference = reference(&text)?;

@@ -28,6 +28,27 @@ impl TokenStore for PostgresMeta {
         Ok(())
     }
 
+    async fn insert_first_token(&self, record: &TokenRecord, audit: AuditBuild) -> Result<bool, MetaError> {
+        let mut tx = self.pool.begin().await?;
+        // Replicas starting at once: one at a time past this lock, and each
+        // then sees the token of the one before it.
+        sqlx::query("SELECT pg_advisory_xact_lock(7353, 0)").execute(&mut *tx).await?;
+        let any: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tokens)").fetch_one(&mut *tx).await?;
+        if any {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query("INSERT INTO tokens (id, secret_hash, info) VALUES ($1, $2, $3)")
+            .bind(record.info.id.as_str())
+            .bind(&record.secret_hash)
+            .bind(Json(&record.info))
+            .execute(&mut *tx)
+            .await?;
+        append_audit_in(&mut tx, &*audit).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     async fn exchange_token(
         &self,
         record: &TokenRecord,

@@ -38,6 +38,31 @@ impl TokenStore for SledMeta {
         .await
     }
 
+    async fn insert_first_token(&self, record: &TokenRecord, audit: AuditBuild) -> Result<bool, MetaError> {
+        let id = record.info.id.as_str().as_bytes().to_vec();
+        let secret_hash = record.secret_hash.clone();
+        let json = serde_json::to_vec(record)?;
+        let record = record.clone();
+        // Writes go one at a time through the writer and one process holds
+        // the store: nothing inserts a token between the look and the insert.
+        self.write("insert_first_token", move |t| {
+            if !t.tokens.is_empty() {
+                return Ok(false);
+            }
+            (&t.tokens, &t.secrets, &t.audit, &t.audit_head)
+                .transaction(|(tokens, secrets, audit_tree, head)| {
+                    tokens.insert(id.as_slice(), json.as_slice())?;
+                    secrets.insert(secret_hash.as_bytes(), id.as_slice())?;
+                    append_audit_in(audit_tree, head, &*audit)?;
+                    Ok(())
+                })
+                .map_err(transaction_error)?;
+            t.remember(record);
+            Ok(true)
+        })
+        .await
+    }
+
     async fn exchange_token(
         &self,
         record: &TokenRecord,
