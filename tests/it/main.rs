@@ -8,6 +8,7 @@ mod cli;
 mod conformance;
 mod durability;
 mod fake_issuer;
+mod first_run;
 mod hardening;
 mod harness;
 mod log;
