@@ -134,3 +134,17 @@ async fn replicas_starting_at_once_on_an_empty_store_mint_one_initial_token() {
         let _ = child.wait();
     }
 }
+
+#[test]
+fn ci_runs_exactly_the_readme_test_command() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let test = &readme[readme.find("\n## Test\n").unwrap()..];
+    let block = &test[test.find("```sh\n").unwrap() + 6..];
+    let command = block[..block.find("```").unwrap()].lines().next().unwrap();
+    assert!(command.starts_with("sudo scripts/test "), "{command}");
+    let ci = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.ci/run")).unwrap();
+    assert_eq!(
+        ci.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).next_back(),
+        Some("exec scripts/test")
+    );
+}
