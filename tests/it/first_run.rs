@@ -143,8 +143,5 @@ fn ci_runs_exactly_the_readme_test_command() {
     let command = block[..block.find("```").unwrap()].lines().next().unwrap();
     assert!(command.starts_with("sudo scripts/test "), "{command}");
     let ci = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.ci/run")).unwrap();
-    assert_eq!(
-        ci.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).next_back(),
-        Some("exec scripts/test")
-    );
+    assert_eq!(ci.lines().rfind(|l| !l.starts_with('#') && !l.trim().is_empty()), Some("exec scripts/test"));
 }
