@@ -23,6 +23,13 @@ ENV AMBER_LISTEN=0.0.0.0:7350 \
     AMBER_LOG_FORMAT=json
 VOLUME ["/var/lib/amber/data"]
 EXPOSE 7350
+# The first start on an empty volume writes the initial admin token to
+# /var/lib/amber/data/initial-admin-token (0600, owned by amber): read it with
+# `docker exec CONTAINER cat /var/lib/amber/data/initial-admin-token`, then
+# delete it. HTTPS: mount a certificate and set AMBER_TLS_CERT, AMBER_TLS_KEY
+# and, for this health check, AMBER_URL=https://127.0.0.1:7350 and
+# AMBER_CA_CERT (the CA that signed it).
 HEALTHCHECK --interval=10s --timeout=3s CMD ["/usr/local/bin/amber", "health"]
-# tini forwards SIGTERM so amberd drains in-flight requests before exiting.
+# tini forwards SIGTERM so amberd drains in-flight requests before exiting,
+# and SIGHUP, on which it reads its TLS certificate again.
 ENTRYPOINT ["/usr/bin/tini", "--", "/usr/local/bin/amberd"]
