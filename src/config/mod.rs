@@ -119,6 +119,11 @@ pub struct Options {
     /// 32 MiB/s].
     #[arg(long, env = "AMBER_SCRUB_RATE", global = true)]
     pub scrub_rate: Option<u64>,
+    /// Seconds from the end of one full scrub pass to the start of the next;
+    /// a store read through faster rests the remainder (0: passes back to
+    /// back) [default: 3600].
+    #[arg(long, env = "AMBER_SCRUB_INTERVAL", global = true)]
+    pub scrub_interval: Option<u64>,
     /// Most connections open at once; idle ones are closed first to make room
     /// [default: half the file-descriptor limit].
     #[arg(long, env = "AMBER_MAX_CONNECTIONS", global = true)]
@@ -238,6 +243,7 @@ struct FileOptions {
     upload_expiry: Option<u64>,
     reclaim_interval: Option<u64>,
     scrub_rate: Option<u64>,
+    scrub_interval: Option<u64>,
     #[serde(default)]
     oidc: oidc::OidcConfig,
     /// `[log]`: the log's witnesses.
@@ -309,6 +315,8 @@ pub struct Config {
     pub reclaim_interval: Option<Duration>,
     /// Bytes a second the scrub may read; 0: no scrub.
     pub scrub_rate: u64,
+    /// The least time from the end of a full scrub pass to the next one.
+    pub scrub_interval: Duration,
     /// Issuers of CI ID tokens trusted for trusted publishing (TOML only).
     pub oidc: oidc::OidcConfig,
 }
@@ -464,6 +472,7 @@ impl Config {
             reclaim_grace: Duration::from_secs(options.reclaim_grace.or(file.reclaim_grace).unwrap_or(DAY)),
             upload_expiry: Duration::from_secs(options.upload_expiry.or(file.upload_expiry).unwrap_or(DAY).max(1)),
             scrub_rate: options.scrub_rate.or(file.scrub_rate).unwrap_or(32 << 20),
+            scrub_interval: Duration::from_secs(options.scrub_interval.or(file.scrub_interval).unwrap_or(3600)),
             reclaim_interval: match options.reclaim_interval.or(file.reclaim_interval).unwrap_or(3600) {
                 0 => None,
                 n => Some(Duration::from_secs(n)),

@@ -34,10 +34,6 @@ const PAGE: usize = 100;
 const PER_BLOB: u64 = 64 * 1024;
 /// Rest before trying again for the lock, or going on with a pass.
 const PAUSE: Duration = Duration::from_secs(5);
-/// A full pass starts at most this long after the last one ended: a store
-/// read through faster than that is not read again and again (each pass a
-/// run that would crowd the others out of `GET /v1/runs`).
-const FULL_PASS_EVERY: time::Duration = time::Duration::hours(1);
 
 const SCRUBBER: &str = "amberd scrub";
 
@@ -133,12 +129,15 @@ pub async fn scrub_forever(state: AppState, rate: u64, stop: CancellationToken) 
 }
 
 /// Whether a pass is under way, or the last full one (by any replica) ended
-/// at least [`FULL_PASS_EVERY`] ago.
+/// at least `--scrub-interval` ago: a store read through faster is not read
+/// again and again (each pass a run that would crowd the others out of
+/// `GET /v1/runs`).
 async fn pass_due(state: &AppState) -> bool {
+    let every = state.config.scrub_interval;
     match state.meta.scrub_progress().await {
         Ok(saved) => {
             saved.pass_started.is_some()
-                || saved.last_full_pass.is_none_or(|ended| OffsetDateTime::now_utc() - ended >= FULL_PASS_EVERY)
+                || saved.last_full_pass.is_none_or(|ended| OffsetDateTime::now_utc() - ended >= every)
         }
         Err(err) => {
             tracing::warn!(error = %err, "the scrub could not read its progress");

@@ -99,6 +99,7 @@ async fn a_second_run_is_refused_while_one_is_active(backend: Backend) {
     let mut server = TestServer::builder()
         .backend(backend)
         .env("AMBER_SCRUB_RATE", "1024")
+        .env("AMBER_SCRUB_INTERVAL", "0")
         .env("AMBER_RECLAIM_INTERVAL", "0")
         .env("AMBER_RETENTION_INTERVAL", "0")
         .start()

@@ -30,7 +30,9 @@ async fn scrub(server: &TestServer) -> Value {
 }
 
 async fn rot_is_quarantined_never_served_and_healed_by_upload(backend: Backend) {
-    let server = TestServer::builder().backend(backend).arg("--scrub-rate").arg("100000000").start().await;
+    // Passes back to back, so that rot is found within the test.
+    let server =
+        TestServer::builder().backend(backend).arg("--scrub-rate=100000000").arg("--scrub-interval=0").start().await;
     let token = server.token(&[("acme/web", &["push", "pull"])]).await;
     let blobs: Vec<Vec<u8>> = vec![data(700_000, 1), data(5000, 2), data(6000, 3), data(7000, 4)];
     let mut digests = Vec::new();
@@ -142,3 +144,21 @@ async fn rot_is_quarantined_never_served_and_healed_by_upload(backend: Backend) 
 }
 
 on_both_backends!(rot_is_quarantined_never_served_and_healed_by_upload);
+
+/// A store read through in a moment is not read again until
+/// `--scrub-interval` has passed (each pass is a run: back to back they would
+/// crowd every other run out of `GET /v1/runs`); with 0 they go back to back.
+#[tokio::test]
+async fn a_full_pass_waits_out_the_scrub_interval() {
+    let (resting, eager) = tokio::join!(
+        TestServer::builder().arg("--scrub-interval=3600").start(),
+        TestServer::builder().arg("--scrub-interval=0").start()
+    );
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let passes = |server: &TestServer| {
+        let request = server.request(Method::GET, "/v1/runs?kind=scrub", &server.admin).send();
+        async move { request.await.unwrap().json::<Value>().await.unwrap()["runs"].as_array().unwrap().len() }
+    };
+    assert_eq!(passes(&resting).await, 1, "one pass, then rest");
+    assert!(passes(&eager).await >= 2, "back to back, a pause of 5 s between");
+}

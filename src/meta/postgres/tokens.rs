@@ -29,6 +29,11 @@ impl TokenStore for PostgresMeta {
     }
 
     async fn insert_first_token(&self, record: &TokenRecord, audit: AuditBuild) -> Result<bool, MetaError> {
+        // Tokens are never deleted: a store that holds one needs no lock.
+        let any: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tokens)").fetch_one(&self.pool).await?;
+        if any {
+            return Ok(false);
+        }
         let mut tx = self.pool.begin().await?;
         // Replicas starting at once: one at a time past this lock, and each
         // then sees the token of the one before it.

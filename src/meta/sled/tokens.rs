@@ -43,6 +43,11 @@ impl TokenStore for SledMeta {
         let secret_hash = record.secret_hash.clone();
         let json = serde_json::to_vec(record)?;
         let record = record.clone();
+        // Tokens are never deleted: a store that holds one is seen so with a
+        // read, and every later start writes nothing.
+        if self.read("any_token", |t| Ok(!t.tokens.is_empty())).await? {
+            return Ok(false);
+        }
         // Writes go one at a time through the writer and one process holds
         // the store: nothing inserts a token between the look and the insert.
         self.write("insert_first_token", move |t| {
