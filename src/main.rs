@@ -21,6 +21,7 @@ use tracing_subscriber::EnvFilter;
 /// returns memory of that size to the kernel when it is freed, so every read
 /// faulted in fresh zeroed pages (~70 000 faults per GiB uploaded, a tenth of
 /// the server's CPU); jemalloc keeps freed pages a while for the next read.
+/// Built with per-thread caches off (`.cargo/config.toml`).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
