@@ -107,8 +107,9 @@ impl Certificates {
                 _ = hup => { self.reload("SIGHUP"); }
                 _ = tick.tick() => {
                     if self.changed() {
-                        // A writer may be half-way through: the next tick
-                        // reads again if this one found a broken pair.
+                        // A pair caught half-written is refused; the end of
+                        // the write changes the files again, and they are
+                        // read again at the next tick.
                         self.reload("the files changed");
                     }
                 }
