@@ -29,7 +29,7 @@ pub struct Certificates {
     provider: Arc<CryptoProvider>,
     current: ArcSwap<CertifiedKey>,
     /// What the files looked like when last read (length, modified time).
-    seen: std::sync::Mutex<Option<[FileStamp; 2]>>,
+    seen: std::sync::Mutex<[FileStamp; 2]>,
 }
 
 type FileStamp = Option<(u64, SystemTime)>;
@@ -40,12 +40,7 @@ impl Certificates {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let seen = stamps(&files);
         let key = read_pair(&files, &provider)?;
-        Ok(Arc::new(Self {
-            files,
-            provider,
-            current: ArcSwap::from_pointee(key),
-            seen: std::sync::Mutex::new(Some(seen)),
-        }))
+        Ok(Arc::new(Self { files, provider, current: ArcSwap::from_pointee(key), seen: std::sync::Mutex::new(seen) }))
     }
 
     /// The rustls server configuration: TLS 1.2 and 1.3 with rustls' default
@@ -63,7 +58,7 @@ impl Certificates {
     /// and says why.
     pub fn reload(&self, why: &str) -> bool {
         let seen = stamps(&self.files);
-        *self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(seen);
+        *self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = seen;
         match read_pair(&self.files, &self.provider) {
             Ok(key) => {
                 self.current.store(Arc::new(key));
@@ -80,8 +75,7 @@ impl Certificates {
     /// Whether either file changed since it was last read.
     fn changed(&self) -> bool {
         let now = stamps(&self.files);
-        let seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        seen.as_ref() != Some(&now)
+        *self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner) != now
     }
 
     /// Reloads on `SIGHUP` and when the files change, until `stop`.

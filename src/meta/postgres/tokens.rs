@@ -8,6 +8,17 @@ use super::{PostgresMeta, append_audit_in};
 use crate::meta::TokenStore;
 use crate::meta::{AuditBuild, Exchange, MetaError, Replay, Revocation, Rotation, TokenRecord};
 
+/// Stores `record` in `tx` (a new token: its id is random).
+async fn insert_record(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, record: &TokenRecord) -> Result<(), MetaError> {
+    sqlx::query("INSERT INTO tokens (id, secret_hash, info) VALUES ($1, $2, $3)")
+        .bind(record.info.id.as_str())
+        .bind(&record.secret_hash)
+        .bind(Json(&record.info))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 impl TokenStore for PostgresMeta {
     async fn insert_token(&self, record: &TokenRecord, audit: AuditBuild) -> Result<(), MetaError> {
         let mut tx = self.pool.begin().await?;
@@ -43,12 +54,7 @@ impl TokenStore for PostgresMeta {
             tx.rollback().await?;
             return Ok(false);
         }
-        sqlx::query("INSERT INTO tokens (id, secret_hash, info) VALUES ($1, $2, $3)")
-            .bind(record.info.id.as_str())
-            .bind(&record.secret_hash)
-            .bind(Json(&record.info))
-            .execute(&mut *tx)
-            .await?;
+        insert_record(&mut tx, record).await?;
         append_audit_in(&mut tx, &*audit).await?;
         tx.commit().await?;
         Ok(true)
@@ -92,12 +98,7 @@ impl TokenStore for PostgresMeta {
             tx.rollback().await?;
             return Ok(Exchange::PublisherGone);
         }
-        sqlx::query("INSERT INTO tokens (id, secret_hash, info) VALUES ($1, $2, $3)")
-            .bind(record.info.id.as_str())
-            .bind(&record.secret_hash)
-            .bind(Json(&record.info))
-            .execute(&mut *tx)
-            .await?;
+        insert_record(&mut tx, record).await?;
         append_audit_in(&mut tx, &*audit).await?;
         tx.commit().await?;
         Ok(Exchange::Minted)
